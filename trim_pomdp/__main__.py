@@ -1,0 +1,5 @@
+import sys
+
+from trim_pomdp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""Command-line interface: ``trim-pomdp <command> ...``.
+
+Each sub-command lives in its own module under ``trim_pomdp.commands`` with two
+functions, ``add_parser(subparsers)`` and ``run(args) -> int``.  Those modules import
+their heavy dependencies inside ``run`` so that ``trim-pomdp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command name -> module; the order is the order shown by --help
+_COMMANDS: dict[str, str] = {
+    "demo": "trim_pomdp.commands.demo",
+    "solve": "trim_pomdp.commands.solve",
+    "simulate": "trim_pomdp.commands.simulate",
+    "fit": "trim_pomdp.commands.fit",
+    "traces-from-processbench": "trim_pomdp.commands.processbench",
+    "solve-grid": "trim_pomdp.commands.solve_grid",
+    "evaluate": "trim_pomdp.commands.evaluate",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from trim_pomdp import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="trim-pomdp",
+        description="Targeted stepwise routing (TRIM) and a point-based POMDP solver.",
+    )
+    parser.add_argument("--version", action="version", version=f"trim-pomdp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in _COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # command not built yet
+        p = module.add_parser(sub)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from trim_pomdp.errors import TrimPomdpError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (TrimPomdpError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"trim-pomdp {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"trim-pomdp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

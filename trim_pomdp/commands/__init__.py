@@ -1,0 +1,1 @@
+"""Sub-commands of the ``trim-pomdp`` CLI (one module each)."""
