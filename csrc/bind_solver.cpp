@@ -135,6 +135,42 @@ py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, d
     out["n_beliefs"] = res.n_beliefs;
     out["history"] = to_array(res.history, {N, 5});
     out["interrupted"] = user_interrupt || (res.interrupted && !py_error);
+    out["memory_mb"] = res.memory_mb;
+    return out;
+}
+
+// Test hook: one point-based backup at b (both bounds) with the solver's own code.
+py::dict hsvi_backup(DArray T, DArray Z, DArray R, double discount, DArray alphas, IArray actions,
+                     DArray b) {
+    require_ndim(T, "T", "n_actions, n_states, n_states", 3);
+    const py::ssize_t A = T.shape(0), S = T.shape(1);
+    require_shape(T, "T", "n_actions, n_states, n_states", {A, S, S});
+    require_ndim(Z, "Z", "n_actions, n_states, n_observations", 3);
+    const py::ssize_t O = Z.shape(2);
+    require_shape(Z, "Z", "n_actions, n_states, n_observations", {A, S, O});
+    require_shape(R, "R", "n_actions, n_states", {A, S});
+    require_shape(b, "b", "n_states", {S});
+    require_ndim(alphas, "alphas", "K, n_states", 2);
+    const py::ssize_t K = alphas.shape(0);
+    require_shape(alphas, "alphas", "K, n_states", {K, S});
+    require_shape(actions, "actions", "K", {K});
+    trim::Pomdp model;
+    model.n_states = static_cast<int>(S);
+    model.n_actions = static_cast<int>(A);
+    model.n_obs = static_cast<int>(O);
+    model.discount = discount;
+    model.T = to_vector<double>(T);
+    model.Z = to_vector<double>(Z);
+    model.R = to_vector<double>(R);
+    model.b0 = to_vector<double>(b);
+    std::vector<int> acts(actions.data(), actions.data() + K);
+    auto res = trim::HsviSolver::backup_at(model, to_vector<double>(alphas), acts, model.b0);
+    py::dict out;
+    out["alpha"] = to_array(res.alpha, {S});
+    out["action"] = res.action;
+    out["q_lower"] = to_array(res.q_lower, {A});
+    out["q_upper"] = to_array(res.q_upper, {A});
+    out["fib"] = to_array(res.fib, {A, S});
     return out;
 }
 
@@ -146,4 +182,7 @@ void bind_solver(py::module_& m) {
           py::arg("target_gap"), py::arg("max_iterations"), py::arg("max_memory_mb"),
           py::arg("n_threads"), py::arg("progress") = py::none(),
           "HSVI2/SARSOP-style point-based solve of a discrete POMDP (see trim_pomdp.solver).");
+    m.def("_hsvi_backup", &hsvi_backup, py::arg("T"), py::arg("Z"), py::arg("R"),
+          py::arg("discount"), py::arg("alphas"), py::arg("actions"), py::arg("b"),
+          "Test hook: one backup of both bounds at belief b (the solver's own code).");
 }

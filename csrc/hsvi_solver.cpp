@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -346,6 +347,7 @@ int HsviSolver::add_node(const int* idx, const double* val, int supp) {
     nd.supp = supp;
     bel_idx_.insert(bel_idx_.end(), idx, idx + supp);
     bel_val_.insert(bel_val_.end(), val, val + supp);
+    for (int k = 0; k < supp; ++k) bel_inv_.push_back(1.0 / val[k]);
     nd.lb = -kInf;
     // FIB at the belief, max_a sum_s b(s) Q(a, s), is below the corner interpolation and
     // is the initial upper bound; sawtooth points can only lower it (upper() takes the min).
@@ -457,17 +459,15 @@ double HsviSolver::sawtooth_dense(const double* bdense, const int* idx, int supp
         if (j < 0 || phi <= best) continue;  // c_i <= 1, so c_i phi_i <= phi_i <= best
         const Node& nj = nodes_[j];
         const int* ji = &bel_idx_[nj.bel_off];
-        const double* jv = &bel_val_[nj.bel_off];
+        const double* jinv = &bel_inv_[nj.bel_off];
+        // c_i phi_i only shrinks along the loop: stop as soon as it cannot beat `best`.
+        const double stop_below = best / phi;
         double c = kInf;
         for (int k = 0; k < nj.supp; ++k) {
-            const double bs = bdense[ji[k]];
-            if (bs == 0.0) {
-                c = 0.0;
-                break;
-            }
-            c = std::min(c, bs / jv[k]);
+            c = std::min(c, bdense[ji[k]] * jinv[k]);
+            if (c <= stop_below) break;
         }
-        if (c * phi > best) best = c * phi;
+        if (c > stop_below) best = c * phi;
     }
     return f - best;
 }
@@ -502,8 +502,10 @@ void HsviSolver::set_point(int n, double v) {
         // A corner: lower the corner value itself; every phi_i changes.
         const int s = bel_idx_[nd.bel_off];
         if (v < corner_[s]) {
+            // Cached node bounds stay valid upper bounds; the next evaluation of a node
+            // (a point is added by almost every backup) uses the lower corner, so there is no
+            // need to re-evaluate every node against every point (ub_epoch_ stays).
             corner_[s] = v;
-            ++ub_epoch_;
             for (std::size_t i = 0; i < pt_node_.size(); ++i) {
                 if (pt_node_[i] < 0) continue;
                 const Node& nj = nodes_[pt_node_[i]];
@@ -554,7 +556,8 @@ void HsviSolver::backup(int n, bool lower_too) {
 
     const int a_best = static_cast<int>(std::max_element(qlb_.begin(), qlb_.end()) - qlb_.begin());
     const double lb_old = lower(n);
-    if (!(qlb_[a_best] > lb_old + 1e-12 * std::max(1.0, std::abs(lb_old)))) return;
+    if (!force_alpha_ && !(qlb_[a_best] > lb_old + 1e-12 * std::max(1.0, std::abs(lb_old))))
+        return;
     // alpha(s) = R(a,s) + gamma sum_s' T(s'|s,a) sum_o Z(o|s',a) alpha_o(s'), alpha_o the best
     // vector at tau(b,a,o); an observation of probability 0 at b takes b's own best vector.
     const int fallback = nodes_[n].lb_alpha;
@@ -639,8 +642,12 @@ void HsviSolver::prune_points() {
             pt_node_[i] = n;
         }
     }
+    // Compact, and map each node's stamp to the number of surviving points before it, so
+    // that nodes keep evaluating only the points added after their cached value.
+    std::vector<int> prefix(P + 1, 0);
     int Q = 0;
     for (int i = 0; i < P; ++i) {
+        prefix[i] = Q;
         if (pt_node_[i] < 0) continue;
         pt_node_[Q] = pt_node_[i];
         pt_val_[Q] = pt_val_[i];
@@ -648,10 +655,12 @@ void HsviSolver::prune_points() {
         nodes_[pt_node_[Q]].point = Q;
         ++Q;
     }
+    prefix[P] = Q;
     pt_node_.resize(Q);
     pt_val_.resize(Q);
     pt_phi_.resize(Q);
-    ++ub_epoch_;  // indices moved: cached stamps are meaningless (cached values stay valid)
+    for (auto& nd : nodes_)
+        if (nd.ub_epoch == ub_epoch_) nd.ub_stamp = prefix[std::min(nd.ub_stamp, P)];
     points_at_last_prune_ = Q;
 }
 
@@ -660,7 +669,7 @@ double HsviSolver::memory_bytes() const {
            static_cast<double>(alpha_act_.capacity()) * sizeof(int) +
            static_cast<double>(nodes_.capacity()) * sizeof(Node) +
            static_cast<double>(bel_idx_.capacity()) * sizeof(int) +
-           static_cast<double>(bel_val_.capacity()) * sizeof(double) +
+           static_cast<double>(bel_val_.capacity() + bel_inv_.capacity()) * sizeof(double) +
            static_cast<double>(child_id_.capacity()) * sizeof(int) +
            static_cast<double>(child_p_.capacity()) * sizeof(double) +
            static_cast<double>(rba_.capacity()) * sizeof(double) +
@@ -671,6 +680,7 @@ double HsviSolver::memory_bytes() const {
 
 void HsviSolver::check_memory() {
     const double mb = memory_bytes() / (1024.0 * 1024.0);
+    peak_mb_ = std::max(peak_mb_, mb);
     if (mb > cfg_.max_memory_mb) {
         std::ostringstream os;
         os << "solver storage reached " << mb << " MB, above max_memory_mb=" << cfg_.max_memory_mb
@@ -689,9 +699,10 @@ void HsviSolver::trial(double eps) {
     int n = 0;
     double thr = eps;
     for (int t = 0;; ++t) {
+        // The cached bounds decide first, so that a leaf is not expanded for nothing.
+        if (upper(n) - lower(n) <= thr) break;
         backup(n, false);
-        const double gap = upper(n) - lower(n);
-        if (gap <= thr || t >= kMaxDepth) break;
+        if (upper(n) - lower(n) <= thr || t >= kMaxDepth) break;
         const int a = static_cast<int>(std::max_element(qub_.begin(), qub_.end()) - qub_.begin());
         const std::int64_t off = nodes_[n].child_off + static_cast<std::int64_t>(a) * O_;
         const double thr_next = thr / gamma_;
@@ -712,7 +723,7 @@ void HsviSolver::trial(double eps) {
         thr = thr_next;
         if ((t & 63) == 63) check_memory();
     }
-    if (path_.empty() || path_.back() != n) path_.push_back(n);
+    if (path_.empty()) path_.push_back(n);
     for (auto it = path_.rbegin(); it != path_.rend(); ++it) backup(*it, true);
 }
 
@@ -769,7 +780,8 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
             res.interrupted = true;
             break;
         }
-        trial(cfg_.target_gap);
+        static const double kappa = std::getenv("HSVI_KAPPA") ? std::atof(std::getenv("HSVI_KAPPA")) : 0.0;
+        trial(std::max(cfg_.target_gap, kappa * (ub - lb)));
         ++iter;
         if (n_alpha_ >= std::max(64, 2 * alpha_at_last_prune_)) prune_alphas();
         if (n_live_points_ >= std::max(64, 2 * points_at_last_prune_)) prune_points();
@@ -788,7 +800,40 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
     res.time_s = t_end;
     res.iterations = iter;
     res.n_beliefs = static_cast<long long>(nodes_.size());
+    check_memory();
+    res.memory_mb = peak_mb_;
     return res;
+}
+
+HsviBackupCheck HsviSolver::backup_at(const Pomdp& model, const std::vector<double>& alphas,
+                                      const std::vector<int>& actions,
+                                      const std::vector<double>& b) {
+    HsviSolver solver(model, HsviConfig{});
+    const int S = solver.S_;
+    if (alphas.size() != actions.size() * static_cast<std::size_t>(S) || actions.empty())
+        throw std::invalid_argument("alphas must have shape (K, n_states) with K >= 1");
+    if (b.size() != static_cast<std::size_t>(S))
+        throw std::invalid_argument("b must have n_states entries");
+    solver.init_fib();
+    for (std::size_t k = 0; k < actions.size(); ++k)
+        solver.add_alpha(&alphas[k * S], actions[k]);
+    std::vector<int> idx;
+    std::vector<double> val;
+    for (int s = 0; s < S; ++s)
+        if (b[s] > 0.0) {
+            idx.push_back(s);
+            val.push_back(b[s]);
+        }
+    solver.add_node(idx.data(), val.data(), static_cast<int>(idx.size()));
+    solver.force_alpha_ = true;
+    solver.backup(0, true);
+    HsviBackupCheck out;
+    out.alpha.assign(solver.alpha_.end() - S, solver.alpha_.end());
+    out.action = solver.alpha_act_.back();
+    out.q_lower = solver.qlb_;
+    out.q_upper = solver.qub_;
+    out.fib = solver.fib_;
+    return out;
 }
 
 }  // namespace trim

@@ -51,6 +51,7 @@ struct HsviResult {
     long long iterations = 0, n_beliefs = 0;
     std::vector<double> history;  // N * 5: time, lb, ub, n_alpha, iteration
     bool interrupted = false;
+    double memory_mb = 0;  // peak of the solver's own storage accounting
 };
 
 // Compressed sparse rows: row r holds (idx[k], val[k]) for k in [ptr[r], ptr[r+1]).
@@ -60,12 +61,26 @@ struct Csr {
     std::vector<double> val;
 };
 
+// One backup at a belief against a given alpha set and the FIB upper bound (for tests:
+// compared with a slow pure-Python backup).
+struct HsviBackupCheck {
+    std::vector<double> alpha;    // the backed-up vector of the best action
+    int action = -1;
+    std::vector<double> q_lower;  // Q_L(b, a) for each action
+    std::vector<double> q_upper;  // Q_U(b, a) with V_U = FIB at the children
+    std::vector<double> fib;      // FIB Q(a, s), A * S
+};
+
 class HsviSolver {
    public:
     HsviSolver(const Pomdp& model, const HsviConfig& config);
     // Runs until the target gap, the time limit, the iteration limit or `stop` is set.
     // `progress` (may be null) receives a snapshot after each trial.
     HsviResult solve(const std::atomic<bool>* stop = nullptr, HsviProgress* progress = nullptr);
+
+    static HsviBackupCheck backup_at(const Pomdp& model, const std::vector<double>& alphas,
+                                     const std::vector<int>& actions,
+                                     const std::vector<double>& b);
 
     // Exposed for tests: the initial bounds.
     const std::vector<double>& blind_alphas() const { return blind_; }
@@ -133,6 +148,7 @@ class HsviSolver {
     std::vector<Node> nodes_;
     std::vector<int> bel_idx_;
     std::vector<double> bel_val_;
+    std::vector<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
     std::vector<int> child_id_;
     std::vector<double> child_p_;
     std::vector<double> rba_;
@@ -145,6 +161,8 @@ class HsviSolver {
     std::vector<std::vector<int>> bucket_idx_;
     std::vector<std::vector<double>> bucket_val_;
     std::vector<int> path_;
+    bool force_alpha_ = false;  // backup_at: always emit the backed-up vector
+    double peak_mb_ = 0.0;
 };
 
 }  // namespace trim
