@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -79,8 +80,11 @@ Token classify(std::string_view w, int line) {
         auto res = std::from_chars(body.data(), body.data() + body.size(), v,
                                    std::chars_format::general);
         if (res.ec == std::errc::result_out_of_range) {
-            // from_chars reports underflow too; a denormal-or-zero value is a fine number.
-            t.out_of_range = !(std::fabs(v) < 1.0);
+            // from_chars reports underflow too and then leaves v unset: strtod tells
+            // overflow (+-HUGE_VAL) from underflow (a denormal or zero, a fine number).
+            const std::string copy(body);
+            v = std::strtod(copy.c_str(), nullptr);
+            t.out_of_range = std::isinf(v);
         } else if (res.ec != std::errc() || res.ptr != body.data() + body.size()) {
             t.kind = Tok::Bad;
             return t;
@@ -143,7 +147,9 @@ std::string show(const Token& t) {
 }
 
 std::string plural(std::size_t n, const char* word) {
-    return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
+    std::string w(word);
+    if (n != 1) w = (!w.empty() && w.back() == 'y') ? w.substr(0, w.size() - 1) + "ies" : w + "s";
+    return std::to_string(n) + " " + w;
 }
 
 // A declared set of states, actions or observations.
@@ -239,6 +245,8 @@ class Parser {
     void expect_statement_end(const std::string& what) {
         if (!at_statement()) {
             const Token& t = peek();
+            if (t.kind == Tok::Name && is_statement_keyword(t.text))
+                fail_at(peek(1), "':' after '" + std::string(t.text) + "'");
             std::string found = show(t);
             if (t.kind == Tok::Bad) found = "malformed token " + found;
             fail(t.line, "unexpected " + found + " after " + what +
@@ -285,7 +293,11 @@ class Parser {
         }
         const Token& t = peek();
         if (nums_.size() < want && t.kind == Tok::Bad) fail_at(t, "a number");
-        if (nums_.size() < want && !at_statement()) fail_at(t, "a number");
+        if (nums_.size() < want && !at_statement()) {
+            if (t.kind == Tok::Name && is_statement_keyword(t.text))
+                fail_at(peek(1), "':' after '" + std::string(t.text) + "'");
+            fail_at(t, "a number");
+        }
         fail(nums_.size() > want ? last : (nums_.empty() ? line0 : last),
              what + " (line " + std::to_string(line0) + ") expects " +
                  plural(want, prob ? "probability" : "number") + " (" + shape + "); found " +
