@@ -137,19 +137,23 @@ def _zero_prob_error(
 
 
 def _check_belief(b: np.ndarray, name: str, tol: float) -> None:
+    # Fast path first (this runs on every update): two reductions decide validity; NaN or
+    # inf make the sum comparison false, so only a failing belief pays for the diagnosis.
+    if b.ndim == 1:
+        if b.size and abs(float(b.sum()) - 1.0) <= tol and float(b.min()) >= 0.0:
+            return
+    elif b.size == 0 or (b.min() >= 0.0 and np.all(np.abs(b.sum(axis=-1) - 1.0) <= tol)):
+        return
+    sums = b.sum(axis=-1)
     if not np.all(np.isfinite(b)):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     if np.any(b < 0):
         raise ValueError(f"{name} must be non-negative (a probability distribution)")
-    sums = b.sum(axis=-1)
-    bad = np.abs(sums - 1.0) > tol
-    if np.any(bad):
-        if b.ndim == 1:
-            raise ValueError(f"{name} must sum to 1 (tol {tol:g}); it sums to {float(sums):.12g}")
-        i = int(np.argmax(bad))
-        raise ValueError(
-            f"{name}[{i}] must sum to 1 (tol {tol:g}); it sums to {float(sums[i]):.12g}"
-        )
+    bad = ~(np.abs(sums - 1.0) <= tol)
+    if b.ndim == 1:
+        raise ValueError(f"{name} must sum to 1 (tol {tol:g}); it sums to {float(sums):.12g}")
+    i = int(np.argmax(bad))
+    raise ValueError(f"{name}[{i}] must sum to 1 (tol {tol:g}); it sums to {float(sums[i]):.12g}")
 
 
 def _check_index(x: Any, n: int, name: str) -> int:
