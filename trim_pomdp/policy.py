@@ -126,7 +126,8 @@ class AlphaVectorPolicy:
             k = int(np.argmax(actions_arr < 0))
             raise ValueError(f"actions must be >= 0; actions[{k}] = {actions_arr[k]}")
         names: list[str] | None = None
-        if action_names is not None:
+        # An empty sequence means "no names" (e.g. a .pomdp file that only gave counts).
+        if action_names is not None and (isinstance(action_names, str) or len(action_names)):
             if isinstance(action_names, str):
                 raise TypeError("action_names must be a sequence of str, not a single str")
             names = [str(n) for n in action_names]
