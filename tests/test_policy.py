@@ -7,7 +7,16 @@ import zipfile
 
 import numpy as np
 import pytest
-from brute_force import ArrayModel, belief_tree_value, exact_value_iteration, random_pomdp, tiger
+from brute_force import (
+    ArrayModel,
+    belief_tree_value,
+    evaluate_policy_exact,
+    exact_value,
+    exact_value_iteration,
+    policy_tree_alphas,
+    random_pomdp,
+    tiger,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -392,3 +401,59 @@ def test_array_model_stand_in_has_pomdp_attributes():
     m = tiger()
     assert isinstance(m, ArrayModel)
     assert (m.n_states, m.n_actions, m.n_observations) == (2, 3, 2)
+
+
+# ---------------------------------------------------------------------------- brute-force helper
+# tests/brute_force.py is reused by other pieces' tests: its three routes must agree.
+
+
+def test_brute_force_tiger_hand_values():
+    m = tiger()
+    # H=1: listen (-1) beats opening (-45).  H=2: listen twice (-1.95) beats anything else.
+    assert belief_tree_value(m.T, m.Z, m.R, 0.95, m.b0, 1) == -1.0
+    assert belief_tree_value(m.T, m.Z, m.R, 0.95, m.b0, 2) == pytest.approx(-1.95, abs=1e-12)
+    assert exact_value(m.T, m.Z, m.R, 0.95, m.b0, 2) == pytest.approx(-1.95, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_brute_force_routes_agree(seed):
+    rng = np.random.default_rng(seed)
+    m = random_pomdp(rng, 3, 2, 2, discount=0.95, sparsity=0.3 * (seed % 2))
+    for H in (1, 2, 3):
+        v_tree = belief_tree_value(m.T, m.Z, m.R, m.discount, m.b0, H)
+        al, _ = policy_tree_alphas(m.T, m.Z, m.R, m.discount, H)
+        assert al.shape[0] == {1: 2, 2: 2 * 2**2, 3: 2 * 8**2}[H]  # A * trees^O
+        assert np.max(al @ m.b0) == pytest.approx(v_tree, abs=1e-10)
+        assert exact_value(m.T, m.Z, m.R, m.discount, m.b0, H) == pytest.approx(v_tree, abs=1e-10)
+
+
+def test_brute_force_time_indexed_and_terminal_reward():
+    rng = np.random.default_rng(5)
+    H = 3
+    ms = [random_pomdp(rng, 2, 2, 2) for _ in range(H)]
+    T = np.stack([m.T for m in ms])
+    Z = np.stack([m.Z for m in ms])
+    R = np.stack([m.R for m in ms])
+    rf = np.array([1.0, -2.0])
+    b0 = np.array([0.3, 0.7])
+    v = belief_tree_value(T, Z, R, 1.0, b0, H, R_final=rf)
+    assert exact_value(T, Z, R, 1.0, b0, H, R_final=rf) == pytest.approx(v, abs=1e-10)
+    al, _ = policy_tree_alphas(T, Z, R, 1.0, H, R_final=rf)
+    assert np.max(al @ b0) == pytest.approx(v, abs=1e-10)
+    # the optimal policy's own exact evaluation (non-stationary here, so done by hand at H=1)
+    assert belief_tree_value(T[-1:], Z[-1:], R[-1:], 1.0, b0, 1, R_final=rf) == pytest.approx(
+        max(b0 @ R[-1, a] + b0 @ T[-1, a] @ rf for a in range(2)), abs=1e-12
+    )
+    with pytest.raises(ValueError, match="time-indexed T has 3 epochs; horizon=2"):
+        belief_tree_value(T, Z, R, 1.0, b0, 2)
+
+
+def test_exact_policy_evaluation_of_optimal_first_step():
+    # For H=1 the exact evaluation of the greedy policy equals the optimal 1-step value.
+    rng = np.random.default_rng(9)
+    m = random_pomdp(rng, 3, 3, 2)
+    alphas, actions = exact_value_iteration(m.T, m.Z, m.R, m.discount, 1)
+    pol = AlphaVectorPolicy(alphas, actions)
+    assert evaluate_policy_exact(m.T, m.Z, m.R, m.discount, m.b0, 1, pol.action) == pytest.approx(
+        belief_tree_value(m.T, m.Z, m.R, m.discount, m.b0, 1), abs=1e-12
+    )

@@ -138,6 +138,44 @@ def simulate_kernel(
         returns[ep] = g
 
 
+def _simulate_python(
+    T, Z, R, T_cum, Z_cum, b0, b0_cum, policy, discount, horizon, seed, returns
+) -> None:
+    """Same episodes as :func:`simulate_kernel` for a policy that is only a Python
+    ``action(belief) -> int`` (slow: one Python call per step; its own NumPy random stream,
+    so the returns differ from the compiled path's for the same seed)."""
+    rng = np.random.default_rng(seed)
+    n_actions = T.shape[0]
+    b = np.empty_like(b0)
+    b_next = np.empty_like(b0)
+    for ep in range(returns.shape[0]):
+        b[:] = b0
+        s = int(_sample(b0_cum, rng.random()))
+        g, disc = 0.0, 1.0
+        for t in range(horizon):
+            a = policy.action(b.copy())
+            if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not (
+                0 <= a < n_actions
+            ):
+                raise ValueError(
+                    f"policy.action returned {a!r} at episode {ep}, step {t}; expected an "
+                    f"action index in 0..{n_actions - 1}"
+                )
+            a = int(a)
+            g += disc * R[a, s]
+            s2 = int(_sample(T_cum[a, s], rng.random()))
+            o = int(_sample(Z_cum[a, s2], rng.random()))
+            if belief_update_kernel(T, Z, b, a, o, b_next) <= 0.0:
+                raise ZeroProbabilityObservationError(
+                    f"episode {ep}, step {t}: the simulated observation o={o} has zero "
+                    f"probability under the filtered belief after action a={a}"
+                )
+            b, b_next = b_next, b
+            s = s2
+            disc *= discount
+        returns[ep] = g
+
+
 def default_horizon(discount: float, max_abs_reward: float, tol: float = TRUNCATION_TOL) -> int:
     """Smallest ``H`` with ``discount^H max|R| / (1 - discount) <= tol`` (at least 1).
 
@@ -165,8 +203,10 @@ def simulate(
     model : POMDP
         Anything with ``T (A,S,S)``, ``Z (A,S,O)``, ``R (A,S)``, ``discount`` and ``b0 (S,)``.
     policy : AlphaVectorPolicy
-        Or any object with ``alphas (K, S)`` and ``actions (K,)``; it is checked against the
-        model first (:meth:`AlphaVectorPolicy.check_model`).
+        Or any object with ``alphas (K, S)`` and ``actions (K,)`` (both run compiled, after
+        :meth:`AlphaVectorPolicy.check_model`), or any object with a method
+        ``action(belief) -> int`` (run step by step from Python: slower, and with its own
+        random stream).
     episodes : int
         Number of episodes, >= 2.
     horizon : int or None
@@ -200,14 +240,19 @@ def simulate(
     R = np.ascontiguousarray(model.R, dtype=np.float64)
     b0 = np.ascontiguousarray(model.b0, dtype=np.float64)
     discount = float(model.discount)
+    python_policy = None
     if not isinstance(policy, AlphaVectorPolicy):
-        if not (hasattr(policy, "alphas") and hasattr(policy, "actions")):
+        if hasattr(policy, "alphas") and hasattr(policy, "actions"):
+            policy = AlphaVectorPolicy(policy.alphas, policy.actions)
+        elif callable(getattr(policy, "action", None)):
+            python_policy = policy
+        else:
             raise TypeError(
-                "policy must be an AlphaVectorPolicy (or have alphas and actions arrays); "
-                f"got {type(policy).__name__}"
+                "policy must be an AlphaVectorPolicy, have alphas and actions arrays, or have "
+                f"an action(belief) -> int method; got {type(policy).__name__}"
             )
-        policy = AlphaVectorPolicy(policy.alphas, policy.actions)
-    policy.check_model(model)
+    if python_policy is None:
+        policy.check_model(model)
     max_abs_r = float(np.max(np.abs(R))) if R.size else 0.0
     if horizon is None:
         horizon = default_horizon(discount, max_abs_r)
@@ -223,18 +268,22 @@ def simulate(
     Z_cum = np.cumsum(Z, axis=2)
     b0_cum = np.cumsum(b0)
     returns = np.empty(int(episodes))
-    fail = np.full(4, -1, dtype=np.int64)
-    simulate_kernel(
-        T, Z, R, T_cum, Z_cum, b0, b0_cum,
-        np.ascontiguousarray(policy.alphas), np.ascontiguousarray(policy.actions),
-        discount, horizon, int(seed), returns, fail,
-    )  # fmt: skip
-    if fail[0] >= 0:
-        raise ZeroProbabilityObservationError(
-            f"episode {fail[0]}, step {fail[1]}: the simulated observation o={fail[3]} has "
-            f"zero probability under the filtered belief after action a={fail[2]} (the true "
-            "state underflowed out of the belief)"
-        )
+    if python_policy is not None:
+        _simulate_python(T, Z, R, T_cum, Z_cum, b0, b0_cum, python_policy, discount, horizon,
+                         int(seed), returns)
+    else:
+        fail = np.full(4, -1, dtype=np.int64)
+        simulate_kernel(
+            T, Z, R, T_cum, Z_cum, b0, b0_cum,
+            np.ascontiguousarray(policy.alphas), np.ascontiguousarray(policy.actions),
+            discount, horizon, int(seed), returns, fail,
+        )  # fmt: skip
+        if fail[0] >= 0:
+            raise ZeroProbabilityObservationError(
+                f"episode {fail[0]}, step {fail[1]}: the simulated observation o={fail[3]} has "
+                f"zero probability under the filtered belief after action a={fail[2]} (the "
+                "true state underflowed out of the belief)"
+            )
     mean = float(np.mean(returns))
     stderr = float(np.std(returns, ddof=1) / math.sqrt(returns.shape[0]))
     returns.flags.writeable = False
