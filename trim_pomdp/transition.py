@@ -24,10 +24,14 @@ The hazard uses every cheap trace: with ``n_t`` the number of traces reaching st
 ``d_t`` those ending there (traces longer than ``max_steps`` are counted as ending at
 ``max_steps``, and reported in ``n_truncated_``), the smoothed hazard is the kernel ratio
 
-    h(t) = sum_u K(t - u) d_u / sum_u K(t - u) n_u,   K(v) = exp(-v^2 / (2 b^2)),
+    K(v) = exp(-v^2 / (2 b^2)),
 
-with bandwidth ``b = hazard_smoothing`` steps (b = 0: the raw ratio d_t / n_t, and 1 where
-no trace reaches t), and h(max_steps) = 1.
+with bandwidth ``b = hazard_smoothing`` steps, computed as a *local-linear* fit: at each t
+the raw hazards ``d_u / n_u`` are fitted by ``alpha + beta (u - t)`` with weights
+``K(u - t) n_u`` and ``h(t) = alpha`` (clipped to [0, 1]); unlike the local-constant ratio
+``sum K d / sum K n`` this has no bias at the ends for a linear hazard.  ``b = 0`` gives the
+raw ratio ``d_t / n_t`` (1 where no trace reaches t); where the kernel has no data in reach
+the last estimate is carried forward; h(max_steps) = 1.
 
 Tokens: per model, the log-normal fit of step lengths, per step index with shrinkage to the
 pooled fit (``token_shrinkage`` pseudo-steps).  The expected number of strong tokens for a
@@ -139,8 +143,11 @@ def wilson_interval(k: int, n: int, ci: float = 0.95) -> tuple[float, float]:
     z = NormalDist().inv_cdf(0.5 + ci / 2.0)
     z2 = z * z
     centre = (k + z2 / 2.0) / (n + z2)
-    half = z / (n + z2) * np.sqrt(k * (n - k) / n + z2 / 4.0)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    half = z / (n + z2) * float(np.sqrt(k * (n - k) / n + z2 / 4.0))
+    # at k = 0 (k = n) the bound is exactly 0 (1); avoid rounding residue
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return (lo, hi)
 
 
 def _trial_mask(table: TraceTable) -> NDArray[np.bool_]:
@@ -199,7 +206,26 @@ def kernel_hazard(lengths: ArrayLike, max_steps: int = MAX_STEPS,
     else:
         t = np.arange(max_steps, dtype=np.float64)
         K = np.exp(-0.5 * ((t[:, None] - t[None, :]) / bandwidth) ** 2)
-        h = (K @ ended) / (K @ at_risk)
+        # local-linear fit of the raw hazards d_u / n_u with weights K(u - t) n_u
+        D = t[None, :] - t[:, None]  # D[t, u] = u - t
+        W = K * at_risk[None, :]
+        S0, S1, S2 = W.sum(1), (W * D).sum(1), (W * D * D).sum(1)
+        KD = K * ended[None, :]
+        T0, T1 = KD.sum(1), (KD * D).sum(1)
+        det = S0 * S2 - S1 * S1
+        ok = S0 > 0
+        h = np.empty(max_steps)
+        lin = ok & (det > 1e-9 * np.maximum(S0 * S2, 1e-300))
+        h[lin] = (S2[lin] * T0[lin] - S1[lin] * T1[lin]) / det[lin]
+        const = ok & ~lin  # a single support point: the local-constant ratio
+        h[const] = T0[const] / S0[const]
+        # beyond the reach of the kernel (underflow) carry the last estimate forward
+        last = 1.0
+        for i in range(max_steps):
+            if ok[i]:
+                last = h[i]
+            else:
+                h[i] = last
     h = np.clip(h.astype(np.float64), 0.0, 1.0)
     h[max_steps - 1] = 1.0
     return h, at_risk, ended
