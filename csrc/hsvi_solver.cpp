@@ -64,6 +64,7 @@ HsviSolver::HsviSolver(const Pomdp& model, const HsviConfig& config)
     qlb_.assign(A, 0.0);
     qub_.assign(A, 0.0);
     best_o_.assign(O, -1);
+    evaluated_.assign(A, 0);
     bucket_idx_.resize(O);
     bucket_val_.resize(O);
 }
@@ -366,64 +367,84 @@ int HsviSolver::add_node(const int* idx, const double* val, int supp) {
     return id;
 }
 
-// Children tau(b, a, o) for every action and observation of positive probability:
-// tau(b,a,o)(s') = Z(o|s',a) sum_s T(s'|s,a) b(s) / p(o|b,a).
-void HsviSolver::expand(int n) {
+// The per-node block: R(b, a) and the cached Q_U(b, a) for every action, started from the
+// FIB bound sum_s b(s) Q(a, s) >= Q*(b, a), and room for the children of every action.
+void HsviSolver::ensure_block(int n) {
     if (nodes_[n].child_off >= 0) return;
     const std::size_t AO = static_cast<std::size_t>(A_) * O_;
     const std::int64_t off = static_cast<std::int64_t>(child_id_.size());
     child_id_.resize(child_id_.size() + AO, -1);
     child_p_.resize(child_p_.size() + AO, 0.0);
-    rba_.resize(rba_.size() + A_, 0.0);
     const std::int64_t roff = off / O_;
+    rba_.resize(rba_.size() + A_, 0.0);
+    qub_cache_.resize(qub_cache_.size() + A_, 0.0);
+    act_done_.resize(act_done_.size() + A_, 0);
+    const Node& nd = nodes_[n];
+    const int* idx = &bel_idx_[nd.bel_off];
+    const double* val = &bel_val_[nd.bel_off];
+    for (int a = 0; a < A_; ++a) {
+        double r = 0.0, q = 0.0;
+        const double* fq = &fib_[static_cast<std::size_t>(a) * S_];
+        for (int k = 0; k < nd.supp; ++k) {
+            r += val[k] * m_.r(a, idx[k]);
+            q += val[k] * fq[idx[k]];
+        }
+        rba_[roff + a] = r;
+        qub_cache_[roff + a] = q;
+    }
+    nodes_[n].child_off = off;
+}
+
+// Children tau(b, a, o) of one action for every observation of positive probability:
+// tau(b,a,o)(s') = Z(o|s',a) sum_s T(s'|s,a) b(s) / p(o|b,a).  Actions are expanded only
+// when a backup needs them (those whose cached Q_U can still matter).
+void HsviSolver::expand_action(int n, int a) {
+    ensure_block(n);
+    const std::int64_t off = nodes_[n].child_off;
+    const std::int64_t roff = off / O_;
+    if (act_done_[roff + a]) return;
     // Copy the parent: adding children may reallocate the belief arena.
     const int supp = nodes_[n].supp;
     std::vector<int>& bidx = exp_idx_;
     std::vector<double>& bval = exp_val_;
     bidx.assign(bel_idx_.begin() + nodes_[n].bel_off, bel_idx_.begin() + nodes_[n].bel_off + supp);
     bval.assign(bel_val_.begin() + nodes_[n].bel_off, bel_val_.begin() + nodes_[n].bel_off + supp);
-    for (int a = 0; a < A_; ++a) {
-        double r = 0.0;
-        for (int k = 0; k < supp; ++k) {
-            const int s = bidx[k];
-            r += bval[k] * m_.r(a, s);
-            const std::size_t row = static_cast<std::size_t>(a) * S_ + s;
-            for (auto j = T_.ptr[row]; j < T_.ptr[row + 1]; ++j) {
-                const int s2 = T_.idx[j];
-                if (pred_[s2] == 0.0) touched_.push_back(s2);
-                pred_[s2] += bval[k] * T_.val[j];
-            }
-        }
-        rba_[roff + a] = r;
-        std::sort(touched_.begin(), touched_.end());
-        for (int s2 : touched_) {
-            const double ps = pred_[s2];
-            pred_[s2] = 0.0;
-            if (ps <= 0.0) continue;
-            const std::size_t zr = static_cast<std::size_t>(a) * S_ + s2;
-            for (auto j = Z_.ptr[zr]; j < Z_.ptr[zr + 1]; ++j) {
-                bucket_idx_[Z_.idx[j]].push_back(s2);
-                bucket_val_[Z_.idx[j]].push_back(ps * Z_.val[j]);
-            }
-        }
-        touched_.clear();
-        for (int o = 0; o < O_; ++o) {
-            auto& bi = bucket_idx_[o];
-            auto& bv = bucket_val_[o];
-            if (bi.empty()) continue;
-            double p = 0.0;
-            for (double v : bv) p += v;
-            if (p > 0.0) {
-                for (double& v : bv) v /= p;
-                const int c = add_node(bi.data(), bv.data(), static_cast<int>(bi.size()));
-                child_id_[off + static_cast<std::int64_t>(a) * O_ + o] = c;
-                child_p_[off + static_cast<std::int64_t>(a) * O_ + o] = p;
-            }
-            bi.clear();
-            bv.clear();
+    for (int k = 0; k < supp; ++k) {
+        const std::size_t row = static_cast<std::size_t>(a) * S_ + bidx[k];
+        for (auto j = T_.ptr[row]; j < T_.ptr[row + 1]; ++j) {
+            const int s2 = T_.idx[j];
+            if (pred_[s2] == 0.0) touched_.push_back(s2);
+            pred_[s2] += bval[k] * T_.val[j];
         }
     }
-    nodes_[n].child_off = off;
+    std::sort(touched_.begin(), touched_.end());
+    for (int s2 : touched_) {
+        const double ps = pred_[s2];
+        pred_[s2] = 0.0;
+        if (ps <= 0.0) continue;
+        const std::size_t zr = static_cast<std::size_t>(a) * S_ + s2;
+        for (auto j = Z_.ptr[zr]; j < Z_.ptr[zr + 1]; ++j) {
+            bucket_idx_[Z_.idx[j]].push_back(s2);
+            bucket_val_[Z_.idx[j]].push_back(ps * Z_.val[j]);
+        }
+    }
+    touched_.clear();
+    for (int o = 0; o < O_; ++o) {
+        auto& bi = bucket_idx_[o];
+        auto& bv = bucket_val_[o];
+        if (bi.empty()) continue;
+        double p = 0.0;
+        for (double v : bv) p += v;
+        if (p > 0.0) {
+            for (double& v : bv) v /= p;
+            const int c = add_node(bi.data(), bv.data(), static_cast<int>(bi.size()));
+            child_id_[off + static_cast<std::int64_t>(a) * O_ + o] = c;
+            child_p_[off + static_cast<std::int64_t>(a) * O_ + o] = p;
+        }
+        bi.clear();
+        bv.clear();
+    }
+    act_done_[roff + a] = 1;
 }
 
 // ------------------------------------------------------------------ bounds
@@ -531,33 +552,64 @@ void HsviSolver::set_point(int n, double v) {
     ++n_live_points_;
 }
 
-// Point-based backup of the upper bound (always) and the lower bound (lower_too) at node n.
-// Leaves qub_/qlb_ holding Q_U(b, a) / Q_L(b, a).
-void HsviSolver::backup(int n, bool lower_too) {
-    expand(n);
-    const std::int64_t off = nodes_[n].child_off;
-    const std::int64_t roff = off / O_;
-    for (int a = 0; a < A_; ++a) {
-        double qu = 0.0, ql = 0.0;
-        for (int o = 0; o < O_; ++o) {
-            const std::int64_t k = off + static_cast<std::int64_t>(a) * O_ + o;
-            const int c = child_id_[k];
-            if (c < 0) continue;
-            qu += child_p_[k] * upper(c);
-            if (lower_too) ql += child_p_[k] * lower(c);
-        }
-        qub_[a] = rba_[roff + a] + gamma_ * qu;
-        qlb_[a] = rba_[roff + a] + gamma_ * ql;
+// Q_U(b, a) or Q_L(b, a) from the children of an expanded action.
+double HsviSolver::q_value(int n, int a, bool upper_bound) {
+    expand_action(n, a);
+    const std::int64_t roff = nodes_[n].child_off / O_;
+    const std::int64_t off = nodes_[n].child_off + static_cast<std::int64_t>(a) * O_;
+    double acc = 0.0;
+    for (int o = 0; o < O_; ++o) {
+        const int c = child_id_[off + o];
+        if (c < 0) continue;
+        acc += child_p_[off + o] * (upper_bound ? upper(c) : lower(c));
     }
-    const double ub_new = *std::max_element(qub_.begin(), qub_.end());
+    return rba_[roff + a] + gamma_ * acc;
+}
+
+// Point-based backup of the upper bound (always) and the lower bound (lower_too) at node n.
+// Upper bound: actions are evaluated in decreasing order of their cached Q_U (an upper bound
+// on the current one, as child bounds only decrease) until the best exact value beats every
+// remaining cache, so dominated actions are neither expanded nor evaluated.  Lower bound:
+// only actions whose Q_U exceeds the current V_L(b) can yield an improving vector.
+// Sets ub_action_ (for the descent) and qub_/qlb_ (exact where evaluated).
+void HsviSolver::backup(int n, bool lower_too) {
+    ensure_block(n);
+    const std::int64_t roff = nodes_[n].child_off / O_;
+    double* cache = &qub_cache_[roff];
+    std::fill(evaluated_.begin(), evaluated_.end(), 0);
+    double best_ub = -kInf;
+    int a_ub = -1;
+    for (;;) {
+        int a = -1;
+        for (int b = 0; b < A_; ++b)
+            if (!evaluated_[b] && (a < 0 || cache[b] > cache[a])) a = b;
+        if (a < 0 || (!force_alpha_ && a_ub >= 0 && cache[a] <= best_ub)) break;
+        const double q = q_value(n, a, true);
+        cache[a] = std::min(cache[a], q);
+        evaluated_[a] = 1;
+        if (cache[a] > best_ub) {
+            best_ub = cache[a];
+            a_ub = a;
+        }
+    }
+    for (int a = 0; a < A_; ++a) qub_[a] = cache[a];
+    ub_action_ = a_ub;
     const double ub_old = upper(n);
-    if (ub_new < ub_old - 1e-12 * std::max(1.0, std::abs(ub_old))) set_point(n, ub_new);
+    if (best_ub < ub_old - 1e-12 * std::max(1.0, std::abs(ub_old))) set_point(n, best_ub);
     if (!lower_too) return;
 
-    const int a_best = static_cast<int>(std::max_element(qlb_.begin(), qlb_.end()) - qlb_.begin());
     const double lb_old = lower(n);
-    if (!force_alpha_ && !(qlb_[a_best] > lb_old + 1e-12 * std::max(1.0, std::abs(lb_old))))
-        return;
+    const double lb_tol = 1e-12 * std::max(1.0, std::abs(lb_old));
+    int a_best = -1;
+    for (int a = 0; a < A_; ++a) {
+        qlb_[a] = -kInf;
+        if (!force_alpha_ && qub_cache_[roff + a] <= lb_old + lb_tol) continue;
+        qlb_[a] = q_value(n, a, false);
+        if (a_best < 0 || qlb_[a] > qlb_[a_best]) a_best = a;
+    }
+    if (a_best < 0) return;
+    if (!force_alpha_ && !(qlb_[a_best] > lb_old + lb_tol)) return;
+    const std::int64_t off = nodes_[n].child_off;
     // alpha(s) = R(a,s) + gamma sum_s' T(s'|s,a) sum_o Z(o|s',a) alpha_o(s'), alpha_o the best
     // vector at tau(b,a,o); an observation of probability 0 at b takes b's own best vector.
     const int fallback = nodes_[n].lb_alpha;
@@ -672,7 +724,8 @@ double HsviSolver::memory_bytes() const {
            static_cast<double>(bel_val_.capacity() + bel_inv_.capacity()) * sizeof(double) +
            static_cast<double>(child_id_.capacity()) * sizeof(int) +
            static_cast<double>(child_p_.capacity()) * sizeof(double) +
-           static_cast<double>(rba_.capacity()) * sizeof(double) +
+           static_cast<double>(rba_.capacity() + qub_cache_.capacity()) * sizeof(double) +
+           static_cast<double>(act_done_.capacity()) +
            static_cast<double>(pt_node_.capacity()) * (sizeof(int) + 2 * sizeof(double)) +
            static_cast<double>(node_hash_.size()) * 40.0 +
            static_cast<double>(T_.idx.capacity() + Z_.idx.capacity()) * 12.0;
@@ -703,7 +756,7 @@ void HsviSolver::trial(double eps) {
         if (upper(n) - lower(n) <= thr) break;
         backup(n, false);
         if (upper(n) - lower(n) <= thr || t >= kMaxDepth) break;
-        const int a = static_cast<int>(std::max_element(qub_.begin(), qub_.end()) - qub_.begin());
+        const int a = ub_action_;
         const std::int64_t off = nodes_[n].child_off + static_cast<std::int64_t>(a) * O_;
         const double thr_next = thr / gamma_;
         int best = -1;

@@ -96,7 +96,7 @@ class HsviSolver {
         int lb_stamp = 0;          // alphas [0, lb_stamp) already taken into account
         int ub_stamp = 0;          // points [0, ub_stamp) already taken into account
         std::uint32_t ub_epoch = 0;
-        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O), rba_ (A)
+        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O); child_off/O into rba_ (A)
     };
 
     // --- set-up -----------------------------------------------------------------
@@ -106,7 +106,9 @@ class HsviSolver {
     void init_fib();
     // --- beliefs ----------------------------------------------------------------
     int add_node(const int* idx, const double* val, int supp);
-    void expand(int n);
+    void ensure_block(int n);
+    void expand_action(int n, int a);
+    double q_value(int n, int a, bool upper_bound);
     // --- bounds -----------------------------------------------------------------
     double lower(int n);
     double upper(int n);
@@ -151,7 +153,11 @@ class HsviSolver {
     std::vector<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
     std::vector<int> child_id_;
     std::vector<double> child_p_;
-    std::vector<double> rba_;
+    std::vector<double> rba_;        // R(b, a), A per expanded node
+    std::vector<double> qub_cache_;  // cached Q_U(b, a), A per expanded node
+    std::vector<char> act_done_;     // children of (node, a) computed, A per expanded node
+    std::vector<char> evaluated_;
+    int ub_action_ = -1;
     std::unordered_multimap<std::uint64_t, int> node_hash_;
 
     // scratch (sized once; backups do not allocate)
