@@ -644,6 +644,30 @@ void HsviSolver::prune_alphas() {
         lower(static_cast<int>(n));
         keep[nodes_[n].lb_alpha] = 1;
     }
+    // Pointwise dominance among the survivors: alpha_i <= alpha_j everywhere (ties keep the
+    // older vector).  Nodes whose cached vector goes move to the dominating one, whose value
+    // is at least as high, so every cached lower bound stays valid.
+    std::vector<int> dominated_by(n_alpha_, -1);
+    std::vector<int> kept;
+    for (int k = 0; k < n_alpha_; ++k)
+        if (keep[k]) kept.push_back(k);
+    for (int i : kept) {
+        const double* ai = &alpha_[static_cast<std::size_t>(i) * S_];
+        for (int j : kept) {
+            if (j == i || !keep[j]) continue;
+            const double* aj = &alpha_[static_cast<std::size_t>(j) * S_];
+            bool le = true, eq = true;
+            for (int s = 0; s < S_ && le; ++s) {
+                le = ai[s] <= aj[s];
+                eq = eq && ai[s] == aj[s];
+            }
+            if (le && (!eq || j < i)) {
+                keep[i] = 0;
+                dominated_by[i] = j;
+                break;
+            }
+        }
+    }
     std::vector<int> remap(n_alpha_, -1), prefix(n_alpha_ + 1, 0);
     int K = 0;
     for (int k = 0; k < n_alpha_; ++k) {
@@ -657,6 +681,11 @@ void HsviSolver::prune_alphas() {
         }
     }
     prefix[n_alpha_] = K;
+    for (int k = 0; k < n_alpha_; ++k) {
+        int j = dominated_by[k];
+        while (j >= 0 && remap[j] < 0) j = dominated_by[j];  // chains end at a survivor
+        if (dominated_by[k] >= 0 && j >= 0) remap[k] = remap[j];
+    }
     for (auto& nd : nodes_) {
         if (nd.lb_alpha >= 0 && remap[nd.lb_alpha] >= 0) {
             nd.lb_alpha = remap[nd.lb_alpha];
