@@ -130,6 +130,34 @@ try:
         assert info.gap <= 1e-3
         benchmark.extra_info.update(lower_bound=info.lower_bound, upper_bound=info.upper_bound,
                                     sarsop_time_s=SARSOP[name][2])
+
+    def _sparse_model(S: int, A: int = 8, O: int = 10, nnz: int = 10):
+        import numpy as np
+        from types import SimpleNamespace
+
+        rng = np.random.default_rng(0)
+        T = np.zeros((A, S, S))
+        for a in range(A):
+            cols = rng.integers(0, S, (S, nnz))
+            for s in range(S):
+                T[a, s, cols[s]] += rng.random(nnz)
+        T /= T.sum(axis=2, keepdims=True)
+        Z = rng.random((A, S, O)) ** 4
+        Z /= Z.sum(axis=2, keepdims=True)
+        return SimpleNamespace(T=T, Z=Z, R=rng.normal(size=(A, S)), discount=0.95,
+                               b0=np.full(S, 1.0 / S))
+
+    @pytest.mark.parametrize("n_threads", [1, 2])
+    @pytest.mark.parametrize("S", [1000, 3000])
+    def test_initial_bounds_threads(benchmark, S, n_threads):
+        """FIB + blind-policy start on a random sparse model: one thread vs two."""
+        from trim_pomdp.solver import SolverConfig, _solve_arrays
+
+        m = _sparse_model(S)
+        cfg = SolverConfig(time_limit=600.0, max_iterations=0, n_threads=n_threads)
+        benchmark.pedantic(_solve_arrays, args=(m.T, m.Z, m.R, m.discount, m.b0, cfg),
+                           rounds=3, iterations=1)
+
 except ImportError:  # pragma: no cover - script use without pytest
     pass
 

@@ -239,12 +239,13 @@ void HsviSolver::init_fib() {
             Q[static_cast<std::size_t>(s) * A + a] = m_.r(a, s) + gamma_ * acc;
         }
 
-    // One FIB sweep over the rows (a, s) in [a_lo, a_hi); returns the largest change.
-    auto sweep = [&](int a_lo, int a_hi, std::vector<double>& acc, std::vector<char>& seen,
+    // One FIB sweep over the states [s_lo, s_hi) (all actions); returns the largest change.
+    // Threads split by state so that each writes its own contiguous block of Q2.
+    auto sweep = [&](int s_lo, int s_hi, std::vector<double>& acc, std::vector<char>& seen,
                      std::vector<int>& touched) {
         double delta = 0.0;
-        for (int a = a_lo; a < a_hi; ++a)
-            for (int s = 0; s < S; ++s) {
+        for (int s = s_lo; s < s_hi; ++s)
+            for (int a = 0; a < A; ++a) {
                 const std::size_t r = static_cast<std::size_t>(a) * S + s;
                 for (auto k = T_.ptr[r]; k < T_.ptr[r + 1]; ++k) {
                     const int s2 = T_.idx[k];
@@ -282,12 +283,15 @@ void HsviSolver::init_fib() {
         return delta;
     };
 
-    // Threads only pay when a sweep is long: below ~2e6 multiply-adds per sweep the start-up
-    // and join costs dominate (measured on the shared problems, all far below this).
+    // Threads only pay when a sweep is long: every sweep ends in a join, and on a loaded
+    // machine a descheduled thread stalls it.  A random sparse model with S=1000, A=8, O=10
+    // (6.4e6 multiply-adds per sweep) took 10 s with one thread and 15 s with two on the
+    // shared 2-core machine (load ~12), so only sweeps above 2e7 are split (by state, so each
+    // thread writes its own block of Q2).  The shared problems are all far below this.
     const double work = static_cast<double>(T_.idx.size()) *
                         (static_cast<double>(Z_.idx.size()) / (static_cast<double>(A) * S)) * A;
-    const int n_threads = std::max(1, std::min(cfg_.n_threads, A));
-    const bool parallel = n_threads > 1 && work > 2e6;
+    const int n_threads = std::max(1, std::min(cfg_.n_threads, S));
+    const bool parallel = n_threads > 1 && work > 2e7;
     std::vector<std::vector<double>> acc(n_threads, std::vector<double>(static_cast<std::size_t>(O) * A, 0.0));
     std::vector<std::vector<char>> seen(n_threads, std::vector<char>(O, 0));
     std::vector<std::vector<int>> touched(n_threads);
@@ -299,7 +303,8 @@ void HsviSolver::init_fib() {
             std::vector<std::thread> pool;
             std::vector<std::exception_ptr> errs(n_threads);
             for (int t = 0; t < n_threads; ++t) {
-                int lo = A * t / n_threads, hi = A * (t + 1) / n_threads;
+                int lo = static_cast<int>(static_cast<long long>(S) * t / n_threads);
+                int hi = static_cast<int>(static_cast<long long>(S) * (t + 1) / n_threads);
                 pool.emplace_back([&, t, lo, hi] {
                     try {
                         deltas[t] = sweep(lo, hi, acc[t], seen[t], touched[t]);
@@ -313,7 +318,7 @@ void HsviSolver::init_fib() {
                 if (e) std::rethrow_exception(e);
             for (double d : deltas) delta = std::max(delta, d);
         } else {
-            delta = sweep(0, A, acc[0], seen[0], touched[0]);
+            delta = sweep(0, S, acc[0], seen[0], touched[0]);
         }
         Q.swap(Q2);
         if (delta <= tol) break;
