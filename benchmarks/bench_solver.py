@@ -100,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s_lb, s_ub, s_t = SARSOP[r["problem"]]
-        ttg = f"{r['time_to_gap']:.3f} s" if "time_to_gap" in r else "-"
+        ttg = f"{r['time_to_gap']:.4f} s" if "time_to_gap" in r else "-"
         st = f"{s_t} s" if s_t is not None else "30 s (limit)"
         print(f"| {r['problem']} | {r['S']}/{r['A']}/{r['O']} | {r['lb_30s']:.5f} | {s_lb} "
               f"| {r['ub_30s']:.5f} | {s_ub} | {ttg} | {st} | {r['n_alpha']} "
-              f"| {r['peak_rss_mb']:.0f} | {r['solver_mb']:.1f} |")
+              f"| {r['peak_rss_mb']:.0f} | {r['solver_mb']:.2f} |")
     Path(args.out).write_text(json.dumps({"time_limit": args.time_limit, "rows": rows}, indent=2))
     return 0
 

@@ -112,6 +112,13 @@ void HsviSolver::check_model() const {
         fail("b0 sums to " + std::to_string(sum_b) + "; expected 1 (tol 1e-06)");
 }
 
+// Ctrl-C or the time limit during the initial bounds (large models): stop iterating; the
+// iterates are already valid bounds for discount < 1.
+bool HsviSolver::should_stop() const {
+    if (stop_ && stop_->load(std::memory_order_relaxed)) return true;
+    return cfg_.time_limit > 0 && seconds_since(t0_) >= cfg_.time_limit;
+}
+
 void HsviSolver::build_sparse() {
     const std::size_t S = S_, A = A_, O = O_;
     T_.ptr.assign(A * S + 1, 0);
@@ -169,6 +176,7 @@ void HsviSolver::init_blind() {
             }
             cur.swap(nxt);
             if (!std::isfinite(vmax) || vmax > 1e15) break;
+            if (gamma_ < 1.0 && should_stop()) break;  // every iterate is a lower bound
             if (delta <= tol) {
                 converged = true;
                 break;
@@ -219,6 +227,7 @@ void HsviSolver::init_fib() {
         }
         V.swap(V2);
         if (!std::isfinite(vmax) || vmax > 1e15) break;
+        if (gamma_ < 1.0 && should_stop()) break;  // every iterate is an upper bound
         if (delta <= tol) {
             converged = true;
             break;
@@ -322,6 +331,7 @@ void HsviSolver::init_fib() {
         }
         Q.swap(Q2);
         if (delta <= tol) break;
+        if (should_stop()) break;  // every iterate is an upper bound
     }
     fib_.assign(static_cast<std::size_t>(A) * S, 0.0);
     corner_.assign(S, -kInf);
@@ -816,6 +826,8 @@ void HsviSolver::trial(double eps) {
 
 HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progress) {
     const auto t0 = std::chrono::steady_clock::now();
+    t0_ = t0;
+    stop_ = stop;
     HsviResult res;
     res.n_states = S_;
     init_fib();

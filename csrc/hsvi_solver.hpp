@@ -18,6 +18,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <unordered_map>
@@ -101,6 +102,7 @@ class HsviSolver {
 
     // --- set-up -----------------------------------------------------------------
     void check_model() const;
+    bool should_stop() const;
     void build_sparse();
     void init_blind();
     void init_fib();
@@ -167,6 +169,8 @@ class HsviSolver {
     std::vector<std::vector<int>> bucket_idx_;
     std::vector<std::vector<double>> bucket_val_;
     std::vector<int> path_;
+    const std::atomic<bool>* stop_ = nullptr;
+    std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
     bool force_alpha_ = false;  // backup_at: always emit the backed-up vector
     double peak_mb_ = 0.0;
 };
