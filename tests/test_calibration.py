@@ -93,3 +93,12 @@ def test_matplotlib_imported_only_when_plotting():
             "trim_pomdp.transition, trim_pomdp.traces; print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_midranks_match_scipy_rankdata():
+    from scipy.stats import rankdata
+
+    from trim_pomdp.calibration import _midranks
+
+    x = np.round(np.random.default_rng(5).random(2000), 2)
+    assert np.array_equal(_midranks(x), rankdata(x))

@@ -50,16 +50,28 @@ def _xy(scores: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.float64], NDArray[n
 
 def auroc(scores: ArrayLike, y: ArrayLike) -> float:
     """Area under the ROC curve of ``scores`` for binary ``y`` (module docstring)."""
-    from scipy.stats import rankdata
-
     x, t = _xy(scores, y)
     n_pos = int(t.sum())
     n_neg = t.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise InsufficientDataError(
             f"AUROC needs both classes; got {n_pos} correct and {n_neg} wrong steps")
-    r = rankdata(x)
+    r = _midranks(x)
     return float((r[t == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _midranks(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """1-based ranks with ties given their average rank (as scipy.stats.rankdata)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    new_group = np.r_[True, xs[1:] != xs[:-1]]
+    gid = np.cumsum(new_group) - 1
+    starts = np.flatnonzero(new_group)
+    ends = np.r_[starts[1:], xs.size]  # exclusive
+    avg = (starts + 1 + ends) / 2.0     # mean of ranks starts+1 .. ends
+    r = np.empty(x.size)
+    r[order] = avg[gid]
+    return r
 
 
 def _bins(x: NDArray[np.float64], n_bins: int) -> NDArray[np.int64]:

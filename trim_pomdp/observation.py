@@ -169,8 +169,18 @@ class _KDE1D:
         G = w.size
         self.g = np.linspace(0.0, 1.0, G)
         self._wn = w / _reflected_mass(self.g, self.h)
-        # density tabulated on the grid, for pdf by linear interpolation
-        self.grid_pdf = _reflected_pdf(self.g, self.g, self.h) @ self._wn
+        # Density tabulated on the grid, for pdf by linear interpolation.  On a uniform grid
+        # the three kernel images depend on k - j, k + j and k + j - 2(G - 1) only, so the
+        # (G, G) kernel matrix product is three 1-D correlations.
+        c = 1.0 / (self.h * np.sqrt(2.0 * np.pi))
+        u = np.arange(2 * G - 1) / (G - 1) / self.h
+        k_diff = c * np.exp(-0.5 * (u - 1.0 / self.h) ** 2)  # (k - j) / (G - 1) = u - 1
+        k_sum0 = c * np.exp(-0.5 * u**2)                     # (k + j) / (G - 1)
+        k_sum1 = c * np.exp(-0.5 * (u - 2.0 / self.h) ** 2)  # (k + j) / (G - 1) - 2
+        wn = self._wn
+        self.grid_pdf = (np.convolve(wn, k_diff)[G - 1:2 * G - 1]
+                         + np.correlate(k_sum0, wn, mode="valid")
+                         + np.correlate(k_sum1, wn, mode="valid"))
 
     @classmethod
     def fit(cls, x: NDArray[np.float64], bandwidth: float | None) -> _KDE1D:
