@@ -11,7 +11,8 @@ For every step with a PRM score ``x_i`` and a known target ``y_i`` (1 = correct)
 
 The target is the step's own label (``target="label"``), or "the prefix up to this step is
 correct", i.e. hidden state S0 vs S1/S2 (``target="state"``), which is what most PRMs are
-trained to predict.  With first-error annotation the two coincide on the labelled steps.
+trained to predict.  With first-error annotation both give the same targets on the
+labelled steps; ``"state"`` also uses the unlabelled steps after the first error (S1, target 0).
 
 Plots (PNG) use matplotlib, imported only inside the plotting functions.
 """

@@ -106,6 +106,8 @@ class Step:
 
     def __post_init__(self) -> None:
         _check_step(self.text, self.prm_score, self.tokens, self.label, "<Step>")
+        if self.prm_score is not None:
+            self.prm_score = float(self.prm_score)  # ints are valid scores; store floats
 
 
 @dataclass(slots=True)
