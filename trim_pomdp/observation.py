@@ -218,9 +218,16 @@ class _KDE2D:
         self.W = W
         G = W.shape[0]
         self.g = np.linspace(0.0, 1.0, G)
-        Ax = _reflected_pdf(self.g, self.g, self.hx) / _reflected_mass(self.g, self.hx)
-        Ay = _reflected_pdf(self.g, self.g, self.hy) / _reflected_mass(self.g, self.hy)
-        self.grid_pdf = Ax @ W @ Ay.T
+        self._grid_pdf: NDArray[np.float64] | None = None
+
+    @property
+    def grid_pdf(self) -> NDArray[np.float64]:
+        # Tabulated lazily: fitting and discretising never need it, only pdf() does.
+        if self._grid_pdf is None:
+            Ax = _reflected_pdf(self.g, self.g, self.hx) / _reflected_mass(self.g, self.hx)
+            Ay = _reflected_pdf(self.g, self.g, self.hy) / _reflected_mass(self.g, self.hy)
+            self._grid_pdf = Ax @ self.W @ Ay.T
+        return self._grid_pdf
 
     @classmethod
     def fit(cls, x: NDArray[np.float64], y: NDArray[np.float64],
