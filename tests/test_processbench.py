@@ -42,7 +42,7 @@ def test_labels_states_tokens_from_first_error(tmp_path):
 @pytest.mark.parametrize(
     "patch, match",
     [
-        ({"label": 4}, r"math\.json\[0\] \(id math-0\): field 'label' must be -1 or a step index in \[0, 3\]; got 4"),
+        ({"label": 4}, r"math\.json\[0\] \(id math-0\): field 'label' must be -1 or a step index in \[0, 3\]; got 4"),  # noqa: E501
         ({"label": "1"}, r"field 'label' must be -1 or a step index"),
         ({"steps": []}, r"field 'steps' must be a non-empty list of strings"),
         ({"steps": ["ok", 3]}, r"steps\[1\] must be a string"),

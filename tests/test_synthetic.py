@@ -72,7 +72,7 @@ def test_hazard_recovered():
     assert enough.sum() >= 10
     se = np.sqrt(true_h * (1 - true_h) / np.maximum(raw.hazard_at_risk_, 1))
     assert np.all(np.abs(raw.hazard_ - true_h)[enough] < 4 * se[enough])
-    # the smoothed hazard of a linear truth: local-linear smoothing is unbiased for it, ends included
+    # the smoothed hazard of a linear truth: local-linear smoothing is unbiased for it, ends included  # noqa: E501
     sm = TransitionModel(hazard_smoothing=1.0, p_s=0.9).fit(tr)
     assert np.all(np.abs(sm.hazard_ - true_h)[enough] < 4 * se[enough])
     assert sm.hazard_[29] == 1.0

@@ -12,14 +12,14 @@ from trim_pomdp.transition import (
     wilson_interval,
 )
 
-C, I, N = "correct", "incorrect", None
+C, I, N = "correct", "incorrect", None  # noqa: E741
 
 
 def _tr(labels, tokens=None, tid="t", writers=None):
     tokens = tokens or [None] * len(labels)
     writers = writers or [None] * len(labels)
     return Trace(tid, "m", [Step(label=lab, tokens=tk, extra={"writer": w} if w else {})
-                            for lab, tk, w in zip(labels, tokens, writers)])
+                            for lab, tk, w in zip(labels, tokens, writers, strict=True)])
 
 
 HAND = [
@@ -70,7 +70,9 @@ def test_strong_steps_inside_routed_traces_count_for_p_s():
 def test_p_s_parameter_and_missing_strong():
     tm = TransitionModel(p_s=0.9).fit(HAND)
     assert tm.p_s_ == 0.9 and tm.n_s_ == 0 and tm.p_s_ci_.tolist() == [0.9, 0.9]
-    with pytest.raises(ValueError, match="no strong traces given; pass strong_traces or the p_s= parameter"):
+    with pytest.raises(
+        ValueError, match="no strong traces given; pass strong_traces or the p_s= parameter"
+    ):
         TransitionModel().fit(HAND)
     with pytest.raises(InsufficientDataError, match=r"p_w has no data"):
         TransitionModel(p_s=0.9).fit([_tr([N, C])])
@@ -157,13 +159,15 @@ def test_save_load_round_trip(tmp_path):
     assert np.array_equal(back.cheap_tokens_.mu, tm.cheap_tokens_.mu)
     assert back.hazard_smoothing == 0.5
     with np.load(p, allow_pickle=False) as z:
-        assert '"format_version": 1' in str(z["__meta__"])
+        assert '"format_version": 1' in str(z["metadata_json"])
 
 
 def test_load_errors(tmp_path):
     p = tmp_path / "x.npz"
     save_npz(p, "ObservationModel", {"a": np.zeros(2)}, {}, 1)
-    with pytest.raises(ModelValidationError, match="holds a 'ObservationModel', expected 'TransitionModel'"):
+    with pytest.raises(
+        ModelValidationError, match="holds a 'ObservationModel', expected 'TransitionModel'"
+    ):
         TransitionModel.load(p)
     save_npz(p, "TransitionModel", {"a": np.zeros(2)}, {}, 99)
     with pytest.raises(ModelValidationError, match="format_version 99 is not supported"):
@@ -177,5 +181,7 @@ def test_load_errors(tmp_path):
         arrays = {k: z[k] for k in z.files}
     arrays["hazard"] = arrays["hazard"][:5]
     np.savez(p, **arrays)
-    with pytest.raises(ModelValidationError, match=r"array 'hazard' must have shape \(30,\); got \(5,\)"):
+    with pytest.raises(
+        ModelValidationError, match=r"array 'hazard' must have shape \(30,\); got \(5,\)"
+    ):
         TransitionModel.load(p)

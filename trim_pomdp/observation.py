@@ -53,6 +53,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,8 @@ def score_bin(x: ArrayLike, n_bins: int, name: str = "score") -> NDArray[np.int6
     bad = ~((a >= 0.0) & (a <= 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad.ravel())[0])
-        raise ValueError(f"{name} must be in [0, 1] (no NaN); got {float(a.ravel()[i])!r} at index {i}")
+        v = float(a.ravel()[i])
+        raise ValueError(f"{name} must be in [0, 1] (no NaN); got {v!r} at index {i}")
     return np.minimum((a * n_bins).astype(np.int64), n_bins - 1)
 
 
@@ -251,8 +253,9 @@ class _KDE2D:
                 + (1 - fx) * fy * D[ix, iy + 1] + fx * fy * D[ix + 1, iy + 1])
 
     def pdf_exact(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
-        Kx = _reflected_pdf(np.asarray(x, float), self.g, self.hx) / _reflected_mass(self.g, self.hx)
-        Ky = _reflected_pdf(np.asarray(y, float), self.g, self.hy) / _reflected_mass(self.g, self.hy)
+        g = self.g
+        Kx = _reflected_pdf(np.asarray(x, float), g, self.hx) / _reflected_mass(g, self.hx)
+        Ky = _reflected_pdf(np.asarray(y, float), g, self.hy) / _reflected_mass(g, self.hy)
         return np.einsum("ij,jk,ik->i", Kx, self.W, Ky)
 
     def bin_probs(self, ex: NDArray[np.float64], ey: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -693,7 +696,7 @@ class ObservationModel:
         return total / n if average else total
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Save as ``.npz`` with JSON metadata (``format_version`` 1)."""
         self._check_fitted()
         arrays: dict[str, np.ndarray] = {"n_samples": self.n_samples_,
@@ -710,6 +713,7 @@ class ObservationModel:
                            "min_samples_per_state": int(self.min_samples_per_state)},
                 "components": kinds, "n_missing_score": self.n_missing_score_}
         save_npz(path, "ObservationModel", arrays, meta, FORMAT_VERSION)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ObservationModel:

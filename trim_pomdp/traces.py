@@ -139,7 +139,8 @@ class Trace:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise TraceFormatError(f"<Trace>: field 'id' must be a non-empty string; got {self.id!r}")
+            raise TraceFormatError(
+                f"<Trace>: field 'id' must be a non-empty string; got {self.id!r}")
         if not isinstance(self.model, str) or not self.model:
             raise TraceFormatError(
                 f"<Trace {self.id}>: field 'model' must be a non-empty string; got {self.model!r}"
@@ -216,7 +217,8 @@ def trace_from_dict(
         raise TraceFormatError(f"{where}: field 'steps' is empty (a trace needs at least one step)")
     final = obj.get("final_correct")
     if final is not None and not isinstance(final, bool):
-        raise TraceFormatError(f"{where}: field 'final_correct' must be true, false or null; got {final!r}")
+        raise TraceFormatError(
+            f"{where}: field 'final_correct' must be true, false or null; got {final!r}")
     problem = obj.get("problem")
     if problem is not None and not isinstance(problem, str):
         raise TraceFormatError(f"{where}: field 'problem' must be a string or null")
@@ -342,7 +344,8 @@ def iter_traces(
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise TraceFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                    raise TraceFormatError(
+                        f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
                 tr = trace_from_dict(obj, where, first_error_only=first_error_only)
             except TraceFormatError as exc:
                 if not lenient:
@@ -521,7 +524,8 @@ class TraceTable:
         return int(self.score.shape[0])
 
 
-def _segment_min_prev(score: NDArray[np.float64], offsets: NDArray[np.int64]) -> NDArray[np.float64]:
+def _segment_min_prev(score: NDArray[np.float64],
+                      offsets: NDArray[np.int64]) -> NDArray[np.float64]:
     """min of earlier scores within each trace (1.0 on first steps); NaN propagates."""
     n = score.shape[0]
     out = np.ones(n, dtype=np.float64)

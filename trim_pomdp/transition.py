@@ -46,6 +46,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -74,12 +75,12 @@ def save_npz(path: str | os.PathLike[str], kind: str, arrays: dict[str, np.ndarr
              meta: dict[str, Any], format_version: int) -> None:
     """Write ``arrays`` plus JSON metadata (``kind``, ``format_version``) to one ``.npz``.
 
-    The metadata is stored as a unicode string array ``__meta__`` so the file loads with
+    The metadata is stored as a unicode string array ``metadata_json`` so the file loads with
     ``allow_pickle=False``.
     """
     meta = {"kind": kind, "format_version": format_version, **meta}
     payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload["__meta__"] = np.array(json.dumps(meta, allow_nan=False))
+    payload["metadata_json"] = np.array(json.dumps(meta, allow_nan=False))
     with open(path, "wb") as fh:
         np.savez(fh, **payload)
 
@@ -95,12 +96,12 @@ def load_npz(path: str | os.PathLike[str], kind: str,
         if isinstance(exc, FileNotFoundError):
             raise
         raise ModelValidationError(f"{name}: not a readable .npz file ({exc})") from None
-    if "__meta__" not in arrays:
-        raise ModelValidationError(f"{name}: missing '__meta__' (not a trim_pomdp model file)")
+    if "metadata_json" not in arrays:
+        raise ModelValidationError(f"{name}: missing 'metadata_json' (not a trim_pomdp model file)")
     try:
-        meta = json.loads(str(arrays.pop("__meta__")))
+        meta = json.loads(str(arrays.pop("metadata_json")))
     except json.JSONDecodeError as exc:
-        raise ModelValidationError(f"{name}: '__meta__' is not valid JSON ({exc})") from None
+        raise ModelValidationError(f"{name}: 'metadata_json' is not valid JSON ({exc})") from None
     if meta.get("kind") != kind:
         raise ModelValidationError(f"{name}: holds a {meta.get('kind')!r}, expected {kind!r}")
     if meta.get("format_version") != format_version:
@@ -530,14 +531,15 @@ class TransitionModel:
             "p_s": self.p_s_, "p_s_ci": self.p_s_ci_.tolist(), "n_s": self.n_s_, "k_s": self.k_s_,
             "hazard": self.hazard_.tolist(), "n_truncated": self.n_truncated_,
             "strong_cheap_ratio": self.strong_cheap_ratio_,
-            "cheap_mean_tokens": None if self.cheap_tokens_ is None else self.cheap_tokens_.mean_all,
+            "cheap_mean_tokens": (None if self.cheap_tokens_ is None
+                                  else self.cheap_tokens_.mean_all),
             "strong_mean_tokens": (None if self.strong_tokens_ is None
                                    else self.strong_tokens_.mean_all),
             "n_cheap_traces": self.n_cheap_traces_, "n_strong_traces": self.n_strong_traces_,
         }
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Save as ``.npz`` (arrays) with JSON metadata (``format_version`` 1)."""
         self._check_fitted()
         arrays: dict[str, np.ndarray] = {
@@ -561,6 +563,7 @@ class TransitionModel:
             "has_strong_tokens": self.strong_tokens_ is not None,
         }
         save_npz(path, "TransitionModel", arrays, meta, FORMAT_VERSION)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TransitionModel:
