@@ -57,6 +57,20 @@ def test_bad_records(tmp_path, patch, match):
         read_processbench(p)
 
 
+def test_lenient_skips_and_reports(tmp_path):
+    from trim_pomdp.traces import LoadReport
+
+    p = _write(tmp_path, [REC, {**REC, "label": 9}, {**REC, "id": "math-2"}])
+    rep = LoadReport()
+    tr = read_processbench(p, lenient=True, report=rep)
+    assert [t.id for t in tr] == ["math-0", "math-2"]
+    assert rep.n_skipped == 1 and "math.json[1] (id math-0): field 'label'" in rep.reasons[0]
+    with pytest.warns(UserWarning, match="loaded 2 traces, skipped 1"):
+        read_processbench(p, lenient=True)
+    with pytest.raises(TraceFormatError, match=r"math\.json\[1\]"):
+        read_processbench(p)
+
+
 def test_not_an_array_and_bad_json(tmp_path):
     with pytest.raises(TraceFormatError, match="expected a JSON array"):
         read_processbench(_write(tmp_path, {"a": 1}))

@@ -62,10 +62,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _load(path: str, args: argparse.Namespace, generator: str | None, log: Any) -> list[Any]:
     from trim_pomdp.errors import TraceFormatError
     from trim_pomdp.processbench import read_processbench
-    from trim_pomdp.traces import load_traces
+    from trim_pomdp.traces import LoadReport, load_traces
 
     if args.format == "processbench":
-        tr = read_processbench(path, generator=generator)
+        pb_rep = LoadReport()
+        tr = read_processbench(path, generator=generator, lenient=args.lenient, report=pb_rep)
+        if pb_rep.n_skipped:
+            log(f"{path}: {pb_rep.summary()}")
         if not tr:
             raise TraceFormatError(f"{path}: no records" +
                                    (f" from generator {generator!r}" if generator else ""))
