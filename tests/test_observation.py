@@ -230,3 +230,20 @@ def test_missing_scores_are_counted_not_silent(traces):
     tr = list(traces) + [Trace("x", "m", [Step(label="correct"), Step(label="incorrect")])]
     om = ObservationModel(estimator="hist").fit(tr)
     assert om.n_missing_score_ == 2
+
+
+def test_beta_non_convergence_warns_with_scipy_message(monkeypatch):
+    import scipy.optimize
+
+    from trim_pomdp.observation import beta_mle
+
+    real = scipy.optimize.minimize
+
+    def capped(*args, **kwargs):  # one iteration only: cannot have converged
+        kwargs["options"] = {**kwargs["options"], "maxiter": 1}
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", capped)
+    x = np.random.default_rng(0).beta(8.0, 2.0, size=500)
+    with pytest.warns(RuntimeWarning, match="did not converge: .*ITERATIONS"):
+        beta_mle(x, where="unit")
