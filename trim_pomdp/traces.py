@@ -41,11 +41,10 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -74,9 +73,6 @@ S0, S1, S2 = 0, 1, 2
 LABELS = ("correct", "incorrect")
 _STEP_KEYS = frozenset(("text", "prm_score", "tokens", "label"))
 _TRACE_KEYS = frozenset(("id", "problem", "model", "steps", "final_correct"))
-# Loaded steps without extra fields share one read-only empty mapping instead of a dict each
-# (64 bytes and an allocation per step); assign a dict to ``Step.extra`` to add fields.
-_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -94,15 +90,14 @@ class Step:
     label : {"correct", "incorrect"} or None
         Correctness of the step itself; None when unknown.
     extra : dict
-        Any other per-step fields (kept and written back verbatim).  Steps loaded from a
-        file without extra fields share a read-only empty mapping.
+        Any other per-step fields (kept and written back verbatim).
     """
 
     text: str | None = None
     prm_score: float | None = None
     tokens: int | None = None
     label: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_step(self.text, self.prm_score, self.tokens, self.label, "<Step>")
@@ -255,7 +250,7 @@ def trace_from_dict(
         st.prm_score = score
         st.tokens = tokens
         st.label = label
-        st.extra = _NO_EXTRA if s.keys() <= _STEP_KEYS else {
+        st.extra = {} if s.keys() <= _STEP_KEYS else {
             k: v for k, v in s.items() if k not in _STEP_KEYS
         }
         steps.append(st)
