@@ -95,9 +95,9 @@ def test_raw_hazard_known_values():
     assert tm.n_truncated_ == 1 and np.array_equal(tm.hazard_, h)
 
 
-def test_smoothed_hazard_is_kernel_ratio():
+def test_smoothed_hazard_is_shrunk_to_local_linear_fit():
     lengths = [1, 1, 2, 3, 3, 3, 5, 8]
-    h, at_risk, ended = kernel_hazard(lengths, 30, 1.5)
+    h, at_risk, ended = kernel_hazard(lengths, 30, smoothing=3.0, bandwidth=1.5)
     t = np.arange(30.0)
     K = np.exp(-0.5 * ((t[:, None] - t[None, :]) / 1.5) ** 2)
     ref = np.empty(30)
@@ -108,9 +108,12 @@ def test_smoothed_hazard_is_kernel_ratio():
         A = np.column_stack([np.ones(m.sum()), u]) * np.sqrt(w)[:, None]
         y = (ended[m] / at_risk[m]) * np.sqrt(w)
         ref[i] = np.linalg.lstsq(A, y, rcond=None)[0][0]
-    assert np.allclose(h[:-1], np.clip(ref, 0, 1)[:-1], rtol=1e-9, atol=1e-12) and h[-1] == 1.0
+    expected = (ended + 3.0 * np.clip(ref, 0, 1)) / (at_risk + 3.0)
+    assert np.allclose(h[:-1], expected[:-1], rtol=1e-9, atol=1e-12) and h[-1] == 1.0
     with pytest.raises(ValueError, match="hazard_smoothing must be a finite number >= 0"):
         kernel_hazard(lengths, 30, -1.0)
+    with pytest.raises(ValueError, match="hazard_bandwidth must be a finite number > 0"):
+        kernel_hazard(lengths, 30, 1.0, 0.0)
 
 
 def test_token_model_ratio_edges_and_bins():
@@ -148,7 +151,7 @@ def test_not_fitted():
 def test_save_load_round_trip(tmp_path):
     cheap = [_tr([C, C, I], tokens=[10, 20, 30], tid="c"), _tr([C], tokens=[5], tid="d")]
     strong = [_tr([C, C], tokens=[50, 150], tid="s")]
-    tm = TransitionModel(hazard_smoothing=0.5).fit(cheap, strong)
+    tm = TransitionModel(hazard_smoothing=0.5, hazard_bandwidth=3.0).fit(cheap, strong)
     p = tmp_path / "tm.npz"
     tm.save(p)
     back = TransitionModel.load(p)
@@ -157,7 +160,7 @@ def test_save_load_round_trip(tmp_path):
         assert np.array_equal(getattr(back, attr), getattr(tm, attr))
     assert np.array_equal(back.token_bin_edges(3), tm.token_bin_edges(3))
     assert np.array_equal(back.cheap_tokens_.mu, tm.cheap_tokens_.mu)
-    assert back.hazard_smoothing == 0.5
+    assert back.hazard_smoothing == 0.5 and back.hazard_bandwidth == 3.0
     with np.load(p, allow_pickle=False) as z:
         assert '"format_version": 1' in str(z["metadata_json"])
 
