@@ -71,6 +71,13 @@ def test_lenient_skips_and_reports(tmp_path):
         read_processbench(p)
 
 
+def test_invalid_utf8(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_bytes(b'[{"id": "\xff"}]')
+    with pytest.raises(TraceFormatError, match=r"x\.json: not valid UTF-8"):
+        read_processbench(p)
+
+
 def test_not_an_array_and_bad_json(tmp_path):
     with pytest.raises(TraceFormatError, match="expected a JSON array"):
         read_processbench(_write(tmp_path, {"a": 1}))

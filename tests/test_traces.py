@@ -142,6 +142,16 @@ def test_bad_records_name_file_line_field(tmp_path, line, match):
     assert str(p) in str(ei.value)
 
 
+def test_invalid_utf8_names_the_line(tmp_path):
+    p = tmp_path / "bin.jsonl"
+    good = json.dumps(GOOD).encode()
+    p.write_bytes(good + b"\n" + b'{"id": "\xff\xfe"}\n' + good)
+    with pytest.raises(TraceFormatError, match=r"bin\.jsonl:2: not valid UTF-8 \(byte 9"):
+        load_traces(p)
+    traces, rep = load_traces(p, lenient=True, return_report=True)
+    assert len(traces) == 2 and rep.n_skipped == 1
+
+
 def test_empty_file(tmp_path):
     p = _write(tmp_path, [""])
     with pytest.raises(TraceFormatError, match="no traces found"):

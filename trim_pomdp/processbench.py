@@ -79,6 +79,8 @@ def read_processbench(path: str | os.PathLike[str], *, generator: str | None = N
             data = json.load(fh)
     except json.JSONDecodeError as exc:
         raise TraceFormatError(f"{name}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise TraceFormatError(f"{name}: not valid UTF-8 (byte offset {exc.start})") from None
     if not isinstance(data, list):
         raise TraceFormatError(f"{name}: expected a JSON array of ProcessBench records; "
                                f"got {type(data).__name__}")

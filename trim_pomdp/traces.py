@@ -330,12 +330,20 @@ def iter_traces(
     path = Path(path)
     name = str(path)
     rep = report if report is not None else LoadReport()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    # Binary lines decoded one by one: a bad byte is then an error of that line (skippable
+    # in lenient mode) rather than an exception out of the file iterator.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             where = f"{name}:{lineno}"
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TraceFormatError(
+                        f"{where}: not valid UTF-8 (byte {exc.start + 1}: {exc.reason})"
+                    ) from None
+                if not line.strip():
+                    continue
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
