@@ -130,6 +130,24 @@ std::vector<Token> tokenize(const std::string& text) {
     return out;
 }
 
+// Words of the format that cannot name a state, action or observation (pomdp-solve's lexer
+// reads them as keywords wherever they appear).
+bool is_reserved(std::string_view w) {
+    static const char* const reserved[] = {
+        "discount", "values",  "states",   "actions", "observations", "start",
+        "include",  "exclude", "T",        "O",       "R",            "uniform",
+        "identity", "reward",  "rewards",  "cost",    "costs",        "reset"};
+    for (const char* r : reserved)
+        if (w == r) return true;
+    return false;
+}
+
+// Names the parser reads and the writer writes: [A-Za-z_][A-Za-z0-9_.-]*, not reserved.
+bool valid_name(std::string_view w) {
+    return !w.empty() && (is_alpha(w[0]) || w[0] == '_') &&
+           std::all_of(w.begin(), w.end(), is_name_char) && !is_reserved(w);
+}
+
 bool is_statement_keyword(std::string_view w) {
     return w == "discount" || w == "values" || w == "states" || w == "actions" ||
            w == "observations" || w == "start" || w == "T" || w == "O" || w == "R";
@@ -328,6 +346,9 @@ class Parser {
         }
         while (peek().kind == Tok::Name && !at_statement()) {
             const Token& n = next();
+            if (is_reserved(n.text))
+                fail(n.line, std::string(d.what) + " name " + show(n) +
+                                 " is a keyword of the .pomdp format");
             auto [it, fresh] = d.index.emplace(n.text, static_cast<int>(d.names.size()));
             if (!fresh)
                 fail(n.line, std::string("duplicate ") + d.what + " name " + show(n) + " (also " +
@@ -813,19 +834,6 @@ void put_number(std::string& out, double v) {
     out.append(buf, res.ptr);
 }
 
-bool valid_name(const std::string& n) {
-    if (n.empty() || !is_alpha(n[0])) return false;
-    for (char c : n)
-        if (!(is_alpha(c) || is_digit(c) || c == '_' || c == '-')) return false;
-    static const char* const reserved[] = {"discount", "values",  "states",   "actions",
-                                           "observations", "start", "include", "exclude",
-                                           "T",       "O",       "R",        "uniform",
-                                           "identity", "reward", "cost",     "reset"};
-    for (const char* r : reserved)
-        if (n == r) return false;
-    return true;
-}
-
 void check_names(const std::vector<std::string>& names, int n, const char* what) {
     if (names.empty()) return;
     if (static_cast<int>(names.size()) != n)
@@ -836,7 +844,7 @@ void check_names(const std::vector<std::string>& names, int n, const char* what)
         if (!valid_name(names[i]))
             throw std::invalid_argument(std::string("cannot write ") + what + " name '" + names[i] +
                                         "' (index " + std::to_string(i) +
-                                        "): .pomdp names must match [A-Za-z][A-Za-z0-9_-]* and "
+                                        "): .pomdp names must match [A-Za-z_][A-Za-z0-9_.-]* and "
                                         "not be a keyword of the format");
         auto [it, fresh] = seen.emplace(names[i], i);
         if (!fresh)

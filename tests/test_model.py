@@ -220,6 +220,7 @@ def test_writer_compact_forms():
     [
         (dict(state_names=["a b", "c"]), r"cannot write state name 'a b' \(index 0\)"),
         (dict(state_names=["1a", "c"]), r"cannot write state name '1a'"),
+        (dict(state_names=["x:y", "c"]), r"cannot write state name 'x:y'"),
         (dict(action_names=["listen", "uniform", "x"]), r"cannot write action name 'uniform'"),
         (dict(observation_names=["T", "x"]), r"cannot write observation name 'T'"),
     ],
