@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if res.stderr > 0:
         z = (res.mean - out["policy_value_at_b0"]) / res.stderr
         print(
-            f"mean - policy value: {z:+.2f} standard errors (the policy's true value is at "
-            "least its alpha-vector value, so a positive difference is expected while the "
-            "solver's gap is open)"
+            f"mean - policy value: {z:+.2f} standard errors (for a solver's lower-bound "
+            "vectors the true value is at least max_k alpha_k . b0, so a positive difference "
+            "is expected while the gap is open)"
         )
     return 0
