@@ -152,3 +152,16 @@ def test_console_entry_point_runs(solved_tiger, tmp_path):
     )
     info = json.loads(out.stdout)
     assert abs(info["lower_bound"] - TIGER_EXACT) <= 1e-3
+
+
+def test_bad_option_values(tmp_path, capsys):
+    assert main(["solve", str(tmp_path / "x.pomdp"), "--time-limit", "-1"]) == 2
+    assert "time_limit must be > 0" in capsys.readouterr().err
+    assert main(["solve", str(tmp_path / "x.pomdp"), "--gap", "0"]) == 2
+    assert "target_gap must be finite and > 0" in capsys.readouterr().err
+    rc = main(["simulate", "x.pomdp", "p.npz", "--episodes", "1", "--horizon", "0", "--seed", "-3"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (
+        "trim-pomdp simulate: error: --episodes must be >= 2; got 1; --horizon must be >= 1; "
+        "got 0; --seed must be in 0..2**32-1; got -3"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,16 @@ def run(args: argparse.Namespace) -> int:
     from trim_pomdp.policy import AlphaVectorPolicy
     from trim_pomdp.simulate import simulate
 
+    problems = []
+    if args.episodes < 2:
+        problems.append(f"--episodes must be >= 2; got {args.episodes}")
+    if args.horizon is not None and args.horizon < 1:
+        problems.append(f"--horizon must be >= 1; got {args.horizon}")
+    if not 0 <= args.seed < 2**32:
+        problems.append(f"--seed must be in 0..2**32-1; got {args.seed}")
+    if problems:
+        print(f"trim-pomdp simulate: error: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     model = POMDP.from_file(args.problem)
     policy_path = Path(args.policy)
     if policy_path.suffix == ".policy":

@@ -72,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
     from trim_pomdp.solver import solve_info
 
     path = Path(args.problem)
+    try:
+        config = _config(args)
+    except (TypeError, ValueError) as exc:  # a bad option value: say which, no traceback
+        print(f"trim-pomdp solve: error: {exc}", file=sys.stderr)
+        return 2
     model = POMDP.from_file(path)
-    config = _config(args)
     out = sys.stdout
     live = False
     kwargs: dict[str, Any] = {}
