@@ -22,6 +22,8 @@ def solved_tiger(tmp_path_factory):
     """Solve tiger.95 once through the CLI (--json) and keep the outputs."""
     from conftest import shared_path
 
+    pytest.importorskip("trim_pomdp.solver", reason="piece hsvi (the solver) not merged yet")
+
     problem = shared_path("pomdp", "problems", "tiger.95.POMDP")
     out = tmp_path_factory.mktemp("tiger")
     argv = [
@@ -126,10 +128,14 @@ def test_simulate_rejects_policy_of_another_model(solved_tiger, tmp_path, capsys
     assert "alpha vectors have length 3 but the model has 2 states" in err
 
 
-def test_cli_errors_are_reported_not_raised(tmp_path, capsys):
+def test_solve_missing_file_is_reported(tmp_path, capsys):
+    pytest.importorskip("trim_pomdp.solver", reason="piece hsvi (the solver) not merged yet")
     rc = main(["solve", str(tmp_path / "missing.pomdp"), "--json"])
     assert rc == 1
     assert "trim-pomdp solve: error:" in capsys.readouterr().err
+
+
+def test_simulate_errors_are_reported_not_raised(tmp_path, capsys):
     bad = tmp_path / "bad.policy"
     bad.write_text("<Policy>")
     good = tmp_path / "t.pomdp"
@@ -155,6 +161,7 @@ def test_console_entry_point_runs(solved_tiger, tmp_path):
 
 
 def test_bad_option_values(tmp_path, capsys):
+    pytest.importorskip("trim_pomdp.solver", reason="piece hsvi (the solver) not merged yet")
     assert main(["solve", str(tmp_path / "x.pomdp"), "--time-limit", "-1"]) == 2
     assert "time_limit must be > 0" in capsys.readouterr().err
     assert main(["solve", str(tmp_path / "x.pomdp"), "--gap", "0"]) == 2

@@ -206,3 +206,53 @@ def test_kernel_reports_impossible_observation():
     simulate_kernel(T, Z, R, world_T_cum, np.cumsum(Z, axis=2), b0, np.cumsum(b0),
                     np.zeros((1, 2)), np.zeros(1, np.int64), 0.9, 4, 0, returns, fail)
     assert fail.tolist() == [0, 0, 0, 1]
+
+
+# ---------------------------------------------------------------------------- with the real POMDP
+
+
+def test_tiger_helper_equals_shared_file(pomdp_problems_dir):
+    from trim_pomdp.model import POMDP
+
+    model = POMDP.from_file(pomdp_problems_dir / "tiger.95.POMDP")
+    ref = tiger()
+    for name in ("T", "Z", "R", "b0"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(ref, name))
+    assert model.discount == ref.discount
+    assert list(model.action_names) == ref.action_names
+
+
+def test_simulate_parsed_model_matches_exact_evaluation(pomdp_problems_dir):
+    # The exact 4-step value function of tiger as a stationary policy, run for 8 steps on
+    # the parsed model: Monte Carlo mean vs exact enumeration of the 2^8 observation paths.
+    from trim_pomdp.belief import BeliefUpdater
+    from trim_pomdp.model import POMDP
+
+    model = POMDP.from_file(pomdp_problems_dir / "tiger.95.POMDP")
+    alphas, actions = exact_value_iteration(model.T, model.Z, model.R, model.discount, 4)
+    pol = AlphaVectorPolicy(alphas, actions, action_names=model.action_names).check_model(model)
+    exact = evaluate_policy_exact(model.T, model.Z, model.R, model.discount, model.b0, 8, pol.action)
+    res = simulate(model, pol, episodes=20000, horizon=8, seed=4)
+    assert abs(res.mean - exact) < 3 * res.stderr, (res.mean, exact, res.stderr)
+    # and the filter on the parsed model gives the textbook numbers
+    up = BeliefUpdater(model)
+    np.testing.assert_allclose(up.update(up.initial_belief(), 0, 0), [0.85, 0.15], atol=1e-15)
+
+
+def test_zero_probability_names_from_parsed_model():
+    from trim_pomdp.belief import BeliefUpdater
+    from trim_pomdp.errors import ZeroProbabilityObservationError
+    from trim_pomdp.model import POMDP
+
+    text = (
+        "discount: 0.9\nvalues: reward\nstates: left right\nactions: look\n"
+        "observations: see-left see-right\nT: look identity\nO: look identity\n"
+        "R: look : * : * : * 0\n"
+    )
+    up = BeliefUpdater(POMDP.from_string(text))
+    with pytest.raises(
+        ZeroProbabilityObservationError,
+        match=r"observation o=1 \(see-right\) has zero probability after action a=0 \(look\) "
+        r"from a belief with support \{0 \(left\)\}",
+    ):
+        up.update([1.0, 0.0], 0, 1)
