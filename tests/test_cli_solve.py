@@ -75,8 +75,18 @@ def test_saved_policies_agree_with_solver(solved_tiger):
 
 def test_simulate_solved_policy_matches_solver_value(solved_tiger, capsys):
     problem, out, info = solved_tiger
-    rc = main(["simulate", str(problem), str(out / "tiger.npz"), "--episodes", "20000",
-               "--seed", "1", "--json"])
+    rc = main(
+        [
+            "simulate",
+            str(problem),
+            str(out / "tiger.npz"),
+            "--episodes",
+            "20000",
+            "--seed",
+            "1",
+            "--json",
+        ]
+    )
     assert rc == 0
     sim = json.loads(capsys.readouterr().out)
     assert sim["episodes"] == 20000 and sim["horizon"] == 283
@@ -86,8 +96,18 @@ def test_simulate_solved_policy_matches_solver_value(solved_tiger, capsys):
     assert abs(sim["mean"] - info["lower_bound"]) < 3 * sim["stderr"], sim
     assert sim["solver_lower_bound"] == info["lower_bound"]
     # the SARSOP XML copy of the policy simulates identically (same vectors, same seed)
-    rc = main(["simulate", str(problem), str(out / "tiger.policy"), "--episodes", "20000",
-               "--seed", "1", "--json"])
+    rc = main(
+        [
+            "simulate",
+            str(problem),
+            str(out / "tiger.policy"),
+            "--episodes",
+            "20000",
+            "--seed",
+            "1",
+            "--json",
+        ]
+    )
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["mean"] == sim["mean"]
 
@@ -110,8 +130,19 @@ def test_solve_progress_table(solved_tiger, tmp_path, capsys):
 
 def test_simulate_text_output(solved_tiger, capsys):
     problem, out, _ = solved_tiger
-    rc = main(["simulate", str(problem), str(out / "tiger.npz"), "--episodes", "200",
-               "--seed", "3", "--horizon", "50"])
+    rc = main(
+        [
+            "simulate",
+            str(problem),
+            str(out / "tiger.npz"),
+            "--episodes",
+            "200",
+            "--seed",
+            "3",
+            "--horizon",
+            "50",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "over 200 episodes of 50 steps, seed 3" in text
@@ -152,9 +183,10 @@ def test_console_entry_point_runs(solved_tiger, tmp_path):
     # The real process path: python -m trim_pomdp solve ... --json
     problem, _, _ = solved_tiger
     out = subprocess.run(
-        [sys.executable, "-m", "trim_pomdp", "solve", str(problem), "--time-limit", "5",
-         "--json"],
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "trim_pomdp", "solve", str(problem), "--time-limit", "5", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     info = json.loads(out.stdout)
     assert abs(info["lower_bound"] - TIGER_EXACT) <= 1e-3

@@ -25,8 +25,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("policy", metavar="POLICY", help="policy .npz, or SARSOP .policy XML")
     p.add_argument("--episodes", type=int, default=1000, metavar="N", help="default 1000")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
-    p.add_argument("--horizon", type=int, default=None, metavar="H",
-                   help="steps per episode (default: tail of the discounted sum <= 1e-3)")
+    p.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        metavar="H",
+        help="steps per episode (default: tail of the discounted sum <= 1e-3)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p  # type: ignore[no-any-return]
 

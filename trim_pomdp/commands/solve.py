@@ -25,19 +25,44 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Solve a POMDP in Cassandra's .pomdp format; report lower/upper bounds at b0.",
     )
     p.add_argument("problem", metavar="PROBLEM.pomdp", help="problem file (Cassandra format)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="S",
-                   help="wall-clock limit in seconds (default: SolverConfig's, 30)")
-    p.add_argument("--gap", type=float, default=None, metavar="G",
-                   help="stop when upper - lower at b0 <= G (default: SolverConfig's, 1e-3)")
-    p.add_argument("--max-iterations", type=int, default=None, metavar="N",
-                   help="stop after N iterations (default: no limit)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="solver threads (default: all cores)")
-    p.add_argument("--max-memory-mb", type=float, default=None, metavar="MB",
-                   help="fail with MemoryLimitError before the solver's storage exceeds MB")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wall-clock limit in seconds (default: SolverConfig's, 30)",
+    )
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=None,
+        metavar="G",
+        help="stop when upper - lower at b0 <= G (default: SolverConfig's, 1e-3)",
+    )
+    p.add_argument(
+        "--max-iterations",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N iterations (default: no limit)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="solver threads (default: all cores)"
+    )
+    p.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="fail with MemoryLimitError before the solver's storage exceeds MB",
+    )
     p.add_argument("--out", default=None, metavar="POLICY.npz", help="save the policy (.npz)")
-    p.add_argument("--sarsop-policy", default=None, metavar="OUT.policy",
-                   help="also write the policy in SARSOP's .policy XML")
+    p.add_argument(
+        "--sarsop-policy",
+        default=None,
+        metavar="OUT.policy",
+        help="also write the policy in SARSOP's .policy XML",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object, no table")
     return p  # type: ignore[no-any-return]
 
@@ -103,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
             for row in info.history:
                 print(_fmt_row(*row[:5]), file=out)
         print(
-            _fmt_row(info.time_s, info.lower_bound, info.upper_bound, info.n_alpha,
-                     info.iterations),
+            _fmt_row(
+                info.time_s, info.lower_bound, info.upper_bound, info.n_alpha, info.iterations
+            ),
             file=out,
         )
     summary = {
@@ -125,15 +151,23 @@ def run(args: argparse.Namespace) -> int:
         "sarsop_policy": None,
     }
     policy.metadata.update(
-        {k: summary[k] for k in ("problem", "lower_bound", "upper_bound", "gap", "time_s",
-                                 "iterations", "interrupted")}
+        {
+            k: summary[k]
+            for k in (
+                "problem",
+                "lower_bound",
+                "upper_bound",
+                "gap",
+                "time_s",
+                "iterations",
+                "interrupted",
+            )
+        }
     )
     if args.out is not None:
         summary["policy"] = str(policy.save(args.out))
     if args.sarsop_policy is not None:
-        summary["sarsop_policy"] = str(
-            policy.to_sarsop_policy(args.sarsop_policy, model=path.name)
-        )
+        summary["sarsop_policy"] = str(policy.to_sarsop_policy(args.sarsop_policy, model=path.name))
     if args.json:
         print(json.dumps(summary, allow_nan=False), file=out)
         return 0
