@@ -1,14 +1,15 @@
 """``trim-pomdp solve PROBLEM.pomdp``: solve a POMDP with the point-based solver.
 
 Prints a progress table (time, lower bound, upper bound, gap, alpha vectors, iteration)
-while solving, then a summary; ``--json`` prints one JSON object instead.  ``--out`` saves
+while solving, then a summary; ``--json`` prints one JSON object instead.  Ctrl-C stops the
+solver, which returns its best policy so far: it is still reported and saved, and the exit
+code is 130.  ``--out`` saves
 the policy as ``.npz`` (+ JSON metadata), ``--sarsop-policy`` as SARSOP ``.policy`` XML.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import sys
@@ -104,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     model = POMDP.from_file(path)
     out = sys.stdout
-    live = False
-    kwargs: dict[str, Any] = {}
+    progress = None
     if not args.json:
         print(
             f"solving {path.name}: {model.n_states} states, {model.n_actions} actions, "
@@ -113,20 +113,13 @@ def run(args: argparse.Namespace) -> int:
             file=out,
         )
         print(_HEADER, file=out, flush=True)
-        # Live rows when the solver takes a progress callback; otherwise the recorded
-        # history is printed after the solve.
-        if "progress" in inspect.signature(solve_info).parameters:
-            live = True
 
-            def progress(t: float, lb: float, ub: float, n_alpha: int, it: int) -> None:
-                print(_fmt_row(t, lb, ub, n_alpha, it), file=out, flush=True)
+        def progress(t: float, lb: float, ub: float, n_alpha: int, it: int) -> None:
+            # called by the solver about every 0.5 s, with the GIL held
+            print(_fmt_row(t, lb, ub, n_alpha, it), file=out, flush=True)
 
-            kwargs["progress"] = progress
-    policy, info = solve_info(model, config, **kwargs)
+    policy, info = solve_info(model, config, progress=progress)
     if not args.json:
-        if not live:
-            for row in info.history:
-                print(_fmt_row(*row[:5]), file=out)
         print(
             _fmt_row(
                 info.time_s, info.lower_bound, info.upper_bound, info.n_alpha, info.iterations
@@ -168,9 +161,12 @@ def run(args: argparse.Namespace) -> int:
         summary["policy"] = str(policy.save(args.out))
     if args.sarsop_policy is not None:
         summary["sarsop_policy"] = str(policy.to_sarsop_policy(args.sarsop_policy, model=path.name))
+    # An interrupted solve still reports and saves what it found, then exits with 130
+    # (the shell's code for SIGINT) so scripts can tell it apart from a finished one.
+    rc = 130 if info.interrupted else 0
     if args.json:
         print(json.dumps(summary, allow_nan=False), file=out)
-        return 0
+        return rc
     if info.interrupted:
         print("interrupted: returning the best policy found so far", file=out)
     print(
@@ -183,4 +179,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"policy written to {summary['policy']}", file=out)
     if summary["sarsop_policy"]:
         print(f"SARSOP policy written to {summary['sarsop_policy']}", file=out)
-    return 0
+    return rc
