@@ -144,3 +144,5 @@ def test_cli_errors(tmp_path, capsys):
     assert cli.main(["evaluate", "--policies", "nope", "--n-problems", "50"]) == 2
     assert "unknown policy family 'nope'" in capsys.readouterr().err
     assert cli.main(["evaluate", "--n-problems", "0"]) == 2
+    assert cli.main(["evaluate", "--policies", "no_such_mod_q:fam", "--n-problems", "50"]) == 2
+    assert "is not available" in capsys.readouterr().err

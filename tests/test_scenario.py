@@ -99,6 +99,8 @@ def _bad(mutate):
         (lambda d: d["tokens"]["strong"].update(sigma=True), r"field 'tokens.strong.sigma'"),
         (lambda d: d.update(format_version=2), r"field 'format_version': expected 1; got 2"),
         (lambda d: d["p_w"].update(concentration=0), r"field 'p_w.concentration'"),
+        (lambda d: d.update(step_correlation=1.5), r"field 'step_correlation': expected a finite number in \[-1.0, 1.0\]; got 1.5"),
+        (lambda d: d["hazard"].update(min_steps=0), r"field 'hazard.min_steps': expected an integer in \[1, 30\]"),
     ],
 )
 def test_bad_fields_named(tmp_path, mutate, match):

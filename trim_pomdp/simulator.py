@@ -222,8 +222,16 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
     p_len /= p_len.sum()
     length = (streams[1].choice(MAX_STEPS, size=n, p=p_len) + 1).astype(np.int32)
 
-    u_w = streams[2].random((n, MAX_STEPS), dtype=np.float32)
-    u_s = streams[3].random((n, MAX_STEPS), dtype=np.float32)
+    rs = scenario.step_correlation
+    if rs == 0.0:
+        u_w = streams[2].random((n, MAX_STEPS), dtype=np.float32)
+        u_s = streams[3].random((n, MAX_STEPS), dtype=np.float32)
+    else:  # Gaussian copula between the two correctness draws of the same step
+        g_w = streams[2].standard_normal((n, MAX_STEPS))
+        g_s = rs * g_w + math.sqrt(max(0.0, 1.0 - rs * rs)) * streams[3].standard_normal(
+            (n, MAX_STEPS))
+        u_w = special.ndtr(g_w).astype(np.float32)
+        u_s = special.ndtr(g_s).astype(np.float32)
 
     r = scenario.prm_correlation
     innov = math.sqrt(1.0 - r * r)
@@ -696,7 +704,7 @@ def _single_model_states(u: NDArray[Any], p: NDArray[np.float64],
     return st
 
 
-def generate_traces(source: Scenario | World | str, *, model: str = "cheap",
+def simulate_traces(source: Scenario | World | str, *, model: str = "cheap",
                     n_problems: int | None = None, seed: int | None = None,
                     problems: Sequence[int] | None = None) -> list[Any]:
     """Labelled single-model traces of the world's problems (for fitting the models).

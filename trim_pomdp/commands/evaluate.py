@@ -35,7 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from trim_pomdp.evaluate import FamilyOptions, evaluate
+    from trim_pomdp.evaluate import FamilyOptions, FamilyUnavailableError, evaluate
     from trim_pomdp.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ev = evaluate(scenario, families, n_problems=args.n_problems, seed=args.seed,
                       family_options=opts, progress=progress)
-    except KeyError as exc:
+    except (KeyError, FamilyUnavailableError) as exc:
         print(f"trim-pomdp evaluate: error: {exc.args[0]}", file=sys.stderr)
         return 2
     out = ev.to_dict()
