@@ -152,3 +152,22 @@ def test_prm_informative_but_noisy():
         out[name] = _auroc(s[st == 0], s[st == 2])
     assert 0.85 < out["default"] < 0.93
     assert 0.74 < out["noisy_prm"] < 0.83
+
+
+def test_trim_exact_and_expected_strong_tokens():
+    sc = default_scenario()
+    assert not sc.matches_trim_model
+    ex = sc.trim_exact()
+    assert ex.matches_trim_model and ex.p_w_mean == sc.p_w_mean
+    # conditional mean of the strong step length given the cheap draft's, by simulation:
+    # draws with cheap tokens in [45, 55] (rounding of the lognormal is negligible there)
+    w = sample_world(sc, n_problems=20_000, seed=2)
+    c, s = w.cheap_tokens.ravel(), w.strong_tokens.ravel()
+    m = (c >= 45) & (c <= 55)
+    pred = sc.expected_strong_tokens(c[m]).mean()
+    se = s[m].std() / np.sqrt(m.sum())
+    assert abs(s[m].mean() - pred) < 4 * se
+    # no correlation: the unconditional lognormal mean
+    flat = sc.replace(token_correlation=0.0)
+    mu, sig = flat.strong_tokens
+    np.testing.assert_allclose(flat.expected_strong_tokens([5, 500]), np.exp(mu + sig**2 / 2))

@@ -163,6 +163,32 @@ class Scenario:
         surv = np.concatenate(([1.0], np.cumprod(1.0 - h)[:-1]))  # P(L >= t)
         return float(surv.sum())
 
+    @property
+    def matches_trim_model(self) -> bool:
+        """True iff the world is exactly a TRIM POMDP: no problem-level spread, no PRM bias
+        or within-trace correlation, no same-step correlation (then p_w, p_s, the hazard and
+        the per-state Beta score densities are the model's exact parameters)."""
+        return (self.p_w_concentration is None and self.p_s_concentration is None
+                and self.prm_bias_sd == 0.0 and self.prm_correlation == 0.0
+                and self.step_correlation == 0.0)
+
+    def trim_exact(self, **changes: Any) -> Scenario:
+        """This scenario with every departure from the TRIM model removed (see
+        :attr:`matches_trim_model`); accuracies are fixed at their means."""
+        return self.replace(name=f"{self.name}-trim-exact", p_w_concentration=None,
+                            p_s_concentration=None, prm_bias_sd=0.0, prm_correlation=0.0,
+                            step_correlation=0.0, **changes)
+
+    def expected_strong_tokens(self, cheap_tokens: Any) -> NDArray[np.float64]:
+        """``E[strong tokens of a step | its cheap draft has c tokens]`` under the token
+        model (bivariate lognormal; rounding ignored):
+        ``exp(mu_s + rho sigma_s (ln c - mu_c) / sigma_c + sigma_s^2 (1 - rho^2) / 2)``."""
+        c = np.maximum(np.asarray(cheap_tokens, dtype=np.float64), 1.0)
+        (mc, sc), (ms, ss) = self.cheap_tokens, self.strong_tokens
+        rho = self.token_correlation if sc > 0 else 0.0
+        zc = (np.log(c) - mc) / sc if sc > 0 else np.zeros_like(c)
+        return np.exp(ms + rho * ss * zc + 0.5 * ss * ss * (1.0 - rho * rho))
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict of the documented schema."""
         return {
