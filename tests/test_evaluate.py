@@ -146,3 +146,36 @@ def test_cli_errors(tmp_path, capsys):
     assert cli.main(["evaluate", "--n-problems", "0"]) == 2
     assert cli.main(["evaluate", "--policies", "no_such_mod_q:fam", "--n-problems", "50"]) == 2
     assert "is not available" in capsys.readouterr().err
+
+
+def test_paired_bootstrap(world):
+    from trim_pomdp.evaluate import compare, paired_bootstrap
+
+    ev = evaluate(world, ["trim-thr", "random", "automix"],
+                  family_options=FamilyOptions(n_params=11), keep_outcomes=True)
+    assert ev.curves["trim-thr"].correct.shape == (12, world.n_problems)
+    # the bootstrap "replicate" with every problem once reproduces the point estimates
+    ones = np.ones((1, world.n_problems))
+    acc = ones @ ev.curves["trim-thr"].correct.T / world.n_problems
+    np.testing.assert_allclose(acc[0], ev.curves["trim-thr"].accuracy)
+    samples = paired_bootstrap(ev, n_boot=60, seed=1)
+    d = samples["trim-thr"]["delta_ibc"]
+    assert d.shape == (60,)
+    # the bootstrap spread is centred near the estimate
+    assert abs(np.median(d) - ev.curves["trim-thr"].metrics["delta_ibc"]) < 3 * d.std() + 1e-9
+    cmp = compare(samples, "trim-thr", "random", "delta_ibc")
+    assert cmp["p_better"] == 1.0 and cmp["ci_low"] > 0
+    cmp2 = compare(samples, "trim-thr", "automix", "cpt_50", higher_is_better=False)
+    assert cmp2["diff"] < 0 and cmp2["p_better"] > 0.95
+    with pytest.raises(ValueError, match="keep_outcomes=True"):
+        paired_bootstrap(evaluate(world, ["random"]))
+
+
+def test_cli_bootstrap_json(capsys):
+    rc = cli.main(["evaluate", "--policies", "trim-thr,automix", "--n-problems", "1200",
+                   "--n-params", "6", "--bootstrap", "20", "--json"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    lo, hi = data["bootstrap_ci95"]["trim-thr"]["delta_ibc"]
+    assert lo <= data["policies"]["trim-thr"]["delta_ibc"] <= hi or lo < hi
+    assert cli.main(["evaluate", "--bootstrap", "-1"]) == 2

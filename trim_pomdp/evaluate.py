@@ -269,6 +269,10 @@ class Curve:
     pgr: NDArray[np.float64]
     frontier: NDArray[np.int64]
     metrics: dict[str, float]
+    #: per-budget, per-problem outcomes (``evaluate(..., keep_outcomes=True)``):
+    #: ``correct`` (P, n) bool and ``strong_tokens`` (P, n) int64
+    correct: NDArray[np.bool_] | None = None
+    strong_tokens: NDArray[np.int64] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def _f(x: float) -> float | None:
@@ -301,6 +305,10 @@ class Evaluation:
     curves: dict[str, Curve]
     skipped: dict[str, str]
     time_s: float
+    #: paired reference outcomes per problem (kept with ``keep_outcomes=True``)
+    cheap_correct: NDArray[np.bool_] | None = None
+    strong_correct: NDArray[np.bool_] | None = None
+    always_strong_tokens: NDArray[np.int64] | None = None
 
     @property
     def metrics(self) -> dict[str, dict[str, float]]:
@@ -345,7 +353,7 @@ def evaluate(source: Scenario | World | str,
              n_problems: int | None = None, seed: int | None = None,
              family_options: FamilyOptions | None = None,
              cpt_levels: Sequence[float] = DEFAULT_CPT_LEVELS, n_levels: int = 100,
-             min_prev_rule: str = "kept",
+             min_prev_rule: str = "kept", keep_outcomes: bool = False,
              progress: Callable[[str], None] | None = None) -> Evaluation:
     """Sweep every family's budget parameter on one world and compute curves and metrics.
 
@@ -362,6 +370,8 @@ def evaluate(source: Scenario | World | str,
         Passed to factories (defaults: the scenario, default grid sizes, seed 0).
     cpt_levels, n_levels
         CPT levels and the number of PGR levels ΔIBC is averaged over.
+    keep_outcomes : bool
+        Keep the per-problem outcomes of every budget (needed by :func:`paired_bootstrap`).
     progress : callable, optional
         Called with one-line progress messages.
 
@@ -396,13 +406,17 @@ def evaluate(source: Scenario | World | str,
             else:
                 results.append(simulate_routing(world, fam.make_policy(p),
                                                 min_prev_rule=min_prev_rule))
-        curves[fam.name] = _make_curve(fam, results, a_w, a_s, cpt_levels, n_levels)
+        curves[fam.name] = _make_curve(fam, results, a_w, a_s, cpt_levels, n_levels,
+                                       keep_outcomes)
         say(f"{fam.name}: {len(fam.params)} budgets in {time.perf_counter() - t1:.2f} s")
     return Evaluation(
         scenario=world.scenario.name if world.scenario is not None else "<world>",
         n_problems=world.n_problems, seed=world.seed, acc_cheap=a_w, acc_strong=a_s,
         strong_tokens_always_strong=strong.mean_strong_tokens, curves=curves,
-        skipped=skipped, time_s=time.perf_counter() - t0)
+        skipped=skipped, time_s=time.perf_counter() - t0,
+        cheap_correct=cheap.correct if keep_outcomes else None,
+        strong_correct=strong.correct if keep_outcomes else None,
+        always_strong_tokens=strong.always_strong_tokens if keep_outcomes else None)
 
 
 def _collect_families(families: Any, opts: FamilyOptions
@@ -430,7 +444,7 @@ def _collect_families(families: Any, opts: FamilyOptions
 
 
 def _make_curve(fam: AnyFamily, results: list[RoutingResult], a_w: float, a_s: float,
-                cpt_levels: Sequence[float], n_levels: int) -> Curve:
+                cpt_levels: Sequence[float], n_levels: int, keep: bool = False) -> Curve:
     acc = np.array([r.accuracy for r in results])
     cost = np.array([r.cost_fraction for r in results])
     return Curve(
@@ -444,4 +458,70 @@ def _make_curve(fam: AnyFamily, results: list[RoutingResult], a_w: float, a_s: f
         frontier=pareto_frontier(cost, acc),
         metrics=curve_metrics(cost, acc, acc_cheap=a_w, acc_strong=a_s,
                               cpt_levels=cpt_levels, n_levels=n_levels),
+        correct=np.stack([r.correct for r in results]) if keep else None,
+        strong_tokens=np.stack([r.strong_tokens for r in results]) if keep else None,
     )
+
+
+# ============================================================================ uncertainty
+def paired_bootstrap(ev: Evaluation, *, n_boot: int = 200, seed: int = 0,
+                     cpt_levels: Sequence[float] = DEFAULT_CPT_LEVELS,
+                     n_levels: int = 100) -> dict[str, dict[str, NDArray[np.float64]]]:
+    """Bootstrap distribution of every family's metrics, resampling *problems* jointly.
+
+    Each replicate draws n problems with replacement (the same draw for every family and for
+    the always-cheap / always-strong references, so comparisons stay paired) and recomputes
+    each budget's accuracy and cost fraction, ``A_w``, ``A_s`` and the curve metrics.
+
+    Returns
+    -------
+    dict
+        ``{family: {metric: ndarray (n_boot,)}}``.
+
+    Raises
+    ------
+    ValueError
+        ``ev`` was computed without ``keep_outcomes=True``.
+    """
+    if ev.cheap_correct is None or ev.strong_correct is None or ev.always_strong_tokens is None:
+        raise ValueError("paired_bootstrap needs evaluate(..., keep_outcomes=True)")
+    n = ev.n_problems
+    rng = np.random.default_rng(seed)
+    # multiplicity of each problem in each replicate; sums are then matrix products
+    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # (B, n)
+    a_w = w @ ev.cheap_correct.astype(np.float64) / n
+    a_s = w @ ev.strong_correct.astype(np.float64) / n
+    den = w @ ev.always_strong_tokens.astype(np.float64)
+    out: dict[str, dict[str, NDArray[np.float64]]] = {}
+    for name, c in ev.curves.items():
+        if c.correct is None or c.strong_tokens is None:
+            raise ValueError("paired_bootstrap needs evaluate(..., keep_outcomes=True)")
+        acc = w @ c.correct.T.astype(np.float64) / n  # (B, P)
+        cost = (w @ c.strong_tokens.T.astype(np.float64)) / den[:, None]
+        rows = [curve_metrics(cost[b], acc[b], acc_cheap=a_w[b], acc_strong=a_s[b],
+                              cpt_levels=cpt_levels, n_levels=n_levels)
+                for b in range(n_boot) if a_s[b] > a_w[b]]
+        out[name] = {k: np.array([r[k] for r in rows]) for k in rows[0]} if rows else {}
+    return out
+
+
+def compare(samples: Mapping[str, Mapping[str, NDArray[np.float64]]], a: str, b: str,
+            metric: str, *, higher_is_better: bool = True,
+            level: float = 0.95) -> dict[str, float]:
+    """Paired comparison of family ``a`` against ``b`` on ``metric`` from
+    :func:`paired_bootstrap` samples.
+
+    Returns ``diff`` (mean of a - b), the percentile interval ``ci_low``/``ci_high`` at
+    ``level``, and ``p_better``, the fraction of replicates in which ``a`` is better (NaN
+    replicates, e.g. an unreached CPT level, count as not better).
+    """
+    x = np.asarray(samples[a][metric], dtype=np.float64)
+    y = np.asarray(samples[b][metric], dtype=np.float64)
+    d = x - y
+    ok = ~np.isnan(d)
+    lo, hi = (np.percentile(d[ok], [50 * (1 - level), 50 * (1 + level)]) if ok.any()
+              else (math.nan, math.nan))
+    better = (d > 0) if higher_is_better else (d < 0)
+    return {"diff": float(np.mean(d[ok])) if ok.any() else math.nan,
+            "ci_low": float(lo), "ci_high": float(hi),
+            "p_better": float(np.mean(better & ok)), "n": float(ok.sum())}

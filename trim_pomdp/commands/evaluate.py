@@ -26,6 +26,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     p.add_argument("--n-params", type=int, default=None,
                    help="budget values per family (default: per family)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="also report 95%% paired-bootstrap intervals (B replicates, "
+                   "resampling problems) for CPT50, delta-IBC and APGR")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None,
                    help="directory for evaluation.json and curves.png")
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     families = None
     if args.policies:
         families = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if args.bootstrap < 0:
+        print(f"trim-pomdp evaluate: error: --bootstrap must be >= 0; got {args.bootstrap}",
+              file=sys.stderr)
+        return 2
     if args.n_problems is not None and args.n_problems < 1:
         print(f"trim-pomdp evaluate: error: --n-problems must be >= 1; got {args.n_problems}",
               file=sys.stderr)
@@ -54,11 +61,28 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         ev = evaluate(scenario, families, n_problems=args.n_problems, seed=args.seed,
-                      family_options=opts, progress=progress)
+                      family_options=opts, progress=progress,
+                      keep_outcomes=args.bootstrap > 0)
     except (KeyError, FamilyUnavailableError) as exc:
         print(f"trim-pomdp evaluate: error: {exc.args[0]}", file=sys.stderr)
         return 2
     out = ev.to_dict()
+    ci: dict[str, dict[str, list[float | None]]] = {}
+    if args.bootstrap > 0:
+        import numpy as np
+
+        from trim_pomdp.evaluate import paired_bootstrap
+
+        progress(f"paired bootstrap, {args.bootstrap} replicates")
+        samples = paired_bootstrap(ev, n_boot=args.bootstrap, seed=opts.seed)
+        for name, met in samples.items():
+            ci[name] = {}
+            for key in ("cpt_50", "delta_ibc", "apgr"):
+                v = met.get(key, np.array([]))
+                v = v[~np.isnan(v)]
+                ci[name][key] = ([float(x) for x in np.percentile(v, [2.5, 97.5])]
+                                 if len(v) == len(met.get(key, [])) and len(v) else [None, None])
+        out["bootstrap_ci95"] = ci
     if args.out:
         d = Path(args.out)
         d.mkdir(parents=True, exist_ok=True)
@@ -73,7 +97,19 @@ def run(args: argparse.Namespace) -> int:
                           "acc_cheap": out["acc_cheap"], "acc_strong": out["acc_strong"],
                           "strong_tokens_always_strong": out["strong_tokens_always_strong"],
                           "policies": {n: c["metrics"] for n, c in out["curves"].items()},
-                          "skipped": out["skipped"]}))
+                          "skipped": out["skipped"],
+                          **({"bootstrap_ci95": ci} if ci else {})}))
     else:
         print(ev.table())
+        if ci:
+            print(f"\n95% paired-bootstrap intervals ({args.bootstrap} replicates over problems;"
+                  " '-' = level not reached in some replicate)")
+
+            def fmt(iv: list[float | None], spec: str) -> str:
+                return ("-" if iv[0] is None else
+                        f"[{format(iv[0], spec)}, {format(iv[1], spec)}]")
+
+            for name, c in ci.items():
+                print(f"{name:<16} CPT50 {fmt(c['cpt_50'], '.3f'):<17} "
+                      f"dIBC% {fmt(c['delta_ibc'], '.1f'):<19} APGR {fmt(c['apgr'], '.3f')}")
     return 0
