@@ -177,5 +177,5 @@ def test_cli_bootstrap_json(capsys):
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     lo, hi = data["bootstrap_ci95"]["trim-thr"]["delta_ibc"]
-    assert lo <= data["policies"]["trim-thr"]["delta_ibc"] <= hi or lo < hi
+    assert isinstance(lo, float) and lo < hi
     assert cli.main(["evaluate", "--bootstrap", "-1"]) == 2
