@@ -45,8 +45,9 @@ def reference_filter(model, b, t, x, a, x_new, o):
     return unnorm / unnorm.sum()
 
 
-def run_reference(model, policy, steps, overrides):
-    """Beliefs and decisions of the NumPy reference over one trace."""
+def run_reference(model, policy, steps, overrides, rule="kept"):
+    """Beliefs and decisions of the NumPy reference over one trace; min_prev is the min of
+    the earlier kept (continued) scores, or of all earlier scores with rule "all"."""
     b, t, x, a = model.b0, 0, 0, 0
     min_prev = 1.0
     beliefs, decisions = [], []
@@ -61,7 +62,8 @@ def run_reference(model, policy, steps, overrides):
         beliefs.append(b)
         if j in overrides:
             a = overrides[j]
-        min_prev = min(min_prev, score)
+        if a == 0 or rule == "all":
+            min_prev = min(min_prev, score)
     return np.array(beliefs), decisions
 
 
@@ -69,16 +71,16 @@ def random_trace(rng, n):
     return [(float(rng.uniform()), float(rng.integers(1, 120)), j == n - 1) for j in range(n)]
 
 
-@pytest.mark.parametrize("uses_min", [False, True])
-def test_router_matches_numpy_filter(uses_min):
+@pytest.mark.parametrize(("uses_min", "rule"), [(False, "kept"), (True, "kept"), (True, "all")])
+def test_router_matches_numpy_filter(uses_min, rule):
     m = make_model(uses_min)
     pol = random_policy(m, 1)
-    r = Router(pol)
+    r = Router(pol, min_prev_rule=rule)
     rng = np.random.default_rng(2)
     for trial in range(20):
         steps = random_trace(rng, int(rng.integers(1, 31)))
         overrides = {j: int(rng.integers(0, 2)) for j in range(len(steps)) if rng.uniform() < 0.3}
-        ref_b, ref_a = run_reference(m, pol, steps, overrides)
+        ref_b, ref_a = run_reference(m, pol, steps, overrides, rule)
         r.reset()
         np.testing.assert_array_equal(r.belief, [1.0, 0.0, 0.0])
         for j, (score, tokens, is_final) in enumerate(steps):
@@ -217,7 +219,7 @@ def test_batch_policy_matches_router():
                 executed[i] = overrides[i, t - 1]
                 routers[i].executed(int(overrides[i, t - 1]))
         bp.executed(executed)
-        min_prev = np.where(active, np.minimum(min_prev, score), min_prev)
+        min_prev = np.where(active & (executed == 0), np.minimum(min_prev, score), min_prev)
 
 
 def test_batch_policy_bad_input():

@@ -77,14 +77,20 @@ def filter_decide(T, Z, alphas, actions, offsets, t, x, a, x_new, o, b, tmp):
 def router_step(T, Z, alphas, actions, offsets, score_edges, min_edges, token_edges,
                 uses_min, max_steps, ist, b, fst, tmp, score, tokens, is_final):
     """One router step.  ``ist = [t, x, a, status]`` (epoch and observed value of the last
-    decision, the action executed there, FRESH/RUNNING/DONE); ``fst = [min of the earlier
-    scores]`` (1.0 before the first step).  Returns the action or a negative status."""
+    decision, the action executed there, FRESH/RUNNING/DONE); ``fst = [min_prev,
+    last_score, rule_all]``: the min of the earlier scores that count (1.0 before any),
+    the previous step's score, and 1.0 if every earlier score counts (rule "all") or 0.0 if
+    only kept (continued) drafts count (rule "kept").  Returns the action or a negative
+    status; on a negative status nothing is changed."""
     status = ist[I_STATUS]
     if status == DONE:
         return AFTER_FINAL
     t = ist[I_T]
     if t >= max_steps:
         return PAST_MAX_STEPS
+    m = fst[0]
+    if status == RUNNING and (ist[I_A] == 0 or fst[2] != 0.0) and fst[1] < m:
+        m = fst[1]
     K = token_edges.shape[0] + 1
     n_min = min_edges.shape[0] + 1
     k = _count_le(token_edges, tokens)
@@ -92,7 +98,7 @@ def router_step(T, Z, alphas, actions, offsets, score_edges, min_edges, token_ed
     x_new = 1 + (K if final else 0) + k
     o = _count_le(score_edges, score) * n_min
     if uses_min:
-        o += _count_le(min_edges, fst[0])
+        o += _count_le(min_edges, m)
     act = filter_decide(T, Z, alphas, actions, offsets, t, ist[I_X], ist[I_A], x_new, o, b, tmp)
     if act < 0:
         return act
@@ -100,8 +106,8 @@ def router_step(T, Z, alphas, actions, offsets, score_edges, min_edges, token_ed
     ist[I_X] = x_new
     ist[I_A] = act
     ist[I_STATUS] = DONE if final else RUNNING
-    if score < fst[0]:
-        fst[0] = score
+    fst[0] = m
+    fst[1] = score
     return act
 
 

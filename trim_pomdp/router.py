@@ -64,6 +64,10 @@ class Router:
         ``bank.nearest(lam)``); or a ``FiniteHorizonPolicy`` together with ``model``.
     model : TrimModel, optional
         Only with a bare finite-horizon policy; its shape must match the policy.
+    min_prev_rule : {"kept", "all"}
+        Which earlier scores enter the min-previous-score feature (used only when the model
+        has it): the scores of the drafts that were kept (continued; the simulator's
+        default) or of every draft.  The first step's min is 1.0 (empty minimum).
 
     Notes
     -----
@@ -80,7 +84,11 @@ class Router:
     allocated per step; :attr:`belief` is a read-only view of the filter's state.
     """
 
-    def __init__(self, policy: Any, model: TrimModel | None = None) -> None:
+    def __init__(self, policy: Any, model: TrimModel | None = None, *,
+                 min_prev_rule: str = "kept") -> None:
+        if min_prev_rule not in ("kept", "all"):
+            raise ValueError(f"min_prev_rule must be 'kept' or 'all'; got {min_prev_rule!r}")
+        self.min_prev_rule = min_prev_rule
         self.model, self.policy = _policy_arrays(policy, model)
         m = self.model
         a = m.arrays(0.0)
@@ -96,7 +104,7 @@ class Router:
         self._max_steps = int(m.max_steps)
         self._ist = np.zeros(4, dtype=np.int64)
         self._b = np.zeros(m.n_hidden)
-        self._fst = np.ones(1)
+        self._fst = np.array([1.0, 1.0, 1.0 if min_prev_rule == "all" else 0.0])
         self._tmp = np.zeros(m.n_hidden)
         self._belief_view = self._b.view()
         self._belief_view.flags.writeable = False
@@ -118,6 +126,7 @@ class Router:
         self._ist[:] = 0
         self._b[:] = self.model.b0
         self._fst[0] = 1.0
+        self._fst[1] = 1.0
 
     @property
     def belief(self) -> NDArray[np.float64]:
