@@ -158,9 +158,7 @@ class TrimModel:
         n_token_bins: int = 4,
         max_steps: int = MAX_STEPS,
     ) -> None:
-        from trim_pomdp._trim_fit import parameters_from_fitted
-
-        params = parameters_from_fitted(
+        params = _parameters_from_fitted(
             transition,
             observation,
             n_score_bins=n_score_bins,
@@ -288,6 +286,60 @@ class TrimModel:
                     self.token_probs, self.strong_tokens, self.token_edges):
             arr.flags.writeable = False
         self._arrays: tuple[NDArray[np.float64], ...] | None = None
+
+    @classmethod
+    def from_scenario(
+        cls,
+        scenario: Any,
+        *,
+        n_score_bins: int = 10,
+        n_min_bins: int | None = None,
+        n_token_bins: int = 4,
+    ) -> TrimModel:
+        """The model a scenario (piece ``sim``) implies when it has no problem-level spread,
+        no PRM bias and no within-trace correlation: ``p_w``/``p_s`` = the scenario means,
+        its hazard, Beta-bin observation probabilities, lognormal token bins.
+
+        With spread, bias or correlation the result is the natural *approximation* (the
+        means), not an exact match.  Token bins: cheap lengths are integers, so the inner
+        edges sit at half-integers near the lognormal quantiles ``k/K`` and
+        ``q_k = Phi((log e_{k+1} - mu)/sigma) - Phi((log e_k - mu)/sigma)`` exactly;
+        ``c_k = E[strong tokens | cheap tokens in bin k]`` by quadrature over the
+        bivariate normal of the log-lengths (correlation ``token_correlation``).
+        ``n_min_bins`` needs the joint law of (score, min of earlier scores), which is not
+        a per-state product; only ``n_min_bins=None`` is supported here.
+        """
+        from scipy.special import betainc, ndtr, ndtri
+
+        if n_min_bins is not None:
+            raise ModelValidationError("from_scenario supports n_min_bins=None only")
+        edges = np.linspace(0.0, 1.0, n_score_bins + 1)
+        obs = np.stack([np.diff(betainc(a, b, edges)) for a, b in scenario.score_beta])
+        mu_c, sd_c = scenario.cheap_tokens
+        mu_s, sd_s = scenario.strong_tokens
+        rho = float(getattr(scenario, "token_correlation", 0.0))
+        qs = np.exp(mu_c + sd_c * ndtri(np.arange(1, n_token_bins) / n_token_bins))
+        inner = np.unique(np.maximum(np.floor(qs), 1.0) + 0.5)
+        full = np.concatenate([[-np.inf], inner, [np.inf]])
+        # cheap tokens = max(1, round(exp(mu_c + sd_c z))): bin by the continuous value
+        zc_edges = np.where(np.isfinite(full), (np.log(np.abs(full)) - mu_c) / sd_c, full)
+        probs = np.diff(ndtr(zc_edges))
+        # E[strong | z_c in bin]: E[exp(mu_s + sd_s (rho z_c + sqrt(1-rho^2) w))]
+        #   = exp(mu_s + sd_s^2 (1 - rho^2) / 2) E[exp(sd_s rho z_c) | bin]
+        # and E[exp(c z) 1{z in (l, u)}] = exp(c^2/2) (Phi(u - c) - Phi(l - c)).
+        c = sd_s * rho
+        part = np.exp(c * c / 2) * np.diff(ndtr(zc_edges - c))
+        strong = np.exp(mu_s + sd_s**2 * (1 - rho**2) / 2) * part / probs
+        return cls.from_parameters(
+            p_w=scenario.p_w_mean,
+            p_s=scenario.p_s_mean,
+            hazard=scenario.hazard_array(),
+            obs_matrix=obs / obs.sum(axis=1, keepdims=True),
+            token_probs=probs,
+            strong_tokens=strong,
+            token_edges=inner,
+            score_edges=edges[1:-1],
+        )
 
     # -- sizes and indexing ------------------------------------------------------------------
     @property
@@ -668,6 +720,57 @@ class PolicyBank:
         return cls(model, policies)
 
 
+def _parameters_from_fitted(
+    transition: Any, observation: Any, *, n_score_bins: int, n_min_bins: int | None,
+    n_token_bins: int, max_steps: int,
+) -> dict[str, Any]:
+    """Raw TrimModel parameters from a fitted TransitionModel and ObservationModel.
+
+    Token bins are the quantile bins of the cheap step lengths
+    (``transition.token_bin_edges``); tied quantiles (empty bins) are merged.  ``q_k`` is
+    the empirical bin probability and ``c_k`` the expected strong tokens of the mean cheap
+    length in the bin (``transition.expected_strong_tokens_per_bin``).  Observations are
+    ``observation.discretize`` on equal-width bins of [0, 1].
+    """
+    for est, name in ((transition, "transition"), (observation, "observation")):
+        check = getattr(est, "_check_fitted", None)
+        if check is not None:
+            check()
+    hazard = np.asarray(transition.hazard_, dtype=np.float64)
+    if hazard.shape[0] != max_steps:
+        raise ModelValidationError(
+            f"transition.hazard_ must have shape (max_steps,) = ({max_steps},); got {hazard.shape}"
+        )
+    full = np.asarray(transition.token_bin_edges(n_token_bins), dtype=np.float64)
+    inner = np.unique(full[1:-1])
+    inner = inner[(inner > full[0])] if inner.size else inner
+    edges = np.concatenate([[full[0]], inner, [full[-1]]])
+    probs = np.asarray(transition.token_bin_probabilities(edges), dtype=np.float64)
+    strong = np.asarray(transition.expected_strong_tokens_per_bin(edges), dtype=np.float64)
+    keep = probs > 0  # an empty bin (all mass on one side of an edge) carries no information
+    if not np.all(keep):
+        # merge empty bins into a neighbour by dropping the edge that bounds them
+        drop = [i for i in range(len(probs)) if not keep[i]]
+        inner = np.delete(inner, [min(i, len(inner) - 1) for i in drop])
+        edges = np.concatenate([[full[0]], inner, [full[-1]]])
+        probs = np.asarray(transition.token_bin_probabilities(edges), dtype=np.float64)
+        strong = np.asarray(transition.expected_strong_tokens_per_bin(edges), dtype=np.float64)
+    uses_min = n_min_bins is not None
+    obs = np.asarray(observation.discretize(n_score_bins, n_min_bins), dtype=np.float64)
+    return {
+        "p_w": float(transition.p_w_),
+        "p_s": float(transition.p_s_),
+        "hazard": hazard,
+        "obs_matrix": obs,
+        "token_probs": probs,
+        "strong_tokens": strong,
+        "token_edges": inner,
+        "score_edges": np.arange(1, n_score_bins) / n_score_bins,
+        "min_edges": (np.arange(1, n_min_bins) / n_min_bins) if uses_min else None,
+        "max_steps": max_steps,
+    }
+
+
 def _family(name: str, params: Sequence[float], make_policy):
     """Build the evaluation family object of piece ``sim`` (or a light stand-in)."""
     try:
@@ -701,7 +804,8 @@ def solve_grid(model: TrimModel, lambdas: ArrayLike | None = None, **solver_opts
     lams = default_lambdas(model) if lambdas is None else np.asarray(lambdas, dtype=np.float64)
     if lams.ndim != 1 or lams.size == 0:
         raise ModelValidationError(f"lambdas must be a non-empty 1-D sequence; got shape {lams.shape}")
-    models = [model.to_finite(float(v)) for v in lams]
+    base = model.to_finite(float(lams[0]))
+    models = [base] + [base.with_rewards(model.arrays(float(v))["R"]) for v in lams[1:]]
     solved = solve_finite_many(models, **solver_opts)
     return PolicyBank(model, [TrimPolicy.from_finite(model, float(v), p) for v, p in zip(lams, solved)])
 
