@@ -633,8 +633,10 @@ class PolicyBank:
             i = int(np.argmin(np.abs(lams - lam)))
         return self.policies[i]
 
-    def family(self, name: str = "TRIM-POMDP"):
-        """A budget-sweep family for :func:`trim_pomdp.evaluate.evaluate`."""
+    def family(self, name: str = "trim-pomdp"):
+        """The budget-sweep :class:`~trim_pomdp.evaluate.Family` (parameter ``lambda``)
+        for :func:`trim_pomdp.evaluate.evaluate`."""
+        from trim_pomdp.evaluate import Family
         from trim_pomdp.router import TrimBatchPolicy
 
         by_lam = {float(p.lam): p for p in self.policies}
@@ -642,7 +644,7 @@ class PolicyBank:
         def make_policy(lam: float):
             return TrimBatchPolicy(by_lam[float(lam)], name=name)
 
-        return _family(name, [float(p.lam) for p in self.policies], make_policy)
+        return Family(name, [float(p.lam) for p in self.policies], make_policy, "lambda")
 
     # -- persistence -------------------------------------------------------------------------
     @staticmethod
@@ -771,17 +773,6 @@ def _parameters_from_fitted(
     }
 
 
-def _family(name: str, params: Sequence[float], make_policy):
-    """Build the evaluation family object of piece ``sim`` (or a light stand-in)."""
-    try:
-        from trim_pomdp.evaluate import Family
-    except ImportError:  # pragma: no cover - piece sim not merged
-        from types import SimpleNamespace
-
-        return SimpleNamespace(name=name, params=list(params), make_policy=make_policy)
-    return Family(name, list(params), make_policy)
-
-
 def default_lambdas(model: TrimModel, n: int = 32) -> NDArray[np.float64]:
     """A geometric grid of budget multipliers spanning "regenerate whenever it helps at
     all" to "never regenerate": ``lam * c_bar`` from 1e-3 to 1, with ``c_bar`` the mean
@@ -897,3 +888,69 @@ def _cost_fractions_traces(bank: PolicyBank, traces: Sequence[Any]) -> NDArray:
                     spent += float(m.strong_tokens[int(m.token_bin(tok))])
         out[i] = spent / denom
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitConfig:
+    """How :func:`fit_from_scenario` (the demo's pipeline) builds the TRIM model.
+
+    Attributes
+    ----------
+    n_fit_problems : int
+        Problems simulated for the labelled training traces (cheap and strong runs).
+    seed : int
+        Seed of the training world (use one different from the evaluation world's).
+    estimator : {"kde", "beta", "hist"}
+        ObservationModel estimator.
+    features : {"score", "score+min"}
+        Observation features (current PRM score, optionally the min of earlier scores).
+    n_score_bins, n_min_bins, n_token_bins : int
+        Discretisation of the TRIM model (``n_min_bins`` only with ``"score+min"``).
+    n_lambdas : int
+        Size of the default geometric lambda grid.
+    """
+
+    n_fit_problems: int = 4000
+    seed: int = 1
+    estimator: str = "kde"
+    features: str = "score"
+    n_score_bins: int = 10
+    n_min_bins: int | None = 4
+    n_token_bins: int = 4
+    n_lambdas: int = 32
+
+
+def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig()) -> tuple[TrimModel, Any, Any]:
+    """Simulate labelled cheap and strong traces of ``scenario`` (piece ``sim``), fit the
+    TransitionModel and ObservationModel (piece ``fit``) and build the TrimModel.
+
+    Returns ``(model, transition, observation)``.
+    """
+    from trim_pomdp.observation import ObservationModel
+    from trim_pomdp.simulator import generate_traces
+    from trim_pomdp.transition import TransitionModel
+
+    cheap = generate_traces(scenario, model="cheap", n_problems=config.n_fit_problems,
+                            seed=config.seed)
+    strong = generate_traces(scenario, model="strong", n_problems=config.n_fit_problems,
+                             seed=config.seed + 1)
+    transition = TransitionModel().fit(cheap, strong)
+    observation = ObservationModel(estimator=config.estimator, features=config.features).fit(cheap)
+    model = TrimModel(transition, observation, n_score_bins=config.n_score_bins,
+                      n_min_bins=config.n_min_bins if config.features == "score+min" else None,
+                      n_token_bins=config.n_token_bins)
+    return model, transition, observation
+
+
+def pomdp_family(options: Any = None, config: FitConfig | None = None):
+    """Factory of the ``"trim-pomdp"`` family for :func:`trim_pomdp.evaluate.evaluate`:
+    fits the models on traces simulated from ``options.scenario`` with seed
+    ``options.seed + 1`` (never the evaluation world), solves the lambda grid
+    (``options.n_params`` lambdas, default 32) and returns the family."""
+    scenario = getattr(options, "scenario", None)
+    if scenario is None:
+        raise ValueError("the trim-pomdp family needs FamilyOptions(scenario=...) to fit its models")
+    cfg = config or FitConfig(seed=int(getattr(options, "seed", 0)) + 1,
+                              n_lambdas=getattr(options, "n_params", None) or 32)
+    model, _, _ = fit_from_scenario(scenario, cfg)
+    return solve_grid(model, default_lambdas(model, cfg.n_lambdas)).family()
