@@ -224,39 +224,61 @@ class RequestStats:
 class JsonTransport:
     """POST JSON to one endpoint with retries and exponential backoff (async, httpx).
 
-    One ``httpx.AsyncClient`` (a keep-alive pool) is created lazily inside the running event
-    loop on the first request, and recreated if a later call runs in a different loop (e.g. a
-    second ``asyncio.run``), because httpx clients are bound to the loop that opened them.
+    Connection pools are created lazily inside the running event loop on the first request,
+    and recreated if a later call runs in a different loop (e.g. a second ``asyncio.run``),
+    because httpx clients are bound to the loop that opened them.
+
+    The pool is sharded: ``ceil(max_connections / SHARD)`` small ``httpx.AsyncClient`` pools,
+    each request going to the least busy one.  httpcore's pool scans every connection on each
+    request event (O(connections) per event, O(n^2) per burst; encode/httpcore#1035), which
+    made 64 concurrent episodes several times slower than their latencies allow; shards of
+    8 connections keep that scan short.
     """
+
+    SHARD = 8
 
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
         self.stats = RequestStats()
-        self._client: Any = None
+        self._clients: list[Any] = []
+        self._busy: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _get_client(self) -> Any:
+    @property
+    def _client(self) -> Any:
+        """The first pool (None before the first request / after ``aclose``)."""
+        return self._clients[0] if self._clients else None
+
+    def _pick_client(self) -> int:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop or self._client.is_closed:
+        if not self._clients or self._loop is not loop or self._clients[0].is_closed:
             import httpx  # imported here so that nothing network-related loads at import
 
             cfg = self.config
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(cfg.timeout),
-                limits=httpx.Limits(
-                    max_connections=cfg.max_connections,
-                    max_keepalive_connections=cfg.max_connections,
-                ),
-                trust_env=cfg.trust_env,
-            )
+            n = -(-cfg.max_connections // self.SHARD)
+            size = -(-cfg.max_connections // n)
+            # one SSL context for all shards (building one costs milliseconds)
+            verify = _ssl_context(cfg.trust_env)
+            self._clients = [
+                httpx.AsyncClient(
+                    verify=verify,
+                    timeout=httpx.Timeout(cfg.timeout),
+                    limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                    trust_env=cfg.trust_env,
+                )
+                for _ in range(n)
+            ]
+            self._busy = [0] * n
             self._loop = loop
-        return self._client
+        busy = self._busy
+        return busy.index(min(busy))
 
     async def aclose(self) -> None:
-        """Close the connection pool (safe to call twice)."""
-        client, self._client = self._client, None
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.aclose()
+        """Close the connection pools (safe to call twice)."""
+        clients, self._clients = self._clients, []
+        if clients and self._loop is asyncio.get_running_loop():
+            for c in clients:
+                await c.aclose()
 
     async def post(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``payload`` to ``url``; return the decoded JSON object.
@@ -269,7 +291,6 @@ class JsonTransport:
         import httpx
 
         cfg = self.config
-        client = self._get_client()
         headers = cfg.auth_headers()
         status: int | None = None
         last = ""
@@ -280,14 +301,21 @@ class JsonTransport:
                 attempts += 1
                 self.stats.requests += 1
                 retry_after: float | None = None
+                i = self._pick_client()
+                busy = self._busy
+                busy[i] += 1
+                resp = None
                 try:
-                    resp = await client.post(url, json=payload, headers=headers)
+                    resp = await self._clients[i].post(url, json=payload, headers=headers)
                 except httpx.TimeoutException as exc:
                     status, last = None, f"timed out after {cfg.timeout:g} s ({type(exc).__name__})"
                 except httpx.TransportError as exc:
                     status, last = None, f"connection error ({type(exc).__name__}: {exc})"
                 else:
                     status = resp.status_code
+                finally:
+                    busy[i] -= 1  # the body is read: the connection is free again
+                if resp is not None:
                     if status < 300:
                         try:
                             body = resp.json()
@@ -325,6 +353,19 @@ class JsonTransport:
             )
         finally:
             self.stats.seconds += time.perf_counter() - t0
+
+
+_SSL_CONTEXTS: dict[bool, Any] = {}
+
+
+def _ssl_context(trust_env: bool) -> Any:
+    """httpx's default verifying SSL context, built once per process (per ``trust_env``)."""
+    ctx = _SSL_CONTEXTS.get(trust_env)
+    if ctx is None:
+        import httpx
+
+        ctx = _SSL_CONTEXTS[trust_env] = httpx.create_ssl_context(trust_env=trust_env)
+    return ctx
 
 
 def _parse_retry_after(value: str | None) -> float | None:
