@@ -56,8 +56,8 @@ def test_import_serving_does_not_import_httpx():
 @pytest.mark.parametrize(
     "spec, base, model",
     [
-        ("http://127.0.0.1:8000/v1/Qwen/Qwen2.5-1.5B", "http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-1.5B"),
-        ("http://127.0.0.1:8000/Qwen/Qwen2.5-1.5B", "http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-1.5B"),
+        ("http://127.0.0.1:8000/v1/Qwen/Q-1.5B", "http://127.0.0.1:8000/v1", "Qwen/Q-1.5B"),
+        ("http://127.0.0.1:8000/Qwen/Q-1.5B", "http://127.0.0.1:8000/v1", "Qwen/Q-1.5B"),
         ("https://h.example/api/v1/gpt-x", "https://h.example/api/v1", "gpt-x"),
         ("http://127.0.0.1:9/v1/m/", "http://127.0.0.1:9/v1", "m"),
     ],
@@ -260,3 +260,20 @@ def test_generator_argument_errors():
         CompletionModel(c, stop="\n\n")
     with pytest.raises(TypeError, match="config must be an EndpointConfig"):
         CompletionModel("http://h/v1")
+
+
+def test_sharded_pool_serves_all_requests_concurrently(server):
+    # 20 connections -> 3 httpx pools of 7; 20 simultaneous requests must all be in flight
+    # together (none queued behind another), and each pool must be used
+    server.latency = {"completions": 0.3}
+    m = CompletionModel(cfg(server, "cheap", max_connections=20))
+
+    async def go():
+        async with m:
+            out = await asyncio.gather(*[m.generate_step(f"P{i}", []) for i in range(20)])
+            n_pools = len(m.transport._clients)
+            return out, n_pools
+
+    out, n_pools = asyncio.run(go())
+    assert len(out) == 20 and n_pools == 3
+    assert server.max_in_flight["completions"] == 20

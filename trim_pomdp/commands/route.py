@@ -37,7 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--strong", required=True, metavar="URL/MODEL", help="strong model endpoint")
     p.add_argument("--prm", required=True, metavar="URL/MODEL", help="vLLM PRM endpoint")
     pol = p.add_mutually_exclusive_group(required=True)
-    pol.add_argument("--policy", metavar="BANK.npz", help="POMDP policy bank (trim-pomdp solve-grid)")
+    pol.add_argument("--policy", metavar="BANK.npz",
+                     help="POMDP policy bank (trim-pomdp solve-grid)")
     pol.add_argument("--threshold", type=float, metavar="K",
                      help="TRIM-Thr: regenerate when the PRM score is below K")
     p.add_argument("--budget", type=float, metavar="LAMBDA",
@@ -180,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
     # accuracy over every finished problem in the file, including earlier (resumed) runs
     finished = read_finished(args.out, repair=False)
     total = [r for r in finished.values() if r.get("id") in {p.id for p in problems}]
-    labelled = [r for r in total if r.get("final_correct") is not None or r.get("status") == "aborted"]
+    labelled = [
+        r for r in total if r.get("final_correct") is not None or r.get("status") == "aborted"
+    ]
     report["file_episodes"] = len(total)
     report["file_accuracy"] = (
         sum(r.get("final_correct") is True for r in labelled) / len(labelled) if labelled else None
@@ -199,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"file: {len(total)} problems, accuracy "
             f"{'n/a' if acc is None else f'{acc:.3f}'}, strong tokens/query "
-            f"{report['file_strong_tokens_per_query']:.1f}, regenerations {report['regenerations']}, "
-            f"fallbacks {report['fallbacks']}"
+            f"{report['file_strong_tokens_per_query']:.1f}, "
+            f"regenerations {report['regenerations']}, fallbacks {report['fallbacks']}"
         )
         if summary.errors:
             print(

@@ -9,9 +9,10 @@ Example (three servers; the policy may be any router, e.g. ``trim_pomdp.Router``
     from trim_pomdp.serving import (EndpointConfig, CompletionModel, VLLMPRMScorer,
                                     ThresholdRouter, MathAnswerChecker, run_episode)
 
-    cheap = CompletionModel(EndpointConfig.from_url("http://127.0.0.1:8001/v1/Qwen/Qwen2.5-1.5B-Instruct"))
-    strong = CompletionModel(EndpointConfig.from_url("http://127.0.0.1:8002/v1/Qwen/Qwen2.5-72B-Instruct"))
-    prm = VLLMPRMScorer(EndpointConfig.from_url("http://127.0.0.1:8003/v1/Qwen/Qwen2.5-Math-PRM-7B"))
+    url = EndpointConfig.from_url
+    cheap = CompletionModel(url("http://127.0.0.1:8001/v1/Qwen/Qwen2.5-1.5B-Instruct"))
+    strong = CompletionModel(url("http://127.0.0.1:8002/v1/Qwen/Qwen2.5-72B-Instruct"))
+    prm = VLLMPRMScorer(url("http://127.0.0.1:8003/v1/Qwen/Qwen2.5-Math-PRM-7B"))
     result = asyncio.run(run_episode("What is 1+1?", ThresholdRouter(0.5), cheap, strong, prm,
                                      checker=MathAnswerChecker()))
 """
