@@ -319,6 +319,10 @@ def test_interrupted_batch_resumes_without_redoing(server, tmp_path):
     assert len(server.requests("completions")) - n_before == 3 * (10 - len(first))
     ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
     assert sorted(ids) == sorted(p.id for p in ps) and len(ids) == len(set(ids))
+    # the episodes in flight at the interruption kept their paid-for steps in the side file
+    side = [json.loads(x) for x in (tmp_path / "t.jsonl.errors.jsonl").read_text().splitlines()]
+    assert 1 <= len(side) <= 2 and {r["status"] for r in side} == {"interrupted"}
+    assert not {r["id"] for r in side} & set(first)
 
 
 def test_batch_errors_go_to_side_file_and_are_retried(server, tmp_path):

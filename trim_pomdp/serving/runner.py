@@ -100,7 +100,7 @@ class EpisodeResult:
     problem: str
     model: str
     steps: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "done"  # "done" | "aborted" | "error"
+    status: str = "done"  # "done" | "aborted" | "error" | "interrupted"
     final_correct: bool | None = None
     answer: str | None = None
     reference: str | None = None
@@ -156,6 +156,7 @@ async def run_episode(
     checker: Callable[[str, str | None], bool | None] | None = None,
     fallback: str = "keep_cheap",
     label_steps: str = "outcome",
+    on_cancel: Callable[[EpisodeResult], None] | None = None,
 ) -> EpisodeResult:
     """Run the TRIM loop on one problem (coroutine).
 
@@ -180,6 +181,10 @@ async def run_episode(
         ``"outcome"``: when the final answer is correct every step is labelled ``"correct"``
         (outcome supervision; a wrong answer does not say which step was wrong, so its steps
         stay unlabelled); ``"none"``: no step labels.
+    on_cancel : callable, optional
+        Called with the partial result (``status="interrupted"``) if the episode is cancelled
+        (e.g. Ctrl-C), before the cancellation propagates; the batch runner uses it to keep
+        the steps already paid for.
 
     Returns
     -------
@@ -333,6 +338,13 @@ async def run_episode(
         res.status = "error"
         res.error = str(exc)
         res.wall_s = time.perf_counter() - t_start
+        raise
+    except asyncio.CancelledError:
+        res.status = "interrupted"
+        res.error = "cancelled"
+        res.wall_s = time.perf_counter() - t_start
+        if on_cancel is not None:
+            on_cancel(res)
         raise
     if res.status == "done" and checker is not None:
         res.final_correct = checker(res.text, problem.answer)
@@ -569,7 +581,8 @@ async def run_batch(
 
     Each episode gets a fresh router from ``router_factory()`` (routers are stateful).
     Finished episodes (``done`` and ``aborted``) are appended to ``out`` as they end; episodes
-    that fail (:class:`EpisodeError`) go to ``<out>.errors.jsonl`` with their partial steps.
+    that fail (:class:`EpisodeError`) or are cancelled mid-way (Ctrl-C) go to
+    ``<out>.errors.jsonl`` with their partial steps (``status`` "error" / "interrupted").
     With ``resume=True`` problems whose id is already in ``out`` are skipped (see
     :func:`read_finished`), so an interrupted batch continues where it stopped.
     ``progress``: True draws on stderr, a stream draws there, False draws nothing.
@@ -603,6 +616,10 @@ async def run_batch(
     max_in_flight = 0
     t0 = time.perf_counter()
 
+    def keep_partial(r: EpisodeResult) -> None:
+        if err_writer is not None:
+            err_writer.write(r.to_trace())
+
     async def worker() -> None:
         nonlocal in_flight, max_in_flight
         while True:
@@ -623,6 +640,7 @@ async def run_batch(
                     checker=checker,
                     fallback=fallback,
                     label_steps=label_steps,
+                    on_cancel=keep_partial,
                 )
             except EpisodeError as exc:
                 errors.append(exc.result)
