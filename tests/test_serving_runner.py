@@ -368,3 +368,36 @@ def test_load_problems(tmp_path):
     p.write_text('{"id": 1, "problem": "a"}\n{"id": 1, "problem": "b"}\n')
     with pytest.raises(ValueError, match="p.jsonl:2: duplicate id '1'"):
         load_problems(p)
+
+
+def test_written_traces_load_with_the_trace_reader(server, tmp_path):
+    from trim_pomdp.traces import hidden_state_labels, load_traces, traces_to_table
+
+    script_p1(server)
+    out = tmp_path / "t.jsonl"
+    s = batch(server, [Problem("a", "P1", "5"), Problem("b", "P1", "6")],
+              lambda: ThresholdRouter(0.5), out=out)
+    assert s.n_done == 2
+    traces = {t.id: t for t in load_traces(out)}
+    a, b = traces["a"], traces["b"]
+    assert (a.final_correct, b.final_correct) == (True, False)
+    assert [st.extra["writer"] for st in a.steps] == ["cheap", "strong", "cheap"]
+    assert [st.prm_score for st in a.steps] == [0.9, 0.95, 0.8]
+    assert a.extra["strong_tokens"] == 22 and a.extra["status"] == "done"
+    # outcome labels: the correct episode is all S0, the wrong one unknown
+    assert hidden_state_labels(a).tolist() == [0, 0, 0]
+    assert hidden_state_labels(b).tolist() == [-1, -1, -1]
+    table = traces_to_table([a, b])
+    assert table.writer.tolist() == [0, 1, 0, 0, 1, 0]
+    assert table.tokens.tolist() == [11, 22, 13, 11, 22, 13]
+
+
+def test_trace_writer_validates_before_writing(tmp_path):
+    from trim_pomdp.errors import TraceFormatError
+    from trim_pomdp.serving import TraceWriter
+
+    out = tmp_path / "t.jsonl"
+    with TraceWriter(out, fsync=False) as w:
+        with pytest.raises(TraceFormatError, match="'steps' is empty"):
+            w.write({"id": "x", "model": "m", "steps": [], "final_correct": None})
+    assert not out.exists()

@@ -117,6 +117,12 @@ class EpisodeResult:
         """The solution as executed: steps joined by blank lines."""
         return "\n\n".join(s["text"] for s in self.steps)
 
+    def as_trace(self) -> Any:
+        """This episode as a validated :class:`trim_pomdp.traces.Trace` (extras kept)."""
+        from trim_pomdp.traces import trace_from_dict
+
+        return trace_from_dict(self.to_trace(), f"episode {self.id!r}")
+
     def to_trace(self) -> dict[str, Any]:
         """The trace-format record: ``id, problem, model, steps, final_correct`` + extras."""
         return {
@@ -428,14 +434,27 @@ def read_finished(path: str | os.PathLike[str], *, repair: bool = True) -> dict[
 
 
 class TraceWriter:
-    """Append-only JSONL writer: one line per episode, flushed (and fsync'ed) per write."""
+    """Append-only JSONL writer: one line per episode, flushed (and fsync'ed) per write.
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    With ``validate=True`` every record is checked by :func:`trim_pomdp.traces.trace_from_dict`
+    (raising :class:`TraceFormatError` before anything is written) and written in the canonical
+    form of :func:`trim_pomdp.traces.trace_to_dict`, so the file loads with
+    :func:`trim_pomdp.traces.load_traces` and feeds ``trim-pomdp fit``.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = True, validate: bool = True
+    ) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.validate = validate
         self._fh: IO[str] | None = None
 
     def write(self, record: Mapping[str, Any]) -> None:
+        if self.validate:
+            from trim_pomdp.traces import trace_from_dict, trace_to_dict
+
+            record = trace_to_dict(trace_from_dict(dict(record), f"trace {record.get('id')!r}"))
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8")
@@ -601,7 +620,11 @@ async def run_batch(
     todo = [p for p in problems if p.id not in finished]
     skipped = len(problems) - len(todo)
     writer = TraceWriter(out, fsync=fsync) if out is not None else None
-    err_writer = TraceWriter(str(out) + ".errors.jsonl", fsync=fsync) if out is not None else None
+    err_writer = (
+        TraceWriter(str(out) + ".errors.jsonl", fsync=fsync, validate=False)
+        if out is not None
+        else None
+    )
     bar = ProgressBar(
         len(todo),
         stream=progress if not isinstance(progress, bool) else None,
