@@ -31,12 +31,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from trim_pomdp.baselines import ThresholdPolicy
 from trim_pomdp.serving import (  # noqa: E402
     CompletionModel,
     EndpointConfig,
     GeneratedStep,
     Problem,
-    ThresholdRouter,
     VLLMPRMScorer,
     run_batch,
     run_episode,
@@ -122,7 +122,7 @@ async def _episodes(router_factory, n_episodes: int, n_steps: int) -> tuple[floa
 
 def router_overhead(n_episodes: int = 400, n_steps: int = 20, repeats: int = 5) -> dict:
     out = {}
-    for name, factory in (("threshold", lambda: ThresholdRouter(0.3)),
+    for name, factory in (("threshold", lambda: ThresholdPolicy(0.3)),
                           ("alpha_vector", None)):
         if factory is None:
             shared = AlphaRouter()
@@ -145,15 +145,20 @@ def router_overhead(n_episodes: int = 400, n_steps: int = 20, repeats: int = 5) 
 # ---- 64 concurrent episodes over HTTP ----------------------------------------------------------
 
 
-class EveryThirdRouter(ThresholdRouter):
+class EveryThirdRouter(ThresholdPolicy):
     """Regenerates steps 3 and 6 (deterministic, so every episode has the same latency sum)."""
 
     def __init__(self):
         super().__init__(0.0)
 
+    def reset(self):
+        super().reset()
+        self.n = 0
+
     def step(self, prm_score, tokens, is_final):
         super().step(prm_score, tokens, is_final)
-        return "regenerate" if self.t in (3, 6) else "continue"
+        self.n += 1
+        return "regenerate" if self.n in (3, 6) else "continue"
 
 
 def start_server(latency: dict[str, float], n_steps: int) -> tuple[subprocess.Popen, int]:

@@ -13,6 +13,7 @@ import pytest
 from fake_server import FakeServer, ScriptedStep
 
 from trim_pomdp.errors import RouterStateError
+from trim_pomdp.baselines import ThresholdPolicy
 from trim_pomdp.serving import (
     CompletionModel,
     EndpointConfig,
@@ -20,7 +21,6 @@ from trim_pomdp.serving import (
     MathAnswerChecker,
     Problem,
     ProgressBar,
-    ThresholdRouter,
     VLLMPRMScorer,
     load_problems,
     read_finished,
@@ -118,7 +118,7 @@ class BayesRouter:
 
 def test_episode_with_regeneration(server):
     script_p1(server)
-    r = episode(server, Problem("a", "P1", "5"), ThresholdRouter(0.5))
+    r = episode(server, Problem("a", "P1", "5"), ThresholdPolicy(0.5))
     assert r.status == "done" and r.final_correct is True and r.answer == "5"
     assert [s["text"] for s in r.steps] == ["c1", "s2 good", "c3 so \\boxed{5}"]
     assert [s["writer"] for s in r.steps] == ["cheap", "strong", "cheap"]
@@ -144,7 +144,7 @@ def test_episode_with_regeneration(server):
 
 def test_wrong_answer_leaves_steps_unlabelled(server):
     script_p1(server)
-    r = episode(server, Problem("a", "P1", "6"), ThresholdRouter(0.0))
+    r = episode(server, Problem("a", "P1", "6"), ThresholdPolicy(0.0))
     assert r.final_correct is False and r.n_regenerations == 0
     assert [s["label"] for s in r.steps] == [None] * 3
     assert r.strong_tokens == 0 and server.requests("completions", "strong") == []
@@ -182,7 +182,7 @@ def test_fallback_keep_cheap_and_belief_follows_execution(server):
 def test_fallback_abort(server):
     script_p1(server)
     server.fail("completions", model="strong", times=None, error=500)
-    r = episode(server, Problem("a", "P1", "5"), ThresholdRouter(0.5), max_retries=1,
+    r = episode(server, Problem("a", "P1", "5"), ThresholdPolicy(0.5), max_retries=1,
                 fallback="abort")
     assert r.status == "aborted" and r.final_correct is None and r.n_fallbacks == 1
     assert len(r.steps) == 2 and r.steps[1]["executed"] is False
@@ -193,11 +193,13 @@ def test_fallback_abort(server):
 def test_strong_finishes_after_final_draft_is_regenerated(server):
     server.add_solution("cheap", "P2", [ScriptedStep("c1 \\boxed{1}", score=0.2)])
     server.add_solution("strong", "P2", [ScriptedStep("s1"), ScriptedStep("s2 \\boxed{2}")])
-    router = ThresholdRouter(0.5)
+    router = ThresholdPolicy(0.5)
     r = episode(server, Problem("b", "P2", "2"), router)
     assert [s["text"] for s in r.steps] == ["s1", "s2 \\boxed{2}"]
     assert [s["decision"] for s in r.steps] == ["regenerate", None]
-    assert r.final_correct is True and router.done
+    assert r.final_correct is True
+    with pytest.raises(RouterStateError, match="after a final step"):
+        router.step(0.5, 1, False)  # the router's episode ended with the final draft
     assert len(server.requests("completions", "cheap")) == 1  # the router's episode had ended
 
 
@@ -205,7 +207,7 @@ def test_max_steps_cap_makes_last_step_final(server):
     server.n_steps = 10  # synthetic solutions of 10 steps
     calls = []
 
-    class Spy(ThresholdRouter):
+    class Spy(ThresholdPolicy):
         def step(self, s, tok, fin):
             calls.append(fin)
             return super().step(s, tok, fin)
@@ -220,28 +222,16 @@ def test_cheap_failure_raises_with_partial_result(server):
     script_p1(server)
     server.fail("pooling", times=None, error=503)
     with pytest.raises(EpisodeError, match="'a' step 1: PRM: .*failed after 2 attempts") as ei:
-        episode(server, Problem("a", "P1", "5"), ThresholdRouter(0.5), max_retries=1)
+        episode(server, Problem("a", "P1", "5"), ThresholdPolicy(0.5), max_retries=1)
     assert ei.value.result.status == "error" and ei.value.result.steps == []
     assert ei.value.result.cheap_tokens == 11  # the draft was paid for
 
 
 def test_run_episode_argument_errors(server):
     with pytest.raises(ValueError, match="fallback must be one of"):
-        episode(server, "P", ThresholdRouter(0.5), fallback="retry")
+        episode(server, "P", ThresholdPolicy(0.5), fallback="retry")
     with pytest.raises(ValueError, match="max_steps must be an int in \\[1, 30\\]"):
-        episode(server, "P", ThresholdRouter(0.5), max_steps=31)
-
-
-def test_threshold_router_protocol():
-    r = ThresholdRouter(0.5, max_steps=2)
-    assert r.step(0.4, 10, False) == "regenerate" and r.step(0.6, 10, True) == "continue"
-    with pytest.raises(RouterStateError, match="after a final step"):
-        r.step(0.5, 1, False)
-    r.reset()
-    with pytest.raises(ValueError, match="prm_score must be in \\[0, 1\\]"):
-        r.step(float("nan"), 1, False)
-    with pytest.raises(ValueError, match="threshold k must be"):
-        ThresholdRouter(1.5)
+        episode(server, "P", ThresholdPolicy(0.5), max_steps=31)
 
 
 # ---- batch -----------------------------------------------------------------------------------
@@ -255,7 +245,7 @@ def test_batch_bounded_concurrency(server, tmp_path):
     server.latency = {"completions": 0.01, "pooling": 0.005}
     server.n_steps = 3
     out = tmp_path / "t.jsonl"
-    s = batch(server, problems(12), lambda: ThresholdRouter(0.0), out=out, concurrency=4)
+    s = batch(server, problems(12), lambda: ThresholdPolicy(0.0), out=out, concurrency=4)
     assert s.n_done == 12 and s.max_in_flight == 4 and s.accuracy() == 1.0
     total = sum(server.max_in_flight.values())
     assert max(server.max_in_flight.values()) <= 4 and total <= 8
@@ -275,12 +265,12 @@ def test_batch_resume_skips_finished_and_repairs_partial_line(server, tmp_path):
     server.n_steps = 2
     out = tmp_path / "t.jsonl"
     ps = problems(6)
-    s1 = batch(server, ps[:3], lambda: ThresholdRouter(0.0), out=out)
+    s1 = batch(server, ps[:3], lambda: ThresholdPolicy(0.0), out=out)
     assert s1.n_done == 3
     with out.open("a") as fh:
         fh.write('{"id": "q3", "steps": [')  # a write interrupted mid-line
     n_before = len(server.requests("completions"))
-    s2 = batch(server, ps, lambda: ThresholdRouter(0.0), out=out)
+    s2 = batch(server, ps, lambda: ThresholdPolicy(0.0), out=out)
     assert (s2.skipped, s2.n_done) == (3, 3)
     asked = {r.body["prompt"] for r in server.requests("completions")[n_before:]}
     assert all(any(p.text in a for p in ps[3:]) for a in asked)
@@ -289,7 +279,7 @@ def test_batch_resume_skips_finished_and_repairs_partial_line(server, tmp_path):
     assert sorted(json.loads(x)["id"] for x in lines) == [p.id for p in ps]
     assert (tmp_path / "t.jsonl.partial").read_text() == '{"id": "q3", "steps": [\n'
     # a third run has nothing left to do
-    s3 = batch(server, ps, lambda: ThresholdRouter(0.0), out=out)
+    s3 = batch(server, ps, lambda: ThresholdPolicy(0.0), out=out)
     assert (s3.skipped, len(s3.results)) == (6, 0)
 
 
@@ -301,7 +291,7 @@ def test_interrupted_batch_resumes_without_redoing(server, tmp_path):
     cheap, strong, prm = endpoints(server)
 
     async def interrupted():
-        task = asyncio.ensure_future(run_batch(ps, lambda: ThresholdRouter(0.0), cheap, strong,
+        task = asyncio.ensure_future(run_batch(ps, lambda: ThresholdPolicy(0.0), cheap, strong,
                                                prm, out=out, concurrency=2, progress=False))
         while not out.exists() or len(out.read_text().splitlines()) < 3:
             await asyncio.sleep(0.005)
@@ -313,7 +303,7 @@ def test_interrupted_batch_resumes_without_redoing(server, tmp_path):
     first = read_finished(out)
     assert 3 <= len(first) < 10
     n_before = len(server.requests("completions"))
-    s = batch(server, ps, lambda: ThresholdRouter(0.0), out=out, concurrency=3)
+    s = batch(server, ps, lambda: ThresholdPolicy(0.0), out=out, concurrency=3)
     assert s.skipped == len(first) and s.n_done == 10 - len(first)
     # each remaining episode costs exactly 3 drafts: nothing finished was redone
     assert len(server.requests("completions")) - n_before == 3 * (10 - len(first))
@@ -329,25 +319,25 @@ def test_batch_errors_go_to_side_file_and_are_retried(server, tmp_path):
     server.n_steps = 2
     out = tmp_path / "t.jsonl"
     server.fail("completions", model="cheap", times=None, error=503)
-    s = batch(server, problems(3), lambda: ThresholdRouter(0.0), out=out, max_retries=0)
+    s = batch(server, problems(3), lambda: ThresholdPolicy(0.0), out=out, max_retries=0)
     assert len(s.errors) == 3 and s.results == []
     assert not out.exists() or out.read_text() == ""
     errs = [json.loads(x) for x in (tmp_path / "t.jsonl.errors.jsonl").read_text().splitlines()]
     assert [e["status"] for e in errs] == ["error"] * 3 and "503" in errs[0]["error"]
     server.failures.clear()
-    s2 = batch(server, problems(3), lambda: ThresholdRouter(0.0), out=out)
+    s2 = batch(server, problems(3), lambda: ThresholdPolicy(0.0), out=out)
     assert s2.n_done == 3 and s2.skipped == 0
 
 
 def test_batch_rejects_duplicate_ids(server):
     with pytest.raises(ValueError, match="'q0' appears more than once"):
-        batch(server, problems(2) + problems(1), lambda: ThresholdRouter(0.0))
+        batch(server, problems(2) + problems(1), lambda: ThresholdPolicy(0.0))
 
 
 def test_progress_bar_output(server):
     stream = io.StringIO()
     server.n_steps = 1
-    s = batch(server, problems(3), lambda: ThresholdRouter(0.0), progress=stream)
+    s = batch(server, problems(3), lambda: ThresholdPolicy(0.0), progress=stream)
     assert s.n_done == 3
     text = stream.getvalue()
     assert text.startswith("\r[") and text.endswith("\n")
@@ -376,7 +366,7 @@ def test_written_traces_load_with_the_trace_reader(server, tmp_path):
     script_p1(server)
     out = tmp_path / "t.jsonl"
     s = batch(server, [Problem("a", "P1", "5"), Problem("b", "P1", "6")],
-              lambda: ThresholdRouter(0.5), out=out)
+              lambda: ThresholdPolicy(0.5), out=out)
     assert s.n_done == 2
     traces = {t.id: t for t in load_traces(out)}
     a, b = traces["a"], traces["b"]

@@ -114,12 +114,12 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
+    from trim_pomdp.baselines import ThresholdPolicy
     from trim_pomdp.serving import (
         ChatModel,
         CompletionModel,
         EndpointConfig,
         MathAnswerChecker,
-        ThresholdRouter,
         VLLMPRMScorer,
         load_problems,
         read_finished,
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     problems = load_problems(args.problems)
     if args.threshold is not None:
         k = args.threshold
-        factory = lambda: ThresholdRouter(k, max_steps=args.max_steps)  # noqa: E731
+        factory = lambda: ThresholdPolicy(k)  # noqa: E731
         policy_name = f"threshold(k={k:g})"
     else:
         factory = _bank_router_factory(args.policy, args.budget)

@@ -6,14 +6,15 @@ and httpx is not imported until the first request.
 Example (three servers; the policy may be any router, e.g. ``trim_pomdp.Router``)::
 
     import asyncio
+    from trim_pomdp.baselines import ThresholdPolicy
     from trim_pomdp.serving import (EndpointConfig, CompletionModel, VLLMPRMScorer,
-                                    ThresholdRouter, MathAnswerChecker, run_episode)
+                                    MathAnswerChecker, run_episode)
 
     url = EndpointConfig.from_url
     cheap = CompletionModel(url("http://127.0.0.1:8001/v1/Qwen/Qwen2.5-1.5B-Instruct"))
     strong = CompletionModel(url("http://127.0.0.1:8002/v1/Qwen/Qwen2.5-72B-Instruct"))
     prm = VLLMPRMScorer(url("http://127.0.0.1:8003/v1/Qwen/Qwen2.5-Math-PRM-7B"))
-    result = asyncio.run(run_episode("What is 1+1?", ThresholdRouter(0.5), cheap, strong, prm,
+    result = asyncio.run(run_episode("What is 1+1?", ThresholdPolicy(0.5), cheap, strong, prm,
                                      checker=MathAnswerChecker()))
 """
 
@@ -39,7 +40,6 @@ _EXPORTS: dict[str, str] = {
     "extract_boxed": "trim_pomdp.serving.checker",
     "normalize_answer": "trim_pomdp.serving.checker",
     "answers_equal": "trim_pomdp.serving.checker",
-    "ThresholdRouter": "trim_pomdp.serving.threshold",
     "Problem": "trim_pomdp.serving.runner",
     "EpisodeResult": "trim_pomdp.serving.runner",
     "EpisodeError": "trim_pomdp.serving.runner",
