@@ -98,3 +98,5 @@ def test_select_policy_nearest_lambda():
     assert _select_policy(bank, 1.0) == "p2"
     with pytest.raises(TrimPomdpError, match="holds no policies"):
         _select_policy(SimpleNamespace(lambdas=[], policies=[]), 0.1)
+    # PolicyBank.nearest (router piece) is used when the bank has it
+    assert _select_policy(SimpleNamespace(nearest=lambda lam: f"near {lam}"), 0.5) == "near 0.5"

@@ -245,8 +245,11 @@ def test_batch_bounded_concurrency(server, tmp_path):
     server.latency = {"completions": 0.01, "pooling": 0.005}
     server.n_steps = 3
     out = tmp_path / "t.jsonl"
-    s = batch(server, problems(12), lambda: ThresholdPolicy(0.0), out=out, concurrency=4)
+    made = []
+    s = batch(server, problems(12), lambda: made.append(1) or ThresholdPolicy(0.0), out=out,
+              concurrency=4)
     assert s.n_done == 12 and s.max_in_flight == 4 and s.accuracy() == 1.0
+    assert len(made) == 4  # one router per worker, reset per episode
     total = sum(server.max_in_flight.values())
     assert max(server.max_in_flight.values()) <= 4 and total <= 8
     # every request of an episode is sequential: never more than 4 requests in flight overall

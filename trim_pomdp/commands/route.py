@@ -101,6 +101,8 @@ def _select_policy(bank: Any, budget: float) -> Any:
     """The bank's policy for the solved lambda nearest to ``budget``."""
     import numpy as np
 
+    if hasattr(bank, "nearest"):
+        return bank.nearest(budget)
     lambdas = np.asarray(getattr(bank, "lambdas"), dtype=float)
     if lambdas.size == 0:
         raise TrimPomdpError("the policy bank holds no policies")

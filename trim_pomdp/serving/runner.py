@@ -598,7 +598,9 @@ async def run_batch(
 ) -> BatchSummary:
     """Run many episodes with at most ``concurrency`` in flight (coroutine).
 
-    Each episode gets a fresh router from ``router_factory()`` (routers are stateful).
+    Routers are stateful: each of the ``concurrency`` workers makes its own with
+    ``router_factory()`` (once; a POMDP Router is not free to build) and ``run_episode``
+    resets it before each episode.
     Finished episodes (``done`` and ``aborted``) are appended to ``out`` as they end; episodes
     that fail (:class:`EpisodeError`) or are cancelled mid-way (Ctrl-C) go to
     ``<out>.errors.jsonl`` with their partial steps (``status`` "error" / "interrupted").
@@ -645,6 +647,7 @@ async def run_batch(
 
     async def worker() -> None:
         nonlocal in_flight, max_in_flight
+        router = None
         while True:
             try:
                 p = queue.get_nowait()
@@ -652,10 +655,12 @@ async def run_batch(
                 return
             in_flight += 1
             max_in_flight = max(max_in_flight, in_flight)
+            if router is None:
+                router = router_factory()
             try:
                 r = await run_episode(
                     p,
-                    router_factory(),
+                    router,
                     cheap,
                     strong,
                     prm,
