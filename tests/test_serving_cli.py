@@ -100,3 +100,33 @@ def test_select_policy_nearest_lambda():
         _select_policy(SimpleNamespace(lambdas=[], policies=[]), 0.1)
     # PolicyBank.nearest (router piece) is used when the bank has it
     assert _select_policy(SimpleNamespace(nearest=lambda lam: f"near {lam}"), 0.5) == "near 0.5"
+
+
+def test_route_with_pomdp_policy_bank(server, tmp_path, capsys):
+    # runs once the router piece (TrimModel/solve_grid/PolicyBank/Router) and the finite-horizon
+    # solver are in the build; known answers: at lambda = 1e6 a regeneration costs 1e6 per
+    # strong token, so the policy never regenerates; at lambda = 0 a draft with a score that is
+    # 12x likelier under S2 than under S0 is regenerated (continuing it can only fail).
+    np = pytest.importorskip("numpy")
+    trim = pytest.importorskip("trim_pomdp.trim")
+    pytest.importorskip("trim_pomdp.router")
+    pytest.importorskip("trim_pomdp.finite")
+    obs = np.array([[0.05, 0.15, 0.3, 0.5], [0.5, 0.3, 0.15, 0.05], [0.6, 0.25, 0.1, 0.05]])
+    model = trim.TrimModel.from_parameters(p_w=0.85, p_s=0.95, hazard=np.full(30, 0.25),
+                                           obs_matrix=obs)
+    bank_path = trim.solve_grid(model, [0.0, 1e6]).save(tmp_path / "bank.npz")
+    probs = tmp_path / "p.jsonl"
+    write_problems(probs, 2)
+    server.add_solution("org/cheap", "Problem 1?", [
+        ScriptedStep("a", score=0.9), ScriptedStep("b", score=0.05), ScriptedStep("\\boxed{42}")])
+    server.add_solution("org/strong", "Problem 1?", [
+        ScriptedStep("A"), ScriptedStep("B", tokens=50), ScriptedStep("\\boxed{42}")])
+    for lam, expect in ((1e6, ["continue"] * 3), (0.0, ["continue", "regenerate", "continue"])):
+        out = tmp_path / f"t{lam:g}.jsonl"
+        assert main(argv(server, probs, out, "--policy", str(bank_path), "--budget", str(lam))) == 0
+        recs = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()}
+        assert [s["decision"] for s in recs["p1"]["steps"]] == expect
+        for r in recs.values():
+            for s in r["steps"]:
+                assert len(s["belief"]) == 3 and abs(sum(s["belief"]) - 1) < 1e-9
+    capsys.readouterr()
