@@ -173,6 +173,15 @@ def start_server(latency: dict[str, float], n_steps: int) -> tuple[subprocess.Po
     return proc, int(line.split()[1])
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a child process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def concurrent_episodes(n_episodes: int = 64, n_steps: int = 8, l_cheap: float = 0.2,
                         l_prm: float = 0.05, l_strong: float = 0.4, repeats: int = 3) -> dict:
     latency = {"completions:cheap": l_cheap, "completions:strong": l_strong, "pooling": l_prm}
@@ -211,6 +220,7 @@ def concurrent_episodes(n_episodes: int = 64, n_steps: int = 8, l_cheap: float =
             # client CPU per request (httpx + runner): the part of the gap to the ideal that
             # scales with machine load; on a 2-core box shared with other jobs it dominates
             "client_cpu_ms_per_request": 1e3 * cpu_client / max(n_requests, 1),
+            "server_cpu_ms_per_request": 1e3 * _proc_cpu_s(proc.pid) / max(n_requests, 1),
             "load_average_1min": os.getloadavg()[0],
         }
     finally:
@@ -248,6 +258,7 @@ def main(argv=None) -> int:
         "concurrent": concurrent_episodes(l_cheap=args.latency_cheap, l_prm=args.latency_prm,
                                           l_strong=args.latency_strong),
         "concurrent_50ms": concurrent_episodes(l_cheap=0.05, l_prm=0.05, l_strong=0.05),
+        "concurrent_slow": concurrent_episodes(l_cheap=1.0, l_prm=0.25, l_strong=2.0, repeats=1),
     }
     print(json.dumps(res, indent=2))
     if args.json:

@@ -90,6 +90,11 @@ def test_route_bad_endpoint_and_header(tmp_path, capsys):
     assert "endpoint must look like http://HOST:PORT[/v1]/MODEL" in capsys.readouterr().err
     assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c", "--header", "nocolon"]) == 1
     assert "--header must look like 'Name: value'" in capsys.readouterr().err
+    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c", "--max-steps", "31"]) == 1
+    assert "--max-steps must be in [1, 30]; got 31" in capsys.readouterr().err
+    probs.write_text('{"id": "a"}\n')
+    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c"]) == 1
+    assert "p.jsonl:1: field 'problem' must be a non-empty string" in capsys.readouterr().err
 
 
 def test_select_policy_nearest_lambda():

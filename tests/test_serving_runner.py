@@ -20,6 +20,7 @@ from trim_pomdp.serving import (
     EpisodeError,
     MathAnswerChecker,
     Problem,
+    ProblemFormatError,
     ProgressBar,
     VLLMPRMScorer,
     load_problems,
@@ -356,10 +357,16 @@ def test_load_problems(tmp_path):
     got = load_problems(p)
     assert got == [Problem("line-1", "a", "3"), Problem("x/1", "b", None)]
     p.write_text('{"problem": "a"}\n{"answer": 1}\n')
-    with pytest.raises(ValueError, match="p.jsonl:2: field 'problem' must be a non-empty string"):
+    with pytest.raises(ProblemFormatError, match="p.jsonl:2: field 'problem' must be a non-emp"):
+        load_problems(p)
+    p.write_text('[1]\n')
+    with pytest.raises(ProblemFormatError, match="p.jsonl:1: expected a JSON object; got list"):
+        load_problems(p)
+    p.write_text('{"problem": \n')
+    with pytest.raises(ProblemFormatError, match="p.jsonl:1: not valid JSON"):
         load_problems(p)
     p.write_text('{"id": 1, "problem": "a"}\n{"id": 1, "problem": "b"}\n')
-    with pytest.raises(ValueError, match="p.jsonl:2: duplicate id '1'"):
+    with pytest.raises(ProblemFormatError, match="p.jsonl:2: duplicate id '1'"):
         load_problems(p)
 
 

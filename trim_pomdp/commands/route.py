@@ -128,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
         run_batch,
     )
 
+    if not 1 <= args.max_steps <= 30:
+        raise TrimPomdpError(f"--max-steps must be in [1, 30]; got {args.max_steps}")
+    if args.concurrency < 1:
+        raise TrimPomdpError(f"--concurrency must be >= 1; got {args.concurrency}")
     problems = load_problems(args.problems)
     if args.threshold is not None:
         k = args.threshold

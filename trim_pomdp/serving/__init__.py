@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "normalize_answer": "trim_pomdp.serving.checker",
     "answers_equal": "trim_pomdp.serving.checker",
     "Problem": "trim_pomdp.serving.runner",
+    "ProblemFormatError": "trim_pomdp.serving.runner",
     "EpisodeResult": "trim_pomdp.serving.runner",
     "EpisodeError": "trim_pomdp.serving.runner",
     "BatchSummary": "trim_pomdp.serving.runner",

@@ -48,6 +48,7 @@ __all__ = [
     "EpisodeError",
     "EpisodeResult",
     "Problem",
+    "ProblemFormatError",
     "ProgressBar",
     "TraceWriter",
     "load_problems",
@@ -67,6 +68,10 @@ class RouterLike(Protocol):
     def step(self, prm_score: float, tokens: int, is_final: bool) -> str: ...
 
     def executed(self, action: str) -> None: ...
+
+
+class ProblemFormatError(TrimPomdpError, ValueError):
+    """A problem file is malformed; the message names the file and line."""
 
 
 class EpisodeError(TrimPomdpError, RuntimeError):
@@ -373,7 +378,8 @@ def load_problems(path: str | os.PathLike[str]) -> list[Problem]:
     """Read a JSONL problem set: one object per line with ``problem`` (or ``question``), an
     optional ``id`` (or ``unique_id``; default ``"line-N"``) and optional ``answer``.
 
-    Raises ValueError naming the file and line for malformed lines or duplicate ids.
+    Raises :class:`ProblemFormatError` naming the file and line for malformed lines or
+    duplicate ids.
     """
     path = Path(path)
     out: list[Problem] = []
@@ -385,16 +391,16 @@ def load_problems(path: str | os.PathLike[str]) -> list[Problem]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                raise ProblemFormatError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object; got {type(obj).__name__}")
+                raise ProblemFormatError(f"{path}:{n}: expected a JSON object; got {type(obj).__name__}")
             text = obj.get("problem", obj.get("question"))
             if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}:{n}: field 'problem' must be a non-empty string")
+                raise ProblemFormatError(f"{path}:{n}: field 'problem' must be a non-empty string")
             pid = obj.get("id", obj.get("unique_id", f"line-{n}"))
             pid = str(pid)
             if pid in seen:
-                raise ValueError(f"{path}:{n}: duplicate id {pid!r}")
+                raise ProblemFormatError(f"{path}:{n}: duplicate id {pid!r}")
             seen.add(pid)
             ans = obj.get("answer")
             out.append(Problem(id=pid, text=text, answer=None if ans is None else str(ans)))
