@@ -56,6 +56,7 @@ class Failure:
     times: int | None  # None: forever
     error: int | str
     hold_s: float = 5.0
+    retry_after: float | None = None  # sent as a Retry-After header with status errors
 
 
 @dataclass
@@ -103,8 +104,9 @@ class FakeServer:
         times: int | None = 1,
         error: int | str = 503,
         hold_s: float = 5.0,
+        retry_after: float | None = None,
     ) -> None:
-        self.failures.append(Failure(kind, model, times, error, hold_s))
+        self.failures.append(Failure(kind, model, times, error, hold_s, retry_after))
 
     def requests(self, kind: str | None = None, model: str | None = None) -> list[Request]:
         return [
@@ -177,9 +179,12 @@ class FakeServer:
                 status, payload = await self._dispatch(method, target, headers, raw)
                 if status == "disconnect":
                     return
+                extra = ""
+                if isinstance(payload, dict) and "retry_after" in payload:
+                    extra = f"Retry-After: {payload.pop('retry_after')}\r\n"
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 writer.write(
-                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}"
                     f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n".encode()
                     + data
                 )
@@ -227,7 +232,10 @@ class FakeServer:
                     return "disconnect", None
                 if fail.error == "badjson":
                     return 200, b"not json"
-                return int(fail.error), {"error": {"message": "scripted failure"}}
+                body_out: dict[str, Any] = {"error": {"message": "scripted failure"}}
+                if fail.retry_after is not None:
+                    body_out["retry_after"] = fail.retry_after
+                return int(fail.error), body_out
             if kind == "pooling":
                 status, payload, delay = self._pooling(model, body)
             else:

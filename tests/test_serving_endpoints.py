@@ -173,6 +173,16 @@ def test_retry_then_success(server, error):
     assert m.transport.stats.retries == 2 and m.transport.stats.failures == 0
 
 
+def test_retry_after_header_is_honoured(server):
+    server.fail("completions", times=1, error=429, retry_after=0.3)
+    m = CompletionModel(cfg(server, "cheap", max_retries=1, backoff_max=5.0))
+    gen(m, "P")
+    first, second = server.requests("completions")
+    assert first.status == 429 and second.status == 200
+    # our own backoff would be 1 ms; the server asked for 0.3 s
+    assert second.start - first.end >= 0.3
+
+
 def test_timeout_is_retried(server):
     server.fail("completions", times=1, error="timeout", hold_s=2.0)
     m = CompletionModel(cfg(server, "cheap", timeout=0.2, max_retries=1))
