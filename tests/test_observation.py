@@ -247,3 +247,12 @@ def test_beta_non_convergence_warns_with_scipy_message(monkeypatch):
     x = np.random.default_rng(0).beta(8.0, 2.0, size=500)
     with pytest.warns(RuntimeWarning, match="did not converge: .*ITERATIONS"):
         beta_mle(x, where="unit")
+
+
+def test_observation_index_agrees_with_searchsorted_on_edges():
+    # exact multiples of 1/n and their float neighbours: the rule is "edges k/n <= x"
+    for n in (3, 7, 10, 13):
+        edges = np.arange(1, n) / n
+        x = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, 1), [0.0, 1.0]])
+        ref = np.searchsorted(edges, x, side="right")
+        assert np.array_equal(observation_index(x, None, n), ref)

@@ -41,7 +41,8 @@ added to every bin (additive smoothing), piecewise-constant density.
 
 Discretisation
 --------------
-Score bins are equal-width on [0, 1]: score ``x`` is in bin ``i = min(floor(x * n), n - 1)``;
+Score bins are equal-width on [0, 1] with edges ``k / n``: score ``x`` is in bin
+``i = #{k = 1..n-1 : k / n <= x}`` (= ``min(floor(x n), n - 1)``);
 likewise ``m``.  The observation index is ``o = i_score * n_min_bins + i_min`` (or
 ``i_score`` for the 1-D feature).  ``discretize`` integrates the fitted density over each
 bin exactly (KDE: normal CDFs; Beta: regularised incomplete beta; histogram: overlaps),
@@ -78,7 +79,10 @@ _MIN_PART = 5
 
 
 def score_bin(x: ArrayLike, n_bins: int, name: str = "score") -> NDArray[np.int64]:
-    """Equal-width bin of values in [0, 1]: ``min(floor(x * n_bins), n_bins - 1)``."""
+    """Equal-width bin of values in [0, 1]: the number of inner edges ``k / n_bins``
+    (k = 1..n_bins-1) that are ``<= x``, i.e. ``min(floor(x * n_bins), n_bins - 1)`` computed
+    without rounding surprises at the edges (same rule as ``searchsorted(edges, x, "right")``).
+    """
     if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"number of bins for {name} must be a positive integer; got {n_bins!r}")
     a = np.asarray(x, dtype=np.float64)
@@ -87,7 +91,8 @@ def score_bin(x: ArrayLike, n_bins: int, name: str = "score") -> NDArray[np.int6
         i = int(np.flatnonzero(bad.ravel())[0])
         v = float(a.ravel()[i])
         raise ValueError(f"{name} must be in [0, 1] (no NaN); got {v!r} at index {i}")
-    return np.minimum((a * n_bins).astype(np.int64), n_bins - 1)
+    inner = np.arange(1, n_bins, dtype=np.float64) / n_bins
+    return np.searchsorted(inner, a, side="right").astype(np.int64)
 
 
 def observation_index(score: ArrayLike, min_prev: ArrayLike | None, n_score_bins: int,
@@ -635,7 +640,7 @@ class ObservationModel:
         """
         self._check_fitted()
         score_bin(np.zeros(1), n_score_bins, "score")  # validates n_score_bins
-        ex = np.linspace(0.0, 1.0, n_score_bins + 1)
+        ex = np.arange(n_score_bins + 1) / n_score_bins
         if self.n_features == 1:
             if n_min_bins not in (None, 1):
                 raise ValueError("n_min_bins must be None for features='score'")
@@ -644,7 +649,7 @@ class ObservationModel:
             if n_min_bins is None:
                 raise ValueError("n_min_bins is required for features='score+min'")
             score_bin(np.zeros(1), n_min_bins, "min_prev")
-            ey = np.linspace(0.0, 1.0, n_min_bins + 1)
+            ey = np.arange(n_min_bins + 1) / n_min_bins
             rows = []
             for s, (f_atom, f_cont) in enumerate(self.components_):
                 pi = self.atom_weight_[s]
