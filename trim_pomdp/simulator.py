@@ -34,7 +34,7 @@ policy for a whole batch of actions, and advances all episodes (another Numba pa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
@@ -657,38 +657,6 @@ def _py_score(world: World, s: int, z: float, bias: float) -> float:
 
 
 # ============================================================================ traces
-def _trace_api() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """(Trace, Step) constructors: piece fit's ``trim_pomdp.traces`` when available, else a
-    minimal stand-in with the same fields (switch-over point for the trace format)."""
-    try:
-        from trim_pomdp.traces import Step, Trace  # type: ignore[attr-defined]
-    except ImportError:
-        return _FallbackTrace, _FallbackStep
-    return Trace, Step
-
-
-@dataclass
-class _FallbackStep:
-    """Stand-in for ``trim_pomdp.traces.Step`` until piece fit lands (same fields)."""
-
-    text: str | None = None
-    prm_score: float | None = None
-    tokens: int | None = None
-    label: str | None = None
-    extra: dict[str, Any] | None = None
-
-
-@dataclass
-class _FallbackTrace:
-    """Stand-in for ``trim_pomdp.traces.Trace`` until piece fit lands (same fields)."""
-
-    id: str
-    model: str
-    steps: list[Any]
-    final_correct: bool | None = None
-    problem: str | None = None
-
-
 _LABELS = {S0: "correct", S2: "incorrect", S1: None}
 
 
@@ -728,7 +696,8 @@ def simulate_traces(source: Scenario | World | str, *, model: str = "cheap",
     states = _single_model_states(u[idx], p[idx], world.length[idx])
     sub_bias = world.bias[idx]
     scores = world.prm_scores(states, z[idx], sub_bias)
-    Trace, Step = _trace_api()
+    from trim_pomdp.traces import Step, Trace
+
     out = []
     for k, i in enumerate(idx):
         L = int(world.length[i])
@@ -756,7 +725,8 @@ def routed_traces(world: World, result: RoutingResult, *,
         raise ValueError(f"result has {rec.state.shape[0]} problems; world has "
                          f"{world.n_problems}")
     idx = np.arange(world.n_problems) if problems is None else np.asarray(problems)
-    Trace, Step = _trace_api()
+    from trim_pomdp.traces import Step, Trace
+
     out = []
     for i in idx:
         L = int(world.length[i])
@@ -781,15 +751,8 @@ def routed_traces(world: World, result: RoutingResult, *,
                 "strong_tokens": int(world.strong_tokens[i, j]) if a == 1 else 0,
             }
             tokens = int(world.strong_tokens[i, j] if a == 1 else world.cheap_tokens[i, j])
-            steps.append(_make_step(Step, float(rec.score[i, j]), tokens, label, extra))
+            steps.append(Step(prm_score=float(rec.score[i, j]), tokens=tokens, label=label,
+                              extra=extra))
         out.append(Trace(id=f"{result.policy}-{int(i)}", model="hybrid", steps=steps,
                          final_correct=bool(result.correct[i]), problem=str(int(i))))
     return out
-
-
-def _make_step(Step: Callable[..., Any], score: float, tokens: int, label: str | None,
-               extra: dict[str, Any]) -> Any:
-    try:
-        return Step(prm_score=score, tokens=tokens, label=label, extra=extra)
-    except TypeError:  # a Step without extra fields
-        return Step(prm_score=score, tokens=tokens, label=label)
