@@ -16,11 +16,11 @@ from trim_pomdp.simulator import (
     S0,
     S1,
     S2,
-    simulate_traces,
     routed_traces,
     sample_world,
     simulate_routing,
     simulate_routing_python,
+    simulate_traces,
 )
 
 
@@ -181,7 +181,7 @@ def test_cheap_and_strong_traces_consistent_with_runs(small_world):
     tc = simulate_traces(w, model="cheap")
     ts = simulate_traces(w, model="strong")
     assert len(tc) == len(ts) == w.n_problems
-    for i, (a, b) in enumerate(zip(tc, ts)):
+    for i, (a, b) in enumerate(zip(tc, ts, strict=True)):
         L = int(w.length[i])
         assert len(a.steps) == len(b.steps) == L
         assert a.final_correct == bool(cheap.correct[i])

@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,7 +93,7 @@ class QueryFamily:
     kind: str = field(default="query", init=False)
 
 
-AnyFamily = Union[Family, QueryFamily]
+AnyFamily = Family | QueryFamily
 
 
 @dataclass(frozen=True)

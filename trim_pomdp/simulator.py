@@ -552,8 +552,9 @@ def simulate_routing(source: Scenario | World | str, policy: BatchPolicy, *,
                                         correct, strong_tok, cheap_tok, steps, regens, record,
                                         rec_state, rec_action, rec_score, rec_ok, rec_min)
         if bad >= 0:
-            raise ValueError(f"policy {name!r} returned action {np.asarray(raw)[bad].item()!r} for episode "
-                             f"{bad} at step {t}; expected 0 (continue) or 1 (regenerate)")
+            got = np.asarray(raw)[bad].item()
+            raise ValueError(f"policy {name!r} returned action {got!r} for episode {bad} at "
+                             f"step {t}; expected 0 (continue) or 1 (regenerate)")
         policy.executed(acts)
     rec = (StepRecord(state=rec_state, action=rec_action, score=rec_score, min_prev=rec_min,
                       strong_ok=rec_ok) if record else None)
