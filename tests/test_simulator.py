@@ -259,6 +259,9 @@ def test_traces_work_with_fit_piece(tmp_path):
     cheap = simulate_traces(w, model="cheap")
     strong = simulate_traces(w, model="strong")
     assert isinstance(cheap[0], Trace)
+    from trim_pomdp.simulator import generate_traces  # the former name stays available
+
+    assert generate_traces is simulate_traces
     rec = simulate_routing(w, AlwaysCheap(), record=True).record
     for i in range(200):
         np.testing.assert_array_equal(hidden_state_labels(cheap[i]),

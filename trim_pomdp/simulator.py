@@ -757,3 +757,7 @@ def routed_traces(world: World, result: RoutingResult, *,
         out.append(Trace(id=f"{result.policy}-{int(i)}", model="hybrid", steps=steps,
                          final_correct=bool(result.correct[i]), problem=str(int(i))))
     return out
+
+
+#: Former name of :func:`simulate_traces` (kept: piece router calls it).
+generate_traces = simulate_traces
