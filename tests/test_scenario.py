@@ -177,3 +177,9 @@ def test_trim_exact_and_expected_strong_tokens():
     flat = sc.replace(token_correlation=0.0)
     mu, sig = flat.strong_tokens
     np.testing.assert_allclose(flat.expected_strong_tokens([5, 500]), np.exp(mu + sig**2 / 2))
+
+
+def test_scenario_hashable_and_equal():
+    a, b = default_scenario(), default_scenario()
+    assert a == b and hash(a) == hash(b)
+    assert len({a, b, a.replace(seed=1)}) == 2
