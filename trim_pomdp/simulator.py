@@ -580,7 +580,6 @@ def _as_actions(acts: Any, n: int, name: str, t: int) -> NDArray[np.int8]:
 # ============================================================================ reference
 def simulate_routing_python(source: Scenario | World | str, router: Any, *,
                             n_problems: int | None = None, seed: int | None = None,
-                            min_prev_rule: str = "kept",
                             problems: Sequence[int] | None = None) -> RoutingResult:
     """Plain-Python, one-episode-at-a-time reference simulator driving a *Router*.
 
@@ -588,12 +587,10 @@ def simulate_routing_python(source: Scenario | World | str, router: Any, *,
     "regenerate"`` and optionally ``executed(action)``; a router with ``needs_truth = True``
     gets ``truth=<hidden state>`` as a keyword.  Same semantics and draws as
     :func:`simulate_routing` (it is its independent reference implementation), but slow:
-    use it on small worlds, e.g. to check a Router against its BatchPolicy.
+    use it on small worlds, e.g. to check a Router against its BatchPolicy.  The router
+    keeps its own ``min_prev`` feature from the scores and decisions it sees.
     """
     world = as_world(source, n_problems=n_problems, seed=seed)
-    if min_prev_rule not in _MIN_RULES:
-        raise ValueError(f"min_prev_rule must be one of {sorted(_MIN_RULES)}; "
-                         f"got {min_prev_rule!r}")
     idx = np.arange(world.n_problems) if problems is None else np.asarray(problems)
     m = len(idx)
     correct = np.zeros(m, bool)
