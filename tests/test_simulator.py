@@ -276,3 +276,8 @@ def test_traces_work_with_fit_piece(tmp_path):
     routed = routed_traces(w, simulate_routing(w, ThresholdPolicy(0.5), record=True),
                            problems=range(20))
     assert routed[0].steps[0].extra["writer"] in ("cheap", "strong")
+
+
+def test_world_is_read_only(small_world):
+    with pytest.raises(ValueError, match="read-only"):
+        small_world.u_w[0, 0] = 0.5

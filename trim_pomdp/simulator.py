@@ -264,6 +264,10 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
     for s, (a, b) in enumerate(scenario.score_beta):
         table[s] = stats.beta.ppf(special.ndtr(zg), a, b)
     dz = (_Z_HI - _Z_LO) / (_N_GRID - 1)
+    # read-only: every policy must see exactly the same draws (common random numbers)
+    for a in (p_w, p_s, length, u_w, u_s, z_draft, z_strong, bias, cheap_tokens,
+              strong_tokens, table):
+        a.setflags(write=False)
     return World(p_w=p_w, p_s=p_s, length=length, u_w=u_w, u_s=u_s, z_draft=z_draft,
                  z_strong=z_strong, bias=bias, cheap_tokens=cheap_tokens,
                  strong_tokens=strong_tokens, score_table=table, z_lo=_Z_LO, dz=dz,
