@@ -182,6 +182,10 @@ def test_zero_probability_observation_names_a_o_and_support():
         r"support \{0, 2\}",
     ):
         update_belief(T, Z, b, 0, 1)
+    with pytest.raises(ZeroProbabilityObservationError) as info:
+        update_belief(T, Z, b, 0, 1)
+    err = info.value
+    assert (err.action, err.observation, err.support, err.row) == (0, 1, (0, 2), None)
 
 
 def test_zero_probability_in_batch_names_row():

@@ -182,10 +182,16 @@ def _zero_prob_error(
     a_txt = f"a={a}" + (f" ({action_names[a]})" if action_names else "")
     o_txt = f"o={o}" + (f" ({observation_names[o]})" if observation_names else "")
     where = f" (row {row} of the batch)" if row is not None else ""
-    return ZeroProbabilityObservationError(
+    err = ZeroProbabilityObservationError(
         f"observation {o_txt} has zero probability after action {a_txt} from a belief with "
         f"support {_support(b, state_names)}{where}"
     )
+    # The same facts as attributes, for callers that handle the error programmatically.
+    err.action = a  # type: ignore[attr-defined]
+    err.observation = o  # type: ignore[attr-defined]
+    err.support = tuple(int(i) for i in np.flatnonzero(b > 0))  # type: ignore[attr-defined]
+    err.row = row  # type: ignore[attr-defined]
+    return err
 
 
 def _check_belief(b: np.ndarray, name: str, tol: float) -> None:
