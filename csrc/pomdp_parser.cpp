@@ -203,6 +203,8 @@ class Parser {
         obs_.keyword = "observations";
     }
 
+    bool cost() const { return cost_; }
+
     Pomdp parse() {
         while (peek().kind != Tok::End) statement();
         return finish();
@@ -916,11 +918,14 @@ void put_block(std::string& out, char X, const std::string& a, const double* p, 
 
 }  // namespace
 
-Pomdp parse_pomdp(const std::string& text, const std::string& filename, const ParseOptions& opts) {
+Pomdp parse_pomdp(const std::string& text, const std::string& filename, const ParseOptions& opts,
+                  ParseInfo* info) {
     if (!(opts.tol >= 0.0) || !std::isfinite(opts.tol))
         throw std::invalid_argument("tol must be a finite number >= 0");
     Parser p(text, filename, opts);
-    return p.parse();
+    Pomdp m = p.parse();
+    if (info) info->cost = p.cost();
+    return m;
 }
 
 std::string write_pomdp(const Pomdp& m) {

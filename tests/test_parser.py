@@ -214,6 +214,7 @@ def test_values_reward_and_cost(word, sign):
     d = parse(text)
     R = np.array([[3.0, 3.0, 3.0], [0.0, 0.0, -1.5]]) * sign
     np.testing.assert_array_equal(d["R"], R)
+    assert d["values"] == ("reward" if sign > 0 else "cost")
     assert not np.signbit(d["R"][1, 0])  # cost of 0 stays +0.0
 
 
