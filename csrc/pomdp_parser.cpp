@@ -104,6 +104,8 @@ std::vector<Token> tokenize(const std::string& text) {
     const char* p = text.data();
     const std::size_t n = text.size();
     std::size_t i = 0;
+    // A UTF-8 byte order mark (editors on Windows add one) is not part of the text.
+    if (n >= 3 && std::memcmp(p, "\xEF\xBB\xBF", 3) == 0) i = 3;
     int line = 1;
     while (i < n) {
         const char c = p[i];

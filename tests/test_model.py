@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trim_pomdp import POMDP, ModelValidationError, PomdpFormatError
 from trim_pomdp.model import FILE_TOL
@@ -204,6 +206,25 @@ def test_round_trip_random_models_bit_for_bit(seed, tmp_path):
     path = tmp_path / "m.pomdp"
     m.to_file(path)
     assert_same_model(m, POMDP.from_file(path))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dims=st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 4)),
+    seed=st.integers(0, 2**32 - 1),
+    rewards=st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1,
+                     max_size=20),
+    discount=st.floats(min_value=1e-300, max_value=1.0, exclude_min=False),
+)
+def test_round_trip_property(dims, seed, rewards, discount):
+    # Any finite rewards (subnormals, -0.0, +-1.8e308) and any discount in (0, 1] survive
+    # to_string/from_string bit for bit.
+    S, A, O = dims
+    rng = np.random.default_rng(seed)
+    T, Z, _, b0 = random_model(rng, S, A, O, sparse=0.5)
+    R = np.resize(np.array(rewards, dtype=np.float64), (A, S))
+    m = POMDP(T, Z, R, discount, b0)
+    assert_same_model(m, POMDP.from_string(m.to_string(), tol=1e-6))
 
 
 def test_writer_compact_forms():

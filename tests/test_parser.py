@@ -270,6 +270,14 @@ O: * : * : o1 1.0
     np.testing.assert_array_equal(d["Z"][:, :, 0], 1.0)
 
 
+def test_byte_order_mark_and_crlf_line_ends():
+    text = "\ufeff" + TIGER.replace("\n", "\r\n")
+    d = _core.parse_pomdp(text.encode("utf-8"), "bom")
+    np.testing.assert_array_equal(d["R"], TIGER_R)
+    with pytest.raises(PomdpFormatError, match=r"^bom:3: "):
+        _core.parse_pomdp(text.replace("values: reward", "values: rewardz"), "bom")
+
+
 def test_values_defaults_to_reward():
     d = parse("discount: 0.5\nstates: 1\nactions: 1\nobservations: 1\nT: 0 1\nO: 0 1\nR: 0 : 0 : * : * 2\n")
     np.testing.assert_array_equal(d["R"], [[2.0]])
