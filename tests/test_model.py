@@ -234,6 +234,11 @@ def test_writer_compact_forms():
     assert "R: 0 : * : * : * 3\n" in text  # constant row written once
     assert "R: 1 : l : * : * -100\n" in text
     assert "discount: 0.95\n" in text and "start: 0.5 0.5\n" in text
+    R[1, 0] = 1e-5
+    R[1, 1] = -2.5e300
+    text = POMDP(T, Z, R, 0.95).to_string()
+    assert "R: 1 : 0 : * : * 1.0e-05\n" in text  # exponent forms keep a decimal point
+    assert "R: 1 : 1 : * : * -2.5e+300\n" in text
 
 
 @pytest.mark.parametrize(
@@ -242,6 +247,8 @@ def test_writer_compact_forms():
         (dict(state_names=["a b", "c"]), r"cannot write state name 'a b' \(index 0\)"),
         (dict(state_names=["1a", "c"]), r"cannot write state name '1a'"),
         (dict(state_names=["x:y", "c"]), r"cannot write state name 'x:y'"),
+        (dict(state_names=["_a", "c"]), r"cannot write state name '_a'"),
+        (dict(state_names=["a.b", "c"]), r"cannot write state name 'a\.b'"),
         (dict(action_names=["listen", "uniform", "x"]), r"cannot write action name 'uniform'"),
         (dict(observation_names=["T", "x"]), r"cannot write observation name 'T'"),
     ],

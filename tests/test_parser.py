@@ -353,6 +353,8 @@ ERROR_CASES = [
     ({"l1": "# no discount"}, 15, r"missing 'discount:' declaration"),
     ({"l2": "values: banana"}, 2, r"expected 'reward' or 'cost' after 'values:'; found 'banana'"),
     ({"l3": "states: a a"}, 3, r"duplicate state name 'a' \(also state 0\)"),
+    ({"l3": "states: a b.c"}, 3, r"unexpected malformed token 'b\.c' after the state names; "
+                                       r"expected the next statement"),
     ({"l3": "states: a uniform"}, 3, r"state name 'uniform' is a keyword of the \.pomdp format"),
     ({"l3": "states: 0"}, 3, r"the number of states must be an integer in \[1, 100000000\]; "
                             r"found '0'"),

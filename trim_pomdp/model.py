@@ -331,7 +331,7 @@ class POMDP:
         Raises
         ------
         ValueError
-            When a name is not a ``.pomdp`` identifier (``[A-Za-z_][A-Za-z0-9_.-]*``, not a
+            When a name is not a ``.pomdp`` identifier (``[A-Za-z][A-Za-z0-9_-]*``, not a
             keyword of the format).
         """
         from trim_pomdp import _core
