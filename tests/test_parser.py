@@ -422,6 +422,12 @@ def test_empty_and_binary_input():
         _core.parse_pomdp(b"\ndiscount: 0.9\x00\nstates: 2\n", "b")
 
 
+def test_lone_surrogate_in_str_is_a_format_error():
+    with pytest.raises(PomdpFormatError, match=r"^s:2: expected a number after 'discount:'; "
+                                               r"found malformed token '0\.9\?\?\?'"):
+        POMDP.from_string("# x\ndiscount: 0.9\ud800\n", "s")
+
+
 def test_model_too_large_is_a_format_error():
     text = "discount: 0.9\nactions: 4\nobservations: 2\nstates: 100000\nT: * identity\n"
     with pytest.raises(PomdpFormatError, match=r"^big:4: model too large: 4 actions x 100000 "

@@ -268,7 +268,11 @@ class POMDP:
         tol = float(tol)
         if not (np.isfinite(tol) and tol >= 0.0):
             raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
-        d = _core.parse_pomdp(text, str(filename), tol=tol)
+        if isinstance(text, str):
+            # surrogatepass: a lone surrogate becomes bytes the parser reports as a malformed
+            # token at its line, instead of a conversion error without a location.
+            text = text.encode("utf-8", "surrogatepass")
+        d = _core.parse_pomdp(text, os.fspath(filename), tol=tol)
         # The parser has already run the same C++ checks (check_pomdp) with this tolerance
         # and its arrays are fresh and unshared: adopt them without a second copy and scan.
         self = cls.__new__(cls)
