@@ -21,7 +21,7 @@ def tiger_arrays():
     return T, Z, R
 
 
-def random_model(rng: np.random.Generator, S: int, A: int, O: int, sparse: float = 0.0):
+def random_model(rng: np.random.Generator, S: int, A: int, O: int, sparse: float = 0.0):  # noqa: E741
     T = rng.random((A, S, S)) * (rng.random((A, S, S)) >= sparse)
     T[..., 0] += 1e-3  # no empty rows
     T /= T.sum(axis=2, keepdims=True)
@@ -79,7 +79,8 @@ def test_integer_and_list_inputs_become_float64():
         (lambda T, Z, R: (T[:, :1], Z, R),
          r"^T must have shape \(n_actions, n_states, n_states\); got \(3, 1, 2\)$"),
         (lambda T, Z, R: (T, Z[:, :, 0], R),
-         r"^Z must have shape \(n_actions, n_states, n_observations\) = \(3, 2, 2\); got \(3, 2\)$"),
+         r"^Z must have shape \(n_actions, n_states, n_observations\) = \(3, 2, 2\); "
+         r"got \(3, 2\)$"),
         (lambda T, Z, R: (T, Z[:2], R),
          r"^Z must have shape \(n_actions, n_states, n_observations\) = \(3, 2, 2\); "
          r"got \(2, 2, 2\)$"),
@@ -188,7 +189,7 @@ def test_bad_arguments():
 @pytest.mark.parametrize("seed", range(6))
 def test_round_trip_random_models_bit_for_bit(seed, tmp_path):
     rng = np.random.default_rng(seed)
-    S, A, O = (int(x) for x in rng.integers(1, 9, size=3))
+    S, A, O = (int(x) for x in rng.integers(1, 9, size=3))  # noqa: E741
     if seed % 2:
         S = int(rng.integers(30, 80))  # large and sparse: written as single entries
     T, Z, R, b0 = random_model(rng, S, A, O, sparse=0.9 if seed % 2 else 0.0)
@@ -219,7 +220,7 @@ def test_round_trip_random_models_bit_for_bit(seed, tmp_path):
 def test_round_trip_property(dims, seed, rewards, discount):
     # Any finite rewards (subnormals, -0.0, +-1.8e308) and any discount in (0, 1] survive
     # to_string/from_string bit for bit.
-    S, A, O = dims
+    S, A, O = dims  # noqa: E741
     rng = np.random.default_rng(seed)
     T, Z, _, b0 = random_model(rng, S, A, O, sparse=0.5)
     R = np.resize(np.array(rewards, dtype=np.float64), (A, S))
@@ -305,7 +306,7 @@ def test_every_problem_file_parses_with_reference_sizes(pomdp_problems_dir):
     assert sorted(p.name for p in files) == sorted(HEADLINE)
     for path in files:
         m = POMDP.from_file(path)
-        S, A, O, discount = HEADLINE[path.name]
+        S, A, O, discount = HEADLINE[path.name]  # noqa: E741
         assert (m.n_states, m.n_actions, m.n_observations, m.discount) == (S, A, O, discount)
         assert_same_model(m, POMDP.from_string(m.to_string(), path.name))
 

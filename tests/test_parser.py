@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trim_pomdp import POMDP, PomdpFormatError
-from trim_pomdp import _core
+from trim_pomdp import POMDP, PomdpFormatError, _core
 
 TIGER = """\
 # The classic tiger problem (Kaelbling, Littman, Cassandra 1998).
@@ -219,7 +218,9 @@ def test_values_reward_and_cost(word, sign):
 
 
 def test_signed_numbers_and_exponents():
-    text = matrix_form() + "R: 0 : 0 : * : * - 2.5e1\nR: 0 : 1 : * : * +1E-3\nR: 1 : * : * : * -.5\n"
+    text = matrix_form() + (
+        "R: 0 : 0 : * : * - 2.5e1\nR: 0 : 1 : * : * +1E-3\nR: 1 : * : * : * -.5\n"
+    )
     d = parse(text)
     np.testing.assert_array_equal(d["R"], [[-25.0, 1e-3, 0.0], [-0.5, -0.5, -0.5]])
 
@@ -279,7 +280,8 @@ def test_byte_order_mark_and_crlf_line_ends():
 
 
 def test_values_defaults_to_reward():
-    d = parse("discount: 0.5\nstates: 1\nactions: 1\nobservations: 1\nT: 0 1\nO: 0 1\nR: 0 : 0 : * : * 2\n")
+    d = parse("discount: 0.5\nstates: 1\nactions: 1\nobservations: 1\n"
+              "T: 0 1\nO: 0 1\nR: 0 : 0 : * : * 2\n")
     np.testing.assert_array_equal(d["R"], [[2.0]])
     np.testing.assert_array_equal(d["b0"], [1.0])
 
@@ -415,7 +417,8 @@ def test_empty_and_binary_input():
         _core.parse_pomdp("", "e")
     with pytest.raises(PomdpFormatError, match=r"^e:1: missing 'discount:'"):
         _core.parse_pomdp("# only a comment", "e")
-    with pytest.raises(PomdpFormatError, match=r"^b:1: expected a statement .*found malformed token '\?\?\?binary'"):
+    with pytest.raises(PomdpFormatError,
+                       match=r"^b:1: expected a statement .*found malformed token '\?\?\?binary'"):
         _core.parse_pomdp(b"\xff\xfe\x00binary", "b")
     with pytest.raises(PomdpFormatError, match=r"^b:2: expected a number after 'discount:'; "
                                                r"found malformed token '0\.9\?'"):
