@@ -104,18 +104,20 @@ def trim_like_model(
     return FiniteHorizonPOMDP(T, Z, R, horizon=H, x0=START, b0=b0)
 
 
-def _median_time(fn, repeats: int = 5) -> float:
-    times = []
+def _median_time(fn, repeats: int = 5) -> tuple[float, float]:
+    """Median wall and CPU (process) time of `fn` over `repeats` runs."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
 
 
 def test_bench_one_lambda(benchmark):
     model = trim_like_model(0.003)
-    pol = benchmark(lambda: solve_finite(model, n_threads=1))
+    pol = benchmark(lambda: solve_finite(model))
     benchmark.extra_info.update(lower=pol.lower_bound, upper=pol.upper_bound, gap=pol.gap)
     assert pol.lower_bound <= pol.upper_bound
 
@@ -132,20 +134,28 @@ def test_bench_grid_32(benchmark):
 def main() -> None:
     model = trim_like_model(0.003)
     models = [trim_like_model(lam) for lam in LAMBDAS]
-    pol = solve_finite(model, n_threads=1)
+    pol = solve_finite(model)
     pols = solve_finite_many(models, n_threads=2)
+    ref = solve_finite(model, grid_resolution=12, n_samples=256, n_refine=2)
+    timings = {
+        "one_lambda_1thread": _median_time(lambda: solve_finite(model, n_threads=1)),
+        "one_lambda_2threads": _median_time(lambda: solve_finite(model, n_threads=2)),
+        "grid32_2threads": _median_time(lambda: solve_finite_many(models, n_threads=2), 3),
+        "grid32_1thread": _median_time(lambda: solve_finite_many(models, n_threads=1), 3),
+    }
     out = {
         "model": repr(model),
-        "one_lambda_s_1thread": _median_time(lambda: solve_finite(model, n_threads=1)),
-        "one_lambda_s_2threads": _median_time(lambda: solve_finite(model, n_threads=2)),
-        "grid32_s_2threads": _median_time(lambda: solve_finite_many(models, n_threads=2)),
-        "grid32_s_1thread": _median_time(lambda: solve_finite_many(models, n_threads=1), 3),
+        "load_average": list(__import__("os").getloadavg()),
+        "wall_s": {k: v[0] for k, v in timings.items()},
+        "cpu_s": {k: v[1] for k, v in timings.items()},
         "one_lambda": {
             "lower": pol.lower_bound,
             "upper": pol.upper_bound,
             "gap": pol.gap,
             "n_alpha": pol.n_alpha,
             "n_beliefs": pol.info.n_beliefs if pol.info else None,
+            "reference_lower": ref.lower_bound,
+            "reference_upper": ref.upper_bound,
         },
         "grid_max_gap": max(p.gap for p in pols),
         "grid_max_rel_gap": max(p.gap / max(abs(p.upper_bound), 1e-12) for p in pols),

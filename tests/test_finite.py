@@ -135,15 +135,15 @@ def reference_solve(model: FiniteHorizonPOMDP, points: np.ndarray):
         ub[H][x] = (model.R_final[x][None, :].copy(), model.R_final[x].copy(), [])
 
     def ub_eval(t, x, y):
+        # min(fast informed bound, corner interpolation, sawtooth) (grid_resolution=0: the
+        # solver's grid is the corners only)
         fib, corner, pts = ub[t][x]
         f = np.max(fib @ y)
         lin = y @ corner
         best = lin
         for bi, vi in pts:
-            d = vi - bi @ corner
-            if d < -1e-12:
-                sup = bi > 0
-                best = min(best, lin + np.min(y[sup] / bi[sup]) * d)
+            sup = bi > 0
+            best = min(best, lin + np.min(y[sup] / bi[sup]) * (vi - bi @ corner))
         return min(f, best)
 
     # fast informed bound vectors
@@ -201,7 +201,13 @@ def reference_solve(model: FiniteHorizonPOMDP, points: np.ndarray):
             gam[t][x] = (cands[keep], np.array(acts)[keep])
             f = fib[t][x]
             corner = np.array([min(ubv[s], np.max(f[:, s])) for s in range(S)])
-            pts = [(B[i], min(ubv[i], np.max(f @ B[i]))) for i in range(S, len(B))]
+            # sawtooth points: those whose backed-up value beats both the fast informed
+            # bound and the corner interpolation there (the others add nothing at b_i)
+            pts = [
+                (B[i], ubv[i])
+                for i in range(S, len(B))
+                if ubv[i] < min(np.max(f @ B[i]), B[i] @ corner) - 1e-12
+            ]
             ub[t][x] = (f, corner, pts)
 
     lower = sum(

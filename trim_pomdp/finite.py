@@ -680,7 +680,7 @@ class FiniteHorizonPolicy:
 # --------------------------------------------------------------------- solving
 def _default_grid(n_hidden: int) -> int:
     """Simplex grid resolution used when ``grid_resolution=None``: dense for tiny S."""
-    return {1: 1, 2: 16, 3: 8, 4: 4}.get(n_hidden, 0)
+    return {1: 1, 2: 16, 3: 4, 4: 3}.get(n_hidden, 0)
 
 
 def _solver_kwargs(
@@ -765,7 +765,7 @@ def solve_finite(
     *,
     belief_points: ArrayLike | None = None,
     grid_resolution: int | None = None,
-    n_samples: int = 64,
+    n_samples: int = 16,
     n_refine: int = 1,
     target_gap: float = 0.0,
     n_threads: int | None = None,
@@ -783,9 +783,9 @@ def solve_finite(
         Extra hidden beliefs added to the belief set of every ``(t, x)``.
     grid_resolution : int, optional
         Add the simplex grid ``{b : b(s) in {0, 1/r, ..., 1}}`` at every ``(t, x)``.
-        ``None`` picks a default by ``n_hidden`` (S=2: 16, S=3: 8, S=4: 4, larger: none);
+        ``None`` picks a default by ``n_hidden`` (S=2: 16, S=3: 4, S=4: 3, larger: none);
         0 disables the grid.  The corners of the simplex are always included.
-    n_samples : int, default 64
+    n_samples : int, default 16
         Trajectories simulated forward from the initial belief per pass; their beliefs join
         the belief sets.  The first pass follows the fast informed bound (half) and random
         actions (half); each refinement pass follows the current lower-bound policy (half)
@@ -832,7 +832,7 @@ def solve_finite_many(
     *,
     belief_points: ArrayLike | None = None,
     grid_resolution: int | None = None,
-    n_samples: int = 64,
+    n_samples: int = 16,
     n_refine: int = 1,
     target_gap: float = 0.0,
     n_threads: int | None = None,
