@@ -50,7 +50,8 @@ def _hazard_array(hazard: float | ArrayLike, max_steps: int) -> NDArray[np.float
     return h
 
 
-def length_distribution(hazard: float | ArrayLike, max_steps: int = MAX_STEPS) -> NDArray[np.float64]:
+def length_distribution(hazard: float | ArrayLike,
+                        max_steps: int = MAX_STEPS) -> NDArray[np.float64]:
     """P(length = t) for t = 1..max_steps: ``h(t) prod_{u<t} (1 - h(u))``."""
     h = _hazard_array(hazard, max_steps)
     surv = np.concatenate([[1.0], np.cumprod(1.0 - h)[:-1]])

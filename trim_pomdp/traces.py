@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,8 @@ class Step:
 
     def __post_init__(self) -> None:
         _check_step(self.text, self.prm_score, self.tokens, self.label, "<Step>")
+        if self.prm_score is not None:
+            self.prm_score = float(self.prm_score)  # ints are valid scores; store floats
 
 
 @dataclass(slots=True)
@@ -132,7 +134,8 @@ class Trace:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise TraceFormatError(f"<Trace>: field 'id' must be a non-empty string; got {self.id!r}")
+            raise TraceFormatError(
+                f"<Trace>: field 'id' must be a non-empty string; got {self.id!r}")
         if not isinstance(self.model, str) or not self.model:
             raise TraceFormatError(
                 f"<Trace {self.id}>: field 'model' must be a non-empty string; got {self.model!r}"
@@ -209,7 +212,8 @@ def trace_from_dict(
         raise TraceFormatError(f"{where}: field 'steps' is empty (a trace needs at least one step)")
     final = obj.get("final_correct")
     if final is not None and not isinstance(final, bool):
-        raise TraceFormatError(f"{where}: field 'final_correct' must be true, false or null; got {final!r}")
+        raise TraceFormatError(
+            f"{where}: field 'final_correct' must be true, false or null; got {final!r}")
     problem = obj.get("problem")
     if problem is not None and not isinstance(problem, str):
         raise TraceFormatError(f"{where}: field 'problem' must be a string or null")
@@ -326,16 +330,25 @@ def iter_traces(
     path = Path(path)
     name = str(path)
     rep = report if report is not None else LoadReport()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    # Binary lines decoded one by one: a bad byte is then an error of that line (skippable
+    # in lenient mode) rather than an exception out of the file iterator.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             where = f"{name}:{lineno}"
             try:
                 try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TraceFormatError(
+                        f"{where}: not valid UTF-8 (byte {exc.start + 1}: {exc.reason})"
+                    ) from None
+                if not line.strip():
+                    continue
+                try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise TraceFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                    raise TraceFormatError(
+                        f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
                 tr = trace_from_dict(obj, where, first_error_only=first_error_only)
             except TraceFormatError as exc:
                 if not lenient:
@@ -514,7 +527,8 @@ class TraceTable:
         return int(self.score.shape[0])
 
 
-def _segment_min_prev(score: NDArray[np.float64], offsets: NDArray[np.int64]) -> NDArray[np.float64]:
+def _segment_min_prev(score: NDArray[np.float64],
+                      offsets: NDArray[np.int64]) -> NDArray[np.float64]:
     """min of earlier scores within each trace (1.0 on first steps); NaN propagates."""
     n = score.shape[0]
     out = np.ones(n, dtype=np.float64)
@@ -543,22 +557,22 @@ def traces_to_table(traces: Iterable[Trace]) -> TraceTable:
     offsets = np.zeros(len(traces) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     n = int(offsets[-1])
-    nan = math.nan
-    score = np.fromiter(
-        (nan if s.prm_score is None else s.prm_score for t in traces for s in t.steps),
-        dtype=np.float64, count=n,
-    )
-    tokens = np.fromiter(
-        (-1 if s.tokens is None else s.tokens for t in traces for s in t.steps),
-        dtype=np.int64, count=n,
-    )
-    lc = _LABEL_CODE
-    label = np.fromiter((lc[s.label] for t in traces for s in t.steps), dtype=np.int8, count=n)
-    wc = _WRITER_CODE
-    writer = np.fromiter(
-        (wc.get(s.extra.get("writer"), 0) if s.extra else 0 for t in traces for s in t.steps),
-        dtype=np.int8, count=n,
-    )
+    # One flat pass over the steps, then C-level map/attrgetter per column (None -> NaN).
+    steps = [s for t in traces for s in t.steps]
+    score = np.array(list(map(attrgetter("prm_score"), steps)), dtype=np.float64)
+    if score.shape != (n,):  # pragma: no cover - defensive
+        raise TraceFormatError("traces_to_table: inconsistent step count")
+    tok = np.array(list(map(attrgetter("tokens"), steps)), dtype=np.float64)
+    tokens = np.where(np.isnan(tok), -1, tok).astype(np.int64)
+    label = np.fromiter(map(_LABEL_CODE.__getitem__, map(attrgetter("label"), steps)),
+                        dtype=np.int8, count=n)
+    extras = list(map(attrgetter("extra"), steps))
+    if any(extras):
+        wc = _WRITER_CODE
+        writer = np.fromiter((wc.get(e.get("writer"), 0) if e else 0 for e in extras),
+                             dtype=np.int8, count=n)
+    else:
+        writer = np.zeros(n, dtype=np.int8)
     step = (np.arange(n, dtype=np.int64) - np.repeat(offsets[:-1], lengths) + 1).astype(np.int32)
     return TraceTable(
         offsets=offsets,
