@@ -425,3 +425,17 @@ def test_solve_info_returns_policy(capsys):
     assert "lower" in capsys.readouterr().out
     assert solve(model, SolverConfig(time_limit=5.0)).value(model.b0) == pytest.approx(
         info.lower_bound, abs=1e-3)
+
+
+def test_policy_value_matches_simulation(pomdp_problems_dir):
+    """The policy's Monte Carlo return agrees with the converged bounds (4x3: gap 1e-3)."""
+    pytest.importorskip("trim_pomdp.simulate", reason="needs simulate (piece pypolicy)")
+    from trim_pomdp.simulate import simulate
+
+    model = load_problem(pomdp_problems_dir, "4x3.95.POMDP")
+    policy, info = solve_info(model, SolverConfig(time_limit=10.0))
+    assert info.gap <= 1e-3
+    # horizon 250: the discounted tail beyond it is below 0.95**250 / 0.05 * max|R| < 1e-4
+    sim = simulate(model, policy, episodes=5000, horizon=250, seed=1)
+    assert info.lower_bound - 4 * sim.stderr - 1e-4 <= sim.mean
+    assert sim.mean <= info.upper_bound + 4 * sim.stderr + 1e-4
