@@ -84,7 +84,8 @@ class SolverConfig:
     def __post_init__(self) -> None:
         def real(name: str) -> float:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            numeric = (int, float, np.integer, np.floating)
+            if isinstance(value, bool) or not isinstance(value, numeric):
                 raise TypeError(f"SolverConfig.{name} must be a number; got {type(value).__name__}")
             return float(value)
 
@@ -108,7 +109,8 @@ class SolverConfig:
             if value < low:
                 raise ValueError(f"SolverConfig.{name} must be >= {low}; got {value}")
         if not isinstance(self.verbose, bool):
-            raise TypeError(f"SolverConfig.verbose must be a bool; got {type(self.verbose).__name__}")
+            got = type(self.verbose).__name__
+            raise TypeError(f"SolverConfig.verbose must be a bool; got {got}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,7 +213,8 @@ def _solve_arrays(
             flush=True,
         )
         if result["interrupted"]:
-            print("interrupted: returning the best policy found so far", file=sys.stderr, flush=True)
+            print("interrupted: returning the best policy found so far", file=sys.stderr,
+                  flush=True)
     return result
 
 
@@ -260,9 +263,9 @@ def solve_info(
 
     from trim_pomdp.policy import AlphaVectorPolicy
 
-    action_names = getattr(model, "action_names", None)
+    names = getattr(model, "action_names", None)
     policy = AlphaVectorPolicy(
-        result["alphas"], result["actions"], action_names=list(action_names) if action_names else None
+        result["alphas"], result["actions"], action_names=list(names) if names else None
     )
     info = SolveInfo(
         lower_bound=float(result["lower_bound"]),
