@@ -162,6 +162,29 @@ def test_initial_bounds_are_blind_policy_and_fib():
     Q = numpy_fib(model)
     assert res["history"][0, 2] == pytest.approx(max(b0 @ Q[a] for a in range(3)), abs=1e-7)
     assert res["iterations"] == 0
+    # the vector carrying the bound at b0 survives the final pruning even with no trial
+    assert alpha_value(res, b0) == pytest.approx(res["lower_bound"], abs=1e-12)
+
+
+def test_converged_at_start_keeps_a_vector():
+    # One state: the blind policy and FIB agree at once, so no trial runs.
+    m = SimpleNamespace(T=np.ones((2, 1, 1)), Z=np.ones((2, 1, 1)), R=np.array([[1.0], [2.0]]),
+                        discount=0.5, b0=np.ones(1))
+    res = run(m, time_limit=1.0)
+    assert res["iterations"] == 0 and res["gap"] <= 1e-9
+    assert res["alphas"].shape == (1, 1) and res["actions"].tolist() == [1]
+    assert res["lower_bound"] == pytest.approx(4.0, abs=1e-9)
+
+
+def test_row_sum_tolerance_and_renormalisation():
+    m = tiger()
+    T = m.T.copy()
+    T[1] *= 1 + 4e-6  # like classic files printing 6 digits
+    expected = r"T\[a=1, s=0, :\] sums to 1\.000004; .*tol 1e-06"
+    with pytest.raises(ModelValidationError, match=expected):
+        _solve_arrays(T, m.Z, m.R, 0.95, m.b0, SolverConfig())
+    res = _solve_arrays(T, m.Z, m.R, 0.95, m.b0, SolverConfig(time_limit=5.0), tol=1e-5)
+    assert abs(res["lower_bound"] - TIGER_EXACT) <= 1e-3  # solved as the renormalised tiger
 
 
 # --------------------------------------------------------------------------- reference problems

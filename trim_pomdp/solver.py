@@ -179,8 +179,13 @@ def _solve_arrays(
     b0: NDArray[np.float64],
     config: SolverConfig,
     progress: ProgressCallback | None = None,
+    tol: float = 1e-6,
 ) -> dict[str, Any]:
-    """Run the compiled solver on plain arrays; returns the binding's result dict."""
+    """Run the compiled solver on plain arrays; returns the binding's result dict.
+
+    Rows of ``T``, ``Z`` and ``b0`` must sum to 1 within ``tol`` (the model's own tolerance);
+    the solver renormalises them to sum to 1 exactly, as its bounds require.
+    """
     from trim_pomdp import _core
 
     callback = progress
@@ -204,6 +209,7 @@ def _solve_arrays(
         max_memory_mb=config.max_memory_mb,
         n_threads=config.n_threads if config.n_threads is not None else _default_threads(),
         progress=callback,
+        tol=tol,
     )
     if config.verbose:
         lb, ub = result["lower_bound"], result["upper_bound"]
@@ -259,7 +265,8 @@ def solve_info(
     if not isinstance(config, SolverConfig):
         raise TypeError(f"solver must be a SolverConfig; got {type(config).__name__}")
     T, Z, R, discount, b0 = _model_arrays(model)
-    result = _solve_arrays(T, Z, R, discount, b0, config, progress)
+    tol = float(getattr(model, "tol", 1e-6))  # files are read with a looser tolerance
+    result = _solve_arrays(T, Z, R, discount, b0, config, progress, tol)
 
     from trim_pomdp.policy import AlphaVectorPolicy
 
