@@ -787,6 +787,11 @@ class Parser {
                         }
                     }
                 }
+                // A grid that came out constant is a constant reward: keep it exact.
+                if (std::all_of(grid.begin(), grid.end(), [&](double g) { return g == grid[0]; })) {
+                    m_.R[a * S + s] = grid[0];
+                    continue;
+                }
                 double r = 0.0;
                 const double* trow = &m_.T[(a * S + s) * S];
                 for (std::size_t p = 0; p < S; ++p) {
