@@ -748,6 +748,8 @@ class Parser {
     Pomdp finish() {
         const int eof = peek().line;
         if (!have_discount_) fail(eof, "missing 'discount:' declaration");
+        for (const Decl* d : {&states_, &actions_, &obs_})
+            if (!d->declared) fail(eof, std::string("missing '") + d->keyword + ":' declaration");
         allocate(eof, "end of input");
         m_.state_names = states_.names;
         m_.action_names = actions_.names;
