@@ -670,3 +670,21 @@ def test_flattened_model_pomdp_file_round_trip(tmp_path):
     np.testing.assert_array_equal(back.R, flat.R)
     np.testing.assert_array_equal(back.b0, flat.b0)
     assert back.discount == 1.0
+
+
+def test_refinement_passes_only_tighten():
+    """Pass 0 is the n_refine=0 solve; later passes keep the best lower bound and the
+    smallest upper bound, both still bracketing the exact value; target_gap stops early."""
+    model = random_model(41, H=4, X=2, S=3, O=2, sparse=True)
+    exact = brute_force(model)[0]
+    p0 = solve_finite(model, n_samples=4, grid_resolution=1, seed=2)
+    p2, info = solve_finite(
+        model, n_samples=4, grid_resolution=1, seed=2, n_refine=2, return_info=True
+    )
+    assert info.n_passes == 3 and info.history.shape == (3, 3)
+    assert info.history[0, 1] == p0.lower_bound and info.history[0, 2] == p0.upper_bound
+    assert np.all(np.diff(info.history[:, 1]) >= 0) and np.all(np.diff(info.history[:, 2]) <= 0)
+    assert p2.lower_bound >= p0.lower_bound and p2.upper_bound <= p0.upper_bound
+    assert p2.lower_bound <= exact + 1e-9 <= p2.upper_bound + 2e-9
+    stop = solve_finite(model, n_samples=4, seed=2, n_refine=5, target_gap=1e9, return_info=True)
+    assert stop[1].n_passes == 1

@@ -765,8 +765,8 @@ def solve_finite(
     *,
     belief_points: ArrayLike | None = None,
     grid_resolution: int | None = None,
-    n_samples: int = 16,
-    n_refine: int = 1,
+    n_samples: int = 32,
+    n_refine: int = 0,
     target_gap: float = 0.0,
     n_threads: int | None = None,
     seed: int = 0,
@@ -785,12 +785,12 @@ def solve_finite(
         Add the simplex grid ``{b : b(s) in {0, 1/r, ..., 1}}`` at every ``(t, x)``.
         ``None`` picks a default by ``n_hidden`` (S=2: 16, S=3: 4, S=4: 3, larger: none);
         0 disables the grid.  The corners of the simplex are always included.
-    n_samples : int, default 16
+    n_samples : int, default 32
         Trajectories simulated forward from the initial belief per pass; their beliefs join
         the belief sets.  The first pass follows the fast informed bound (half) and random
         actions (half); each refinement pass follows the current lower-bound policy (half)
         and the upper bound towards the successor of largest gap (half).
-    n_refine : int, default 1
+    n_refine : int, default 0
         Refinement passes (each a full backward pass on the enlarged belief sets).
     target_gap : float, default 0
         Skip the remaining refinement passes once ``upper - lower <= target_gap`` at b0.
@@ -832,8 +832,8 @@ def solve_finite_many(
     *,
     belief_points: ArrayLike | None = None,
     grid_resolution: int | None = None,
-    n_samples: int = 16,
-    n_refine: int = 1,
+    n_samples: int = 32,
+    n_refine: int = 0,
     target_gap: float = 0.0,
     n_threads: int | None = None,
     seed: int = 0,
