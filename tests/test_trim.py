@@ -212,3 +212,103 @@ def test_policy_shape_mismatch():
     with pytest.raises(PolicyFormatError, match=r"alphas must have shape .* got \(4, 2\)"):
         TrimPolicy(model=m, lam=0.1, alphas=np.zeros((4, 2)), actions=np.zeros(4, int),
                    offsets=np.arange(13) * 0)
+
+
+# --------------------------------------------------------------------------- with the solver
+def test_solve_grid_brackets_exact_value():
+    pytest.importorskip("trim_pomdp.finite")
+    from trim_pomdp.trim import solve_grid
+
+    obs = ((0.7, 0.3), (0.4, 0.6), (0.2, 0.8))
+    m = tiny(obs=obs, strong_tokens=[5.0])
+    lams = [0.0, 0.01, 0.05, 1.0]
+    bank = solve_grid(m, lams, grid_resolution=16)
+    for p in bank:
+        exact = exact_value(m, p.lam)
+        assert p.value_b0 <= exact + 1e-9
+        assert p.upper_bound >= exact - 1e-9
+        assert p.value_b0 == pytest.approx(exact, abs=1e-6)
+
+
+def test_value_at_b0_matches_simulated_return():
+    # The scenario matches the model exactly (no spread, no PRM bias or correlation):
+    # the policy's value at b0, P(success) - lam E[strong tokens], must agree with the
+    # simulated mean return within 2 standard errors.
+    pytest.importorskip("trim_pomdp.finite")
+    from trim_pomdp.router import TrimBatchPolicy
+    from trim_pomdp.scenario import default_scenario
+    from trim_pomdp.simulator import sample_world, simulate_routing
+    from trim_pomdp.trim import solve_grid
+
+    sc = default_scenario().replace(p_w_concentration=None, p_s_concentration=None,
+                                    difficulty_correlation=0.0, prm_bias_sd=0.0,
+                                    prm_correlation=0.0)
+    m = TrimModel.from_scenario(sc, n_score_bins=8, n_token_bins=3)
+    bank = solve_grid(m, [2e-4, 2e-3])
+    # Seed 0 is the test's world.  For the record, the z-scores (sim - value) / se of the
+    # two lambdas on worlds with seeds 1..7 were within [-1.96, 1.8] except seed 5 (z = 2.4
+    # at lam = 2e-3, a world with short traces: mean length 7.80 vs 7.85 expected); a
+    # 2-standard-error check fails ~5% of worlds by construction.
+    world = sample_world(sc, n_problems=60000, seed=0)
+    for p in bank:
+        assert p.upper_bound - p.value_b0 < 0.01
+        r = simulate_routing(world, TrimBatchPolicy(p))
+        ret = r.correct - p.lam * r.strong_tokens
+        se = ret.std(ddof=1) / np.sqrt(ret.size)
+        assert abs(ret.mean() - p.value_b0) < 2 * se, (p.lam, ret.mean(), p.value_b0, se)
+        assert 0 < r.regeneration_rate < 1  # a real trade-off, not a trivial policy
+
+
+def test_from_scenario_token_expectations():
+    # q_k and c_k from the lognormal formulas against a Monte Carlo of the scenario's own
+    # token model (cheap = max(1, round(exp(.))), correlated log-lengths).
+    from trim_pomdp.scenario import default_scenario
+
+    sc = default_scenario()
+    m = TrimModel.from_scenario(sc, n_score_bins=5, n_token_bins=4)
+    rng = np.random.default_rng(0)
+    n = 2_000_000
+    (mu_c, sd_c), (mu_s, sd_s), rho = sc.cheap_tokens, sc.strong_tokens, sc.token_correlation
+    z = rng.standard_normal(n)
+    w = rho * z + np.sqrt(1 - rho**2) * rng.standard_normal(n)
+    cheap = np.maximum(1, np.round(np.exp(mu_c + sd_c * z)))
+    strong = np.exp(mu_s + sd_s * w)
+    k = m.token_bin(cheap)
+    q = np.bincount(k, minlength=m.n_token_bins) / n
+    np.testing.assert_allclose(m.token_probs, q, atol=4 * np.sqrt(0.25 / n))
+    for b in range(m.n_token_bins):
+        sel = strong[k == b]
+        assert m.strong_tokens[b] == pytest.approx(sel.mean(), abs=4 * sel.std() / np.sqrt(sel.size))
+    from scipy.special import betainc
+
+    a, b_ = sc.score_beta[2]
+    np.testing.assert_allclose(m.obs_matrix[2], np.diff(betainc(a, b_, np.linspace(0, 1, 6))))
+
+
+def test_calibrate_reports_achieved_fraction():
+    pytest.importorskip("trim_pomdp.finite")
+    from trim_pomdp.router import TrimBatchPolicy
+    from trim_pomdp.scenario import default_scenario
+    from trim_pomdp.simulator import simulate_routing
+    from trim_pomdp.trim import calibrate, default_lambdas, solve_grid
+
+    sc = default_scenario()
+    m = TrimModel.from_scenario(sc, n_score_bins=6, n_token_bins=2)
+    bank = solve_grid(m, default_lambdas(m, 6))
+    lam, achieved = calibrate(bank, scenario=sc, target_cost_fraction=0.1, n_problems=3000, seed=3)
+    assert lam in bank.lambdas
+    r = simulate_routing(sc, TrimBatchPolicy(bank.nearest(lam)), n_problems=3000, seed=3)
+    assert achieved == pytest.approx(r.cost_fraction, rel=1e-12)
+    fr = [simulate_routing(sc, TrimBatchPolicy(p), n_problems=3000, seed=3).cost_fraction
+          for p in bank]
+    assert abs(achieved - 0.1) == pytest.approx(min(abs(f - 0.1) for f in fr), rel=1e-12)
+    # the replay on traces: cost counted exactly as the router decides on each trace
+    from trim_pomdp.trim import _trace_simulator
+
+    traces = _trace_simulator()(sc, model="cheap", n_problems=200, seed=4)
+    lam2, achieved2 = calibrate(bank, traces=traces, target_cost_fraction=0.2)
+    assert lam2 in bank.lambdas and 0.0 <= achieved2 <= 1.0
+    with pytest.raises(ValueError, match="exactly one of scenario= or traces="):
+        calibrate(bank, target_cost_fraction=0.2)
+    with pytest.raises(ValueError, match=r"target_cost_fraction must be in \[0, 1\]"):
+        calibrate(bank, traces=traces, target_cost_fraction=1.5)

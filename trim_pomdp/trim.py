@@ -927,9 +927,9 @@ def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig()) -> tuple[T
     Returns ``(model, transition, observation)``.
     """
     from trim_pomdp.observation import ObservationModel
-    from trim_pomdp.simulator import generate_traces
     from trim_pomdp.transition import TransitionModel
 
+    generate_traces = _trace_simulator()
     cheap = generate_traces(scenario, model="cheap", n_problems=config.n_fit_problems,
                             seed=config.seed)
     strong = generate_traces(scenario, model="strong", n_problems=config.n_fit_problems,
@@ -940,6 +940,17 @@ def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig()) -> tuple[T
                       n_min_bins=config.n_min_bins if config.features == "score+min" else None,
                       n_token_bins=config.n_token_bins)
     return model, transition, observation
+
+
+def _trace_simulator():
+    """The simulator's labelled-trace generator (``simulate_traces``; ``generate_traces``
+    in its first version)."""
+    from trim_pomdp import simulator
+
+    fn = getattr(simulator, "simulate_traces", None) or getattr(simulator, "generate_traces", None)
+    if fn is None:  # pragma: no cover - depends on piece sim
+        raise ImportError("trim_pomdp.simulator has no simulate_traces/generate_traces")
+    return fn
 
 
 def pomdp_family(options: Any = None, config: FitConfig | None = None):
