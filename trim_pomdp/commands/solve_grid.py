@@ -34,7 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lambda-values", metavar="L1,L2,...",
                    help="explicit comma-separated lambdas (overrides --lambdas)")
     p.add_argument("--n-samples", type=int, default=64)
-    p.add_argument("--n-refine", type=int, default=1)
+    p.add_argument("--n-refine", type=int, default=0)
     p.add_argument("--grid-resolution", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
