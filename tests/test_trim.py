@@ -107,7 +107,8 @@ def test_token_bins_and_observed_index():
     )
     assert m.n_observed == 8 and m.horizon == 31 and m.hazard[-1] == 1.0
     np.testing.assert_array_equal(m.token_bin([0, 19.9, 20, 49, 50, 1000]), [0, 0, 1, 1, 2, 2])
-    np.testing.assert_array_equal(m.observation_index([0.0, 0.24, 0.25, 0.99, 1.0]), [0, 0, 1, 3, 3])
+    np.testing.assert_array_equal(m.observation_index([0.0, 0.24, 0.25, 0.99, 1.0]),
+                                  [0, 0, 1, 3, 3])
     assert m.observed_index(False, 2) == 3 and m.observed_index(True, 0) == 4
     T = m.arrays(0.0)["T"]
     # next draft of step 5 (non-final): final w.p. 0.1, token bin by q
@@ -134,7 +135,8 @@ def test_min_feature_observation_index():
         ({"p_w": 1.2}, r"p_w must be a probability in \[0, 1\]; got 1.2"),
         ({"p_s": float("nan")}, r"p_s must be a probability"),
         ({"hazard": [0.5, 0.5, 2.0]}, r"hazard must lie in \[0, 1\]"),
-        ({"obs_matrix": np.full((2, 2), 0.5)}, r"obs_matrix must have shape .* = \(3, 2\); got \(2, 2\)"),
+        ({"obs_matrix": np.full((2, 2), 0.5)},
+         r"obs_matrix must have shape .* = \(3, 2\); got \(2, 2\)"),
         ({"obs_matrix": [[0.5, 0.4], [0.5, 0.5], [0.5, 0.5]]}, r"obs_matrix\[s=0, :\] sums to 0.9"),
         ({"token_probs": [0.5, 0.5], "strong_tokens": [1, 2]}, r"token_edges .* are required"),
         ({"strong_tokens": [1.0, 2.0]}, r"strong_tokens must have shape \(1,\); got \(2,\)"),
@@ -167,7 +169,8 @@ def test_policy_bank_save_load_round_trip(tmp_path):
         score_edges=[0.25, 0.5, 0.75], min_edges=[0.3, 0.6],
         token_probs=[0.5, 0.5], strong_tokens=[30.0, 90.0], token_edges=[42.0],
     )
-    bank = PolicyBank(m, [random_policy(m, lam, seed) for seed, lam in enumerate([0.1, 0.01, 0.05])])
+    lams = [0.1, 0.01, 0.05]
+    bank = PolicyBank(m, [random_policy(m, lam, seed) for seed, lam in enumerate(lams)])
     np.testing.assert_array_equal(bank.lambdas, [0.01, 0.05, 0.1])
     path = bank.save(tmp_path / "bank")
     assert path.name == "bank.npz"
@@ -175,7 +178,7 @@ def test_policy_bank_save_load_round_trip(tmp_path):
     assert meta["format_version"] == 1 and meta["n_policies"] == 3
     back = PolicyBank.load(tmp_path / "bank.npz")
     np.testing.assert_array_equal(back.lambdas, bank.lambdas)
-    for p, q in zip(bank, back):
+    for p, q in zip(bank, back, strict=True):
         np.testing.assert_array_equal(p.alphas, q.alphas)
         np.testing.assert_array_equal(p.actions, q.actions)
         np.testing.assert_array_equal(p.offsets, q.offsets)
@@ -206,8 +209,8 @@ def test_policy_shape_mismatch():
         p_w=0.8, p_s=0.9, hazard=[0.2, 0.2, 1.0], obs_matrix=np.full((3, 2), 0.5)
     )
     p = random_policy(other, 0.1, 0)
-    with pytest.raises(PolicyFormatError, match=r"offsets must have shape .* = \(13,\) for horizon 3 "
-                       r"and n_observed 4; got \(17,\)"):
+    with pytest.raises(PolicyFormatError, match=r"offsets must have shape .* = \(13,\) for "
+                       r"horizon 3 and n_observed 4; got \(17,\)"):
         TrimPolicy(model=m, lam=0.1, alphas=p.alphas, actions=p.actions, offsets=p.offsets)
     with pytest.raises(PolicyFormatError, match=r"alphas must have shape .* got \(4, 2\)"):
         TrimPolicy(model=m, lam=0.1, alphas=np.zeros((4, 2)), actions=np.zeros(4, int),
@@ -278,7 +281,8 @@ def test_from_scenario_token_expectations():
     np.testing.assert_allclose(m.token_probs, q, atol=4 * np.sqrt(0.25 / n))
     for b in range(m.n_token_bins):
         sel = strong[k == b]
-        assert m.strong_tokens[b] == pytest.approx(sel.mean(), abs=4 * sel.std() / np.sqrt(sel.size))
+        tol = 4 * sel.std() / np.sqrt(sel.size)
+        assert m.strong_tokens[b] == pytest.approx(sel.mean(), abs=tol)
     from scipy.special import betainc
 
     a, b_ = sc.score_beta[2]

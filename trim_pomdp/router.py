@@ -207,7 +207,8 @@ class TrimBatchPolicy:
 
     needs_truth = False
 
-    def __init__(self, policy: Any, model: TrimModel | None = None, *, name: str = "TRIM-POMDP") -> None:
+    def __init__(self, policy: Any, model: TrimModel | None = None, *,
+                 name: str = "trim-pomdp") -> None:
         self.name = name
         self.model, self.policy = _policy_arrays(policy, model)
         self.lam = self.policy.lam

@@ -54,7 +54,9 @@ def build_model(args: argparse.Namespace):
         return TrimModel.from_scenario(sc, n_score_bins=args.n_score_bins,
                                        n_token_bins=args.n_token_bins)
     if args.observation is None:
-        raise SystemExit("trim-pomdp solve-grid: error: --observation is required with --transition")
+        raise SystemExit(
+            "trim-pomdp solve-grid: error: --observation is required with --transition"
+        )
     from trim_pomdp.observation import ObservationModel
     from trim_pomdp.transition import TransitionModel
 
