@@ -18,6 +18,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <unordered_map>
@@ -96,17 +97,20 @@ class HsviSolver {
         int lb_stamp = 0;          // alphas [0, lb_stamp) already taken into account
         int ub_stamp = 0;          // points [0, ub_stamp) already taken into account
         std::uint32_t ub_epoch = 0;
-        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O), rba_ (A)
+        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O); child_off/O into rba_ (A)
     };
 
     // --- set-up -----------------------------------------------------------------
     void check_model() const;
+    bool should_stop() const;
     void build_sparse();
     void init_blind();
     void init_fib();
     // --- beliefs ----------------------------------------------------------------
     int add_node(const int* idx, const double* val, int supp);
-    void expand(int n);
+    void ensure_block(int n);
+    void expand_action(int n, int a);
+    double q_value(int n, int a, bool upper_bound);
     // --- bounds -----------------------------------------------------------------
     double lower(int n);
     double upper(int n);
@@ -151,7 +155,11 @@ class HsviSolver {
     std::vector<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
     std::vector<int> child_id_;
     std::vector<double> child_p_;
-    std::vector<double> rba_;
+    std::vector<double> rba_;        // R(b, a), A per expanded node
+    std::vector<double> qub_cache_;  // cached Q_U(b, a), A per expanded node
+    std::vector<char> act_done_;     // children of (node, a) computed, A per expanded node
+    std::vector<char> evaluated_;
+    int ub_action_ = -1;
     std::unordered_multimap<std::uint64_t, int> node_hash_;
 
     // scratch (sized once; backups do not allocate)
@@ -161,6 +169,8 @@ class HsviSolver {
     std::vector<std::vector<int>> bucket_idx_;
     std::vector<std::vector<double>> bucket_val_;
     std::vector<int> path_;
+    const std::atomic<bool>* stop_ = nullptr;
+    std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
     bool force_alpha_ = false;  // backup_at: always emit the backed-up vector
     double peak_mb_ = 0.0;
 };

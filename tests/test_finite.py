@@ -135,15 +135,15 @@ def reference_solve(model: FiniteHorizonPOMDP, points: np.ndarray):
         ub[H][x] = (model.R_final[x][None, :].copy(), model.R_final[x].copy(), [])
 
     def ub_eval(t, x, y):
+        # min(fast informed bound, corner interpolation, sawtooth) (grid_resolution=0: the
+        # solver's grid is the corners only)
         fib, corner, pts = ub[t][x]
         f = np.max(fib @ y)
         lin = y @ corner
         best = lin
         for bi, vi in pts:
-            d = vi - bi @ corner
-            if d < -1e-12:
-                sup = bi > 0
-                best = min(best, lin + np.min(y[sup] / bi[sup]) * d)
+            sup = bi > 0
+            best = min(best, lin + np.min(y[sup] / bi[sup]) * (vi - bi @ corner))
         return min(f, best)
 
     # fast informed bound vectors
@@ -201,7 +201,13 @@ def reference_solve(model: FiniteHorizonPOMDP, points: np.ndarray):
             gam[t][x] = (cands[keep], np.array(acts)[keep])
             f = fib[t][x]
             corner = np.array([min(ubv[s], np.max(f[:, s])) for s in range(S)])
-            pts = [(B[i], min(ubv[i], np.max(f @ B[i]))) for i in range(S, len(B))]
+            # sawtooth points: those whose backed-up value beats both the fast informed
+            # bound and the corner interpolation there (the others add nothing at b_i)
+            pts = [
+                (B[i], ubv[i])
+                for i in range(S, len(B))
+                if ubv[i] < min(np.max(f @ B[i]), B[i] @ corner) - 1e-12
+            ]
             ub[t][x] = (f, corner, pts)
 
     lower = sum(
@@ -595,3 +601,72 @@ def test_simplex_grid_count():
     assert pol.info.n_beliefs == len(
         [c for c in itertools.product(range(5), repeat=3) if sum(c) == 4]
     ) + 1  # + b0
+
+
+# --------------------------------------------------------------------------- generic solver
+def _tiny_trim_like(lam: float) -> FiniteHorizonPOMDP:
+    """A 4-step TRIM-like MOMDP (x: start, non-final draft, final draft, terminal)."""
+    H, A, X, S, O = 5, 2, 4, 3, 3
+    START, DRAFT, FINAL, TERM = range(X)
+    p_w, p_s, hz = 0.8, 0.95, 0.3
+    good = np.array([p_w, 0.0, 1 - p_w])
+    bad = np.array([0.0, 1.0, 0.0])
+    T = np.zeros((H, A, X, S, X, S))
+    for t in range(H):
+        h = 1.0 if t >= H - 2 else hz
+        for a in range(A):
+            for s in range(S):
+                for x in (FINAL, TERM):
+                    T[t, a, x, s, TERM, s] = 1.0
+                if t == H - 1:
+                    T[t, a, START, s, TERM, s] = T[t, a, DRAFT, s, TERM, s] = 1.0
+                    continue
+                if a == 0:
+                    nxt_draft = good if s == 0 else bad
+                else:
+                    nxt_draft = p_s * good + (1 - p_s) * bad if s != 1 else bad
+                for x, nxt in ((START, good), (DRAFT, nxt_draft)):
+                    T[t, a, x, s, FINAL] = h * nxt
+                    T[t, a, x, s, DRAFT] = (1 - h) * nxt
+    Z = np.zeros((A, X, S, O))
+    Z[:, :, :, 0] = 1.0
+    obs = np.array([[0.1, 0.3, 0.6], [0.6, 0.3, 0.1], [0.5, 0.3, 0.2]])
+    Z[:, DRAFT] = Z[:, FINAL] = obs
+    R = np.zeros((A, X, S))
+    R[1, DRAFT] = R[1, FINAL] = -lam
+    R[0, FINAL, 0] += 1.0
+    R[1, FINAL, [0, 2]] += p_s
+    return FiniteHorizonPOMDP(T, Z, R, horizon=H, x0=START, b0=[1.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("lam", [0.02, 0.15])
+def test_flattened_model_matches_generic_solver(lam):
+    """Value at b0 of solve_finite == the flattened plain POMDP solved by the HSVI solver."""
+    solver = pytest.importorskip("trim_pomdp.solver")
+    model = _tiny_trim_like(lam)
+    exact, reach = brute_force(model)
+    pol = solve_finite(model, belief_points=reach, n_samples=0, n_refine=0)
+    assert pol.lower_bound == pytest.approx(exact, abs=1e-9)
+    assert pol.upper_bound == pytest.approx(exact, abs=1e-9)
+    default = solve_finite(model)
+    assert default.lower_bound <= exact + 1e-9 <= default.upper_bound + 2e-9
+    _, info = solver.solve_info(
+        model.flatten(), solver.SolverConfig(time_limit=10.0, target_gap=1e-7)
+    )
+    assert info.gap <= 1e-6
+    assert info.lower_bound == pytest.approx(exact, abs=1e-6)
+    assert info.upper_bound == pytest.approx(exact, abs=1e-6)
+
+
+def test_flattened_model_pomdp_file_round_trip(tmp_path):
+    """The flattened model written as a .pomdp file (for SARSOP) reads back the same."""
+    model_mod = pytest.importorskip("trim_pomdp.model")
+    flat = _tiny_trim_like(0.05).flatten()
+    path = tmp_path / "trim_tiny.pomdp"
+    flat.to_file(path)
+    back = model_mod.POMDP.from_file(path)
+    np.testing.assert_array_equal(back.T, flat.T)
+    np.testing.assert_array_equal(back.Z, flat.Z)
+    np.testing.assert_array_equal(back.R, flat.R)
+    np.testing.assert_array_equal(back.b0, flat.b0)
+    assert back.discount == 1.0

@@ -178,6 +178,20 @@ def test_converged_reference_values(pomdp_problems_dir, name):
     assert res["upper_bound"] >= ref_lb - ROUNDING
 
 
+def assert_no_pointwise_dominated(alphas: np.ndarray) -> None:
+    for i in range(len(alphas)):
+        others = np.delete(alphas, i, axis=0)
+        assert not np.any(np.all(alphas[i] <= others, axis=1)), f"alpha {i} is dominated"
+
+
+def test_rocksample_policy_pruned(pomdp_problems_dir):
+    model = load_problem(pomdp_problems_dir, "RockSample_4_4.pomdp")
+    res = run(model, time_limit=10.0, target_gap=1e-3)
+    assert_no_pointwise_dominated(res["alphas"])
+    assert alpha_value(res, model.b0) == pytest.approx(res["lower_bound"], abs=1e-12)
+    assert_history_monotone(res["history"])
+
+
 @pytest.mark.parametrize("name", ["network.POMDP", "hallway.POMDP"])
 def test_unconverged_reference_bounds(pomdp_problems_dir, name):
     model = load_problem(pomdp_problems_dir, name)
@@ -275,6 +289,7 @@ def test_random_models_bounds_consistent(seed):
     assert short["lower_bound"] <= full["lower_bound"] <= full["upper_bound"] <= short["upper_bound"]
     for res in (short, full):
         assert alpha_value(res, model.b0) == pytest.approx(res["lower_bound"], abs=1e-9)
+        assert_no_pointwise_dominated(res["alphas"])
     assert_history_monotone(full["history"])
 
 

@@ -680,7 +680,7 @@ class FiniteHorizonPolicy:
 # --------------------------------------------------------------------- solving
 def _default_grid(n_hidden: int) -> int:
     """Simplex grid resolution used when ``grid_resolution=None``: dense for tiny S."""
-    return {1: 1, 2: 16, 3: 8, 4: 4}.get(n_hidden, 0)
+    return {1: 1, 2: 16, 3: 4, 4: 3}.get(n_hidden, 0)
 
 
 def _solver_kwargs(
@@ -693,6 +693,7 @@ def _solver_kwargs(
     n_threads: int | None,
     seed: int,
     share_slices: bool,
+    sawtooth: bool,
 ) -> dict[str, Any]:
     def _int(value: Any, name: str, lo: int) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
@@ -730,6 +731,7 @@ def _solver_kwargs(
         "n_threads": None if n_threads is None else _int(n_threads, "n_threads", 1),
         "seed": _int(seed, "seed", 0),
         "share_slices": bool(share_slices),
+        "sawtooth": bool(sawtooth),
     }
 
 
@@ -763,12 +765,13 @@ def solve_finite(
     *,
     belief_points: ArrayLike | None = None,
     grid_resolution: int | None = None,
-    n_samples: int = 64,
+    n_samples: int = 16,
     n_refine: int = 1,
     target_gap: float = 0.0,
     n_threads: int | None = None,
     seed: int = 0,
     share_slices: bool = True,
+    sawtooth: bool = True,
     return_info: bool = False,
 ) -> FiniteHorizonPolicy | tuple[FiniteHorizonPolicy, FiniteSolveInfo]:
     """Solve a finite-horizon MOMDP by backward point-based value iteration (C++).
@@ -780,9 +783,9 @@ def solve_finite(
         Extra hidden beliefs added to the belief set of every ``(t, x)``.
     grid_resolution : int, optional
         Add the simplex grid ``{b : b(s) in {0, 1/r, ..., 1}}`` at every ``(t, x)``.
-        ``None`` picks a default by ``n_hidden`` (S=2: 16, S=3: 8, S=4: 4, larger: none);
+        ``None`` picks a default by ``n_hidden`` (S=2: 16, S=3: 4, S=4: 3, larger: none);
         0 disables the grid.  The corners of the simplex are always included.
-    n_samples : int, default 64
+    n_samples : int, default 16
         Trajectories simulated forward from the initial belief per pass; their beliefs join
         the belief sets.  The first pass follows the fast informed bound (half) and random
         actions (half); each refinement pass follows the current lower-bound policy (half)
@@ -798,6 +801,9 @@ def solve_finite(
     share_slices : bool, default True
         Compute once per group of observed values with identical transition slices (the
         results are the same either way; ``False`` exists for testing).
+    sawtooth : bool, default True
+        Also tighten the upper bound by sawtooth interpolation at the sampled belief points
+        (the grid interpolation and the fast informed bound are always used).
     return_info : bool, default False
         Also return the :class:`FiniteSolveInfo` (always available as ``policy.info``).
 
@@ -811,7 +817,7 @@ def solve_finite(
 
     kw = _solver_kwargs(
         model.n_hidden, belief_points, grid_resolution, n_samples, n_refine, target_gap,
-        n_threads, seed, share_slices,
+        n_threads, seed, share_slices, sawtooth,
     )
     res = _core.solve_finite(model._core_dict(), **kw)
     pol = _policy_from_result(res, model)
@@ -826,12 +832,13 @@ def solve_finite_many(
     *,
     belief_points: ArrayLike | None = None,
     grid_resolution: int | None = None,
-    n_samples: int = 64,
+    n_samples: int = 16,
     n_refine: int = 1,
     target_gap: float = 0.0,
     n_threads: int | None = None,
     seed: int = 0,
     share_slices: bool = True,
+    sawtooth: bool = True,
 ) -> list[FiniteHorizonPolicy]:
     """Solve many models in parallel on a C++ thread pool (GIL released).
 
@@ -858,7 +865,7 @@ def solve_finite_many(
 
     kw = _solver_kwargs(
         S, belief_points, grid_resolution, n_samples, n_refine, target_gap, n_threads, seed,
-        share_slices,
+        share_slices, sawtooth,
     )
     results = _core.solve_finite_many([m._core_dict() for m in models], **kw)
     return [_policy_from_result(r, m) for r, m in zip(results, models)]
