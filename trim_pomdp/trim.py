@@ -793,10 +793,7 @@ def solve_grid(
     :func:`trim_pomdp.finite.solve_finite_many`) and return the :class:`PolicyBank`.
 
     ``solver_opts`` go to ``solve_finite_many`` (``belief_points``, ``grid_resolution``,
-    ``n_samples``, ``n_refine``, ``n_threads``, ``seed``).  Defaults here differ from the
-    engine's in one place: ``n_refine=0`` (no refinement pass).  On the default scenario's
-    model (10 score bins, 4 token bins) the refinement pass raised the lower bound at b0 by
-    5e-5 (0.77225 -> 0.77230 at lambda = 1e-3) for 10x the time; see docs/readme_router.md.
+    ``n_samples``, ``n_refine``, ``n_threads``, ``seed``); the engine's defaults otherwise.
     """
     from trim_pomdp.finite import solve_finite_many
 
@@ -805,7 +802,6 @@ def solve_grid(
         raise ModelValidationError(
             f"lambdas must be a non-empty 1-D sequence; got shape {lams.shape}"
         )
-    solver_opts.setdefault("n_refine", 0)
     base = model.to_finite(float(lams[0]))
     models = [base] + [base.with_rewards(model.arrays(float(v))["R"]) for v in lams[1:]]
     solved = solve_finite_many(models, **solver_opts)
