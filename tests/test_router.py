@@ -123,7 +123,12 @@ def test_step_30_is_final_and_past_30_raises():
     assert not r.done
     r.step(0.5, 10, False)  # the cap: step 30 is final
     assert r.done and r.t == 30
-    with pytest.raises(RouterStateError, match=r"after the final step \(step 30\); call reset\(\)"):
+    with pytest.raises(RouterStateError, match=r"past the maximum of 30 steps \(step 30 is always "
+                       r"final\); call reset\(\) first"):
+        r.step(0.5, 10, False)
+    r.reset()
+    r.step(0.5, 10, True)
+    with pytest.raises(RouterStateError, match=r"after the final step \(step 1\); call reset\(\)"):
         r.step(0.5, 10, False)
 
 

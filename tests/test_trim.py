@@ -316,3 +316,48 @@ def test_calibrate_reports_achieved_fraction():
         calibrate(bank, target_cost_fraction=0.2)
     with pytest.raises(ValueError, match=r"target_cost_fraction must be in \[0, 1\]"):
         calibrate(bank, traces=traces, target_cost_fraction=1.5)
+
+
+def test_from_fitted_models():
+    # TrimModel(transition, observation) carries the fitted parameters over unchanged.
+    from trim_pomdp.observation import ObservationModel
+    from trim_pomdp.scenario import default_scenario
+    from trim_pomdp.transition import TransitionModel, token_bin
+    from trim_pomdp.trim import _trace_simulator
+
+    sim = _trace_simulator()
+    sc = default_scenario()
+    cheap = sim(sc, model="cheap", n_problems=600, seed=1)
+    strong = sim(sc, model="strong", n_problems=600, seed=2)
+    tm = TransitionModel().fit(cheap, strong)
+    om = ObservationModel(estimator="beta", features="score+min").fit(cheap)
+    m = TrimModel(tm, om, n_score_bins=5, n_min_bins=3, n_token_bins=4)
+    assert (m.p_w, m.p_s) == (tm.p_w_, tm.p_s_)
+    np.testing.assert_array_equal(m.hazard, tm.hazard_)
+    np.testing.assert_allclose(m.obs_matrix, om.discretize(5, 3), atol=1e-12)
+    edges = tm.token_bin_edges(4)
+    np.testing.assert_array_equal(m.token_edges, np.unique(edges[1:-1]))
+    full = np.concatenate([[edges[0]], m.token_edges, [edges[-1]]])
+    np.testing.assert_allclose(m.token_probs, tm.token_bin_probabilities(full))
+    np.testing.assert_allclose(m.strong_tokens, tm.expected_strong_tokens_per_bin(full))
+    toks = np.array([1, 20, 50, 80, 200, 10_000])
+    np.testing.assert_array_equal(m.token_bin(toks), token_bin(toks, full))
+    scores, mins = np.array([0.0, 0.33, 0.5, 0.99, 1.0]), np.array([1.0, 0.2, 0.5, 0.7, 0.0])
+    np.testing.assert_array_equal(m.observation_index(scores, mins),
+                                  om.observation_index(scores, mins, 5, 3))
+
+
+def test_pomdp_family_factory():
+    pytest.importorskip("trim_pomdp.evaluate")
+    from trim_pomdp.evaluate import Family, FamilyOptions
+    from trim_pomdp.scenario import default_scenario
+    from trim_pomdp.trim import FitConfig, pomdp_family
+
+    fam = pomdp_family(FamilyOptions(scenario=default_scenario(), seed=3),
+                       FitConfig(n_fit_problems=400, seed=4, n_lambdas=3))
+    assert isinstance(fam, Family) and fam.name == "trim-pomdp" and fam.param_name == "lambda"
+    assert len(fam.params) == 3
+    pol = fam.make_policy(fam.params[1])
+    assert pol.lam == fam.params[1] and pol.needs_truth is False
+    with pytest.raises(ValueError, match=r"needs FamilyOptions\(scenario=...\)"):
+        pomdp_family(FamilyOptions())
