@@ -1,0 +1,1 @@
+"""Reinforcement-learned routers TRIM-Agg and TRIM-Seq (NumPy; no torch)."""
