@@ -1,4 +1,118 @@
-// Placeholder: replaced by the real bindings of this piece.
-#include "bind_common.hpp"
+// Bindings of the model piece: the .pomdp parser/writer and model validation.
+#include <optional>
+#include <string>
+#include <vector>
 
-void bind_model(py::module_& m) { (void)m; }
+#include "bind_common.hpp"
+#include "pomdp.hpp"
+#include "pomdp_parser.hpp"
+#include "pomdp_validate.hpp"
+
+namespace {
+
+using trim_bind::DArray;
+using Names = std::optional<std::vector<std::string>>;
+
+// Checks the shapes of the model arrays (messages give expected and received shapes) and
+// copies them into a trim::Pomdp.
+trim::Pomdp pomdp_from_arrays(const DArray& T, const DArray& Z, const DArray& R, double discount,
+                              const DArray& b0, const Names& state_names,
+                              const Names& action_names, const Names& obs_names) {
+    if (T.ndim() != 3)
+        throw py::value_error("T must have shape (n_actions, n_states, n_states); got " +
+                              trim_bind::shape_str({T.shape(), T.shape() + T.ndim()}));
+    if (Z.ndim() != 3)
+        throw py::value_error("Z must have shape (n_actions, n_states, n_observations); got " +
+                              trim_bind::shape_str({Z.shape(), Z.shape() + Z.ndim()}));
+    const py::ssize_t A = T.shape(0), S = T.shape(1), O = Z.shape(2);
+    trim_bind::require_shape(T, "T", "n_actions, n_states, n_states", {A, S, S});
+    trim_bind::require_shape(Z, "Z", "n_actions, n_states, n_observations", {A, S, O});
+    trim_bind::require_shape(R, "R", "n_actions, n_states", {A, S});
+    trim_bind::require_shape(b0, "b0", "n_states", {S});
+    trim::Pomdp m;
+    m.n_states = static_cast<int>(S);
+    m.n_actions = static_cast<int>(A);
+    m.n_obs = static_cast<int>(O);
+    m.discount = discount;
+    m.T = trim_bind::to_vector<double>(T);
+    m.Z = trim_bind::to_vector<double>(Z);
+    m.R = trim_bind::to_vector<double>(R);
+    m.b0 = trim_bind::to_vector<double>(b0);
+    if (state_names) m.state_names = *state_names;
+    if (action_names) m.action_names = *action_names;
+    if (obs_names) m.obs_names = *obs_names;
+    return m;
+}
+
+py::object names_or_none(const std::vector<std::string>& names) {
+    if (names.empty()) return py::none();
+    return py::cast(names);
+}
+
+}  // namespace
+
+void bind_model(py::module_& m) {
+    m.def(
+        "parse_pomdp",
+        [](const std::string& text, const std::string& filename, double tol,
+           std::size_t max_entries, bool validate) {
+            trim::ParseOptions opts;
+            opts.tol = tol;
+            opts.max_entries = max_entries;
+            opts.validate = validate;
+            trim::Pomdp p;
+            {
+                py::gil_scoped_release release;
+                p = trim::parse_pomdp(text, filename, opts);
+            }
+            const py::ssize_t A = p.n_actions, S = p.n_states, O = p.n_obs;
+            py::dict d;
+            d["T"] = trim_bind::to_array(p.T, {A, S, S});
+            d["Z"] = trim_bind::to_array(p.Z, {A, S, O});
+            d["R"] = trim_bind::to_array(p.R, {A, S});
+            d["discount"] = p.discount;
+            d["b0"] = trim_bind::to_array(p.b0, {S});
+            d["state_names"] = names_or_none(p.state_names);
+            d["action_names"] = names_or_none(p.action_names);
+            d["observation_names"] = names_or_none(p.obs_names);
+            // Rewards are always returned as rewards (costs negated); "values" records what
+            // the file declared.
+            d["values"] = "reward";
+            return d;
+        },
+        py::arg("text"), py::arg("filename") = "<string>", py::kw_only(), py::arg("tol") = 1e-6,
+        py::arg("max_entries") = trim::ParseOptions().max_entries, py::arg("validate") = true,
+        "Parse Cassandra .pomdp text (str or bytes) into a dict of model arrays.\n\n"
+        "Raises PomdpFormatError('file:line: ...') on any syntax, reference, count or\n"
+        "consistency problem.");
+
+    m.def(
+        "write_pomdp",
+        [](const DArray& T, const DArray& Z, const DArray& R, double discount, const DArray& b0,
+           const Names& state_names, const Names& action_names, const Names& obs_names) {
+            trim::Pomdp p = pomdp_from_arrays(T, Z, R, discount, b0, state_names, action_names,
+                                              obs_names);
+            py::gil_scoped_release release;
+            return trim::write_pomdp(p);
+        },
+        py::arg("T"), py::arg("Z"), py::arg("R"), py::arg("discount"), py::arg("b0"),
+        py::arg("state_names") = py::none(), py::arg("action_names") = py::none(),
+        py::arg("observation_names") = py::none(),
+        "Write model arrays as Cassandra .pomdp text (exact round trip through parse_pomdp).");
+
+    m.def(
+        "validate_pomdp",
+        [](const DArray& T, const DArray& Z, const DArray& R, double discount, const DArray& b0,
+           double tol, const Names& state_names, const Names& action_names,
+           const Names& obs_names) {
+            trim::Pomdp p = pomdp_from_arrays(T, Z, R, discount, b0, state_names, action_names,
+                                              obs_names);
+            py::gil_scoped_release release;
+            trim::validate_pomdp(p, tol);
+        },
+        py::arg("T"), py::arg("Z"), py::arg("R"), py::arg("discount"), py::arg("b0"),
+        py::arg("tol") = 1e-6, py::arg("state_names") = py::none(),
+        py::arg("action_names") = py::none(), py::arg("observation_names") = py::none(),
+        "Raise ModelValidationError naming the array, action, state and sum when the model is "
+        "inconsistent.");
+}

@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "TraceFormatError": "trim_pomdp.errors",
     "ScenarioError": "trim_pomdp.errors",
     "RouterStateError": "trim_pomdp.errors",
+    "InsufficientDataError": "trim_pomdp.errors",
     # issue 2: the engine
     "POMDP": "trim_pomdp.model",
     "SolverConfig": "trim_pomdp.solver",

@@ -59,3 +59,7 @@ class ScenarioError(TrimPomdpError, ValueError):
 
 class RouterStateError(TrimPomdpError, RuntimeError):
     """The router was called out of order (e.g. ``step`` after a final step)."""
+
+
+class InsufficientDataError(TrimPomdpError, ValueError):
+    """Too few labelled examples to fit a model (e.g. a hidden state with too few steps)."""

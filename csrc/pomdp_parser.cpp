@@ -1,0 +1,980 @@
+#include "pomdp_parser.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "pomdp_validate.hpp"
+
+namespace trim {
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Tokens.  The format is a token stream (a matrix may span lines, a probability may sit on
+// the line after its "T: a : s : s'"), so we tokenise the whole text first, keeping the
+// 1-based line of every token for error messages.
+// ---------------------------------------------------------------------------------------
+
+enum class Tok : std::uint8_t { Colon, Star, Number, Sign, Name, Bad, End };
+
+struct Token {
+    Tok kind;
+    bool is_int;        // Number made of digits only (usable as a count or an index)
+    bool out_of_range;  // Number that does not fit a double (reported as an error when used)
+    int line;
+    std::string_view text;
+    double value;
+};
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
+bool is_name_char(char c) { return is_alpha(c) || is_digit(c) || c == '_' || c == '-' || c == '.'; }
+
+// Unsigned decimal: digits [. digits*] [exp] | . digits+ [exp], exp = [eE][+-]?digits+.
+bool is_unsigned_number(std::string_view s) {
+    std::size_t i = 0, n = s.size(), int_digits = 0, frac_digits = 0;
+    while (i < n && is_digit(s[i])) ++i, ++int_digits;
+    if (i < n && s[i] == '.') {
+        ++i;
+        while (i < n && is_digit(s[i])) ++i, ++frac_digits;
+    }
+    if (int_digits + frac_digits == 0) return false;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        ++i;
+        if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
+        std::size_t exp_digits = 0;
+        while (i < n && is_digit(s[i])) ++i, ++exp_digits;
+        if (exp_digits == 0) return false;
+    }
+    return i == n;
+}
+
+Token classify(std::string_view w, int line) {
+    Token t{Tok::Bad, false, false, line, w, 0.0};
+    if (w == "+" || w == "-") {
+        t.kind = Tok::Sign;
+        return t;
+    }
+    std::string_view body = w;
+    bool negative = false;
+    if (!body.empty() && (body[0] == '+' || body[0] == '-')) {
+        negative = body[0] == '-';
+        body.remove_prefix(1);
+    }
+    if (is_unsigned_number(body)) {
+        t.kind = Tok::Number;
+        t.is_int = body.size() == w.size() &&
+                   std::all_of(body.begin(), body.end(), [](char c) { return is_digit(c); });
+        double v = 0.0;
+        auto res = std::from_chars(body.data(), body.data() + body.size(), v,
+                                   std::chars_format::general);
+        if (res.ec == std::errc::result_out_of_range) {
+            // from_chars reports underflow too and then leaves v unset: strtod tells
+            // overflow (+-HUGE_VAL) from underflow (a denormal or zero, a fine number).
+            const std::string copy(body);
+            v = std::strtod(copy.c_str(), nullptr);
+            t.out_of_range = std::isinf(v);
+        } else if (res.ec != std::errc() || res.ptr != body.data() + body.size()) {
+            t.kind = Tok::Bad;
+            return t;
+        }
+        t.value = negative ? -v : v;
+        return t;
+    }
+    if ((is_alpha(w[0]) || w[0] == '_') && std::all_of(w.begin(), w.end(), is_name_char)) {
+        t.kind = Tok::Name;
+    }
+    return t;
+}
+
+std::vector<Token> tokenize(const std::string& text) {
+    std::vector<Token> out;
+    out.reserve(text.size() / 4 + 16);
+    const char* p = text.data();
+    const std::size_t n = text.size();
+    std::size_t i = 0;
+    int line = 1;
+    while (i < n) {
+        const char c = p[i];
+        if (c == '\n') {
+            ++line;
+            ++i;
+        } else if (is_space(c)) {
+            ++i;
+        } else if (c == '#') {
+            while (i < n && p[i] != '\n') ++i;
+        } else if (c == ':') {
+            out.push_back({Tok::Colon, false, false, line, std::string_view(p + i, 1), 0.0});
+            ++i;
+        } else if (c == '*') {
+            out.push_back({Tok::Star, false, false, line, std::string_view(p + i, 1), 0.0});
+            ++i;
+        } else {
+            const std::size_t start = i;
+            while (i < n && !is_space(p[i]) && p[i] != ':' && p[i] != '#' && p[i] != '*') ++i;
+            out.push_back(classify(std::string_view(p + start, i - start), line));
+        }
+    }
+    out.push_back({Tok::End, false, false, line, std::string_view(), 0.0});
+    return out;
+}
+
+bool is_statement_keyword(std::string_view w) {
+    return w == "discount" || w == "values" || w == "states" || w == "actions" ||
+           w == "observations" || w == "start" || w == "T" || w == "O" || w == "R";
+}
+
+// Renders a token for a message: 'foo', or "end of input".
+std::string show(const Token& t) {
+    if (t.kind == Tok::End) return "end of input";
+    std::string s(t.text.substr(0, 40));
+    // Keep messages printable whatever bytes a corrupted file holds.
+    for (char& c : s)
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+    if (t.text.size() > 40) s += "...";
+    return "'" + s + "'";
+}
+
+std::string plural(std::size_t n, const char* word) {
+    std::string w(word);
+    if (n != 1) w = (!w.empty() && w.back() == 'y') ? w.substr(0, w.size() - 1) + "ies" : w + "s";
+    return std::to_string(n) + " " + w;
+}
+
+// A declared set of states, actions or observations.
+struct Decl {
+    const char* what;     // "state", "action", "observation"
+    const char* keyword;  // "states", ...
+    bool declared = false;
+    int line = 0;
+    int count = 0;
+    std::vector<std::string> names;
+    std::unordered_map<std::string_view, int> index;
+};
+
+// One R: statement, kept until the end so that R(a, s, s', o) can be reduced to R(a, s)
+// with the final T and Z.  kind 0: one value for (sp, o) (either may be -1 = all);
+// 1: a row over o for sp (or all sp); 2: an S x O matrix over (s', o).
+struct RSpec {
+    int sp;
+    int o;
+    int kind;
+    std::size_t off;  // first value in Parser::rvals_
+};
+
+class Parser {
+  public:
+    Parser(const std::string& text, const std::string& filename, const ParseOptions& opts)
+        : filename_(filename), opts_(opts), toks_(tokenize(text)) {
+        states_.what = "state";
+        states_.keyword = "states";
+        actions_.what = "action";
+        actions_.keyword = "actions";
+        obs_.what = "observation";
+        obs_.keyword = "observations";
+    }
+
+    Pomdp parse() {
+        while (peek().kind != Tok::End) statement();
+        return finish();
+    }
+
+  private:
+    const std::string& filename_;
+    ParseOptions opts_;
+    std::vector<Token> toks_;
+    std::size_t pos_ = 0;
+
+    Decl states_, actions_, obs_;
+    Pomdp m_;
+    bool have_discount_ = false, have_values_ = false, have_start_ = false, allocated_ = false;
+    int discount_line_ = 0, start_line_ = 0;
+    bool cost_ = false;
+    std::vector<int> t_line_, z_line_;  // line that last set row T[a, s, :] / Z[a, s', :]
+    std::vector<RSpec> rspecs_;
+    std::vector<double> rvals_;
+    std::vector<std::vector<std::uint32_t>> rlist_;  // per (a, s): specs since the last full cover
+    std::vector<double> nums_;                        // scratch for number lists
+
+    // ---- token helpers ----------------------------------------------------------------
+    const Token& peek(std::size_t k = 0) const {
+        const std::size_t i = std::min(pos_ + k, toks_.size() - 1);
+        return toks_[i];
+    }
+    const Token& next() {
+        const Token& t = toks_[pos_];
+        if (pos_ + 1 < toks_.size()) ++pos_;
+        return t;
+    }
+    [[noreturn]] void fail(int line, const std::string& msg) const {
+        throw ParseError(filename_, line, msg);
+    }
+    [[noreturn]] void fail_at(const Token& t, const std::string& expected) const {
+        std::string found = show(t);
+        if (t.kind == Tok::Bad) found = "malformed token " + found;
+        fail(t.line, "expected " + expected + "; found " + found);
+    }
+
+    // True when the next tokens start a statement ("T :", "start include :", ...).
+    bool at_statement() const {
+        const Token& t = peek();
+        if (t.kind == Tok::End) return true;
+        if (t.kind != Tok::Name || !is_statement_keyword(t.text)) return false;
+        if (peek(1).kind == Tok::Colon) return true;
+        return t.text == "start" && peek(1).kind == Tok::Name &&
+               (peek(1).text == "include" || peek(1).text == "exclude");
+    }
+
+    void expect_colon(const char* after) {
+        if (peek().kind != Tok::Colon) fail_at(peek(), std::string("':' after '") + after + "'");
+        next();
+    }
+
+    // After a complete statement the next token must start another one.
+    void expect_statement_end(const std::string& what) {
+        if (!at_statement()) {
+            const Token& t = peek();
+            if (t.kind == Tok::Name && is_statement_keyword(t.text))
+                fail_at(peek(1), "':' after '" + std::string(t.text) + "'");
+            std::string found = show(t);
+            if (t.kind == Tok::Bad) found = "malformed token " + found;
+            fail(t.line, "unexpected " + found + " after " + what +
+                             "; expected the next statement (discount:, values:, states:, "
+                             "actions:, observations:, start:, T:, O: or R:)");
+        }
+    }
+
+    // Reads a maximal run of numbers into nums_ (a lone sign may precede a number).
+    // Probabilities must lie in [0, 1].  Returns the line of the last number (or `line0`).
+    int read_numbers(bool prob, int line0) {
+        nums_.clear();
+        int last = line0;
+        for (;;) {
+            const Token& t = peek();
+            double sign = 1.0;
+            const Token* num = &t;
+            if (t.kind == Tok::Sign) {
+                if (peek(1).kind != Tok::Number) fail_at(peek(1), "a number after '" + std::string(t.text) + "'");
+                sign = t.text == "-" ? -1.0 : 1.0;
+                num = &peek(1);
+            } else if (t.kind != Tok::Number) {
+                break;
+            }
+            if (num->out_of_range) fail(num->line, "number " + show(*num) + " is out of range");
+            const double v = sign * num->value;
+            if (prob && !(v >= 0.0 && v <= 1.0))
+                fail(num->line, "probability must be in [0, 1]; found " + show(*num));
+            nums_.push_back(v);
+            last = num->line;
+            if (t.kind == Tok::Sign) next();
+            next();
+        }
+        return last;
+    }
+
+    // Reads exactly `want` numbers ending the statement described by `what`.
+    void read_exact(std::size_t want, bool prob, int line0, const std::string& what,
+                    const char* shape) {
+        const int last = read_numbers(prob, line0);
+        if (nums_.size() == want) {
+            expect_statement_end(what);
+            return;
+        }
+        const Token& t = peek();
+        if (nums_.size() < want && t.kind == Tok::Bad) fail_at(t, "a number");
+        if (nums_.size() < want && !at_statement()) {
+            if (t.kind == Tok::Name && is_statement_keyword(t.text))
+                fail_at(peek(1), "':' after '" + std::string(t.text) + "'");
+            fail_at(t, "a number");
+        }
+        fail(nums_.size() > want ? last : (nums_.empty() ? line0 : last),
+             what + " (line " + std::to_string(line0) + ") expects " +
+                 plural(want, prob ? "probability" : "number") + " (" + shape + "); found " +
+                 std::to_string(nums_.size()));
+    }
+
+    // ---- declarations --------------------------------------------------------------------
+    void declare(Decl& d, int line) {
+        if (d.declared)
+            fail(line, std::string("'") + d.keyword + ":' declared twice (first at line " +
+                           std::to_string(d.line) + ")");
+        if (allocated_)
+            fail(line, std::string("'") + d.keyword +
+                           ":' must come before the start:, T:, O: and R: entries");
+        d.declared = true;
+        d.line = line;
+        const Token& t = peek();
+        if (t.kind == Tok::Number && t.is_int) {
+            long long n = 0;
+            auto res = std::from_chars(t.text.data(), t.text.data() + t.text.size(), n);
+            if (res.ec != std::errc() || n <= 0 || n > 100000000)
+                fail(t.line, std::string("the number of ") + d.what +
+                                 "s must be an integer in [1, 100000000]; found " + show(t));
+            d.count = static_cast<int>(n);
+            next();
+            expect_statement_end(std::string("'") + d.keyword + ": " + std::string(t.text) + "'");
+            return;
+        }
+        while (peek().kind == Tok::Name && !at_statement()) {
+            const Token& n = next();
+            auto [it, fresh] = d.index.emplace(n.text, static_cast<int>(d.names.size()));
+            if (!fresh)
+                fail(n.line, std::string("duplicate ") + d.what + " name " + show(n) + " (also " +
+                                 d.what + " " + std::to_string(it->second) + ")");
+            d.names.emplace_back(n.text);
+        }
+        if (d.names.empty())
+            fail_at(peek(), std::string("a count or a list of ") + d.what + " names after '" +
+                                d.keyword + ":'");
+        d.count = static_cast<int>(d.names.size());
+        expect_statement_end(std::string("the ") + d.what + " names");
+    }
+
+    void require_declared(const Decl& d, int line, const char* stmt) {
+        if (!d.declared)
+            fail(line, std::string("'") + stmt + "' needs '" + d.keyword + ":' declared before it");
+    }
+
+    void allocate(int line, const char* stmt) {
+        if (allocated_) return;
+        require_declared(states_, line, stmt);
+        require_declared(actions_, line, stmt);
+        require_declared(obs_, line, stmt);
+        const double S = states_.count, A = actions_.count, O = obs_.count;
+        const double entries = A * S * S + A * S * O;
+        if (entries > static_cast<double>(opts_.max_entries))
+            fail(states_.line, "model too large: " + std::to_string(actions_.count) + " actions x " +
+                                   std::to_string(states_.count) + " states x (" +
+                                   std::to_string(states_.count) + " states + " +
+                                   std::to_string(obs_.count) + " observations) = " +
+                                   std::to_string(static_cast<long long>(entries)) +
+                                   " dense entries exceeds the limit of " +
+                                   std::to_string(opts_.max_entries));
+        m_.n_states = states_.count;
+        m_.n_actions = actions_.count;
+        m_.n_obs = obs_.count;
+        const std::size_t s = m_.n_states, a = m_.n_actions, o = m_.n_obs;
+        m_.T.assign(a * s * s, 0.0);
+        m_.Z.assign(a * s * o, 0.0);
+        t_line_.assign(a * s, 0);
+        z_line_.assign(a * s, 0);
+        rlist_.assign(a * s, {});
+        allocated_ = true;
+    }
+
+    // A reference to one element of `d` or `*` (-1).
+    int ref(const Decl& d) {
+        const Token& t = peek();
+        if (t.kind == Tok::Star) {
+            next();
+            return -1;
+        }
+        if (t.kind == Tok::Number && t.is_int) {
+            long long i = -1;
+            auto res = std::from_chars(t.text.data(), t.text.data() + t.text.size(), i);
+            if (res.ec != std::errc() || i < 0 || i >= d.count)
+                fail(t.line, std::string(d.what) + " index " + show(t) + " out of range: there are " +
+                                 plural(d.count, d.what) + " (valid indices 0.." +
+                                 std::to_string(d.count - 1) + ")");
+            next();
+            return static_cast<int>(i);
+        }
+        if (t.kind == Tok::Name) {
+            auto it = d.index.find(t.text);
+            if (it == d.index.end()) {
+                std::string known;
+                if (d.names.empty()) {
+                    known = std::string(d.keyword) + " were given as a count; use indices 0.." +
+                            std::to_string(d.count - 1);
+                } else {
+                    known = "known: ";
+                    for (std::size_t k = 0; k < d.names.size() && k < 8; ++k)
+                        known += (k ? ", " : "") + d.names[k];
+                    if (d.names.size() > 8) known += ", ...";
+                }
+                fail(t.line, std::string("unknown ") + d.what + " " + show(t) + " (" + known + ")");
+            }
+            next();
+            return it->second;
+        }
+        fail_at(t, std::string("a ") + d.what + " (name, 0-based index or *)");
+    }
+
+    // ---- statements ----------------------------------------------------------------------
+    void statement() {
+        const Token& kw = peek();
+        if (kw.kind != Tok::Name || !is_statement_keyword(kw.text))
+            fail_at(kw, "a statement (discount:, values:, states:, actions:, observations:, "
+                        "start:, T:, O: or R:)");
+        const std::string_view w = kw.text;
+        const int line = kw.line;
+        next();
+        if (w == "start") {
+            start_statement(line);
+            return;
+        }
+        expect_colon(std::string(w).c_str());
+        if (w == "discount") {
+            if (have_discount_)
+                fail(line, "'discount:' declared twice (first at line " +
+                               std::to_string(discount_line_) + ")");
+            read_numbers(false, line);
+            if (nums_.size() != 1) {
+                if (nums_.empty()) fail_at(peek(), "a number after 'discount:'");
+                fail(line, "'discount:' expects one number; found " + std::to_string(nums_.size()));
+            }
+            expect_statement_end("'discount:'");
+            if (!(nums_[0] > 0.0 && nums_[0] <= 1.0)) {
+                char buf[64];
+                std::snprintf(buf, sizeof buf, "%.10g", nums_[0]);
+                fail(line, std::string("discount must be in (0, 1]; got ") + buf);
+            }
+            m_.discount = nums_[0];
+            have_discount_ = true;
+            discount_line_ = line;
+        } else if (w == "values") {
+            if (have_values_) fail(line, "'values:' declared twice");
+            const Token& t = peek();
+            // "rewards"/"costs" are accepted because classic files spell them so.
+            if (t.kind == Tok::Name && (t.text == "reward" || t.text == "rewards")) {
+                cost_ = false;
+            } else if (t.kind == Tok::Name && (t.text == "cost" || t.text == "costs")) {
+                cost_ = true;
+            } else {
+                fail_at(t, "'reward' or 'cost' after 'values:'");
+            }
+            next();
+            have_values_ = true;
+            expect_statement_end("'values:'");
+        } else if (w == "states") {
+            declare(states_, line);
+        } else if (w == "actions") {
+            declare(actions_, line);
+        } else if (w == "observations") {
+            declare(obs_, line);
+        } else if (w == "T") {
+            t_statement(line);
+        } else if (w == "O") {
+            o_statement(line);
+        } else {
+            r_statement(line);
+        }
+    }
+
+    void start_statement(int line) {
+        if (have_start_)
+            fail(line, "'start:' declared twice (first at line " + std::to_string(start_line_) + ")");
+        bool include = false, exclude = false;
+        if (peek().kind == Tok::Name && peek().text == "include") {
+            include = true;
+            next();
+        } else if (peek().kind == Tok::Name && peek().text == "exclude") {
+            exclude = true;
+            next();
+        }
+        expect_colon(include ? "start include" : exclude ? "start exclude" : "start");
+        allocate(line, "start:");
+        have_start_ = true;
+        start_line_ = line;
+        const int S = m_.n_states;
+        m_.b0.assign(S, 0.0);
+        if (include || exclude) {
+            std::vector<char> in(S, 0);
+            std::size_t listed = 0;
+            while (!at_statement()) {
+                const int s = ref(states_);
+                if (s < 0) {
+                    std::fill(in.begin(), in.end(), 1);
+                } else {
+                    in[s] = 1;
+                }
+                ++listed;
+            }
+            if (listed == 0)
+                fail_at(peek(), std::string("a list of states after 'start ") +
+                                    (include ? "include" : "exclude") + ":'");
+            std::size_t k = 0;
+            for (int s = 0; s < S; ++s) {
+                if (exclude) in[s] = !in[s];
+                k += in[s] ? 1 : 0;
+            }
+            if (k == 0) fail(line, "'start exclude:' excludes every state");
+            for (int s = 0; s < S; ++s) m_.b0[s] = in[s] ? 1.0 / static_cast<double>(k) : 0.0;
+            return;
+        }
+        // "start: <state>" names one state (an index when there is more than one state: a
+        // single probability only makes sense for a one-state model).
+        const Token& t = peek();
+        if ((t.kind == Tok::Name && !at_statement() && t.text != "uniform") ||
+            (t.kind == Tok::Number && t.is_int && S > 1 && peek(1).kind != Tok::Number &&
+             peek(1).kind != Tok::Sign)) {
+            const int s = ref(states_);
+            m_.b0[s] = 1.0;
+            expect_statement_end("'start: " + std::string(t.text) + "'");
+            return;
+        }
+        if (t.kind == Tok::Name && t.text == "uniform") {
+            next();
+            std::fill(m_.b0.begin(), m_.b0.end(), 1.0 / S);
+            expect_statement_end("'start: uniform'");
+            return;
+        }
+        read_exact(static_cast<std::size_t>(S), true, line, "'start:'", "one per state");
+        std::copy(nums_.begin(), nums_.end(), m_.b0.begin());
+    }
+
+    // Index ranges of a reference: [i, i+1) or everything for a wildcard.
+    static std::pair<int, int> range(int r, int n) { return r < 0 ? std::make_pair(0, n) : std::make_pair(r, r + 1); }
+
+    static std::string ref_text(const Decl& d, int r) {
+        if (r < 0) return "*";
+        return d.names.empty() ? std::to_string(r) : d.names[r];
+    }
+
+    bool at_keyword(const char* w) const {
+        return peek().kind == Tok::Name && peek().text == w;
+    }
+
+    void t_statement(int line) {
+        allocate(line, "T:");
+        const std::size_t S = m_.n_states;
+        const int a = ref(actions_);
+        auto [a0, a1] = range(a, m_.n_actions);
+        if (peek().kind != Tok::Colon) {
+            // T: a  <S x S matrix> | uniform | identity
+            const std::string what = "'T: " + ref_text(actions_, a) + "'";
+            if (at_keyword("uniform") || at_keyword("identity")) {
+                const bool uni = peek().text == "uniform";
+                next();
+                expect_statement_end(what + (uni ? " uniform" : " identity"));
+                nums_.assign(S * S, 0.0);
+                for (std::size_t i = 0; i < S; ++i)
+                    for (std::size_t j = 0; j < S; ++j)
+                        nums_[i * S + j] = uni ? 1.0 / static_cast<double>(S) : (i == j ? 1.0 : 0.0);
+            } else {
+                read_exact(S * S, true, line, what, "an S x S matrix, S = number of states");
+            }
+            for (int aa = a0; aa < a1; ++aa) {
+                std::copy(nums_.begin(), nums_.end(), m_.T.begin() + aa * S * S);
+                for (std::size_t s = 0; s < S; ++s) t_line_[aa * S + s] = line;
+            }
+            return;
+        }
+        next();
+        const int s = ref(states_);
+        auto [s0, s1] = range(s, m_.n_states);
+        if (peek().kind != Tok::Colon) {
+            // T: a : s  <row over s'> | uniform
+            const std::string what = "'T: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + "'";
+            if (at_keyword("uniform")) {
+                next();
+                expect_statement_end(what + " uniform");
+                nums_.assign(S, 1.0 / static_cast<double>(S));
+            } else {
+                read_exact(S, true, line, what, "a row over next states");
+            }
+            for (int aa = a0; aa < a1; ++aa)
+                for (int ss = s0; ss < s1; ++ss) {
+                    std::copy(nums_.begin(), nums_.end(), m_.T.begin() + (aa * S + ss) * S);
+                    t_line_[aa * S + ss] = line;
+                }
+            return;
+        }
+        next();
+        const int sp = ref(states_);
+        auto [p0, p1] = range(sp, m_.n_states);
+        read_exact(1, true, line,
+                   "'T: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + " : " +
+                       ref_text(states_, sp) + "'",
+                   "one probability");
+        const double v = nums_[0];
+        for (int aa = a0; aa < a1; ++aa)
+            for (int ss = s0; ss < s1; ++ss) {
+                for (int pp = p0; pp < p1; ++pp) m_.T[(aa * S + ss) * S + pp] = v;
+                t_line_[aa * S + ss] = line;
+            }
+    }
+
+    void o_statement(int line) {
+        allocate(line, "O:");
+        const std::size_t S = m_.n_states, O = m_.n_obs;
+        const int a = ref(actions_);
+        auto [a0, a1] = range(a, m_.n_actions);
+        if (peek().kind != Tok::Colon) {
+            // O: a  <S x O matrix> | uniform  (identity when S == O)
+            const std::string what = "'O: " + ref_text(actions_, a) + "'";
+            if (at_keyword("uniform") || at_keyword("identity")) {
+                const bool uni = peek().text == "uniform";
+                if (!uni && S != O)
+                    fail(peek().line, what + " identity needs as many observations as states; got " +
+                                          plural(O, "observation") + " and " + plural(S, "state"));
+                next();
+                expect_statement_end(what + (uni ? " uniform" : " identity"));
+                nums_.assign(S * O, 0.0);
+                for (std::size_t i = 0; i < S; ++i)
+                    for (std::size_t j = 0; j < O; ++j)
+                        nums_[i * O + j] = uni ? 1.0 / static_cast<double>(O) : (i == j ? 1.0 : 0.0);
+            } else {
+                read_exact(S * O, true, line, what,
+                           "an S x O matrix over (next state, observation)");
+            }
+            for (int aa = a0; aa < a1; ++aa) {
+                std::copy(nums_.begin(), nums_.end(), m_.Z.begin() + aa * S * O);
+                for (std::size_t s = 0; s < S; ++s) z_line_[aa * S + s] = line;
+            }
+            return;
+        }
+        next();
+        const int sp = ref(states_);
+        auto [s0, s1] = range(sp, m_.n_states);
+        if (peek().kind != Tok::Colon) {
+            const std::string what = "'O: " + ref_text(actions_, a) + " : " + ref_text(states_, sp) + "'";
+            if (at_keyword("uniform")) {
+                next();
+                expect_statement_end(what + " uniform");
+                nums_.assign(O, 1.0 / static_cast<double>(O));
+            } else {
+                read_exact(O, true, line, what, "a row over observations");
+            }
+            for (int aa = a0; aa < a1; ++aa)
+                for (int ss = s0; ss < s1; ++ss) {
+                    std::copy(nums_.begin(), nums_.end(), m_.Z.begin() + (aa * S + ss) * O);
+                    z_line_[aa * S + ss] = line;
+                }
+            return;
+        }
+        next();
+        const int o = ref(obs_);
+        auto [o0, o1] = range(o, m_.n_obs);
+        read_exact(1, true, line,
+                   "'O: " + ref_text(actions_, a) + " : " + ref_text(states_, sp) + " : " +
+                       ref_text(obs_, o) + "'",
+                   "one probability");
+        const double v = nums_[0];
+        for (int aa = a0; aa < a1; ++aa)
+            for (int ss = s0; ss < s1; ++ss) {
+                for (int oo = o0; oo < o1; ++oo) m_.Z[(aa * S + ss) * O + oo] = v;
+                z_line_[aa * S + ss] = line;
+            }
+    }
+
+    void r_statement(int line) {
+        allocate(line, "R:");
+        const std::size_t S = m_.n_states, O = m_.n_obs;
+        const int a = ref(actions_);
+        expect_colon("R: <action>");
+        const int s = ref(states_);
+        RSpec spec{-1, -1, 0, rvals_.size()};
+        if (peek().kind != Tok::Colon) {
+            read_exact(S * O, false, line,
+                       "'R: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + "'",
+                       "an S x O matrix over (next state, observation)");
+            spec.kind = 2;
+        } else {
+            next();
+            spec.sp = ref(states_);
+            if (peek().kind != Tok::Colon) {
+                read_exact(O, false, line,
+                           "'R: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + " : " +
+                               ref_text(states_, spec.sp) + "'",
+                           "a row over observations");
+                spec.kind = 1;
+            } else {
+                next();
+                spec.o = ref(obs_);
+                read_exact(1, false, line,
+                           "'R: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + " : " +
+                               ref_text(states_, spec.sp) + " : " + ref_text(obs_, spec.o) + "'",
+                           "one number");
+                spec.kind = 0;
+            }
+        }
+        rvals_.insert(rvals_.end(), nums_.begin(), nums_.end());
+        const bool full = spec.kind == 2 || (spec.sp < 0 && (spec.kind == 1 || spec.o < 0));
+        const auto idx = static_cast<std::uint32_t>(rspecs_.size());
+        rspecs_.push_back(spec);
+        auto [a0, a1] = range(a, m_.n_actions);
+        auto [s0, s1] = range(s, m_.n_states);
+        for (int aa = a0; aa < a1; ++aa)
+            for (int ss = s0; ss < s1; ++ss) {
+                auto& lst = rlist_[aa * S + ss];
+                if (full) lst.clear();  // a later entry covering all (s', o) hides earlier ones
+                lst.push_back(idx);
+            }
+    }
+
+    // ---- end of input ----------------------------------------------------------------------
+    Pomdp finish() {
+        const int eof = peek().line;
+        if (!have_discount_) fail(eof, "missing 'discount:' declaration");
+        allocate(eof, "end of input");
+        m_.state_names = states_.names;
+        m_.action_names = actions_.names;
+        m_.obs_names = obs_.names;
+        const std::size_t S = m_.n_states, A = m_.n_actions, O = m_.n_obs;
+        if (!have_start_) m_.b0.assign(S, 1.0 / static_cast<double>(S));
+
+        m_.R.assign(A * S, 0.0);
+        std::vector<double> grid;
+        for (std::size_t a = 0; a < A; ++a) {
+            for (std::size_t s = 0; s < S; ++s) {
+                const auto& lst = rlist_[a * S + s];
+                if (lst.empty()) continue;
+                const RSpec& first = rspecs_[lst[0]];
+                if (lst.size() == 1 && first.kind == 0 && first.sp < 0 && first.o < 0) {
+                    // The expectation of a constant is the constant, exactly.
+                    m_.R[a * S + s] = rvals_[first.off];
+                    continue;
+                }
+                grid.assign(S * O, 0.0);
+                for (std::uint32_t k : lst) {
+                    const RSpec& sp = rspecs_[k];
+                    const double* v = &rvals_[sp.off];
+                    if (sp.kind == 2) {
+                        std::copy(v, v + S * O, grid.begin());
+                        continue;
+                    }
+                    auto [p0, p1] = range(sp.sp, m_.n_states);
+                    for (int p = p0; p < p1; ++p) {
+                        double* row = &grid[p * O];
+                        if (sp.kind == 1) {
+                            std::copy(v, v + O, row);
+                        } else if (sp.o < 0) {
+                            std::fill(row, row + O, v[0]);
+                        } else {
+                            row[sp.o] = v[0];
+                        }
+                    }
+                }
+                double r = 0.0;
+                const double* trow = &m_.T[(a * S + s) * S];
+                for (std::size_t p = 0; p < S; ++p) {
+                    if (trow[p] == 0.0) continue;
+                    const double* zrow = &m_.Z[(a * S + p) * O];
+                    const double* grow = &grid[p * O];
+                    double e = 0.0;
+                    for (std::size_t o = 0; o < O; ++o) e += zrow[o] * grow[o];
+                    r += trow[p] * e;
+                }
+                m_.R[a * S + s] = r;
+            }
+        }
+        if (cost_)
+            for (double& r : m_.R) r = 0.0 - r;  // 0 - r keeps +0.0 for zero rewards
+
+        if (opts_.validate) {
+            if (auto issue = check_pomdp(m_, opts_.tol)) {
+                int line = eof;
+                std::string note;
+                const std::size_t row = static_cast<std::size_t>(std::max(issue->a, 0)) * S +
+                                        static_cast<std::size_t>(std::max(issue->s, 0));
+                if (issue->array == 'T' || issue->array == 'Z') {
+                    const int l = (issue->array == 'T' ? t_line_ : z_line_)[row];
+                    if (l > 0) {
+                        line = l;
+                        note = " (row last set at this line)";
+                    } else {
+                        note = issue->array == 'T' ? " (no T: entry sets this row)"
+                                                   : " (no O: entry sets this row)";
+                    }
+                } else if (issue->array == 'b' && have_start_) {
+                    line = start_line_;
+                } else if (issue->array == 'd') {
+                    line = discount_line_;
+                }
+                fail(line, issue->message + note);
+            }
+        }
+        return std::move(m_);
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------------------
+
+void put_number(std::string& out, double v) {
+    if (!std::isfinite(v)) throw std::invalid_argument("cannot write a non-finite number to a .pomdp file");
+    char buf[64];
+    // Shortest representation that reads back to the same double (what %.17g guarantees,
+    // without the noise digits).
+    auto res = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, res.ptr);
+}
+
+bool valid_name(const std::string& n) {
+    if (n.empty() || !is_alpha(n[0])) return false;
+    for (char c : n)
+        if (!(is_alpha(c) || is_digit(c) || c == '_' || c == '-')) return false;
+    static const char* const reserved[] = {"discount", "values",  "states",   "actions",
+                                           "observations", "start", "include", "exclude",
+                                           "T",       "O",       "R",        "uniform",
+                                           "identity", "reward", "cost",     "reset"};
+    for (const char* r : reserved)
+        if (n == r) return false;
+    return true;
+}
+
+void check_names(const std::vector<std::string>& names, int n, const char* what) {
+    if (names.empty()) return;
+    if (static_cast<int>(names.size()) != n)
+        throw std::invalid_argument(std::string(what) + " names: expected " + std::to_string(n) +
+                                    ", got " + std::to_string(names.size()));
+    std::unordered_map<std::string, int> seen;
+    for (int i = 0; i < n; ++i) {
+        if (!valid_name(names[i]))
+            throw std::invalid_argument(std::string("cannot write ") + what + " name '" + names[i] +
+                                        "' (index " + std::to_string(i) +
+                                        "): .pomdp names must match [A-Za-z][A-Za-z0-9_-]* and "
+                                        "not be a keyword of the format");
+        auto [it, fresh] = seen.emplace(names[i], i);
+        if (!fresh)
+            throw std::invalid_argument(std::string("cannot write duplicate ") + what + " name '" +
+                                        names[i] + "' (indices " + std::to_string(it->second) +
+                                        " and " + std::to_string(i) + ")");
+    }
+}
+
+void put_ref(std::string& out, const std::vector<std::string>& names, int i) {
+    if (names.empty()) {
+        out += std::to_string(i);
+    } else {
+        out += names[i];
+    }
+}
+
+void put_decl(std::string& out, const char* kw, const std::vector<std::string>& names, int n) {
+    out += kw;
+    out += ":";
+    if (names.empty()) {
+        out += " " + std::to_string(n);
+    } else {
+        for (const auto& s : names) out += " " + s;
+    }
+    out += "\n";
+}
+
+// Writes one (rows x cols) block of probabilities for T or O: as a dense matrix after
+// "X: a" when it is at least a quarter full, else as "X: a : i : j p" lines for the
+// non-zero entries (absent entries read back as 0).
+void put_block(std::string& out, char X, const std::string& a, const double* p, int rows, int cols,
+               const std::vector<std::string>& row_names,
+               const std::vector<std::string>& col_names) {
+    std::size_t nnz = 0;
+    const std::size_t n = static_cast<std::size_t>(rows) * cols;
+    for (std::size_t k = 0; k < n; ++k) nnz += (p[k] != 0.0 || std::signbit(p[k])) ? 1 : 0;
+    if (4 * nnz >= n) {
+        out += X;
+        out += ": " + a + "\n";
+        for (int i = 0; i < rows; ++i) {
+            for (int j = 0; j < cols; ++j) {
+                if (j) out += ' ';
+                put_number(out, p[static_cast<std::size_t>(i) * cols + j]);
+            }
+            out += '\n';
+        }
+        return;
+    }
+    for (int i = 0; i < rows; ++i) {
+        for (int j = 0; j < cols; ++j) {
+            const double v = p[static_cast<std::size_t>(i) * cols + j];
+            if (v == 0.0 && !std::signbit(v)) continue;
+            out += X;
+            out += ": " + a + " : ";
+            put_ref(out, row_names, i);
+            out += " : ";
+            put_ref(out, col_names, j);
+            out += ' ';
+            put_number(out, v);
+            out += '\n';
+        }
+    }
+}
+
+}  // namespace
+
+Pomdp parse_pomdp(const std::string& text, const std::string& filename, const ParseOptions& opts) {
+    if (!(opts.tol >= 0.0) || !std::isfinite(opts.tol))
+        throw std::invalid_argument("tol must be a finite number >= 0");
+    Parser p(text, filename, opts);
+    return p.parse();
+}
+
+std::string write_pomdp(const Pomdp& m) {
+    if (auto issue = check_pomdp(m, std::numeric_limits<double>::infinity()); issue &&
+        (issue->array == 'n' || issue->array == 'd'))
+        throw std::invalid_argument("cannot write an inconsistent model: " + issue->message);
+    check_names(m.state_names, m.n_states, "state");
+    check_names(m.action_names, m.n_actions, "action");
+    check_names(m.obs_names, m.n_obs, "observation");
+    const int S = m.n_states, A = m.n_actions, O = m.n_obs;
+
+    std::string out;
+    out.reserve(static_cast<std::size_t>(A) * S * (S + O) * 2 + 4096);
+    out += "# Cassandra .pomdp format, written by trim_pomdp.\n";
+    out += "discount: ";
+    put_number(out, m.discount);
+    out += "\nvalues: reward\n";
+    put_decl(out, "states", m.state_names, S);
+    put_decl(out, "actions", m.action_names, A);
+    put_decl(out, "observations", m.obs_names, O);
+    out += "start:";
+    for (int s = 0; s < S; ++s) {
+        out += ' ';
+        put_number(out, m.b0[s]);
+    }
+    out += "\n\n";
+    for (int a = 0; a < A; ++a) {
+        std::string an;
+        put_ref(an, m.action_names, a);
+        put_block(out, 'T', an, &m.T[static_cast<std::size_t>(a) * S * S], S, S, m.state_names,
+                  m.state_names);
+    }
+    out += '\n';
+    for (int a = 0; a < A; ++a) {
+        std::string an;
+        put_ref(an, m.action_names, a);
+        put_block(out, 'O', an, &m.Z[static_cast<std::size_t>(a) * S * O], S, O, m.state_names,
+                  m.obs_names);
+    }
+    out += '\n';
+    // R(a, s) is already an expectation: write it as a reward independent of (s', o), which
+    // the parser maps back to exactly the same value.
+    for (int a = 0; a < A; ++a) {
+        std::string an;
+        put_ref(an, m.action_names, a);
+        const double* r = &m.R[static_cast<std::size_t>(a) * S];
+        bool constant = true;
+        for (int s = 1; s < S && constant; ++s)
+            constant = r[s] == r[0] && std::signbit(r[s]) == std::signbit(r[0]);
+        if (constant) {
+            if (r[0] == 0.0 && !std::signbit(r[0])) continue;
+            out += "R: " + an + " : * : * : * ";
+            put_number(out, r[0]);
+            out += '\n';
+            continue;
+        }
+        for (int s = 0; s < S; ++s) {
+            if (r[s] == 0.0 && !std::signbit(r[s])) continue;
+            out += "R: " + an + " : ";
+            put_ref(out, m.state_names, s);
+            out += " : * : * ";
+            put_number(out, r[s]);
+            out += '\n';
+        }
+    }
+    return out;
+}
+
+}  // namespace trim

@@ -1,0 +1,48 @@
+// Reader and writer of A. R. Cassandra's `.pomdp` text format.  Pure C++17.
+//
+// Supported (the complete format of pomdp-solve / SARSOP):
+//   discount: <number>                      values: reward | cost   (also "rewards", "costs")
+//   states: <count> | <name> <name> ...     (same for actions: and observations:)
+//   start: <probabilities> | <state>        start include: <states>   start exclude: <states>
+//   T: a : s : s' <p>    T: a : s <row>|uniform    T: a <matrix>|uniform|identity
+//   O: a : s' : o <p>    O: a : s' <row>|uniform   O: a <matrix>|uniform
+//   R: a : s : s' : o <v>   R: a : s : s' <row over o>   R: a : s <matrix over (s', o)>
+// with `*` wildcards for any action/state/observation, 0-based indices or names, comments
+// from `#` to the end of the line, statements spanning lines.  Later entries override
+// earlier ones.  R(a, s, s', o) is reduced to the expected immediate reward
+//   R(a, s) = sum_{s'} T(s'|s, a) sum_o Z(o|s', a) R(a, s, s', o),
+// exactly R(a, s) = r when r does not depend on (s', o).  `values: cost` negates rewards.
+// A missing `start:` means the uniform initial belief.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "pomdp.hpp"
+
+namespace trim {
+
+struct ParseOptions {
+    // Rows of T and O and the start belief must sum to 1 within this absolute tolerance;
+    // the parser reports a violation as a ParseError at the line that last set the row.
+    double tol = 1e-6;
+    // Upper bound on the dense entries A*S*S + A*S*O (a guard against a mistyped count such
+    // as "states: 1000000" allocating terabytes).  2^28 entries = 2 GiB of doubles.
+    std::size_t max_entries = std::size_t(1) << 28;
+    // When false, the stochasticity checks are skipped (syntax is still checked).
+    bool validate = true;
+};
+
+// Parses `text`; `filename` only labels error messages.  Throws ParseError
+// ("file:line: what was expected; what was found") for any syntax, reference, count or
+// consistency problem.  Never returns an inconsistent model when opts.validate is true.
+Pomdp parse_pomdp(const std::string& text, const std::string& filename,
+                  const ParseOptions& opts = ParseOptions());
+
+// Writes `m` in the `.pomdp` format with shortest round-trip number formatting, so that
+// parse_pomdp(write_pomdp(m)) reproduces T, Z, R, discount, b0 and the names bit for bit.
+// Throws std::invalid_argument when a name cannot be written (not an identifier
+// [A-Za-z][A-Za-z0-9_-]*, a keyword of the format, or a duplicate) or a number is not finite.
+std::string write_pomdp(const Pomdp& m);
+
+}  // namespace trim

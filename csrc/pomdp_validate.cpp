@@ -1,0 +1,148 @@
+#include "pomdp_validate.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+namespace trim {
+namespace {
+
+std::string fmt_num(double x) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.10g", x);
+    return buf;
+}
+
+std::string fmt_tol(double tol) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", tol);
+    return buf;
+}
+
+// " (a=listen, s=tiger-left)" when the model carries names, "" otherwise.
+std::string name_suffix(const Pomdp& m, int a, const char* s_label, int s) {
+    std::string out;
+    if (a >= 0 && static_cast<std::size_t>(a) < m.action_names.size())
+        out += "a=" + m.action_names[a];
+    if (s >= 0 && static_cast<std::size_t>(s) < m.state_names.size()) {
+        if (!out.empty()) out += ", ";
+        out += std::string(s_label) + "=" + m.state_names[s];
+    }
+    return out.empty() ? out : " (" + out + ")";
+}
+
+// Checks one probability row p[0..n): finite, non-negative, sums to 1 within tol.
+// `head` is the row label without the trailing "]" ("T[a=1, s=3"), `col` the name of the
+// column index ("s'" or "o").
+std::optional<ModelIssue> check_row(const double* p, int n, double tol, const std::string& head,
+                                    const char* col, const std::string& names, char array, int a,
+                                    int s) {
+    double sum = 0.0;
+    for (int j = 0; j < n; ++j) {
+        const double v = p[j];
+        if (!std::isfinite(v)) {
+            return ModelIssue{head + ", " + col + "=" + std::to_string(j) + "] is " + fmt_num(v) +
+                                  "; expected a finite probability" + names,
+                              array, a, s};
+        }
+        if (v < 0.0) {
+            return ModelIssue{head + ", " + col + "=" + std::to_string(j) + "] = " + fmt_num(v) +
+                                  " is negative" + names,
+                              array, a, s};
+        }
+        sum += v;
+    }
+    if (!(std::fabs(sum - 1.0) <= tol)) {
+        return ModelIssue{head + ", :] sums to " + fmt_num(sum) + "; expected 1 (tol " +
+                              fmt_tol(tol) + ")" + names,
+                          array, a, s};
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ModelIssue> check_pomdp(const Pomdp& m, double tol) {
+    if (!(m.discount > 0.0 && m.discount <= 1.0)) {
+        return ModelIssue{"discount must be in (0, 1]; got " + fmt_num(m.discount), 'd'};
+    }
+    if (m.n_states <= 0 || m.n_actions <= 0 || m.n_obs <= 0) {
+        return ModelIssue{"a model needs at least one state, action and observation; got " +
+                              std::to_string(m.n_states) + " states, " +
+                              std::to_string(m.n_actions) + " actions, " +
+                              std::to_string(m.n_obs) + " observations",
+                          'n'};
+    }
+    const std::size_t S = m.n_states, A = m.n_actions, O = m.n_obs;
+    auto size_issue = [](const char* name, std::size_t want, std::size_t got) {
+        return ModelIssue{std::string(name) + " has " + std::to_string(got) +
+                              " entries; expected " + std::to_string(want),
+                          'n'};
+    };
+    if (m.T.size() != A * S * S) return size_issue("T", A * S * S, m.T.size());
+    if (m.Z.size() != A * S * O) return size_issue("Z", A * S * O, m.Z.size());
+    if (m.R.size() != A * S) return size_issue("R", A * S, m.R.size());
+    if (m.b0.size() != S) return size_issue("b0", S, m.b0.size());
+    if (!m.state_names.empty() && m.state_names.size() != S)
+        return size_issue("state_names", S, m.state_names.size());
+    if (!m.action_names.empty() && m.action_names.size() != A)
+        return size_issue("action_names", A, m.action_names.size());
+    if (!m.obs_names.empty() && m.obs_names.size() != O)
+        return size_issue("observation_names", O, m.obs_names.size());
+
+    for (int a = 0; a < m.n_actions; ++a) {
+        for (int s = 0; s < m.n_states; ++s) {
+            const double* row = &m.T[(static_cast<std::size_t>(a) * S + s) * S];
+            auto issue = check_row(row, m.n_states, tol,
+                                   "T[a=" + std::to_string(a) + ", s=" + std::to_string(s), "s'",
+                                   name_suffix(m, a, "s", s), 'T', a, s);
+            if (issue) return issue;
+        }
+    }
+    for (int a = 0; a < m.n_actions; ++a) {
+        for (int s = 0; s < m.n_states; ++s) {
+            const double* row = &m.Z[(static_cast<std::size_t>(a) * S + s) * O];
+            auto issue = check_row(row, m.n_obs, tol,
+                                   "Z[a=" + std::to_string(a) + ", s'=" + std::to_string(s), "o",
+                                   name_suffix(m, a, "s'", s), 'Z', a, s);
+            if (issue) return issue;
+        }
+    }
+    for (int a = 0; a < m.n_actions; ++a) {
+        for (int s = 0; s < m.n_states; ++s) {
+            const double v = m.R[static_cast<std::size_t>(a) * S + s];
+            if (!std::isfinite(v)) {
+                return ModelIssue{"R[a=" + std::to_string(a) + ", s=" + std::to_string(s) +
+                                      "] is " + fmt_num(v) + "; expected a finite number" +
+                                      name_suffix(m, a, "s", s),
+                                  'R', a, s};
+            }
+        }
+    }
+    double sum = 0.0;
+    for (int s = 0; s < m.n_states; ++s) {
+        const double v = m.b0[s];
+        if (!std::isfinite(v))
+            return ModelIssue{"b0[" + std::to_string(s) + "] is " + fmt_num(v) +
+                                  "; expected a finite probability",
+                              'b', -1, s};
+        if (v < 0.0)
+            return ModelIssue{"b0[" + std::to_string(s) + "] = " + fmt_num(v) + " is negative",
+                              'b', -1, s};
+        sum += v;
+    }
+    if (!(std::fabs(sum - 1.0) <= tol)) {
+        return ModelIssue{"b0 sums to " + fmt_num(sum) + "; expected 1 (tol " + fmt_tol(tol) + ")",
+                          'b'};
+    }
+    return std::nullopt;
+}
+
+void validate_pomdp(const Pomdp& m, double tol) {
+    if (!(tol >= 0.0) || !std::isfinite(tol)) {
+        throw std::invalid_argument("tol must be a finite number >= 0; got " + fmt_num(tol));
+    }
+    if (auto issue = check_pomdp(m, tol)) throw ModelError(issue->message);
+}
+
+}  // namespace trim

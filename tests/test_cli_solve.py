@@ -1,0 +1,154 @@
+"""End to end: ``trim-pomdp solve`` on tiger, then ``trim-pomdp simulate`` of the policy it
+wrote; the Monte Carlo mean must agree with the solver's value within 3 standard errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from trim_pomdp.cli import main
+from trim_pomdp.policy import AlphaVectorPolicy
+
+TIGER_EXACT = 19.37137  # /work/shared/pomdp/README.md (exact value iteration)
+TIGER_SARSOP_LB, TIGER_SARSOP_UB = 19.3711, 19.3721
+
+
+@pytest.fixture(scope="module")
+def solved_tiger(tmp_path_factory):
+    """Solve tiger.95 once through the CLI (--json) and keep the outputs."""
+    from conftest import shared_path
+
+    problem = shared_path("pomdp", "problems", "tiger.95.POMDP")
+    out = tmp_path_factory.mktemp("tiger")
+    argv = [
+        "solve", str(problem), "--time-limit", "10", "--gap", "1e-3", "--json",
+        "--out", str(out / "tiger.npz"), "--sarsop-policy", str(out / "tiger.policy"),
+    ]  # fmt: skip
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    assert rc == 0
+    lines = buf.getvalue().strip().splitlines()
+    assert len(lines) == 1, "--json prints exactly one JSON object"
+    return problem, out, json.loads(lines[0])
+
+
+def test_solve_json_fields_and_values(solved_tiger):
+    _, out, info = solved_tiger
+    for key in ("lower_bound", "upper_bound", "gap", "time_s", "n_alpha", "iterations"):
+        assert key in info
+    assert abs(info["lower_bound"] - TIGER_EXACT) <= 1e-3
+    assert info["lower_bound"] <= TIGER_SARSOP_UB
+    assert info["upper_bound"] >= TIGER_SARSOP_LB
+    assert info["gap"] <= 1e-3 + 1e-12
+    assert info["gap"] == pytest.approx(info["upper_bound"] - info["lower_bound"], abs=1e-9)
+    assert info["interrupted"] is False
+    assert info["policy"] == str(out / "tiger.npz")
+
+
+def test_saved_policies_agree_with_solver(solved_tiger):
+    problem, out, info = solved_tiger
+    from trim_pomdp.model import POMDP
+
+    model = POMDP.from_file(problem)
+    pol = AlphaVectorPolicy.load(out / "tiger.npz").check_model(model)
+    assert pol.n_vectors == info["n_alpha"]
+    # the solver's lower bound at b0 is the policy's value there
+    assert pol.value(model.b0) == pytest.approx(info["lower_bound"], abs=1e-9)
+    assert pol.metadata["lower_bound"] == info["lower_bound"]
+    assert pol.action_names == ["listen", "open-left", "open-right"]
+    assert pol.action(model.b0) == 0  # listen first
+    sarsop = AlphaVectorPolicy.from_sarsop_policy(out / "tiger.policy").check_model(model)
+    assert sarsop.alphas.tobytes() == pol.alphas.tobytes()
+    assert np.array_equal(sarsop.actions, pol.actions)
+    assert sarsop.metadata["model"] == "tiger.95.POMDP"
+
+
+def test_simulate_solved_policy_matches_solver_value(solved_tiger, capsys):
+    problem, out, info = solved_tiger
+    rc = main(["simulate", str(problem), str(out / "tiger.npz"), "--episodes", "20000",
+               "--seed", "1", "--json"])
+    assert rc == 0
+    sim = json.loads(capsys.readouterr().out)
+    assert sim["episodes"] == 20000 and sim["horizon"] == 283
+    assert sim["truncation_bound"] <= 1e-3
+    assert sim["stderr"] > 0
+    # V^pi(b0) lies in [LB, V*] and the gap is <= 1e-3: the mean must match within 3 s.e.
+    assert abs(sim["mean"] - info["lower_bound"]) < 3 * sim["stderr"], sim
+    assert sim["solver_lower_bound"] == info["lower_bound"]
+    # the SARSOP XML copy of the policy simulates identically (same vectors, same seed)
+    rc = main(["simulate", str(problem), str(out / "tiger.policy"), "--episodes", "20000",
+               "--seed", "1", "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["mean"] == sim["mean"]
+
+
+def test_solve_progress_table(solved_tiger, tmp_path, capsys):
+    problem, _, _ = solved_tiger
+    rc = main(["solve", str(problem), "--time-limit", "5", "--out", str(tmp_path / "p.npz")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0] == "solving tiger.95.POMDP: 2 states, 3 actions, 2 observations, discount 0.95"
+    assert lines[1].split() == ["time_s", "lower", "upper", "gap", "alphas", "iteration"]
+    rows = [ln.split() for ln in lines[2:] if ln[:1] == " "]
+    assert rows, "at least the final row"
+    lb, ub = float(rows[-1][1]), float(rows[-1][2])
+    assert abs(lb - TIGER_EXACT) <= 1e-3 and ub >= TIGER_SARSOP_LB
+    assert "value at b0 in [" in text
+    assert f"policy written to {tmp_path / 'p.npz'}" in text
+
+
+def test_simulate_text_output(solved_tiger, capsys):
+    problem, out, _ = solved_tiger
+    rc = main(["simulate", str(problem), str(out / "tiger.npz"), "--episodes", "200",
+               "--seed", "3", "--horizon", "50"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "over 200 episodes of 50 steps, seed 3" in text
+    assert "standard error" in text
+
+
+def test_simulate_rejects_policy_of_another_model(solved_tiger, tmp_path, capsys):
+    problem, _, _ = solved_tiger
+    AlphaVectorPolicy(np.zeros((1, 3)), [0]).save(tmp_path / "other.npz")
+    rc = main(["simulate", str(problem), str(tmp_path / "other.npz"), "--episodes", "10"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "trim-pomdp simulate: error:" in err
+    assert "alpha vectors have length 3 but the model has 2 states" in err
+
+
+def test_cli_errors_are_reported_not_raised(tmp_path, capsys):
+    rc = main(["solve", str(tmp_path / "missing.pomdp"), "--json"])
+    assert rc == 1
+    assert "trim-pomdp solve: error:" in capsys.readouterr().err
+    bad = tmp_path / "bad.policy"
+    bad.write_text("<Policy>")
+    good = tmp_path / "t.pomdp"
+    good.write_text(
+        "discount: 0.9\nvalues: reward\nstates: 1\nactions: 1\nobservations: 1\n"
+        "T: 0 : 0 : 0 1.0\nO: 0 : 0 : 0 1.0\nR: 0 : 0 : * : * 1.0\n"
+    )
+    rc = main(["simulate", str(good), str(bad)])
+    assert rc == 1
+    assert "malformed XML" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs(solved_tiger, tmp_path):
+    # The real process path: python -m trim_pomdp solve ... --json
+    problem, _, _ = solved_tiger
+    out = subprocess.run(
+        [sys.executable, "-m", "trim_pomdp", "solve", str(problem), "--time-limit", "5",
+         "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    info = json.loads(out.stdout)
+    assert abs(info["lower_bound"] - TIGER_EXACT) <= 1e-3

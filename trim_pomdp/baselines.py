@@ -1,0 +1,315 @@
+"""Baseline routers: TRIM-Thr, always-cheap, always-strong, random(q), the clairvoyant
+oracle, and the query-level oracle / AutoMix-style routers.
+
+Every step-level baseline is both
+
+* a :class:`~trim_pomdp.simulator.BatchPolicy` (``reset_batch``, ``act``, ``executed``), run
+  at speed by :func:`~trim_pomdp.simulator.simulate_routing`, and
+* a *Router* used one step at a time, the interface shared with the POMDP router:
+  ``reset()``, ``step(prm_score, tokens, is_final) -> "continue" | "regenerate"``,
+  ``executed(action)`` (the action really executed, if different), ``belief`` (``None``:
+  these policies keep no belief).
+
+Router errors: a score outside [0, 1] or NaN, a negative token count -> ``ValueError``;
+``step`` after a final step or past step 30, ``executed`` before any step -> ``RouterStateError``.
+
+Query-level routers decide once per query (cheap model or strong model for the whole
+solution).  They are evaluated from the paired always-cheap and always-strong runs on the
+same world, which equals running :class:`EscalationPolicy` (regenerate every step of the
+escalated queries) in the simulator, by construction of the common random numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from trim_pomdp.errors import RouterStateError
+from trim_pomdp.scenario import MAX_STEPS
+
+S0, S1, S2 = 0, 1, 2
+_ACTION_NAMES = ("continue", "regenerate")
+
+
+class _StepPolicy:
+    """Shared Router bookkeeping (step counter, final flag, ``min_prev``) and BatchPolicy
+    defaults.  Subclasses implement ``_act_batch`` and ``_act_one``."""
+
+    name = "policy"
+    needs_truth = False
+
+    def __init__(self) -> None:
+        self.reset()
+
+    # ---------------------------------------------------------------- BatchPolicy
+    def reset_batch(self, n: int) -> None:
+        self._n = int(n)
+
+    def act(self, t: int, score: NDArray[np.float64], min_prev: NDArray[np.float64],
+            tokens: NDArray[np.int64], is_final: NDArray[np.bool_], active: NDArray[np.bool_],
+            truth: NDArray[np.int8] | None = None) -> NDArray[np.int8]:
+        return self._act_batch(t, score, min_prev, tokens, is_final, active, truth)
+
+    def executed(self, actions: Any) -> None:
+        """BatchPolicy: actions executed for the whole batch; Router: one action name.
+
+        Baselines keep no belief, so the batch form does nothing; the Router form records
+        which action was executed (it decides whether the draft's score enters ``min_prev``).
+        """
+        if isinstance(actions, str):
+            if actions not in _ACTION_NAMES:
+                raise ValueError(f"action must be 'continue' or 'regenerate'; got {actions!r}")
+            if self._last_score is None:
+                raise RouterStateError("executed() called before any step()")
+            self._last_action = actions
+
+    # ---------------------------------------------------------------- Router
+    @property
+    def belief(self) -> None:
+        """Baselines keep no belief over hidden states."""
+        return None
+
+    @property
+    def min_prev(self) -> float:
+        """Minimum PRM score of the kept (continued) earlier drafts; 1.0 if none."""
+        return self._min_prev
+
+    def reset(self) -> None:
+        """Start a new query."""
+        self._t = 0
+        self._done = False
+        self._min_prev = 1.0
+        self._last_score: float | None = None
+        self._last_action: str | None = None
+
+    def step(self, prm_score: float, tokens: int, is_final: bool, **kwargs: Any) -> str:
+        """Decide for the current cheap draft: ``"continue"`` or ``"regenerate"``."""
+        score = float(prm_score)
+        if not 0.0 <= score <= 1.0:  # also rejects NaN
+            raise ValueError(f"prm_score must be in [0, 1]; got {prm_score!r}")
+        if int(tokens) < 0:
+            raise ValueError(f"tokens must be >= 0; got {tokens!r}")
+        if self._done:
+            raise RouterStateError("step() called after a final step; call reset() first")
+        if self._t >= MAX_STEPS:
+            raise RouterStateError(f"step() called past step {MAX_STEPS}; traces are capped "
+                                   f"at {MAX_STEPS} steps (call reset() for a new query)")
+        if self._last_score is not None and self._last_action == "continue":
+            self._min_prev = min(self._min_prev, self._last_score)
+        self._t += 1
+        final = bool(is_final) or self._t == MAX_STEPS
+        a = self._act_one(self._t, score, self._min_prev, int(tokens), final, **kwargs)
+        self._last_score = score
+        self._last_action = _ACTION_NAMES[a]
+        self._done = final
+        return _ACTION_NAMES[a]
+
+    # ---------------------------------------------------------------- to implement
+    def _act_batch(self, t: int, score: NDArray[np.float64], min_prev: NDArray[np.float64],
+                   tokens: NDArray[np.int64], is_final: NDArray[np.bool_],
+                   active: NDArray[np.bool_], truth: NDArray[np.int8] | None
+                   ) -> NDArray[np.int8]:
+        raise NotImplementedError
+
+    def _act_one(self, t: int, score: float, min_prev: float, tokens: int, is_final: bool,
+                 **kwargs: Any) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class ThresholdPolicy(_StepPolicy):
+    """TRIM-Thr: regenerate a draft iff its PRM score is below ``k``.
+
+    ``a_t = 1[r_t < k]``; ``k = 0`` is always-cheap, ``k > 1`` always-strong.
+    """
+
+    def __init__(self, k: float, *, name: str | None = None) -> None:
+        k = float(k)
+        if math.isnan(k):
+            raise ValueError("threshold k must be a number; got nan")
+        self.k = k
+        self.name = name or f"threshold(k={k:g})"
+        super().__init__()
+
+    def _act_batch(self, t, score, min_prev, tokens, is_final, active, truth):
+        return (score < self.k).view(np.int8)
+
+    def _act_one(self, t, score, min_prev, tokens, is_final, **kwargs):
+        return int(score < self.k)
+
+
+class AlwaysCheap(_StepPolicy):
+    """Never regenerate (the cheap model alone)."""
+
+    name = "always-cheap"
+
+    def reset_batch(self, n: int) -> None:
+        self._zeros = np.zeros(int(n), np.int8)
+
+    def _act_batch(self, t, score, min_prev, tokens, is_final, active, truth):
+        return self._zeros
+
+    def _act_one(self, t, score, min_prev, tokens, is_final, **kwargs):
+        return 0
+
+
+class AlwaysStrong(_StepPolicy):
+    """Regenerate every step (the strong model alone; cheap drafts are discarded)."""
+
+    name = "always-strong"
+
+    def reset_batch(self, n: int) -> None:
+        self._ones = np.ones(int(n), np.int8)
+
+    def _act_batch(self, t, score, min_prev, tokens, is_final, active, truth):
+        return self._ones
+
+    def _act_one(self, t, score, min_prev, tokens, is_final, **kwargs):
+        return 1
+
+
+class RandomPolicy(_StepPolicy):
+    """Regenerate each step independently with probability ``q``.
+
+    The draws come from ``numpy.random.default_rng(seed)``, re-created by ``reset_batch``
+    so that a batch run is reproducible.
+    """
+
+    def __init__(self, q: float, *, seed: int = 0, name: str | None = None) -> None:
+        q = float(q)
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"q must be in [0, 1]; got {q!r}")
+        self.q = q
+        self.seed = int(seed)
+        self.name = name or f"random(q={q:g})"
+        self._rng = np.random.default_rng(self.seed)
+        super().__init__()
+
+    def reset_batch(self, n: int) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def _act_batch(self, t, score, min_prev, tokens, is_final, active, truth):
+        return (self._rng.random(score.shape[0]) < self.q).view(np.int8)
+
+    def _act_one(self, t, score, min_prev, tokens, is_final, **kwargs):
+        return int(self._rng.random() < self.q)
+
+
+class OraclePolicy(_StepPolicy):
+    """Clairvoyant oracle: regenerates exactly the wrong drafts that can still be fixed
+    (hidden state S2), simulation only.
+
+    With ``q < 1`` each such draft is regenerated with probability ``q`` (seeded), tracing
+    a curve from always-cheap (q = 0) to the full oracle (q = 1).  Through the Router
+    protocol ``step`` needs ``truth=<hidden state>``.
+    """
+
+    needs_truth = True
+
+    def __init__(self, q: float = 1.0, *, seed: int = 0, name: str | None = None) -> None:
+        q = float(q)
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"q must be in [0, 1]; got {q!r}")
+        self.q = q
+        self.seed = int(seed)
+        self.name = name or ("oracle" if q == 1.0 else f"oracle(q={q:g})")
+        self._rng = np.random.default_rng(self.seed)
+        super().__init__()
+
+    def reset_batch(self, n: int) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def _act_batch(self, t, score, min_prev, tokens, is_final, active, truth):
+        if truth is None:
+            raise RouterStateError("the clairvoyant oracle needs the hidden states (truth=)")
+        wrong = truth == S2
+        if self.q < 1.0:
+            wrong &= self._rng.random(truth.shape[0]) < self.q
+        return wrong.view(np.int8)
+
+    def _act_one(self, t, score, min_prev, tokens, is_final, truth: int | None = None,
+                 **kwargs):
+        if truth is None:
+            raise RouterStateError("the clairvoyant oracle exists in simulation only: "
+                                   "step() needs truth=<hidden state 0/1/2>")
+        if int(truth) not in (S0, S1, S2):
+            raise ValueError(f"truth must be a hidden state 0, 1 or 2; got {truth!r}")
+        if int(truth) != S2:
+            return 0
+        return int(self.q >= 1.0 or self._rng.random() < self.q)
+
+
+class EscalationPolicy(_StepPolicy):
+    """Query-level routing as a BatchPolicy: regenerate every step of the escalated
+    queries (``mask[i]`` True) and none of the others.
+
+    Running it in the simulator gives, per problem, exactly the always-strong outcome for
+    escalated queries and the always-cheap one otherwise (common random numbers).
+    """
+
+    def __init__(self, mask: NDArray[np.bool_], *, name: str = "query-router") -> None:
+        self.mask = np.asarray(mask, dtype=bool)
+        self.name = name
+        super().__init__()
+
+    def reset_batch(self, n: int) -> None:
+        if self.mask.shape != (n,):
+            raise ValueError(f"escalation mask has shape {self.mask.shape}; expected ({n},)")
+        self._acts = self.mask.view(np.int8)
+
+    def _act_batch(self, t, score, min_prev, tokens, is_final, active, truth):
+        return self._acts
+
+
+# ============================================================================ query level
+def query_min_scores(cheap_record_scores: NDArray[Any]) -> NDArray[np.float64]:
+    """Per-query minimum PRM score of the cheap trace from a recorded always-cheap run's
+    ``record.score`` (NaN past the end is ignored)."""
+    s = np.asarray(cheap_record_scores, dtype=np.float64)
+    return np.nanmin(np.where(np.isnan(s), np.inf, s), axis=1)
+
+
+def automix_escalate(min_scores: NDArray[np.float64], threshold: float) -> NDArray[np.bool_]:
+    """AutoMix-style query routing: escalate the whole query to the strong model iff the
+    minimum PRM score of its cheap solution is below ``threshold`` (the PRM plays the part
+    of AutoMix's self-verifier, thresholded as in its ``Threshold`` meta-verifier)."""
+    return np.asarray(min_scores) < float(threshold)
+
+
+def combine_query_routing(mask: NDArray[np.bool_], cheap: Any, strong: Any,
+                          name: str = "query-router") -> Any:
+    """The :class:`~trim_pomdp.simulator.RoutingResult` of escalating the ``mask`` queries,
+    from the paired always-cheap and always-strong runs (identical to simulating
+    :class:`EscalationPolicy`, cf. ``tests/test_baselines.py``)."""
+    from trim_pomdp.simulator import RoutingResult
+
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != cheap.correct.shape or m.shape != strong.correct.shape:
+        raise ValueError(f"mask has shape {m.shape}; expected {cheap.correct.shape}")
+    return RoutingResult(
+        policy=name,
+        correct=np.where(m, strong.correct, cheap.correct),
+        strong_tokens=np.where(m, strong.strong_tokens, cheap.strong_tokens),
+        cheap_tokens=np.where(m, strong.cheap_tokens, cheap.cheap_tokens),
+        steps=np.where(m, strong.steps, cheap.steps).astype(np.int32),
+        regenerations=np.where(m, strong.regenerations, cheap.regenerations).astype(np.int32),
+        always_strong_tokens=cheap.always_strong_tokens,
+    )
+
+
+def query_oracle_order(cheap: Any, strong: Any) -> NDArray[np.int64]:
+    """Queries the oracle query router escalates, cheapest first.
+
+    The oracle sends to the strong model exactly the queries the strong model solves and
+    the cheap one does not; under a budget it takes them in increasing order of their
+    strong-token cost (which maximises accuracy per token).  Escalating the first ``m``
+    of the returned indices is the oracle at budget ``m``.
+    """
+    rescuable = np.flatnonzero(strong.correct & ~cheap.correct)
+    order = np.argsort(strong.strong_tokens[rescuable], kind="stable")
+    return rescuable[order]

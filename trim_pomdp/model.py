@@ -1,0 +1,338 @@
+"""The discrete POMDP model and its ``.pomdp`` file format.
+
+A POMDP is the tuple ``(S, A, O, T, Z, R, gamma, b0)`` stored as dense float64 arrays
+
+* ``T[a, s, s'] = P(s' | s, a)``   transition probabilities, shape ``(A, S, S)``;
+* ``Z[a, s', o] = P(o | s', a)``  observation probabilities, shape ``(A, S, O)``;
+* ``R[a, s]``                      expected immediate reward, shape ``(A, S)``;
+* ``discount`` gamma in ``(0, 1]`` and the initial belief ``b0`` (shape ``(S,)``).
+
+Files in A. R. Cassandra's ``.pomdp`` format are read and written by the compiled core
+(``csrc/pomdp_parser.cpp``); see :meth:`POMDP.from_file` for what the format covers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from trim_pomdp.errors import ModelValidationError
+
+__all__ = ["POMDP", "FILE_TOL"]
+
+#: Default tolerance on row sums for models read from ``.pomdp`` files.  Classic files
+#: print probabilities with six decimals, so their rows sum to 1 only within a few 1e-6
+#: (4x5x2.95: 1 + 8e-6); 1e-5 accepts them as written (values are kept, not renormalised).
+FILE_TOL = 1e-5
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _shape_str(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _as_array(x: Any, name: str) -> FloatArray:
+    """A private, read-only, C-contiguous float64 copy of ``x``."""
+    try:
+        arr = np.array(x, dtype=np.float64, order="C", copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ModelValidationError(f"{name} must be an array of real numbers: {exc}") from None
+    arr.setflags(write=False)
+    return arr
+
+
+def _check_shape(arr: FloatArray, name: str, dims: str, expected: tuple[int, ...]) -> None:
+    if arr.shape != expected:
+        raise ModelValidationError(
+            f"{name} must have shape ({dims}) = {_shape_str(expected)}; got {_shape_str(arr.shape)}"
+        )
+
+
+def _names(names: Sequence[str] | None, n: int, arg: str, what: str) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise ModelValidationError(f"{arg} must be a sequence of strings, not a single string")
+    out = tuple(names)
+    if len(out) != n:
+        raise ModelValidationError(f"{arg} must have n_{what} = {n} entries; got {len(out)}")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(out):
+        if not isinstance(name, str) or not name:
+            raise ModelValidationError(f"{arg}[{i}] must be a non-empty string; got {name!r}")
+        if name in seen:
+            raise ModelValidationError(
+                f"{arg} has a duplicate name {name!r} (indices {seen[name]} and {i})"
+            )
+        seen[name] = i
+    return out
+
+
+class POMDP:
+    r"""A discrete POMDP, validated on construction.
+
+    Parameters
+    ----------
+    T : array_like, shape (n_actions, n_states, n_states)
+        ``T[a, s, s'] = P(s' | s, a)``; every row ``T[a, s, :]`` sums to 1.
+    Z : array_like, shape (n_actions, n_states, n_observations)
+        ``Z[a, s', o] = P(o | s', a)``, the probability of observing ``o`` after action
+        ``a`` led to ``s'``; every row ``Z[a, s', :]`` sums to 1.
+    R : array_like, shape (n_actions, n_states)
+        Expected immediate reward of ``a`` in ``s``.  A reward that depends on the successor
+        and the observation reduces to
+        :math:`R(a, s) = \sum_{s'} T(s'|s,a) \sum_o Z(o|s',a) R(a, s, s', o)`.
+    discount : float
+        Discount factor gamma in ``(0, 1]`` (1 for episodic problems).
+    b0 : array_like, shape (n_states,), optional
+        Initial belief; ``None`` means uniform.
+    state_names, action_names, observation_names : sequence of str, optional
+        Unique names (kept by :meth:`to_file`, where they must be ``.pomdp`` identifiers).
+    tol : float, default 1e-6
+        Absolute tolerance on the row sums of ``T``, ``Z`` and on ``sum(b0)``.
+
+    Raises
+    ------
+    ModelValidationError
+        On a wrong shape (``"Z must have shape (n_actions, n_states, n_observations) =
+        (3, 2, 2); got (3, 2)"``), a non-finite or negative entry, a row that does not sum
+        to 1 (``"T[a=1, s=3, :] sums to 0.98; expected 1 (tol 1e-06)"``), a discount outside
+        ``(0, 1]`` or bad names.
+
+    Notes
+    -----
+    The arrays are stored as read-only C-contiguous float64 copies, so a model cannot be
+    changed after validation.
+    """
+
+    __slots__ = (
+        "_T",
+        "_Z",
+        "_R",
+        "_b0",
+        "_discount",
+        "_state_names",
+        "_action_names",
+        "_observation_names",
+        "_tol",
+    )
+
+    def __init__(
+        self,
+        T: npt.ArrayLike,
+        Z: npt.ArrayLike,
+        R: npt.ArrayLike,
+        discount: float,
+        b0: npt.ArrayLike | None = None,
+        *,
+        state_names: Sequence[str] | None = None,
+        action_names: Sequence[str] | None = None,
+        observation_names: Sequence[str] | None = None,
+        tol: float = 1e-6,
+    ) -> None:
+        try:
+            tol = float(tol)
+        except (TypeError, ValueError):
+            raise ModelValidationError(f"tol must be a number; got {tol!r}") from None
+        if not (np.isfinite(tol) and tol >= 0.0):
+            raise ModelValidationError(f"tol must be a finite number >= 0; got {tol!r}")
+        try:
+            discount = float(discount)
+        except (TypeError, ValueError):
+            raise ModelValidationError(f"discount must be a number; got {discount!r}") from None
+        if not (0.0 < discount <= 1.0):
+            raise ModelValidationError(f"discount must be in (0, 1]; got {discount!r}")
+
+        T = _as_array(T, "T")
+        if T.ndim != 3 or T.shape[1] != T.shape[2]:
+            raise ModelValidationError(
+                "T must have shape (n_actions, n_states, n_states); got " + _shape_str(T.shape)
+            )
+        A, S = T.shape[0], T.shape[1]
+        if A == 0 or S == 0:
+            raise ModelValidationError(
+                f"a model needs at least one action and one state; T has shape {_shape_str(T.shape)}"
+            )
+        Z = _as_array(Z, "Z")
+        if observation_names is not None and not isinstance(observation_names, str):
+            n_obs = len(observation_names)
+        else:
+            n_obs = Z.shape[-1] if Z.ndim >= 1 else 0
+        _check_shape(Z, "Z", "n_actions, n_states, n_observations", (A, S, n_obs))
+        if n_obs == 0:
+            raise ModelValidationError("a model needs at least one observation; Z has shape "
+                                       + _shape_str(Z.shape))
+        R = _as_array(R, "R")
+        _check_shape(R, "R", "n_actions, n_states", (A, S))
+        if b0 is None:
+            b0 = np.full(S, 1.0 / S)
+        b0 = _as_array(b0, "b0")
+        _check_shape(b0, "b0", "n_states", (S,))
+
+        self._state_names = _names(state_names, S, "state_names", "states")
+        self._action_names = _names(action_names, A, "action_names", "actions")
+        self._observation_names = _names(observation_names, n_obs, "observation_names",
+                                         "observations")
+
+        from trim_pomdp import _core
+
+        # One implementation of the checks (C++), so files and arrays get the same messages.
+        _core.validate_pomdp(
+            T, Z, R, discount, b0, tol,
+            list(self._state_names) if self._state_names else None,
+            list(self._action_names) if self._action_names else None,
+            list(self._observation_names) if self._observation_names else None,
+        )
+        self._T, self._Z, self._R, self._b0 = T, Z, R, b0
+        self._discount = discount
+        self._tol = tol
+
+    # ---- data -------------------------------------------------------------------------------
+    @property
+    def T(self) -> FloatArray:
+        """Transition probabilities ``T[a, s, s']`` (read-only)."""
+        return self._T
+
+    @property
+    def Z(self) -> FloatArray:
+        """Observation probabilities ``Z[a, s', o]`` (read-only)."""
+        return self._Z
+
+    @property
+    def R(self) -> FloatArray:
+        """Expected immediate rewards ``R[a, s]`` (read-only)."""
+        return self._R
+
+    @property
+    def b0(self) -> FloatArray:
+        """Initial belief (read-only)."""
+        return self._b0
+
+    @property
+    def discount(self) -> float:
+        """Discount factor gamma in (0, 1]."""
+        return self._discount
+
+    @property
+    def tol(self) -> float:
+        """Tolerance the row sums were validated with."""
+        return self._tol
+
+    @property
+    def n_states(self) -> int:
+        return int(self._T.shape[1])
+
+    @property
+    def n_actions(self) -> int:
+        return int(self._T.shape[0])
+
+    @property
+    def n_observations(self) -> int:
+        return int(self._Z.shape[2])
+
+    @property
+    def state_names(self) -> tuple[str, ...] | None:
+        return self._state_names
+
+    @property
+    def action_names(self) -> tuple[str, ...] | None:
+        return self._action_names
+
+    @property
+    def observation_names(self) -> tuple[str, ...] | None:
+        return self._observation_names
+
+    def __repr__(self) -> str:
+        return (
+            f"POMDP(n_states={self.n_states}, n_actions={self.n_actions}, "
+            f"n_observations={self.n_observations}, discount={self.discount!r})"
+        )
+
+    # ---- .pomdp files -------------------------------------------------------------------------
+    @classmethod
+    def from_string(cls, text: str | bytes, filename: str = "<string>", *,
+                    tol: float = FILE_TOL) -> POMDP:
+        """Parse a model from ``.pomdp`` text; see :meth:`from_file`.
+
+        ``filename`` only labels error messages (``"<string>:12: ..."``).
+        """
+        from trim_pomdp import _core
+
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"text must be str or bytes; got {type(text).__name__}")
+        d = _core.parse_pomdp(text, str(filename), tol=float(tol))
+        return cls(
+            d["T"], d["Z"], d["R"], d["discount"], d["b0"],
+            state_names=d["state_names"], action_names=d["action_names"],
+            observation_names=d["observation_names"], tol=tol,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, tol: float = FILE_TOL) -> POMDP:
+        r"""Read a model in A. R. Cassandra's ``.pomdp`` format (C++ parser).
+
+        The whole format is supported: ``discount:``, ``values: reward|cost`` (costs are
+        negated into rewards; the misspelt ``rewards`` is accepted), ``states:``/``actions:``/
+        ``observations:`` as a count or a list of names, ``start:`` as probabilities, a state
+        name or index, ``start include:``/``start exclude:`` lists (uniform over the listed
+        states; a missing ``start:`` means uniform), ``T:``/``O:`` entries in single, row and
+        matrix form with ``uniform`` and ``identity``, ``R:`` entries in all their forms,
+        ``*`` wildcards, 0-based indices or names, and ``#`` comments.  Later entries
+        override earlier ones.  Rewards ``R(a, s, s', o)`` are reduced to
+        :math:`R(a, s) = \sum_{s'} T(s'|s,a) \sum_o Z(o|s',a) R(a, s, s', o)`
+        (exactly ``r`` when ``r`` does not depend on ``s'`` and ``o``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+        tol : float, default ``FILE_TOL`` (1e-5)
+            Tolerance on row sums; the default accepts probabilities printed with six
+            decimals, as in the classic collection.  Values are kept as written.
+
+        Raises
+        ------
+        PomdpFormatError
+            ``"path:line: what was expected; what was found"`` for any syntax error,
+            unknown name, wrong count, bad number, or a row of ``T``/``O``/``start`` that does
+            not sum to 1 (at the line that last set it).  ``.filename`` and ``.line`` carry
+            the location.
+        FileNotFoundError
+            When the file does not exist.
+        """
+        with open(path, "rb") as f:
+            data = f.read()
+        return cls.from_string(data, os.fspath(path), tol=tol)
+
+    def to_string(self) -> str:
+        """The model in ``.pomdp`` format; :meth:`from_string` reads it back exactly.
+
+        Numbers are written in their shortest form that reads back to the same double, so
+        ``T``, ``Z``, ``R``, ``b0``, ``discount`` and the names round-trip bit for bit.
+        ``R`` is written as rewards independent of ``(s', o)``.
+
+        Raises
+        ------
+        ValueError
+            When a name is not a ``.pomdp`` identifier (``[A-Za-z][A-Za-z0-9_-]*``, not a
+            keyword of the format).
+        """
+        from trim_pomdp import _core
+
+        return _core.write_pomdp(
+            self._T, self._Z, self._R, self._discount, self._b0,
+            list(self._state_names) if self._state_names else None,
+            list(self._action_names) if self._action_names else None,
+            list(self._observation_names) if self._observation_names else None,
+        )
+
+    def to_file(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to ``path`` in ``.pomdp`` format (see :meth:`to_string`)."""
+        text = self.to_string()
+        with open(path, "w", encoding="ascii", newline="\n") as f:
+            f.write(text)

@@ -1,0 +1,514 @@
+"""Alpha-vector policies for discrete POMDPs.
+
+A policy is a set of K alpha vectors, one ``(K, n_states)`` array, and a ``(K,)`` map from
+vector to action.  The value of a belief ``b`` is the upper envelope
+
+    V(b) = max_k  sum_s alphas[k, s] b(s),
+
+and the policy takes the action of the maximising vector,
+``pi(b) = actions[argmax_k alphas[k] . b]`` (ties go to the lowest index k, so the choice
+is deterministic).  A point-based solver's lower bound is exactly such a policy: every
+alpha vector is the value function of a conditional plan that starts with its action.
+
+Policies are saved as a single ``.npz`` file holding the arrays and a JSON metadata string
+(with ``format_version``), read back with ``allow_pickle=False``; and they can be written
+to and read from SARSOP's ``.policy`` XML so results can be compared with SARSOP's own
+``pomdpsim``/``pomdpeval``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from trim_pomdp.errors import PolicyFormatError
+
+__all__ = ["AlphaVectorPolicy", "FORMAT_VERSION"]
+
+#: Version of the ``.npz`` policy layout written by :meth:`AlphaVectorPolicy.save`.
+FORMAT_VERSION = 1
+_KIND = "trim_pomdp.AlphaVectorPolicy"
+_METADATA_KEY = "metadata_json"
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    # Always copy: the policy must not change when the caller mutates its input array.
+    a = np.array(a, order="C", copy=True)
+    a.flags.writeable = False
+    return a
+
+
+class AlphaVectorPolicy:
+    """A POMDP policy represented by alpha vectors.
+
+    Parameters
+    ----------
+    alphas : array_like, shape (K, n_states)
+        Alpha vectors, finite, K >= 1.
+    actions : array_like of int, shape (K,)
+        ``actions[k]`` is the action taken when vector ``k`` is the maximiser.
+    action_names : sequence of str, optional
+        Names of the actions; when given, every entry of ``actions`` must index it.
+    metadata : mapping, optional
+        JSON-serialisable information stored with the policy (e.g. the solver's bounds,
+        the model file).  Saved and loaded verbatim.
+
+    Attributes
+    ----------
+    alphas : ndarray, shape (K, n_states)
+        Read-only float64 copy of the vectors.
+    actions : ndarray of int64, shape (K,)
+        Read-only.
+    action_names : list of str or None
+    metadata : dict
+
+    Notes
+    -----
+    ``value(b) = max_k alphas[k] . b`` and ``action(b) = actions[argmax_k alphas[k] . b]``;
+    among tied vectors the one with the lowest index wins.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pol = AlphaVectorPolicy(np.array([[1.0, 0.0], [0.0, 1.0]]), [0, 1])
+    >>> pol.action(np.array([0.3, 0.7]))
+    1
+    >>> pol.value(np.array([0.3, 0.7]))
+    0.7
+    """
+
+    def __init__(
+        self,
+        alphas: ArrayLike,
+        actions: ArrayLike,
+        *,
+        action_names: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        alphas_arr = np.asarray(alphas)
+        if alphas_arr.ndim != 2:
+            raise ValueError(
+                f"alphas must be a 2-D array of shape (n_vectors, n_states); got shape "
+                f"{alphas_arr.shape}"
+            )
+        if alphas_arr.shape[0] < 1 or alphas_arr.shape[1] < 1:
+            raise ValueError(
+                f"alphas must have at least one vector and one state; got shape {alphas_arr.shape}"
+            )
+        if not (np.issubdtype(alphas_arr.dtype, np.floating) or np.issubdtype(
+            alphas_arr.dtype, np.integer
+        )):
+            raise TypeError(f"alphas must be a real numeric array; got dtype {alphas_arr.dtype}")
+        alphas_arr = alphas_arr.astype(np.float64)
+        if not np.all(np.isfinite(alphas_arr)):
+            k, s = np.argwhere(~np.isfinite(alphas_arr))[0]
+            raise ValueError(f"alphas must be finite; alphas[{k}, {s}] = {alphas_arr[k, s]}")
+        actions_arr = np.asarray(actions)
+        k_vec = alphas_arr.shape[0]
+        if actions_arr.shape != (k_vec,):
+            raise ValueError(
+                f"actions must have shape (n_vectors,) = ({k_vec},); got {actions_arr.shape}"
+            )
+        if actions_arr.dtype.kind == "f":
+            if not np.all(np.isfinite(actions_arr)) or np.any(actions_arr != np.round(actions_arr)):
+                raise ValueError("actions must be integer action indices")
+        elif actions_arr.dtype.kind not in "iub":
+            raise TypeError(f"actions must be integer action indices; got dtype {actions_arr.dtype}")
+        actions_arr = actions_arr.astype(np.int64)
+        if np.any(actions_arr < 0):
+            k = int(np.argmax(actions_arr < 0))
+            raise ValueError(f"actions must be >= 0; actions[{k}] = {actions_arr[k]}")
+        names: list[str] | None = None
+        # An empty sequence means "no names" (e.g. a .pomdp file that only gave counts).
+        if action_names is not None and (isinstance(action_names, str) or len(action_names)):
+            if isinstance(action_names, str):
+                raise TypeError("action_names must be a sequence of str, not a single str")
+            names = [str(n) for n in action_names]
+            bad = actions_arr >= len(names)
+            if np.any(bad):
+                k = int(np.argmax(bad))
+                raise ValueError(
+                    f"actions[{k}] = {actions_arr[k]} but only {len(names)} action names given"
+                )
+        meta = dict(metadata) if metadata is not None else {}
+        try:
+            json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
+        self._alphas = _readonly(alphas_arr)
+        self._actions = _readonly(actions_arr)
+        self._action_names = names
+        self.metadata: dict[str, Any] = meta
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def alphas(self) -> NDArray[np.float64]:
+        """Alpha vectors, shape (K, n_states), read-only."""
+        return self._alphas
+
+    @property
+    def actions(self) -> NDArray[np.int64]:
+        """Action of each alpha vector, shape (K,), read-only."""
+        return self._actions
+
+    @property
+    def action_names(self) -> list[str] | None:
+        return None if self._action_names is None else list(self._action_names)
+
+    @property
+    def n_states(self) -> int:
+        return int(self._alphas.shape[1])
+
+    @property
+    def n_vectors(self) -> int:
+        return int(self._alphas.shape[0])
+
+    def __len__(self) -> int:
+        return self.n_vectors
+
+    def __repr__(self) -> str:
+        return (
+            f"AlphaVectorPolicy(n_vectors={self.n_vectors}, n_states={self.n_states}, "
+            f"actions used={sorted(set(self._actions.tolist()))})"
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def _check_belief(self, b: ArrayLike, name: str = "b") -> NDArray[np.float64]:
+        arr = np.asarray(b, dtype=np.float64)
+        if arr.shape != (self.n_states,):
+            raise ValueError(
+                f"{name} must have shape (n_states,) = ({self.n_states},); got {arr.shape}"
+            )
+        return arr
+
+    def _check_beliefs(self, B: ArrayLike, name: str = "B") -> NDArray[np.float64]:
+        arr = np.asarray(B, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != self.n_states:
+            raise ValueError(
+                f"{name} must have shape (n_beliefs, n_states) = (N, {self.n_states}); "
+                f"got {arr.shape}"
+            )
+        return arr
+
+    def best_vector(self, b: ArrayLike) -> int:
+        """Index k of the maximising alpha vector at belief ``b`` (lowest index on ties)."""
+        return int(np.argmax(self._alphas @ self._check_belief(b)))
+
+    def value(self, b: ArrayLike) -> float:
+        """``V(b) = max_k alphas[k] . b``."""
+        return float(np.max(self._alphas @ self._check_belief(b)))
+
+    def action(self, b: ArrayLike) -> int:
+        """``actions[argmax_k alphas[k] . b]``."""
+        return int(self._actions[self.best_vector(b)])
+
+    def values(self, B: ArrayLike) -> NDArray[np.float64]:
+        """Batched :meth:`value`: ``B`` has shape (N, n_states); returns shape (N,)."""
+        B = self._check_beliefs(B)
+        if B.shape[0] == 0:
+            return np.zeros(0)
+        return np.max(B @ self._alphas.T, axis=1)
+
+    def actions_for(self, B: ArrayLike) -> NDArray[np.int64]:
+        """Batched :meth:`action`: ``B`` has shape (N, n_states); returns int64 shape (N,)."""
+        B = self._check_beliefs(B)
+        if B.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        return self._actions[np.argmax(B @ self._alphas.T, axis=1)]
+
+    # ------------------------------------------------------------------ model check
+    def check_model(self, model: Any) -> AlphaVectorPolicy:
+        """Check that this policy fits ``model`` (anything with ``n_states``/``n_actions``).
+
+        Raises
+        ------
+        PolicyFormatError
+            If the vectors' length differs from ``model.n_states``, an action index is not
+            an action of the model, or both carry action names and they differ.
+
+        Returns
+        -------
+        self
+        """
+        n_states = int(model.n_states)
+        n_actions = int(model.n_actions)
+        if self.n_states != n_states:
+            raise PolicyFormatError(
+                f"policy alpha vectors have length {self.n_states} but the model has "
+                f"{n_states} states"
+            )
+        bad = self._actions >= n_actions
+        if np.any(bad):
+            k = int(np.argmax(bad))
+            raise PolicyFormatError(
+                f"alpha vector {k} has action {int(self._actions[k])} but the model has "
+                f"{n_actions} actions (valid indices 0..{n_actions - 1})"
+            )
+        model_names = getattr(model, "action_names", None)
+        if self._action_names is not None and model_names:
+            model_names = [str(n) for n in model_names]
+            if self._action_names[: len(model_names)] != model_names[: len(self._action_names)]:
+                raise PolicyFormatError(
+                    f"policy action names {self._action_names} differ from the model's "
+                    f"{model_names}"
+                )
+        return self
+
+    # ------------------------------------------------------------------ .npz + JSON
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save as one ``.npz`` file: arrays ``alphas``, ``actions`` and ``metadata_json``.
+
+        ``metadata_json`` is a JSON string with ``format_version``, ``kind``, the shapes,
+        ``action_names`` and the user ``metadata``.  Values round-trip bit for bit.
+        Returns the path written (``.npz`` is appended by NumPy when missing, so the
+        returned path is the real one).
+        """
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": _KIND,
+            "n_vectors": self.n_vectors,
+            "n_states": self.n_states,
+            "action_names": self._action_names,
+            "metadata": self.metadata,
+        }
+        text = json.dumps(meta, allow_nan=False, sort_keys=True)
+        np.savez(
+            path,
+            alphas=self._alphas,
+            actions=self._actions,
+            **{_METADATA_KEY: np.array(text)},
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> AlphaVectorPolicy:
+        """Load a policy written by :meth:`save` (never unpickles).
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        PolicyFormatError
+            If the file is not such a policy: not an ``.npz``, keys or metadata missing,
+            object arrays, a newer ``format_version``, inconsistent shapes, non-finite values.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"policy file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in ("alphas", "actions", _METADATA_KEY) if k not in data.files]
+                if missing:
+                    raise PolicyFormatError(
+                        f"{path}: not a trim_pomdp policy file (missing {', '.join(missing)})"
+                    )
+                alphas = data["alphas"]
+                actions = data["actions"]
+                meta_arr = data[_METADATA_KEY]
+        except PolicyFormatError:
+            raise
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise PolicyFormatError(f"{path}: cannot read as a policy .npz file: {exc}") from None
+        if meta_arr.shape != () or meta_arr.dtype.kind != "U":
+            raise PolicyFormatError(f"{path}: {_METADATA_KEY} must be a JSON string")
+        try:
+            meta = json.loads(str(meta_arr))
+        except json.JSONDecodeError as exc:
+            raise PolicyFormatError(f"{path}: metadata is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise PolicyFormatError(f"{path}: metadata must be a JSON object")
+        if meta.get("kind") != _KIND:
+            raise PolicyFormatError(
+                f"{path}: metadata kind is {meta.get('kind')!r}; expected {_KIND!r}"
+            )
+        version = meta.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise PolicyFormatError(f"{path}: metadata has no integer format_version")
+        if version > FORMAT_VERSION or version < 1:
+            raise PolicyFormatError(
+                f"{path}: format_version {version} is not supported (this trim_pomdp reads "
+                f"versions 1..{FORMAT_VERSION})"
+            )
+        if alphas.dtype != np.float64 or alphas.ndim != 2:
+            raise PolicyFormatError(
+                f"{path}: alphas must be a float64 2-D array; got {alphas.dtype} {alphas.shape}"
+            )
+        if actions.dtype.kind not in "iu" or actions.shape != (alphas.shape[0],):
+            raise PolicyFormatError(
+                f"{path}: actions must be an integer array of shape ({alphas.shape[0]},); got "
+                f"{actions.dtype} {actions.shape}"
+            )
+        expected = (meta.get("n_vectors"), meta.get("n_states"))
+        if expected != alphas.shape:
+            raise PolicyFormatError(
+                f"{path}: metadata says (n_vectors, n_states) = {expected} but alphas has shape "
+                f"{alphas.shape}"
+            )
+        names = meta.get("action_names")
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
+            raise PolicyFormatError(f"{path}: action_names must be a list of strings or null")
+        user_meta = meta.get("metadata", {})
+        if not isinstance(user_meta, dict):
+            raise PolicyFormatError(f"{path}: metadata.metadata must be a JSON object")
+        try:
+            return cls(alphas, actions, action_names=names, metadata=user_meta)
+        except (ValueError, TypeError) as exc:
+            raise PolicyFormatError(f"{path}: {exc}") from None
+
+    # ------------------------------------------------------------------ SARSOP XML
+    def to_sarsop_policy(self, path: str | os.PathLike[str], *, model: str = "") -> Path:
+        """Write SARSOP's ``.policy`` XML (dense ``<Vector>`` entries, ``numObsValue=1``).
+
+        Numbers are written with 17 significant digits so that :meth:`from_sarsop_policy`
+        reads back exactly the same float64 values.  ``model`` fills the ``model``
+        attribute (SARSOP writes the problem file name there).
+        """
+        from xml.sax.saxutils import quoteattr
+
+        path = Path(path)
+        lines = [
+            '<?xml version="1.0" encoding="ISO-8859-1"?>',
+            f'<Policy version="0.1" type="value" model={quoteattr(str(model))} '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+            'xsi:noNamespaceSchemaLocation="policyx.xsd">',
+            f'<AlphaVector vectorLength="{self.n_states}" numObsValue="1" '
+            f'numVectors="{self.n_vectors}">',
+        ]
+        for k in range(self.n_vectors):
+            nums = " ".join(repr(float(v)) for v in self._alphas[k])
+            lines.append(f'<Vector action="{int(self._actions[k])}" obsValue="0">{nums} </Vector>')
+        lines.append("</AlphaVector> </Policy>")
+        path.write_text("\n".join(lines) + "\n", encoding="iso-8859-1", errors="xmlcharrefreplace")
+        return path
+
+    @classmethod
+    def from_sarsop_policy(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        action_names: Sequence[str] | None = None,
+    ) -> AlphaVectorPolicy:
+        """Read SARSOP's ``.policy`` XML (dense ``<Vector>`` or ``<SparseVector>`` entries).
+
+        Only flat POMDP policies (``numObsValue="1"``) are supported; SARSOP's factored
+        MOMDP policies (``numObsValue > 1``) raise :class:`PolicyFormatError`.
+
+        Raises
+        ------
+        PolicyFormatError
+            Malformed XML, wrong root/element, missing or non-integer attributes, vector
+            lengths that do not match ``vectorLength``, a count different from
+            ``numVectors``, bad numbers.
+        """
+        import xml.etree.ElementTree as ET
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"policy file not found: {path}")
+        text = path.read_bytes()
+        # Reject DTDs outright: a policy file has no use for entities, and refusing them
+        # closes the door on entity-expansion attacks.
+        if b"<!DOCTYPE" in text or b"<!ENTITY" in text:
+            raise PolicyFormatError(f"{path}: DTD/entity declarations are not allowed")
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as exc:
+            raise PolicyFormatError(f"{path}: malformed XML: {exc}") from None
+        if root.tag != "Policy":
+            raise PolicyFormatError(f"{path}: root element is <{root.tag}>; expected <Policy>")
+        if root.get("type", "value") != "value":
+            raise PolicyFormatError(
+                f"{path}: Policy type is {root.get('type')!r}; only 'value' is supported"
+            )
+        av = root.find("AlphaVector")
+        if av is None:
+            raise PolicyFormatError(f"{path}: no <AlphaVector> element")
+
+        def int_attr(el: ET.Element, name: str) -> int:
+            raw = el.get(name)
+            if raw is None:
+                raise PolicyFormatError(f"{path}: <{el.tag}> lacks attribute {name}")
+            try:
+                return int(raw)
+            except ValueError:
+                raise PolicyFormatError(
+                    f"{path}: <{el.tag}> attribute {name}={raw!r} is not an integer"
+                ) from None
+
+        n_states = int_attr(av, "vectorLength")
+        if av.get("numObsValue", "1").strip() != "1":
+            raise PolicyFormatError(
+                f"{path}: numObsValue={av.get('numObsValue')!r}; only flat POMDP policies "
+                "(numObsValue=1) are supported"
+            )
+        n_vectors_decl = int_attr(av, "numVectors")
+        if n_states < 1:
+            raise PolicyFormatError(f"{path}: vectorLength must be >= 1; got {n_states}")
+        alphas: list[np.ndarray] = []
+        actions: list[int] = []
+        for i, el in enumerate(av):
+            where = f"{path}: vector {i}"
+            if el.tag not in ("Vector", "SparseVector"):
+                raise PolicyFormatError(f"{where}: unexpected element <{el.tag}>")
+            a = int_attr(el, "action")
+            obs_value = int_attr(el, "obsValue") if el.get("obsValue") is not None else 0
+            if obs_value != 0:
+                raise PolicyFormatError(f"{where}: obsValue={obs_value}; expected 0")
+            if el.tag == "Vector":
+                try:
+                    vec = np.array([float(t) for t in (el.text or "").split()], dtype=np.float64)
+                except ValueError as exc:
+                    raise PolicyFormatError(f"{where}: bad number: {exc}") from None
+                if vec.shape != (n_states,):
+                    raise PolicyFormatError(
+                        f"{where}: has {vec.size} entries; vectorLength is {n_states}"
+                    )
+            else:
+                # SARSOP's sparse form: <Entry>index value</Entry>, absent entries are 0.
+                vec = np.zeros(n_states)
+                for entry in el:
+                    parts = (entry.text or "").split()
+                    if entry.tag != "Entry" or len(parts) != 2:
+                        raise PolicyFormatError(f"{where}: bad sparse <{entry.tag}> entry")
+                    try:
+                        idx, val = int(parts[0]), float(parts[1])
+                    except ValueError as exc:
+                        raise PolicyFormatError(f"{where}: bad sparse entry: {exc}") from None
+                    if not 0 <= idx < n_states:
+                        raise PolicyFormatError(
+                            f"{where}: sparse index {idx} outside 0..{n_states - 1}"
+                        )
+                    vec[idx] = val
+            if not np.all(np.isfinite(vec)):
+                raise PolicyFormatError(f"{where}: non-finite value")
+            if a < 0:
+                raise PolicyFormatError(f"{where}: action {a} is negative")
+            alphas.append(vec)
+            actions.append(a)
+        if len(alphas) != n_vectors_decl:
+            raise PolicyFormatError(
+                f"{path}: numVectors={n_vectors_decl} but {len(alphas)} vectors found"
+            )
+        if not alphas:
+            raise PolicyFormatError(f"{path}: the policy has no vectors")
+        try:
+            return cls(
+                np.vstack(alphas),
+                np.array(actions, dtype=np.int64),
+                action_names=action_names,
+                metadata={"source": "sarsop", "model": root.get("model", "")},
+            )
+        except (ValueError, TypeError) as exc:
+            raise PolicyFormatError(f"{path}: {exc}") from None

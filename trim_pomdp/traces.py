@@ -1,0 +1,583 @@
+"""Labelled reasoning traces: the JSONL trace format, streaming validated I/O, hidden states.
+
+Trace format (JSONL, one trace per line, UTF-8)
+-----------------------------------------------
+Each line is one JSON object::
+
+    {"id": "math-17",                 # str, required, non-empty
+     "problem": "Compute ...",        # str or null, optional
+     "model": "Qwen2.5-1.5B-Instruct",# str, required: the model that wrote the trace
+     "steps": [                       # non-empty list, at most one entry per reasoning step
+        {"text": "First, ...",        # str or null, optional
+         "prm_score": 0.93,           # float in [0, 1] or null, optional (NaN is an error)
+         "tokens": 57,                # int >= 0 or null, optional
+         "label": "correct",          # "correct" | "incorrect" | null (unknown)
+         ...extra...},                # any other key is kept verbatim in Step.extra
+        ...],
+     "final_correct": true,           # bool or null, optional
+     ...extra...}                     # any other key is kept verbatim in Trace.extra
+
+Known extra step fields written by other parts of the project: ``"writer": "cheap" |
+"strong"`` (which model wrote the step in a routed trace), ``"decision"``, ``"belief"``,
+``"timing_s"``, ``"cheap_tokens"``, ``"strong_tokens"``.  Blank lines are ignored.
+
+Labels and hidden states
+------------------------
+``label`` is the correctness of the step itself.  TRIM's hidden state at step t is
+
+* S0 (0): steps 1..t are all correct (the current draft included);
+* S2 (2): steps 1..t-1 are correct and step t is the first wrong one (recoverable);
+* S1 (1): some step before t was wrong (irrecoverable);
+* -1: not determined by the labels (e.g. an unlabelled step before the first known error).
+
+Data labelled only up to the first error (ProcessBench, PRM800K-style first-error
+annotation) leave the steps after the first wrong one as ``null``: they are S1 whatever
+their text says.  With ``first_error_only=True`` the loader rejects a step labelled
+``"correct"`` after an ``"incorrect"`` one, which is a contradiction in such data.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from trim_pomdp.errors import TraceFormatError
+
+__all__ = [
+    "MAX_STEPS",
+    "Step",
+    "Trace",
+    "LoadReport",
+    "TraceTable",
+    "load_traces",
+    "iter_traces",
+    "save_traces",
+    "hidden_state_labels",
+    "trace_from_dict",
+    "trace_to_dict",
+    "traces_to_table",
+]
+
+MAX_STEPS = 30
+
+S0, S1, S2 = 0, 1, 2
+LABELS = ("correct", "incorrect")
+_STEP_KEYS = frozenset(("text", "prm_score", "tokens", "label"))
+_TRACE_KEYS = frozenset(("id", "problem", "model", "steps", "final_correct"))
+
+
+@dataclass(slots=True)
+class Step:
+    """One reasoning step.
+
+    Parameters
+    ----------
+    text : str or None
+        The step's text.
+    prm_score : float or None
+        The process reward model's score of the prefix ending at this step, in [0, 1].
+    tokens : int or None
+        Length of the step in tokens (>= 0).
+    label : {"correct", "incorrect"} or None
+        Correctness of the step itself; None when unknown.
+    extra : dict
+        Any other per-step fields (kept and written back verbatim).
+    """
+
+    text: str | None = None
+    prm_score: float | None = None
+    tokens: int | None = None
+    label: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_step(self.text, self.prm_score, self.tokens, self.label, "<Step>")
+
+
+@dataclass(slots=True)
+class Trace:
+    """One reasoning trace: the steps one model wrote for one problem.
+
+    Parameters
+    ----------
+    id : str
+        Identifier of the trace.
+    model : str
+        The model that wrote the trace (e.g. the cheap or the strong model).
+    steps : list of Step
+        At least one step.
+    final_correct : bool or None
+        Whether the final answer is correct, when known.
+    problem : str or None
+        The problem text.
+    extra : dict
+        Any other top-level fields (kept and written back verbatim).
+    """
+
+    id: str
+    model: str
+    steps: list[Step]
+    final_correct: bool | None = None
+    problem: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise TraceFormatError(f"<Trace>: field 'id' must be a non-empty string; got {self.id!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise TraceFormatError(
+                f"<Trace {self.id}>: field 'model' must be a non-empty string; got {self.model!r}"
+            )
+        if not isinstance(self.steps, list) or not self.steps:
+            raise TraceFormatError(f"<Trace {self.id}>: field 'steps' must be a non-empty list")
+        for i, s in enumerate(self.steps):
+            if not isinstance(s, Step):
+                raise TraceFormatError(
+                    f"<Trace {self.id}>: steps[{i}] must be a Step; got {type(s).__name__}"
+                )
+        if self.final_correct is not None and not isinstance(self.final_correct, bool):
+            raise TraceFormatError(
+                f"<Trace {self.id}>: field 'final_correct' must be a bool or null; "
+                f"got {self.final_correct!r}"
+            )
+        if self.problem is not None and not isinstance(self.problem, str):
+            raise TraceFormatError(f"<Trace {self.id}>: field 'problem' must be a string or null")
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def _check_step(text: Any, score: Any, tokens: Any, label: Any, where: str) -> None:
+    # One function shared by Step() and the loader so both give the same messages.
+    if text is not None and not isinstance(text, str):
+        raise TraceFormatError(f"{where}: field 'text' must be a string or null; got {text!r}")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise TraceFormatError(
+                f"{where}: field 'prm_score' must be a number in [0, 1] or null; got {score!r}"
+            )
+        if not (0.0 <= score <= 1.0):  # also catches NaN
+            raise TraceFormatError(
+                f"{where}: field 'prm_score' must be in [0, 1]; got {score!r}"
+            )
+    if tokens is not None and (
+        isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0
+    ):
+        raise TraceFormatError(
+            f"{where}: field 'tokens' must be a non-negative integer or null; got {tokens!r}"
+        )
+    if label is not None and label not in LABELS:
+        raise TraceFormatError(
+            f"{where}: field 'label' must be \"correct\", \"incorrect\" or null; got {label!r}"
+        )
+
+
+def trace_from_dict(
+    obj: Any, where: str = "<record>", *, first_error_only: bool = False
+) -> Trace:
+    """Validate one decoded JSON record and build a :class:`Trace`.
+
+    Raises
+    ------
+    TraceFormatError
+        Naming ``where`` (e.g. ``"traces.jsonl:12"``) and the offending field, e.g.
+        ``traces.jsonl:12: steps[3]: field 'prm_score' must be in [0, 1]; got nan``.
+    """
+    if not isinstance(obj, dict):
+        raise TraceFormatError(f"{where}: a trace must be a JSON object; got {type(obj).__name__}")
+    tid = obj.get("id")
+    if isinstance(tid, int) and not isinstance(tid, bool):
+        tid = str(tid)  # numeric ids are common in exported data; keep them as text
+    if not isinstance(tid, str) or not tid:
+        raise TraceFormatError(f"{where}: field 'id' is missing or not a non-empty string")
+    model = obj.get("model")
+    if not isinstance(model, str) or not model:
+        raise TraceFormatError(f"{where}: field 'model' is missing or not a non-empty string")
+    steps_raw = obj.get("steps")
+    if not isinstance(steps_raw, list):
+        raise TraceFormatError(f"{where}: field 'steps' is missing or not a list")
+    if not steps_raw:
+        raise TraceFormatError(f"{where}: field 'steps' is empty (a trace needs at least one step)")
+    final = obj.get("final_correct")
+    if final is not None and not isinstance(final, bool):
+        raise TraceFormatError(f"{where}: field 'final_correct' must be true, false or null; got {final!r}")
+    problem = obj.get("problem")
+    if problem is not None and not isinstance(problem, str):
+        raise TraceFormatError(f"{where}: field 'problem' must be a string or null")
+    steps: list[Step] = []
+    seen_incorrect = False
+    # Step.__new__ + slot assignment skips __post_init__: we validate once, here.
+    new = object.__new__
+    for i, s in enumerate(steps_raw):
+        if not isinstance(s, dict):
+            raise TraceFormatError(f"{where}: steps[{i}] must be a JSON object")
+        text = s.get("text")
+        score = s.get("prm_score")
+        tokens = s.get("tokens")
+        label = s.get("label")
+        if (
+            (text is not None and type(text) is not str)
+            or (score is not None and (type(score) is not float or not 0.0 <= score <= 1.0))
+            or (tokens is not None and (type(tokens) is not int or tokens < 0))
+            or (label is not None and label not in LABELS)
+        ):
+            # slow path: exact checks (ints are valid scores) and the message
+            _check_step(text, score, tokens, label, f"{where}: steps[{i}]")
+            score = float(score) if score is not None else None
+        if first_error_only:
+            if label == "correct" and seen_incorrect:
+                raise TraceFormatError(
+                    f"{where}: steps[{i}]: field 'label' is \"correct\" after an earlier "
+                    "\"incorrect\" step, which contradicts first-error labelling"
+                )
+            if label == "incorrect":
+                seen_incorrect = True
+        st = new(Step)
+        st.text = text
+        st.prm_score = score
+        st.tokens = tokens
+        st.label = label
+        st.extra = {} if s.keys() <= _STEP_KEYS else {
+            k: v for k, v in s.items() if k not in _STEP_KEYS
+        }
+        steps.append(st)
+    extra = {k: v for k, v in obj.items() if k not in _TRACE_KEYS}
+    tr = new(Trace)
+    tr.id = tid
+    tr.model = model
+    tr.steps = steps
+    tr.final_correct = final
+    tr.problem = problem
+    tr.extra = extra
+    return tr
+
+
+def trace_to_dict(trace: Trace) -> dict[str, Any]:
+    """The JSON object of one trace (inverse of :func:`trace_from_dict`)."""
+    steps = []
+    for s in trace.steps:
+        d: dict[str, Any] = {"text": s.text, "prm_score": s.prm_score, "tokens": s.tokens,
+                             "label": s.label}
+        if s.extra:
+            d.update(s.extra)
+        steps.append(d)
+    out: dict[str, Any] = {"id": trace.id, "problem": trace.problem, "model": trace.model,
+                           "steps": steps, "final_correct": trace.final_correct}
+    if trace.extra:
+        out.update(trace.extra)
+    return out
+
+
+@dataclass
+class LoadReport:
+    """What lenient loading skipped.
+
+    Attributes
+    ----------
+    n_loaded : int
+    n_skipped : int
+    reasons : list of str
+        One message per skipped record (file:line: what was wrong).
+    """
+
+    n_loaded: int = 0
+    n_skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        head = f"loaded {self.n_loaded} traces, skipped {self.n_skipped}"
+        if not self.reasons:
+            return head
+        shown = "\n  ".join(self.reasons[:10])
+        more = f"\n  ... and {len(self.reasons) - 10} more" if len(self.reasons) > 10 else ""
+        return f"{head}:\n  {shown}{more}"
+
+
+def iter_traces(
+    path: str | os.PathLike[str],
+    *,
+    lenient: bool = False,
+    first_error_only: bool = False,
+    report: LoadReport | None = None,
+) -> Iterator[Trace]:
+    """Stream traces from a JSONL file, validating each line.
+
+    Parameters
+    ----------
+    path : path-like
+        The JSONL file.
+    lenient : bool
+        If False (default) the first bad record raises :class:`TraceFormatError`.  If True
+        bad records are skipped and recorded in ``report`` (never silently).
+    first_error_only : bool
+        The labels follow first-error annotation: reject "correct" after "incorrect".
+    report : LoadReport, optional
+        Filled with the counts and reasons of skipped records.
+    """
+    path = Path(path)
+    name = str(path)
+    rep = report if report is not None else LoadReport()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{name}:{lineno}"
+            try:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TraceFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                tr = trace_from_dict(obj, where, first_error_only=first_error_only)
+            except TraceFormatError as exc:
+                if not lenient:
+                    raise
+                rep.n_skipped += 1
+                rep.reasons.append(str(exc))
+                continue
+            rep.n_loaded += 1
+            yield tr
+
+
+def load_traces(
+    path: str | os.PathLike[str],
+    *,
+    lenient: bool = False,
+    first_error_only: bool = False,
+    return_report: bool = False,
+) -> list[Trace] | tuple[list[Trace], LoadReport]:
+    """Load and validate a JSONL trace file (format in the module docstring).
+
+    Parameters
+    ----------
+    path : path-like
+    lenient : bool
+        Skip malformed records instead of raising; what was skipped and why is in the
+        :class:`LoadReport` (``return_report=True``) and, when anything was skipped, a
+        ``UserWarning`` summarising it is emitted so nothing is dropped silently.
+    first_error_only : bool
+        Labels follow first-error annotation (see module docstring).
+    return_report : bool
+        Also return the :class:`LoadReport`.
+
+    Returns
+    -------
+    list of Trace, or (list of Trace, LoadReport)
+
+    Raises
+    ------
+    TraceFormatError
+        ``"<file>:<line>: <field>: <what was wrong>"``; also when the file holds no trace.
+    """
+    rep = LoadReport()
+    # Millions of small objects: the cyclic GC would rescan them over and over (quadratic-ish
+    # slow-down); none of them can form cycles, so pause it while loading.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        traces = list(iter_traces(path, lenient=lenient, first_error_only=first_error_only,
+                                  report=rep))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if not traces and rep.n_skipped == 0:
+        raise TraceFormatError(f"{path}: no traces found (empty file)")
+    if rep.n_skipped and not return_report:
+        import warnings
+
+        warnings.warn(f"{path}: {rep.summary()}", UserWarning, stacklevel=2)
+    if return_report:
+        return traces, rep
+    return traces
+
+
+def save_traces(traces: Iterable[Trace], path: str | os.PathLike[str]) -> int:
+    """Write traces as JSONL (one compact JSON object per line); returns the number written.
+
+    NaN/inf cannot occur (Step validates scores), so the output is strict JSON.
+    """
+    n = 0
+    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    with open(path, "w", encoding="utf-8") as fh:
+        for tr in traces:
+            if not isinstance(tr, Trace):
+                raise TypeError(f"save_traces: item {n} is {type(tr).__name__}, not Trace")
+            fh.write(dumps(trace_to_dict(tr)))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------- hidden states
+
+_LABEL_CODE = {"correct": 1, "incorrect": 0, None: -1}
+
+
+def _states_from_codes(codes: NDArray[np.int8], offsets: NDArray[np.int64]) -> NDArray[np.int8]:
+    """Vectorised hidden states for flat label codes (1 correct, 0 incorrect, -1 unknown).
+
+    With ``inc_before[t]`` / ``unk_before[t]`` the number of incorrect / unknown labels
+    strictly before t in the same trace:
+
+    * inc_before > 0                         -> S1
+    * label incorrect and unk_before == 0    -> S2
+    * label correct and unk_before == 0      -> S0
+    * otherwise                              -> -1 (undetermined)
+    """
+    n = codes.shape[0]
+    out = np.full(n, -1, dtype=np.int8)
+    if n == 0:
+        return out
+    starts = offsets[:-1]
+    lengths = np.diff(offsets)
+    inc = (codes == 0).astype(np.int64)
+    unk = (codes < 0).astype(np.int64)
+    c_inc = np.cumsum(inc) - inc
+    c_unk = np.cumsum(unk) - unk
+    base_inc = np.repeat(c_inc[starts], lengths)
+    base_unk = np.repeat(c_unk[starts], lengths)
+    inc_before = c_inc - base_inc
+    unk_before = c_unk - base_unk
+    clean = unk_before == 0
+    out[(codes == 1) & clean] = S0
+    out[(codes == 0) & clean] = S2
+    out[inc_before > 0] = S1
+    return out
+
+
+def hidden_state_labels(trace: Trace) -> NDArray[np.int8]:
+    """TRIM hidden state of every step of ``trace``.
+
+    Returns
+    -------
+    ndarray of int8, shape (len(trace.steps),)
+        S0 = 0 before the first wrong step, S2 = 2 at the first wrong step, S1 = 1 after it,
+        -1 where the labels do not determine the state (an unlabelled step, or a labelled
+        step preceded by an unlabelled one before any known error).
+    """
+    codes = np.fromiter((_LABEL_CODE[s.label] for s in trace.steps), dtype=np.int8,
+                        count=len(trace.steps))
+    return _states_from_codes(codes, np.array([0, len(codes)], dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------- columnar view
+
+_WRITER_CODE = {"cheap": 0, "strong": 1}
+
+
+@dataclass
+class TraceTable:
+    """Flat (columnar) view of many traces, used by the fitting code.
+
+    Step ``j`` of trace ``i`` is row ``offsets[i] + j``.
+
+    Attributes
+    ----------
+    offsets : int64 (n_traces + 1,)
+    score : float64 (n_steps,)   PRM score, NaN when missing
+    min_prev : float64 (n_steps,) minimum PRM score of the earlier steps of the trace
+        (1.0 on the first step: the empty minimum; NaN if an earlier score is missing)
+    tokens : int64 (n_steps,)    -1 when missing
+    label : int8 (n_steps,)      1 correct, 0 incorrect, -1 unknown
+    state : int8 (n_steps,)      hidden state (see :func:`hidden_state_labels`)
+    step : int32 (n_steps,)      1-based step index within the trace
+    writer : int8 (n_steps,)     0 cheap (default), 1 strong (from ``extra["writer"]``)
+    length : int64 (n_traces,)   number of steps of each trace
+    models : list of str         ``Trace.model`` per trace
+    """
+
+    offsets: NDArray[np.int64]
+    score: NDArray[np.float64]
+    min_prev: NDArray[np.float64]
+    tokens: NDArray[np.int64]
+    label: NDArray[np.int8]
+    state: NDArray[np.int8]
+    step: NDArray[np.int32]
+    writer: NDArray[np.int8]
+    length: NDArray[np.int64]
+    models: list[str]
+
+    @property
+    def n_traces(self) -> int:
+        return int(self.length.shape[0])
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.score.shape[0])
+
+
+def _segment_min_prev(score: NDArray[np.float64], offsets: NDArray[np.int64]) -> NDArray[np.float64]:
+    """min of earlier scores within each trace (1.0 on first steps); NaN propagates."""
+    n = score.shape[0]
+    out = np.ones(n, dtype=np.float64)
+    if n == 0:
+        return out
+    lengths = np.diff(offsets)
+    maxlen = int(lengths.max())
+    # Iterate over step position (<= a few dozen), vectorised over traces.
+    prev = np.ones(lengths.shape[0], dtype=np.float64)
+    for j in range(1, maxlen):
+        alive = lengths > j
+        idx = offsets[:-1][alive] + j
+        s_before = score[idx - 1]
+        p = prev[alive]
+        # np.fmin would ignore NaN; a missing earlier score makes the minimum unknown.
+        m = np.where(np.isnan(s_before) | np.isnan(p), np.nan, np.minimum(p, s_before))
+        prev[alive] = m
+        out[idx] = m
+    return out
+
+
+def traces_to_table(traces: Iterable[Trace]) -> TraceTable:
+    """Columnar view of traces (see :class:`TraceTable`)."""
+    traces = list(traces)
+    lengths = np.fromiter((len(t.steps) for t in traces), dtype=np.int64, count=len(traces))
+    offsets = np.zeros(len(traces) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    n = int(offsets[-1])
+    nan = math.nan
+    score = np.fromiter(
+        (nan if s.prm_score is None else s.prm_score for t in traces for s in t.steps),
+        dtype=np.float64, count=n,
+    )
+    tokens = np.fromiter(
+        (-1 if s.tokens is None else s.tokens for t in traces for s in t.steps),
+        dtype=np.int64, count=n,
+    )
+    lc = _LABEL_CODE
+    label = np.fromiter((lc[s.label] for t in traces for s in t.steps), dtype=np.int8, count=n)
+    wc = _WRITER_CODE
+    writer = np.fromiter(
+        (wc.get(s.extra.get("writer"), 0) if s.extra else 0 for t in traces for s in t.steps),
+        dtype=np.int8, count=n,
+    )
+    step = (np.arange(n, dtype=np.int64) - np.repeat(offsets[:-1], lengths) + 1).astype(np.int32)
+    return TraceTable(
+        offsets=offsets,
+        score=score,
+        min_prev=_segment_min_prev(score, offsets),
+        tokens=tokens,
+        label=label,
+        state=_states_from_codes(label, offsets),
+        step=step,
+        writer=writer,
+        length=lengths,
+        models=[t.model for t in traces],
+    )
+
+
+def as_table(traces: Iterable[Trace] | TraceTable) -> TraceTable:
+    """Accept either a TraceTable or an iterable of Trace."""
+    if isinstance(traces, TraceTable):
+        return traces
+    if isinstance(traces, Trace):
+        raise TypeError("expected a sequence of Trace, got a single Trace")
+    return traces_to_table(traces)
