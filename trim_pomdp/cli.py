@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "traces-from-processbench": "trim_pomdp.commands.processbench",
     "solve-grid": "trim_pomdp.commands.solve_grid",
     "evaluate": "trim_pomdp.commands.evaluate",
+    "train": "trim_pomdp.commands.train",
 }
 
 
