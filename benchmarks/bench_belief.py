@@ -36,12 +36,12 @@ from trim_pomdp.simulate import simulate  # noqa: E402
 SIZES = {"S=2 (tiger)": (2, 3, 2), "S=3 (TRIM)": (3, 2, 20), "S=257 (RockSample_4_4)": (257, 9, 2)}
 
 
-def _model(S, A, O):
-    return random_pomdp(np.random.default_rng(0), S, A, O)
+def _model(S, A, n_obs):
+    return random_pomdp(np.random.default_rng(0), S, A, n_obs)
 
 
-def _args(S, A, O):
-    m = _model(S, A, O)
+def _args(S, A, n_obs):
+    m = _model(S, A, n_obs)
     b = np.random.default_rng(1).dirichlet(np.ones(S))
     return m, b
 
@@ -76,13 +76,13 @@ def test_update_belief_numpy_reference(benchmark, size):
 
 @pytest.mark.parametrize("size", ["S=3 (TRIM)", "S=257 (RockSample_4_4)"])
 def test_update_beliefs_batch_10k(benchmark, size):
-    S, A, O = SIZES[size]
-    m = _model(S, A, O)
+    S, A, n_obs = SIZES[size]
+    m = _model(S, A, n_obs)
     n = 10_000 if S < 100 else 1_000
     rng = np.random.default_rng(2)
     B = rng.dirichlet(np.ones(S), size=n)
     acts = rng.integers(0, A, size=n)
-    obs = rng.integers(0, O, size=n)
+    obs = rng.integers(0, n_obs, size=n)
     out = np.empty_like(B)
     benchmark(update_beliefs, m.T, m.Z, B, acts, obs, out=out)
 
@@ -114,8 +114,8 @@ def _median_time(fn, *args, repeat=7, number=None, **kwargs):
 
 def main() -> None:
     rows = {}
-    for size, (S, A, O) in SIZES.items():
-        m, b = _args(S, A, O)
+    for size, (S, A, n_obs) in SIZES.items():
+        m, b = _args(S, A, n_obs)
         out = np.empty_like(b)
         rows[size] = {
             "update_belief_us": 1e6 * _median_time(update_belief, m.T, m.Z, b, 1, 1, out=out),
@@ -126,7 +126,7 @@ def main() -> None:
         n = 10_000 if S < 100 else 1_000
         rng = np.random.default_rng(2)
         B = rng.dirichlet(np.ones(S), size=n)
-        acts, obs = rng.integers(0, A, size=n), rng.integers(0, O, size=n)
+        acts, obs = rng.integers(0, A, size=n), rng.integers(0, n_obs, size=n)
         outB = np.empty_like(B)
         t = _median_time(update_beliefs, m.T, m.Z, B, acts, obs, out=outB, repeat=5)
         rows[size]["batched_us_per_belief"] = 1e6 * t / n
@@ -134,7 +134,10 @@ def main() -> None:
     pol = AlphaVectorPolicy(m.R, [0, 1, 2])
     t = _median_time(simulate, m, pol, 10_000, 100, 0, repeat=5, number=1)
     rows["simulate tiger"] = {"steps_per_s": 10_000 * 100 / t}
-    print(f"{'model':<24} {'update_belief':>14} {'Updater':>10} {'kernel':>10} {'numpy ref':>10} {'batched/row':>12}")
+    print(
+        f"{'model':<24} {'update_belief':>14} {'Updater':>10} {'kernel':>10} "
+        f"{'numpy ref':>10} {'batched/row':>12}"
+    )
     for size in SIZES:
         r = rows[size]
         print(
@@ -142,8 +145,10 @@ def main() -> None:
             f"{r['kernel_us']:8.2f}us "
             f"{r['numpy_reference_us']:8.2f}us {r['batched_us_per_belief']:10.3f}us"
         )
-    print(f"simulate (tiger, 10,000 episodes x 100 steps): "
-          f"{rows['simulate tiger']['steps_per_s'] / 1e6:.2f} M steps/s")
+    print(
+        f"simulate (tiger, 10,000 episodes x 100 steps): "
+        f"{rows['simulate tiger']['steps_per_s'] / 1e6:.2f} M steps/s"
+    )
     Path("bench_belief.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -130,6 +130,24 @@ std::vector<Token> tokenize(const std::string& text) {
     return out;
 }
 
+// Words of the format that cannot name a state, action or observation (pomdp-solve's lexer
+// reads them as keywords wherever they appear).
+bool is_reserved(std::string_view w) {
+    static const char* const reserved[] = {
+        "discount", "values",  "states",   "actions", "observations", "start",
+        "include",  "exclude", "T",        "O",       "R",            "uniform",
+        "identity", "reward",  "rewards",  "cost",    "costs",        "reset"};
+    for (const char* r : reserved)
+        if (w == r) return true;
+    return false;
+}
+
+// Names the parser reads and the writer writes: [A-Za-z_][A-Za-z0-9_.-]*, not reserved.
+bool valid_name(std::string_view w) {
+    return !w.empty() && (is_alpha(w[0]) || w[0] == '_') &&
+           std::all_of(w.begin(), w.end(), is_name_char) && !is_reserved(w);
+}
+
 bool is_statement_keyword(std::string_view w) {
     return w == "discount" || w == "values" || w == "states" || w == "actions" ||
            w == "observations" || w == "start" || w == "T" || w == "O" || w == "R";
@@ -195,6 +213,7 @@ class Parser {
     ParseOptions opts_;
     std::vector<Token> toks_;
     std::size_t pos_ = 0;
+    std::size_t stmt_begin_ = 0;  // first token of the statement being parsed
 
     Decl states_, actions_, obs_;
     Pomdp m_;
@@ -283,14 +302,35 @@ class Parser {
         return last;
     }
 
-    // Reads exactly `want` numbers ending the statement described by `what`.
-    void read_exact(std::size_t want, bool prob, int line0, const std::string& what,
-                    const char* shape) {
+    // The current statement's tokens [stmt_begin_, end) as written: "'T: a : s'".  Built
+    // only for error messages (building it for every entry would dominate the parse time).
+    std::string stmt_text(std::size_t end) const {
+        std::string out = "'";
+        for (std::size_t i = stmt_begin_; i < end && i < toks_.size(); ++i) {
+            const Token& t = toks_[i];
+            if (t.kind == Tok::Colon) {
+                out += i == stmt_begin_ + 1 ? ":" : " :";
+            } else {
+                if (i > stmt_begin_) out += ' ';
+                out += t.text;
+            }
+        }
+        return out + "'";
+    }
+
+    void expect_statement_end() {
+        if (!at_statement()) expect_statement_end(stmt_text(pos_));
+    }
+
+    // Reads exactly `want` numbers ending the current statement.
+    void read_exact(std::size_t want, bool prob, int line0, const char* shape) {
+        const std::size_t head_end = pos_;
         const int last = read_numbers(prob, line0);
         if (nums_.size() == want) {
-            expect_statement_end(what);
+            if (!at_statement()) expect_statement_end(stmt_text(head_end));
             return;
         }
+        const std::string what = stmt_text(head_end);
         const Token& t = peek();
         if (nums_.size() < want && t.kind == Tok::Bad) fail_at(t, "a number");
         if (nums_.size() < want && !at_statement()) {
@@ -328,6 +368,9 @@ class Parser {
         }
         while (peek().kind == Tok::Name && !at_statement()) {
             const Token& n = next();
+            if (is_reserved(n.text))
+                fail(n.line, std::string(d.what) + " name " + show(n) +
+                                 " is a keyword of the .pomdp format");
             auto [it, fresh] = d.index.emplace(n.text, static_cast<int>(d.names.size()));
             if (!fresh)
                 fail(n.line, std::string("duplicate ") + d.what + " name " + show(n) + " (also " +
@@ -419,6 +462,7 @@ class Parser {
                         "start:, T:, O: or R:)");
         const std::string_view w = kw.text;
         const int line = kw.line;
+        stmt_begin_ = pos_;
         next();
         if (w == "start") {
             start_statement(line);
@@ -530,7 +574,7 @@ class Parser {
             expect_statement_end("'start: uniform'");
             return;
         }
-        read_exact(static_cast<std::size_t>(S), true, line, "'start:'", "one per state");
+        read_exact(static_cast<std::size_t>(S), true, line, "one per state");
         std::copy(nums_.begin(), nums_.end(), m_.b0.begin());
     }
 
@@ -553,17 +597,16 @@ class Parser {
         auto [a0, a1] = range(a, m_.n_actions);
         if (peek().kind != Tok::Colon) {
             // T: a  <S x S matrix> | uniform | identity
-            const std::string what = "'T: " + ref_text(actions_, a) + "'";
             if (at_keyword("uniform") || at_keyword("identity")) {
                 const bool uni = peek().text == "uniform";
                 next();
-                expect_statement_end(what + (uni ? " uniform" : " identity"));
+                expect_statement_end();
                 nums_.assign(S * S, 0.0);
                 for (std::size_t i = 0; i < S; ++i)
                     for (std::size_t j = 0; j < S; ++j)
                         nums_[i * S + j] = uni ? 1.0 / static_cast<double>(S) : (i == j ? 1.0 : 0.0);
             } else {
-                read_exact(S * S, true, line, what, "an S x S matrix, S = number of states");
+                read_exact(S * S, true, line, "an S x S matrix, S = number of states");
             }
             for (int aa = a0; aa < a1; ++aa) {
                 std::copy(nums_.begin(), nums_.end(), m_.T.begin() + aa * S * S);
@@ -576,13 +619,12 @@ class Parser {
         auto [s0, s1] = range(s, m_.n_states);
         if (peek().kind != Tok::Colon) {
             // T: a : s  <row over s'> | uniform
-            const std::string what = "'T: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + "'";
             if (at_keyword("uniform")) {
                 next();
-                expect_statement_end(what + " uniform");
+                expect_statement_end();
                 nums_.assign(S, 1.0 / static_cast<double>(S));
             } else {
-                read_exact(S, true, line, what, "a row over next states");
+                read_exact(S, true, line, "a row over next states");
             }
             for (int aa = a0; aa < a1; ++aa)
                 for (int ss = s0; ss < s1; ++ss) {
@@ -594,10 +636,7 @@ class Parser {
         next();
         const int sp = ref(states_);
         auto [p0, p1] = range(sp, m_.n_states);
-        read_exact(1, true, line,
-                   "'T: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + " : " +
-                       ref_text(states_, sp) + "'",
-                   "one probability");
+        read_exact(1, true, line, "one probability");
         const double v = nums_[0];
         for (int aa = a0; aa < a1; ++aa)
             for (int ss = s0; ss < s1; ++ss) {
@@ -613,21 +652,19 @@ class Parser {
         auto [a0, a1] = range(a, m_.n_actions);
         if (peek().kind != Tok::Colon) {
             // O: a  <S x O matrix> | uniform  (identity when S == O)
-            const std::string what = "'O: " + ref_text(actions_, a) + "'";
             if (at_keyword("uniform") || at_keyword("identity")) {
                 const bool uni = peek().text == "uniform";
                 if (!uni && S != O)
-                    fail(peek().line, what + " identity needs as many observations as states; got " +
+                    fail(peek().line, stmt_text(pos_ + 1) + " needs as many observations as states; got " +
                                           plural(O, "observation") + " and " + plural(S, "state"));
                 next();
-                expect_statement_end(what + (uni ? " uniform" : " identity"));
+                expect_statement_end();
                 nums_.assign(S * O, 0.0);
                 for (std::size_t i = 0; i < S; ++i)
                     for (std::size_t j = 0; j < O; ++j)
                         nums_[i * O + j] = uni ? 1.0 / static_cast<double>(O) : (i == j ? 1.0 : 0.0);
             } else {
-                read_exact(S * O, true, line, what,
-                           "an S x O matrix over (next state, observation)");
+                read_exact(S * O, true, line, "an S x O matrix over (next state, observation)");
             }
             for (int aa = a0; aa < a1; ++aa) {
                 std::copy(nums_.begin(), nums_.end(), m_.Z.begin() + aa * S * O);
@@ -639,13 +676,12 @@ class Parser {
         const int sp = ref(states_);
         auto [s0, s1] = range(sp, m_.n_states);
         if (peek().kind != Tok::Colon) {
-            const std::string what = "'O: " + ref_text(actions_, a) + " : " + ref_text(states_, sp) + "'";
             if (at_keyword("uniform")) {
                 next();
-                expect_statement_end(what + " uniform");
+                expect_statement_end();
                 nums_.assign(O, 1.0 / static_cast<double>(O));
             } else {
-                read_exact(O, true, line, what, "a row over observations");
+                read_exact(O, true, line, "a row over observations");
             }
             for (int aa = a0; aa < a1; ++aa)
                 for (int ss = s0; ss < s1; ++ss) {
@@ -657,10 +693,7 @@ class Parser {
         next();
         const int o = ref(obs_);
         auto [o0, o1] = range(o, m_.n_obs);
-        read_exact(1, true, line,
-                   "'O: " + ref_text(actions_, a) + " : " + ref_text(states_, sp) + " : " +
-                       ref_text(obs_, o) + "'",
-                   "one probability");
+        read_exact(1, true, line, "one probability");
         const double v = nums_[0];
         for (int aa = a0; aa < a1; ++aa)
             for (int ss = s0; ss < s1; ++ss) {
@@ -677,26 +710,18 @@ class Parser {
         const int s = ref(states_);
         RSpec spec{-1, -1, 0, rvals_.size()};
         if (peek().kind != Tok::Colon) {
-            read_exact(S * O, false, line,
-                       "'R: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + "'",
-                       "an S x O matrix over (next state, observation)");
+            read_exact(S * O, false, line, "an S x O matrix over (next state, observation)");
             spec.kind = 2;
         } else {
             next();
             spec.sp = ref(states_);
             if (peek().kind != Tok::Colon) {
-                read_exact(O, false, line,
-                           "'R: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + " : " +
-                               ref_text(states_, spec.sp) + "'",
-                           "a row over observations");
+                read_exact(O, false, line, "a row over observations");
                 spec.kind = 1;
             } else {
                 next();
                 spec.o = ref(obs_);
-                read_exact(1, false, line,
-                           "'R: " + ref_text(actions_, a) + " : " + ref_text(states_, s) + " : " +
-                               ref_text(states_, spec.sp) + " : " + ref_text(obs_, spec.o) + "'",
-                           "one number");
+                read_exact(1, false, line, "one number");
                 spec.kind = 0;
             }
         }
@@ -813,19 +838,6 @@ void put_number(std::string& out, double v) {
     out.append(buf, res.ptr);
 }
 
-bool valid_name(const std::string& n) {
-    if (n.empty() || !is_alpha(n[0])) return false;
-    for (char c : n)
-        if (!(is_alpha(c) || is_digit(c) || c == '_' || c == '-')) return false;
-    static const char* const reserved[] = {"discount", "values",  "states",   "actions",
-                                           "observations", "start", "include", "exclude",
-                                           "T",       "O",       "R",        "uniform",
-                                           "identity", "reward", "cost",     "reset"};
-    for (const char* r : reserved)
-        if (n == r) return false;
-    return true;
-}
-
 void check_names(const std::vector<std::string>& names, int n, const char* what) {
     if (names.empty()) return;
     if (static_cast<int>(names.size()) != n)
@@ -836,7 +848,7 @@ void check_names(const std::vector<std::string>& names, int n, const char* what)
         if (!valid_name(names[i]))
             throw std::invalid_argument(std::string("cannot write ") + what + " name '" + names[i] +
                                         "' (index " + std::to_string(i) +
-                                        "): .pomdp names must match [A-Za-z][A-Za-z0-9_-]* and "
+                                        "): .pomdp names must match [A-Za-z_][A-Za-z0-9_.-]* and "
                                         "not be a keyword of the format");
         auto [it, fresh] = seen.emplace(names[i], i);
         if (!fresh)

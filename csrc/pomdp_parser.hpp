@@ -42,7 +42,7 @@ Pomdp parse_pomdp(const std::string& text, const std::string& filename,
 // Writes `m` in the `.pomdp` format with shortest round-trip number formatting, so that
 // parse_pomdp(write_pomdp(m)) reproduces T, Z, R, discount, b0 and the names bit for bit.
 // Throws std::invalid_argument when a name cannot be written (not an identifier
-// [A-Za-z][A-Za-z0-9_-]*, a keyword of the format, or a duplicate) or a number is not finite.
+// [A-Za-z_][A-Za-z0-9_.-]*, a keyword of the format, or a duplicate) or a number is not finite.
 std::string write_pomdp(const Pomdp& m);
 
 }  // namespace trim

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <utility>
 
 namespace trim {
 namespace {
@@ -32,27 +33,27 @@ std::string name_suffix(const Pomdp& m, int a, const char* s_label, int s) {
 }
 
 // Checks one probability row p[0..n): finite, non-negative, sums to 1 within tol.
-// `head` is the row label without the trailing "]" ("T[a=1, s=3"), `col` the name of the
-// column index ("s'" or "o").
-std::optional<ModelIssue> check_row(const double* p, int n, double tol, const std::string& head,
-                                    const char* col, const std::string& names, char array, int a,
-                                    int s) {
+// `label()` returns the row label without the trailing "]" ("T[a=1, s=3") and the name
+// suffix; it is called only when there is a problem (the scan itself allocates nothing).
+template <typename Label>
+std::optional<ModelIssue> check_row(const double* p, int n, double tol, const char* col,
+                                    Label label, char array, int a, int s) {
     double sum = 0.0;
     for (int j = 0; j < n; ++j) {
         const double v = p[j];
-        if (!std::isfinite(v)) {
-            return ModelIssue{head + ", " + col + "=" + std::to_string(j) + "] is " + fmt_num(v) +
-                                  "; expected a finite probability" + names,
-                              array, a, s};
-        }
-        if (v < 0.0) {
-            return ModelIssue{head + ", " + col + "=" + std::to_string(j) + "] = " + fmt_num(v) +
-                                  " is negative" + names,
-                              array, a, s};
+        if (!std::isfinite(v) || v < 0.0) {
+            auto [head, names] = label();
+            const std::string where = head + ", " + col + "=" + std::to_string(j) + "]";
+            if (!std::isfinite(v))
+                return ModelIssue{where + " is " + fmt_num(v) + "; expected a finite probability" +
+                                      names,
+                                  array, a, s};
+            return ModelIssue{where + " = " + fmt_num(v) + " is negative" + names, array, a, s};
         }
         sum += v;
     }
     if (!(std::fabs(sum - 1.0) <= tol)) {
+        auto [head, names] = label();
         return ModelIssue{head + ", :] sums to " + fmt_num(sum) + "; expected 1 (tol " +
                               fmt_tol(tol) + ")" + names,
                           array, a, s};
@@ -93,18 +94,22 @@ std::optional<ModelIssue> check_pomdp(const Pomdp& m, double tol) {
     for (int a = 0; a < m.n_actions; ++a) {
         for (int s = 0; s < m.n_states; ++s) {
             const double* row = &m.T[(static_cast<std::size_t>(a) * S + s) * S];
-            auto issue = check_row(row, m.n_states, tol,
-                                   "T[a=" + std::to_string(a) + ", s=" + std::to_string(s), "s'",
-                                   name_suffix(m, a, "s", s), 'T', a, s);
+            auto label = [&] {
+                return std::make_pair("T[a=" + std::to_string(a) + ", s=" + std::to_string(s),
+                                      name_suffix(m, a, "s", s));
+            };
+            auto issue = check_row(row, m.n_states, tol, "s'", label, 'T', a, s);
             if (issue) return issue;
         }
     }
     for (int a = 0; a < m.n_actions; ++a) {
         for (int s = 0; s < m.n_states; ++s) {
             const double* row = &m.Z[(static_cast<std::size_t>(a) * S + s) * O];
-            auto issue = check_row(row, m.n_obs, tol,
-                                   "Z[a=" + std::to_string(a) + ", s'=" + std::to_string(s), "o",
-                                   name_suffix(m, a, "s'", s), 'Z', a, s);
+            auto label = [&] {
+                return std::make_pair("Z[a=" + std::to_string(a) + ", s'=" + std::to_string(s),
+                                      name_suffix(m, a, "s'", s));
+            };
+            auto issue = check_row(row, m.n_obs, tol, "o", label, 'Z', a, s);
             if (issue) return issue;
         }
     }

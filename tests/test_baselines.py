@@ -121,9 +121,13 @@ def test_escalation_policy_equals_paired_combination(world, pair):
 
 def test_query_oracle_order(world, pair):
     cheap, strong = pair
-    order = query_oracle_order(cheap, strong)
+    order = query_oracle_order(cheap, strong, order="cheapest")
     assert np.all(strong.correct[order]) and not np.any(cheap.correct[order])
     assert np.all(np.diff(strong.strong_tokens[order]) >= 0)
+    rnd = query_oracle_order(cheap, strong, seed=1)
+    assert sorted(rnd) == sorted(order) and not np.array_equal(rnd, order)
+    with pytest.raises(ValueError, match="order must be"):
+        query_oracle_order(cheap, strong, order="best")
     mask = np.zeros(world.n_problems, bool)
     mask[order] = True
     full = combine_query_routing(mask, cheap, strong)

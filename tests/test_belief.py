@@ -48,11 +48,11 @@ def test_prediction_then_correction_by_hand():
 @pytest.mark.parametrize("seed", range(5))
 def test_numba_matches_numpy_reference(seed):
     rng = np.random.default_rng(seed)
-    S, A, O = 6, 3, 4
-    m = random_pomdp(rng, S, A, O)
+    S, A, n_obs = 6, 3, 4
+    m = random_pomdp(rng, S, A, n_obs)
     for _ in range(30):
         b = rng.dirichlet(np.ones(S))
-        a, o = int(rng.integers(A)), int(rng.integers(O))
+        a, o = int(rng.integers(A)), int(rng.integers(n_obs))
         np.testing.assert_allclose(
             update_belief(m.T, m.Z, b, a, o), update_belief_numpy(m.T, m.Z, b, a, o),
             rtol=1e-13, atol=1e-15,
@@ -61,11 +61,11 @@ def test_numba_matches_numpy_reference(seed):
 
 def test_batched_matches_single_and_reference():
     rng = np.random.default_rng(7)
-    S, A, O, N = 5, 2, 3, 200
-    m = random_pomdp(rng, S, A, O)
+    S, A, n_obs, N = 5, 2, 3, 200
+    m = random_pomdp(rng, S, A, n_obs)
     B = rng.dirichlet(np.ones(S), size=N)
     acts = rng.integers(0, A, size=N)
-    obs = rng.integers(0, O, size=N)
+    obs = rng.integers(0, n_obs, size=N)
     out = update_beliefs(m.T, m.Z, B, acts, obs)
     single = np.array([update_belief(m.T, m.Z, B[i], acts[i], obs[i]) for i in range(N)])
     np.testing.assert_array_equal(out, single)  # same kernel, bit-identical
@@ -93,14 +93,14 @@ def problems_and_beliefs(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     S = draw(st.integers(1, 6))
     A = draw(st.integers(1, 3))
-    O = draw(st.integers(1, 4))
+    n_obs = draw(st.integers(1, 4))
     sparsity = draw(st.sampled_from([0.0, 0.5]))
     rng = np.random.default_rng(seed)
-    m = random_pomdp(rng, S, A, O, sparsity=sparsity)
+    m = random_pomdp(rng, S, A, n_obs, sparsity=sparsity)
     w = rng.random(S) * (rng.random(S) > sparsity)
     if w.sum() == 0:
         w[0] = 1.0
-    return m, w / w.sum(), int(rng.integers(A)), int(rng.integers(O))
+    return m, w / w.sum(), int(rng.integers(A)), int(rng.integers(n_obs))
 
 
 @settings(max_examples=200, deadline=None)
@@ -112,7 +112,9 @@ def test_beliefs_stay_on_the_simplex(case):
         b2 = update_belief(m.T, m.Z, b, a, o)
         assert np.all(b2 >= 0)
         assert abs(b2.sum() - 1.0) <= 1e-12
-        np.testing.assert_allclose(b2, update_belief_numpy(m.T, m.Z, b, a, o), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            b2, update_belief_numpy(m.T, m.Z, b, a, o), rtol=1e-12, atol=1e-15
+        )
         # support of b' is inside the states reachable under T[a] and able to emit o
         reach = (b @ m.T[a] > 0) & (m.Z[a, :, o] > 0)
         assert np.all(b2[~reach] == 0)
@@ -195,16 +197,33 @@ def test_belief_updater_matches_function():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"b": [0.5, 0.5, 0.0]}, ValueError, r"b must have shape \(n_states,\) = \(2,\); got \(3,\)"),
+        (
+            {"b": [0.5, 0.5, 0.0]},
+            ValueError,
+            r"b must have shape \(n_states,\) = \(2,\); got \(3,\)",
+        ),
         ({"b": [0.5, 0.6]}, ValueError, r"b must sum to 1 \(tol 1e-06\); it sums to 1.1"),
         ({"b": [1.5, -0.5]}, ValueError, "b must be non-negative"),
         ({"b": [np.nan, 0.5]}, ValueError, "b must be finite"),
         ({"a": 3}, ValueError, r"a must be in 0..2; got 3"),
         ({"o": -1}, ValueError, r"o must be in 0..1; got -1"),
         ({"a": 0.0}, TypeError, "a must be an integer index; got float"),
-        ({"T": np.ones((3, 2))}, ValueError, r"T must have shape \(n_actions, n_states, n_states\); got \(3, 2\)"),
-        ({"Z": np.ones((3, 3, 2))}, ValueError, r"Z must have shape \(n_actions, n_states, n_observations\) = \(3, 2, O\); got \(3, 3, 2\)"),
-        ({"out": np.empty(3)}, ValueError, r"out must be a C-contiguous float64 array of shape \(2,\)"),
+        (
+            {"T": np.ones((3, 2))},
+            ValueError,
+            r"T must have shape \(n_actions, n_states, n_states\); got \(3, 2\)",
+        ),
+        (
+            {"Z": np.ones((3, 3, 2))},
+            ValueError,
+            r"Z must have shape \(n_actions, n_states, n_observations\) = \(3, 2, O\); "
+            r"got \(3, 3, 2\)",
+        ),
+        (
+            {"out": np.empty(3)},
+            ValueError,
+            r"out must be a C-contiguous float64 array of shape \(2,\)",
+        ),
     ],
 )
 def test_update_belief_input_errors(kwargs, exc, match):
@@ -230,7 +249,13 @@ def test_out_must_not_alias_input():
         ([[0.5, 0.5]], [0], [2], ValueError, r"obs\[0\] must be in 0..1; got 2"),
         ([[0.5, 0.5]], [0.0], [0], TypeError, "actions must be an integer array"),
         ([[0.5, 0.5], [0.2, 0.2]], [0, 0], [0, 0], ValueError, r"B\[1\] must sum to 1"),
-        ([0.5, 0.5], [0], [0], ValueError, r"B must have shape \(n_beliefs, n_states\) = \(N, 2\); got \(2,\)"),
+        (
+            [0.5, 0.5],
+            [0],
+            [0],
+            ValueError,
+            r"B must have shape \(n_beliefs, n_states\) = \(N, 2\); got \(2,\)",
+        ),
     ],
 )
 def test_update_beliefs_input_errors(B, acts, obs, exc, match):

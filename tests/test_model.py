@@ -220,6 +220,7 @@ def test_writer_compact_forms():
     [
         (dict(state_names=["a b", "c"]), r"cannot write state name 'a b' \(index 0\)"),
         (dict(state_names=["1a", "c"]), r"cannot write state name '1a'"),
+        (dict(state_names=["x:y", "c"]), r"cannot write state name 'x:y'"),
         (dict(action_names=["listen", "uniform", "x"]), r"cannot write action name 'uniform'"),
         (dict(observation_names=["T", "x"]), r"cannot write observation name 'T'"),
     ],
@@ -248,7 +249,14 @@ def test_every_collection_file_parses_and_round_trips(pomdp_collection_dir):
     for path in files:
         m = POMDP.from_file(path)
         assert m.tol == FILE_TOL
+        for arr in (m.T, m.Z, m.R, m.b0):
+            assert arr.dtype == np.float64 and arr.flags.c_contiguous and not arr.flags.writeable
         assert_same_model(m, POMDP.from_string(m.to_string(), path.name))
+        # The constructor's validation accepts what the parser's validation accepted.
+        rebuilt = POMDP(m.T, m.Z, m.R, m.discount, m.b0, state_names=m.state_names,
+                        action_names=m.action_names, observation_names=m.observation_names,
+                        tol=FILE_TOL)
+        assert_same_model(m, rebuilt)
 
 
 HEADLINE = {

@@ -95,7 +95,7 @@ def test_kde_1d_matches_brute_force_reflected_kde():
     # linear binning on a 1024-point grid + interpolation: relative error ~ (dx/h)^2
     assert np.allclose(comp.pdf(xs), ref, rtol=2e-3, atol=1e-3)
     # bin probabilities = integrals of the brute-force density (fine trapezoid)
-    fine = np.linspace(0, 1, 20001)
+    fine = np.linspace(0, 1, 5001)
     dens = _brute_reflected_kde(fine, data, 0.05)
     edges = np.linspace(0, 1, 6)
     ref_bins = [np.trapezoid(dens[(fine >= a) & (fine <= b)], fine[(fine >= a) & (fine <= b)])

@@ -158,7 +158,7 @@ def test_observation_identity_when_square():
     d = parse(text)
     np.testing.assert_array_equal(d["Z"][0], np.eye(2))
     assert d["discount"] == 1.0
-    with pytest.raises(PomdpFormatError, match=r"test\.pomdp:5: 'O: x' identity needs as many "
+    with pytest.raises(PomdpFormatError, match=r"test\.pomdp:5: 'O: x identity' needs as many "
                                                r"observations as states; got 3 observations and "
                                                r"2 states"):
         parse("discount: 1\nstates: a b\nactions: x\nobservations: 3\nO: x identity\n")
@@ -344,6 +344,7 @@ ERROR_CASES = [
     ({"l1": "# no discount"}, 15, r"missing 'discount:' declaration"),
     ({"l2": "values: banana"}, 2, r"expected 'reward' or 'cost' after 'values:'; found 'banana'"),
     ({"l3": "states: a a"}, 3, r"duplicate state name 'a' \(also state 0\)"),
+    ({"l3": "states: a uniform"}, 3, r"state name 'uniform' is a keyword of the \.pomdp format"),
     ({"l3": "states: 0"}, 3, r"the number of states must be an integer in \[1, 100000000\]; "
                             r"found '0'"),
     ({"l3": "states:"}, 4, r"expected a count or a list of state names after 'states:'; "
@@ -371,7 +372,7 @@ ERROR_CASES = [
     ({"l9": "T: open : tiger-left : * 0.5 0.5"}, 9,
      r"'T: open : tiger-left : \*' \(line 9\) expects 1 probability \(one probability\); "
      r"found 2"),
-    ({"l9": "T: open uniform $$"}, 9, r"unexpected malformed token '\$\$' after 'T: open' uniform"),
+    ({"l9": "T: open uniform $$"}, 9, r"unexpected malformed token '\$\$' after 'T: open uniform'"),
 ]
 
 

@@ -101,7 +101,12 @@ def test_tiger_horizon_one_policy():
         ([1.0, 2.0], [0], ValueError, r"alphas must be a 2-D array .* got shape \(2,\)"),
         (np.zeros((0, 2)), [], ValueError, "at least one vector"),
         ([[1.0, np.nan]], [0], ValueError, r"alphas must be finite; alphas\[0, 1\] = nan"),
-        ([[1.0, 2.0]], [0, 1], ValueError, r"actions must have shape \(n_vectors,\) = \(1,\); got \(2,\)"),
+        (
+            [[1.0, 2.0]],
+            [0, 1],
+            ValueError,
+            r"actions must have shape \(n_vectors,\) = \(1,\); got \(2,\)",
+        ),
         ([[1.0, 2.0]], [-1], ValueError, r"actions must be >= 0; actions\[0\] = -1"),
         ([[1.0, 2.0]], [0.5], ValueError, "integer action indices"),
         ([["a", "b"]], [0], TypeError, "real numeric"),
@@ -123,7 +128,9 @@ def test_belief_shape_errors():
     pol = AlphaVectorPolicy([[1.0, 0.0]], [0])
     with pytest.raises(ValueError, match=r"b must have shape \(n_states,\) = \(2,\); got \(3,\)"):
         pol.value([0.2, 0.3, 0.5])
-    with pytest.raises(ValueError, match=r"B must have shape \(n_beliefs, n_states\) = \(N, 2\); got \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"B must have shape \(n_beliefs, n_states\) = \(N, 2\); got \(2,\)"
+    ):
         pol.values([0.5, 0.5])
 
 
@@ -139,9 +146,14 @@ def test_check_model():
     m = tiger()
     good = AlphaVectorPolicy(m.R, [0, 1, 2], action_names=m.action_names)
     assert good.check_model(m) is good
-    with pytest.raises(PolicyFormatError, match="alpha vectors have length 3 but the model has 2 states"):
+    with pytest.raises(
+        PolicyFormatError, match="alpha vectors have length 3 but the model has 2 states"
+    ):
         AlphaVectorPolicy(np.zeros((1, 3)), [0]).check_model(m)
-    with pytest.raises(PolicyFormatError, match=r"alpha vector 1 has action 3 but the model has 3 actions \(valid indices 0..2\)"):
+    with pytest.raises(
+        PolicyFormatError,
+        match=r"alpha vector 1 has action 3 but the model has 3 actions \(valid indices 0..2\)",
+    ):
         AlphaVectorPolicy(np.zeros((2, 2)), [0, 3]).check_model(m)
     with pytest.raises(PolicyFormatError, match="action names"):
         AlphaVectorPolicy(m.R, [0, 1, 2], action_names=["l", "ol", "or"]).check_model(m)
@@ -162,7 +174,9 @@ def policies(draw):
     return AlphaVectorPolicy(alphas, actions, action_names=names)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(pol=policies())
 def test_save_load_round_trip_exact(tmp_path, pol):
     path = pol.save(tmp_path / "p.npz")
@@ -172,14 +186,16 @@ def test_save_load_round_trip_exact(tmp_path, pol):
     assert back.action_names == pol.action_names
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(pol=policies())
 def test_sarsop_round_trip_exact(tmp_path, pol):
-    path = pol.to_sarsop_policy(tmp_path / "p.policy", model="x<&>\"y.pomdp")
+    path = pol.to_sarsop_policy(tmp_path / "p.policy", model='x<&>"y.pomdp')
     back = AlphaVectorPolicy.from_sarsop_policy(path)
     assert back.alphas.tobytes() == pol.alphas.tobytes()
     assert np.array_equal(back.actions, pol.actions)
-    assert back.metadata["model"] == "x<&>\"y.pomdp"
+    assert back.metadata["model"] == 'x<&>"y.pomdp'
 
 
 def test_save_appends_suffix_and_keeps_metadata(tmp_path):
@@ -217,48 +233,67 @@ def _meta(**over):
     [
         ({"alphas": np.zeros((1, 2))}, "missing actions, metadata_json"),
         (
-            {"alphas": np.zeros((1, 2)), "actions": np.zeros(1, np.int64),
-             "metadata_json": np.array("{not json")},
+            {
+                "alphas": np.zeros((1, 2)),
+                "actions": np.zeros(1, np.int64),
+                "metadata_json": np.array("{not json"),
+            },
             "metadata is not valid JSON",
         ),
         (
-            {"alphas": np.zeros((1, 2)), "actions": np.zeros(1, np.int64),
-             "metadata_json": _meta(format_version=2)},
+            {
+                "alphas": np.zeros((1, 2)),
+                "actions": np.zeros(1, np.int64),
+                "metadata_json": _meta(format_version=2),
+            },
             "format_version 2 is not supported",
         ),
         (
-            {"alphas": np.zeros((1, 2)), "actions": np.zeros(1, np.int64),
-             "metadata_json": _meta(kind="other")},
+            {
+                "alphas": np.zeros((1, 2)),
+                "actions": np.zeros(1, np.int64),
+                "metadata_json": _meta(kind="other"),
+            },
             "metadata kind is 'other'",
         ),
         (
-            {"alphas": np.zeros((1, 2)), "actions": np.zeros(1, np.int64),
-             "metadata_json": _meta(format_version=None)},
+            {
+                "alphas": np.zeros((1, 2)),
+                "actions": np.zeros(1, np.int64),
+                "metadata_json": _meta(format_version=None),
+            },
             "no integer format_version",
         ),
         (
-            {"alphas": np.zeros((1, 3)), "actions": np.zeros(1, np.int64),
-             "metadata_json": _meta()},
+            {
+                "alphas": np.zeros((1, 3)),
+                "actions": np.zeros(1, np.int64),
+                "metadata_json": _meta(),
+            },
             r"metadata says \(n_vectors, n_states\) = \(1, 2\) but alphas has shape \(1, 3\)",
         ),
         (
-            {"alphas": np.zeros((1, 2), np.float32), "actions": np.zeros(1, np.int64),
-             "metadata_json": _meta()},
+            {
+                "alphas": np.zeros((1, 2), np.float32),
+                "actions": np.zeros(1, np.int64),
+                "metadata_json": _meta(),
+            },
             "alphas must be a float64 2-D array",
         ),
         (
-            {"alphas": np.array([[np.inf, 0.0]]), "actions": np.zeros(1, np.int64),
-             "metadata_json": _meta()},
+            {
+                "alphas": np.array([[np.inf, 0.0]]),
+                "actions": np.zeros(1, np.int64),
+                "metadata_json": _meta(),
+            },
             "alphas must be finite",
         ),
         (
-            {"alphas": np.zeros((1, 2)), "actions": np.array([-2]),
-             "metadata_json": _meta()},
+            {"alphas": np.zeros((1, 2)), "actions": np.array([-2]), "metadata_json": _meta()},
             "actions must be >= 0",
         ),
         (
-            {"alphas": np.zeros((1, 2)), "actions": np.array([0.0]),
-             "metadata_json": _meta()},
+            {"alphas": np.zeros((1, 2)), "actions": np.array([0.0]), "metadata_json": _meta()},
             "actions must be an integer array",
         ),
     ],
@@ -271,8 +306,12 @@ def test_load_errors(tmp_path, arrays, match):
 
 def test_load_refuses_pickled_objects(tmp_path):
     path = tmp_path / "evil.npz"
-    np.savez(path, alphas=np.array([[1.0]]), actions=np.array([0], dtype=object),
-             metadata_json=_meta(n_states=1))
+    np.savez(
+        path,
+        alphas=np.array([[1.0]]),
+        actions=np.array([0], dtype=object),
+        metadata_json=_meta(n_states=1),
+    )
     with pytest.raises(PolicyFormatError, match="cannot read as a policy .npz file"):
         AlphaVectorPolicy.load(path)
 
@@ -300,7 +339,9 @@ def test_load_missing_file(tmp_path):
 # As written by SARSOP's pomdpsol for tiger.95 (values abbreviated), incl. a sparse vector.
 SARSOP_TEXT = """<?xml version="1.0" encoding="ISO-8859-1"?>
 
-<Policy version="0.1" type="value" model="tiger.95.POMDP" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:noNamespaceSchemaLocation="policyx.xsd">
+<Policy version="0.1" type="value" model="tiger.95.POMDP" \
+xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
+xsi:noNamespaceSchemaLocation="policyx.xsd">
 <AlphaVector vectorLength="2" numObsValue="1" numVectors="3">
 <Vector action="0" obsValue="0">-81.5975 3.01448 </Vector>
 <Vector action="1" obsValue="0">19.3711 19.3711 </Vector>
@@ -312,7 +353,9 @@ SARSOP_TEXT = """<?xml version="1.0" encoding="ISO-8859-1"?>
 def test_read_sarsop_file(tmp_path):
     path = tmp_path / "tiger.policy"
     path.write_text(SARSOP_TEXT, encoding="iso-8859-1")
-    pol = AlphaVectorPolicy.from_sarsop_policy(path, action_names=["listen", "open-left", "open-right"])
+    pol = AlphaVectorPolicy.from_sarsop_policy(
+        path, action_names=["listen", "open-left", "open-right"]
+    )
     np.testing.assert_array_equal(pol.alphas, [[-81.5975, 3.01448], [19.3711, 19.3711], [0.0, 7.5]])
     assert pol.actions.tolist() == [0, 1, 2]
     assert pol.metadata == {"source": "sarsop", "model": "tiger.95.POMDP"}
@@ -393,7 +436,9 @@ def test_sarsop_unknown_action_caught_by_check_model(tmp_path):
         '<Vector action="7" obsValue="0">1 2</Vector></AlphaVector></Policy>'
     )
     pol = AlphaVectorPolicy.from_sarsop_policy(path)
-    with pytest.raises(PolicyFormatError, match="alpha vector 0 has action 7 but the model has 3 actions"):
+    with pytest.raises(
+        PolicyFormatError, match="alpha vector 0 has action 7 but the model has 3 actions"
+    ):
         pol.check_model(tiger())
 
 

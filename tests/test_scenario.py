@@ -99,6 +99,8 @@ def _bad(mutate):
         (lambda d: d["tokens"]["strong"].update(sigma=True), r"field 'tokens.strong.sigma'"),
         (lambda d: d.update(format_version=2), r"field 'format_version': expected 1; got 2"),
         (lambda d: d["p_w"].update(concentration=0), r"field 'p_w.concentration'"),
+        (lambda d: d.update(step_correlation=1.5), r"field 'step_correlation': expected a finite number in \[-1.0, 1.0\]; got 1.5"),
+        (lambda d: d["hazard"].update(min_steps=0), r"field 'hazard.min_steps': expected an integer in \[1, 30\]"),
     ],
 )
 def test_bad_fields_named(tmp_path, mutate, match):
@@ -130,3 +132,42 @@ def test_programmatic_construction_is_validated():
     assert sc.n_problems == 7
     with pytest.raises(ScenarioError, match="'n_problems'"):
         default_scenario().replace(n_problems=-1)
+
+
+def _auroc(pos, neg):
+    from scipy.stats import mannwhitneyu
+
+    return mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg))
+
+
+def test_prm_informative_but_noisy():
+    # AUROC of the draft score, correct (S0) vs first-wrong (S2) drafts, on always-cheap
+    # traces of 6000 problems (standard error ~0.006): default ~0.89, noisy_prm ~0.79
+    out = {}
+    for name in ("default", "noisy_prm"):
+        w = sample_world(builtin_scenario(name), n_problems=6000, seed=9)
+        rec = simulate_routing(w, AlwaysCheap(), record=True).record
+        live = rec.state >= 0
+        s, st = rec.score[live], rec.state[live]
+        out[name] = _auroc(s[st == 0], s[st == 2])
+    assert 0.85 < out["default"] < 0.93
+    assert 0.74 < out["noisy_prm"] < 0.83
+
+
+def test_trim_exact_and_expected_strong_tokens():
+    sc = default_scenario()
+    assert not sc.matches_trim_model
+    ex = sc.trim_exact()
+    assert ex.matches_trim_model and ex.p_w_mean == sc.p_w_mean
+    # conditional mean of the strong step length given the cheap draft's, by simulation:
+    # draws with cheap tokens in [45, 55] (rounding of the lognormal is negligible there)
+    w = sample_world(sc, n_problems=20_000, seed=2)
+    c, s = w.cheap_tokens.ravel(), w.strong_tokens.ravel()
+    m = (c >= 45) & (c <= 55)
+    pred = sc.expected_strong_tokens(c[m]).mean()
+    se = s[m].std() / np.sqrt(m.sum())
+    assert abs(s[m].mean() - pred) < 4 * se
+    # no correlation: the unconditional lognormal mean
+    flat = sc.replace(token_correlation=0.0)
+    mu, sig = flat.strong_tokens
+    np.testing.assert_allclose(flat.expected_strong_tokens([5, 500]), np.exp(mu + sig**2 / 2))

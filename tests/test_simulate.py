@@ -9,7 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from brute_force import ArrayModel, evaluate_policy_exact, exact_value_iteration, random_pomdp, tiger
+from brute_force import (
+    ArrayModel,
+    evaluate_policy_exact,
+    exact_value_iteration,
+    random_pomdp,
+    tiger,
+)
 
 from trim_pomdp.errors import PolicyFormatError
 from trim_pomdp.policy import AlphaVectorPolicy
@@ -87,7 +93,9 @@ def test_same_seed_same_returns():
     assert not np.array_equal(a.returns, c.returns)
     assert a.returns.flags.writeable is False
     lo, hi = a.confidence_interval()
-    assert lo == pytest.approx(a.mean - 1.96 * a.stderr) and hi == pytest.approx(a.mean + 1.96 * a.stderr)
+    assert lo == pytest.approx(a.mean - 1.96 * a.stderr) and hi == pytest.approx(
+        a.mean + 1.96 * a.stderr
+    )
     assert isinstance(a, SimulationResult)
 
 
@@ -131,7 +139,9 @@ def test_argument_errors(kwargs, exc, match):
 
 def test_policy_must_fit_model():
     m = tiger()
-    with pytest.raises(PolicyFormatError, match="alpha vector 0 has action 3 but the model has 3 actions"):
+    with pytest.raises(
+        PolicyFormatError, match="alpha vector 0 has action 3 but the model has 3 actions"
+    ):
         simulate(m, AlphaVectorPolicy([[0.0, 0.0]], [3]), 10, 5, 0)
     with pytest.raises(PolicyFormatError, match="length 3 but the model has 2 states"):
         simulate(m, AlphaVectorPolicy([[0.0, 0.0, 0.0]], [0]), 10, 5, 0)
@@ -151,8 +161,8 @@ def test_python_policy_matches_exact_evaluation():
     exact = evaluate_policy_exact(m.T, m.Z, m.R, m.discount, m.b0, 6, inner.action)
     res = simulate(m, Greedy(), episodes=4000, horizon=6, seed=2)
     assert abs(res.mean - exact) < 3 * res.stderr, (res.mean, exact, res.stderr)
-    again = simulate(m, Greedy(), episodes=4000, horizon=6, seed=2)
-    np.testing.assert_array_equal(res.returns, again.returns)
+    # same uniforms in the same order as the compiled path: identical returns
+    np.testing.assert_array_equal(res.returns, simulate(m, inner, 4000, 6, 2).returns)
 
 
 def test_python_policy_bad_action():
@@ -160,7 +170,10 @@ def test_python_policy_bad_action():
         def action(self, b):
             return 5
 
-    with pytest.raises(ValueError, match=r"policy.action returned 5 at episode 0, step 0; expected an action index in 0..2"):
+    with pytest.raises(
+        ValueError,
+        match=r"policy.action returned 5 at episode 0, step 0; expected an action index in 0..2",
+    ):
         simulate(tiger(), Bad(), 10, 5, 0)
 
 
@@ -203,6 +216,72 @@ def test_kernel_reports_impossible_observation():
     b0 = np.array([1.0, 0.0])
     returns = np.zeros(3)
     fail = np.full(4, -1, dtype=np.int64)
-    simulate_kernel(T, Z, R, world_T_cum, np.cumsum(Z, axis=2), b0, np.cumsum(b0),
-                    np.zeros((1, 2)), np.zeros(1, np.int64), 0.9, 4, 0, returns, fail)
+    simulate_kernel(
+        T,
+        Z,
+        R,
+        world_T_cum,
+        np.cumsum(Z, axis=2),
+        b0,
+        np.cumsum(b0),
+        np.zeros((1, 2)),
+        np.zeros(1, np.int64),
+        0.9,
+        4,
+        np.random.default_rng(0),
+        returns,
+        fail,
+    )
     assert fail.tolist() == [0, 0, 0, 1]
+
+
+# ---------------------------------------------------------------------------- with the real POMDP
+
+
+def test_tiger_helper_equals_shared_file(pomdp_problems_dir):
+    from trim_pomdp.model import POMDP
+
+    model = POMDP.from_file(pomdp_problems_dir / "tiger.95.POMDP")
+    ref = tiger()
+    for name in ("T", "Z", "R", "b0"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(ref, name))
+    assert model.discount == ref.discount
+    assert list(model.action_names) == ref.action_names
+
+
+def test_simulate_parsed_model_matches_exact_evaluation(pomdp_problems_dir):
+    # The exact 4-step value function of tiger as a stationary policy, run for 8 steps on
+    # the parsed model: Monte Carlo mean vs exact enumeration of the 2^8 observation paths.
+    from trim_pomdp.belief import BeliefUpdater
+    from trim_pomdp.model import POMDP
+
+    model = POMDP.from_file(pomdp_problems_dir / "tiger.95.POMDP")
+    alphas, actions = exact_value_iteration(model.T, model.Z, model.R, model.discount, 4)
+    pol = AlphaVectorPolicy(alphas, actions, action_names=model.action_names).check_model(model)
+    exact = evaluate_policy_exact(
+        model.T, model.Z, model.R, model.discount, model.b0, 8, pol.action
+    )
+    res = simulate(model, pol, episodes=20000, horizon=8, seed=4)
+    assert abs(res.mean - exact) < 3 * res.stderr, (res.mean, exact, res.stderr)
+    # and the filter on the parsed model gives the textbook numbers
+    up = BeliefUpdater(model)
+    np.testing.assert_allclose(up.update(up.initial_belief(), 0, 0), [0.85, 0.15], atol=1e-15)
+
+
+def test_zero_probability_names_from_parsed_model():
+    from trim_pomdp.belief import BeliefUpdater
+    from trim_pomdp.errors import ZeroProbabilityObservationError
+    from trim_pomdp.model import POMDP
+
+    text = (
+        "discount: 0.9\nvalues: reward\nstates: left right\nactions: look\n"
+        "observations: see-left see-right\nT: look identity\nO: look identity\n"
+        "R: look : * : * : * 0\n"
+    )
+    up = BeliefUpdater(POMDP.from_string(text))
+    with pytest.raises(
+        ZeroProbabilityObservationError,
+        match=r"observation o=1 \(see-right\) has zero probability after action a=0 \(look\) "
+        r"from a belief with support \{0 \(left\)\}",
+    ):
+        up.update([1.0, 0.0], 0, 1)

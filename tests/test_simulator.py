@@ -16,7 +16,7 @@ from trim_pomdp.simulator import (
     S0,
     S1,
     S2,
-    generate_traces,
+    simulate_traces,
     routed_traces,
     sample_world,
     simulate_routing,
@@ -178,8 +178,8 @@ def test_cheap_and_strong_traces_consistent_with_runs(small_world):
     w = small_world
     cheap = simulate_routing(w, AlwaysCheap(), record=True)
     strong = simulate_routing(w, AlwaysStrong())
-    tc = generate_traces(w, model="cheap")
-    ts = generate_traces(w, model="strong")
+    tc = simulate_traces(w, model="cheap")
+    ts = simulate_traces(w, model="strong")
     assert len(tc) == len(ts) == w.n_problems
     for i, (a, b) in enumerate(zip(tc, ts)):
         L = int(w.length[i])
@@ -227,3 +227,22 @@ def test_states_follow_transition_rules(small_world):
                 assert nxt == S1
             else:
                 assert nxt == (S0 if w.u_w[i, j + 1] < w.p_w[i] else S2)
+
+
+def test_step_correlation_lowers_fix_rate_keeps_end_points():
+    # marginals unchanged (always-cheap / always-strong accuracies equal in expectation),
+    # but P(strong right | cheap wrong) drops below p_s
+    sc = _plain(p_w_mean=0.8, p_s_mean=0.9, n_problems=30_000)
+    w0 = sample_world(sc, seed=3)
+    w1 = sample_world(sc.replace(step_correlation=0.8), seed=3)
+    for w in (w0, w1):
+        cheap = simulate_routing(w, AlwaysCheap())
+        strong = simulate_routing(w, AlwaysStrong())
+        t, pmf = _len_pmf(0.25)
+        assert abs(cheap.accuracy - np.sum(pmf * 0.8 ** t)) < 4 * cheap.accuracy_stderr
+        assert abs(strong.accuracy - np.sum(pmf * 0.9 ** t)) < 4 * strong.accuracy_stderr
+    wrong = w1.u_w >= 0.8
+    fix = np.mean(w1.u_s[wrong] < 0.9)
+    assert fix < 0.8  # vs 0.9 without correlation
+    fix0 = np.mean(w0.u_s[w0.u_w >= 0.8] < 0.9)
+    assert abs(fix0 - 0.9) < 0.01

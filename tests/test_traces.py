@@ -182,3 +182,37 @@ def test_step_and_trace_constructors_validate():
 def test_numeric_id_is_kept_as_text():
     tr = trace_from_dict({"id": 17, "model": "m", "steps": [{}]})
     assert tr.id == "17" and tr.steps[0] == Step()
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_text = st.one_of(st.none(), st.text(max_size=8))
+_step = st.builds(
+    Step,
+    text=_text,
+    prm_score=st.one_of(st.none(), st.floats(0.0, 1.0, allow_nan=False)),
+    tokens=st.one_of(st.none(), st.integers(0, 10**6)),
+    label=st.sampled_from(["correct", "incorrect", None]),
+)
+_trace = st.builds(
+    Trace,
+    id=st.text(min_size=1, max_size=6),
+    model=st.text(min_size=1, max_size=6),
+    steps=st.lists(_step, min_size=1, max_size=6),
+    final_correct=st.one_of(st.none(), st.booleans()),
+    problem=_text,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_trace, min_size=1, max_size=5))
+def test_round_trip_property(tmp_path_factory, traces):
+    p = tmp_path_factory.mktemp("rt") / "t.jsonl"
+    save_traces(traces, p)
+    assert load_traces(p) == traces
+    table = traces_to_table(traces)
+    ref = np.concatenate([hidden_state_labels(t) for t in traces])
+    assert np.array_equal(table.state, ref)

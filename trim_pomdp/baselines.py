@@ -302,14 +302,23 @@ def combine_query_routing(mask: NDArray[np.bool_], cheap: Any, strong: Any,
     )
 
 
-def query_oracle_order(cheap: Any, strong: Any) -> NDArray[np.int64]:
-    """Queries the oracle query router escalates, cheapest first.
+def query_oracle_order(cheap: Any, strong: Any, *, order: str = "random",
+                       seed: int = 0) -> NDArray[np.int64]:
+    """Queries the oracle query router escalates, in the order a budget admits them.
 
-    The oracle sends to the strong model exactly the queries the strong model solves and
-    the cheap one does not; under a budget it takes them in increasing order of their
-    strong-token cost (which maximises accuracy per token).  Escalating the first ``m``
-    of the returned indices is the oracle at budget ``m``.
+    The oracle query router sends to the strong model exactly the queries the strong model
+    solves and the cheap one does not (issue 4; at full budget it solves every query either
+    model solves).  Under a smaller budget it escalates a prefix of the returned indices:
+
+    * ``order="random"`` (default): a seeded random order, so the budget curve is the straight
+      line from always-cheap to the full oracle point (the oracle is a single operating
+      point; spending less means mixing it with the cheap model);
+    * ``order="cheapest"``: increasing strong-token cost, the best a clairvoyant query router
+      can do per token (a stronger, token-aware oracle).
     """
     rescuable = np.flatnonzero(strong.correct & ~cheap.correct)
-    order = np.argsort(strong.strong_tokens[rescuable], kind="stable")
-    return rescuable[order]
+    if order == "cheapest":
+        return rescuable[np.argsort(strong.strong_tokens[rescuable], kind="stable")]
+    if order == "random":
+        return rescuable[np.random.default_rng(seed).permutation(len(rescuable))]
+    raise ValueError(f"order must be 'random' or 'cheapest'; got {order!r}")

@@ -68,7 +68,8 @@ def belief_update_kernel(T, Z, b, a, o, out):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def belief_update_batch_kernel(T, Z, B, actions, obs, out, norms):  # pragma: no cover
-    """Row-wise :func:`belief_update_kernel`: ``out[i]`` and ``norms[i] = P(obs[i] | B[i], actions[i])``.
+    """Row-wise :func:`belief_update_kernel`: writes ``out[i]`` and
+    ``norms[i] = P(obs[i] | B[i], actions[i])``.
 
     Returns the index of the first row with zero observation probability, or -1.
     """
@@ -95,9 +96,7 @@ def _as_model_arrays(T: ArrayLike, Z: ArrayLike) -> tuple[np.ndarray, np.ndarray
     T = np.ascontiguousarray(T, dtype=np.float64)
     Z = np.ascontiguousarray(Z, dtype=np.float64)
     if T.ndim != 3 or T.shape[1] != T.shape[2]:
-        raise ValueError(
-            f"T must have shape (n_actions, n_states, n_states); got {T.shape}"
-        )
+        raise ValueError(f"T must have shape (n_actions, n_states, n_states); got {T.shape}")
     n_actions, n_states = T.shape[0], T.shape[1]
     if Z.ndim != 3 or Z.shape[:2] != (n_actions, n_states):
         raise ValueError(
@@ -340,7 +339,9 @@ class BeliefUpdater:
         if out is None:
             out = np.empty(self.n_states)
         elif out.shape != (self.n_states,) or out.dtype != np.float64 or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous float64 array of shape ({self.n_states},)")
+            raise ValueError(
+                f"out must be a C-contiguous float64 array of shape ({self.n_states},)"
+            )
         elif np.shares_memory(out, b):
             raise ValueError("out must not share memory with b")
         if belief_update_kernel(self.T, self.Z, b, a, o, out) <= 0.0:
@@ -354,9 +355,7 @@ class BeliefUpdater:
             )
         return out
 
-    def update_many(
-        self, B: ArrayLike, actions: ArrayLike, obs: ArrayLike
-    ) -> NDArray[np.float64]:
+    def update_many(self, B: ArrayLike, actions: ArrayLike, obs: ArrayLike) -> NDArray[np.float64]:
         """Batched :meth:`update`; see :func:`update_beliefs`."""
         return update_beliefs(self.T, self.Z, B, actions, obs, tol=self.tol)
 

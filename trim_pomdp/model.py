@@ -265,12 +265,24 @@ class POMDP:
 
         if not isinstance(text, (str, bytes)):
             raise TypeError(f"text must be str or bytes; got {type(text).__name__}")
-        d = _core.parse_pomdp(text, str(filename), tol=float(tol))
-        return cls(
-            d["T"], d["Z"], d["R"], d["discount"], d["b0"],
-            state_names=d["state_names"], action_names=d["action_names"],
-            observation_names=d["observation_names"], tol=tol,
-        )
+        tol = float(tol)
+        if not (np.isfinite(tol) and tol >= 0.0):
+            raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
+        d = _core.parse_pomdp(text, str(filename), tol=tol)
+        # The parser has already run the same C++ checks (check_pomdp) with this tolerance
+        # and its arrays are fresh and unshared: adopt them without a second copy and scan.
+        self = cls.__new__(cls)
+        for key in ("T", "Z", "R", "b0"):
+            d[key].setflags(write=False)
+        self._T, self._Z, self._R, self._b0 = d["T"], d["Z"], d["R"], d["b0"]
+        self._discount = float(d["discount"])
+        self._tol = tol
+        self._state_names = _names(d["state_names"], self._T.shape[1], "state_names", "states")
+        self._action_names = _names(d["action_names"], self._T.shape[0], "action_names",
+                                    "actions")
+        self._observation_names = _names(d["observation_names"], self._Z.shape[2],
+                                         "observation_names", "observations")
+        return self
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, tol: float = FILE_TOL) -> POMDP:
@@ -319,7 +331,7 @@ class POMDP:
         Raises
         ------
         ValueError
-            When a name is not a ``.pomdp`` identifier (``[A-Za-z][A-Za-z0-9_-]*``, not a
+            When a name is not a ``.pomdp`` identifier (``[A-Za-z_][A-Za-z0-9_.-]*``, not a
             keyword of the format).
         """
         from trim_pomdp import _core

@@ -169,8 +169,18 @@ class _KDE1D:
         G = w.size
         self.g = np.linspace(0.0, 1.0, G)
         self._wn = w / _reflected_mass(self.g, self.h)
-        # density tabulated on the grid, for pdf by linear interpolation
-        self.grid_pdf = _reflected_pdf(self.g, self.g, self.h) @ self._wn
+        # Density tabulated on the grid, for pdf by linear interpolation.  On a uniform grid
+        # the three kernel images depend on k - j, k + j and k + j - 2(G - 1) only, so the
+        # (G, G) kernel matrix product is three 1-D correlations.
+        c = 1.0 / (self.h * np.sqrt(2.0 * np.pi))
+        u = np.arange(2 * G - 1) / (G - 1) / self.h
+        k_diff = c * np.exp(-0.5 * (u - 1.0 / self.h) ** 2)  # (k - j) / (G - 1) = u - 1
+        k_sum0 = c * np.exp(-0.5 * u**2)                     # (k + j) / (G - 1)
+        k_sum1 = c * np.exp(-0.5 * (u - 2.0 / self.h) ** 2)  # (k + j) / (G - 1) - 2
+        wn = self._wn
+        self.grid_pdf = (np.convolve(wn, k_diff)[G - 1:2 * G - 1]
+                         + np.correlate(k_sum0, wn, mode="valid")
+                         + np.correlate(k_sum1, wn, mode="valid"))
 
     @classmethod
     def fit(cls, x: NDArray[np.float64], bandwidth: float | None) -> _KDE1D:
@@ -208,9 +218,16 @@ class _KDE2D:
         self.W = W
         G = W.shape[0]
         self.g = np.linspace(0.0, 1.0, G)
-        Ax = _reflected_pdf(self.g, self.g, self.hx) / _reflected_mass(self.g, self.hx)
-        Ay = _reflected_pdf(self.g, self.g, self.hy) / _reflected_mass(self.g, self.hy)
-        self.grid_pdf = Ax @ W @ Ay.T
+        self._grid_pdf: NDArray[np.float64] | None = None
+
+    @property
+    def grid_pdf(self) -> NDArray[np.float64]:
+        # Tabulated lazily: fitting and discretising never need it, only pdf() does.
+        if self._grid_pdf is None:
+            Ax = _reflected_pdf(self.g, self.g, self.hx) / _reflected_mass(self.g, self.hx)
+            Ay = _reflected_pdf(self.g, self.g, self.hy) / _reflected_mass(self.g, self.hy)
+            self._grid_pdf = Ax @ self.W @ Ay.T
+        return self._grid_pdf
 
     @classmethod
     def fit(cls, x: NDArray[np.float64], y: NDArray[np.float64],

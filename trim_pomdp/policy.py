@@ -102,9 +102,10 @@ class AlphaVectorPolicy:
             raise ValueError(
                 f"alphas must have at least one vector and one state; got shape {alphas_arr.shape}"
             )
-        if not (np.issubdtype(alphas_arr.dtype, np.floating) or np.issubdtype(
-            alphas_arr.dtype, np.integer
-        )):
+        if not (
+            np.issubdtype(alphas_arr.dtype, np.floating)
+            or np.issubdtype(alphas_arr.dtype, np.integer)
+        ):
             raise TypeError(f"alphas must be a real numeric array; got dtype {alphas_arr.dtype}")
         alphas_arr = alphas_arr.astype(np.float64)
         if not np.all(np.isfinite(alphas_arr)):
@@ -120,7 +121,9 @@ class AlphaVectorPolicy:
             if not np.all(np.isfinite(actions_arr)) or np.any(actions_arr != np.round(actions_arr)):
                 raise ValueError("actions must be integer action indices")
         elif actions_arr.dtype.kind not in "iub":
-            raise TypeError(f"actions must be integer action indices; got dtype {actions_arr.dtype}")
+            raise TypeError(
+                f"actions must be integer action indices; got dtype {actions_arr.dtype}"
+            )
         actions_arr = actions_arr.astype(np.int64)
         if np.any(actions_arr < 0):
             k = int(np.argmax(actions_arr < 0))

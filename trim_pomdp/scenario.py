@@ -15,6 +15,11 @@ earlier step wrong, S2 = 2 earlier steps correct but the current draft wrong):
 * a cheap draft following a correct prefix is correct w.p. ``p_w[i]``; a strong step
   following a correct prefix (or replacing a wrong draft) is correct w.p. ``p_s[i]``; once a
   step is wrong every later step is in S1 (irrecoverable).
+* ``step_correlation`` (default 0, what the TRIM model assumes) couples, through a Gaussian
+  copula, the draws deciding whether the cheap draft and the strong rewrite of the *same*
+  step are right: with a positive value a step the cheap model gets wrong is harder for the
+  strong model too (P(rewrite right | draft wrong) < p_s), a deliberate misspecification for
+  robustness studies; the marginal accuracies (and the end points) do not change.
 * step lengths (tokens) are lognormal per model; the cheap draft's and the strong rewrite's
   log-lengths of the same step have correlation ``tokens.correlation``.
 * the PRM score of a step in hidden state ``s`` is ``expit(logit(Q_s(Phi(z))) + b)`` with
@@ -33,6 +38,7 @@ fields are rejected so that typos cannot silently fall back to defaults)::
       "p_w": {"mean": 0.955, "concentration": 40},   # mean in (0,1); concentration > 0 or null
       "p_s": {"mean": 0.977, "concentration": 80},
       "difficulty_correlation": 0.5,              # optional, in [-1, 1], default 0
+      "step_correlation": 0.0,                    # optional, in [-1, 1], default 0
       "hazard": {"kind": "constant", "value": 0.17, "min_steps": 3},
                # or {"kind": "list", "values": [h1, ..., h30]} (each in [0, 1]; h30 forced 1)
       "tokens": {"cheap":  {"mu": 3.85, "sigma": 0.6},    # lognormal of one step's tokens
@@ -77,7 +83,7 @@ BUILTIN_SCENARIOS = {
 
 _TOP_FIELDS = {
     "format_version", "name", "description", "p_w", "p_s", "difficulty_correlation",
-    "hazard", "tokens", "prm", "n_problems", "seed",
+    "step_correlation", "hazard", "tokens", "prm", "n_problems", "seed",
 }
 
 
@@ -93,6 +99,9 @@ class Scenario:
         Beta concentration ``a + b`` of the per-problem accuracies; ``None`` = no spread.
     difficulty_correlation : float
         Gaussian-copula correlation between a problem's ``p_w`` and ``p_s``.
+    step_correlation : float
+        Gaussian-copula correlation between the cheap-draft and strong-rewrite correctness
+        draws of the same step (0 = the TRIM model's assumption).
     hazard : dict
         ``{"kind": "constant", "value": h, "min_steps": m}`` (``h(t) = 0`` for ``t < m``,
         ``h`` for ``m <= t < 30``) or ``{"kind": "list", "values": [30 floats]}``;
@@ -121,6 +130,7 @@ class Scenario:
     p_s_mean: float
     p_s_concentration: float | None = None
     difficulty_correlation: float = 0.0
+    step_correlation: float = 0.0
     hazard: Mapping[str, Any] = field(default_factory=lambda: {"kind": "constant",
                                                                "value": 0.15, "min_steps": 1})
     cheap_tokens: tuple[float, float] = (4.0, 0.6)
@@ -153,6 +163,32 @@ class Scenario:
         surv = np.concatenate(([1.0], np.cumprod(1.0 - h)[:-1]))  # P(L >= t)
         return float(surv.sum())
 
+    @property
+    def matches_trim_model(self) -> bool:
+        """True iff the world is exactly a TRIM POMDP: no problem-level spread, no PRM bias
+        or within-trace correlation, no same-step correlation (then p_w, p_s, the hazard and
+        the per-state Beta score densities are the model's exact parameters)."""
+        return (self.p_w_concentration is None and self.p_s_concentration is None
+                and self.prm_bias_sd == 0.0 and self.prm_correlation == 0.0
+                and self.step_correlation == 0.0)
+
+    def trim_exact(self, **changes: Any) -> Scenario:
+        """This scenario with every departure from the TRIM model removed (see
+        :attr:`matches_trim_model`); accuracies are fixed at their means."""
+        return self.replace(name=f"{self.name}-trim-exact", p_w_concentration=None,
+                            p_s_concentration=None, prm_bias_sd=0.0, prm_correlation=0.0,
+                            step_correlation=0.0, **changes)
+
+    def expected_strong_tokens(self, cheap_tokens: Any) -> NDArray[np.float64]:
+        """``E[strong tokens of a step | its cheap draft has c tokens]`` under the token
+        model (bivariate lognormal; rounding ignored):
+        ``exp(mu_s + rho sigma_s (ln c - mu_c) / sigma_c + sigma_s^2 (1 - rho^2) / 2)``."""
+        c = np.maximum(np.asarray(cheap_tokens, dtype=np.float64), 1.0)
+        (mc, sc), (ms, ss) = self.cheap_tokens, self.strong_tokens
+        rho = self.token_correlation if sc > 0 else 0.0
+        zc = (np.log(c) - mc) / sc if sc > 0 else np.zeros_like(c)
+        return np.exp(ms + rho * ss * zc + 0.5 * ss * ss * (1.0 - rho * rho))
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict of the documented schema."""
         return {
@@ -162,6 +198,7 @@ class Scenario:
             "p_w": {"mean": self.p_w_mean, "concentration": self.p_w_concentration},
             "p_s": {"mean": self.p_s_mean, "concentration": self.p_s_concentration},
             "difficulty_correlation": self.difficulty_correlation,
+            "step_correlation": self.step_correlation,
             "hazard": dict(self.hazard),
             "tokens": {
                 "cheap": {"mu": self.cheap_tokens[0], "sigma": self.cheap_tokens[1]},
@@ -199,6 +236,7 @@ class Scenario:
             p_s_mean=float(data["p_s"]["mean"]),
             p_s_concentration=_opt_float(data["p_s"].get("concentration")),
             difficulty_correlation=float(data.get("difficulty_correlation", 0.0)),
+            step_correlation=float(data.get("step_correlation", 0.0)),
             hazard=_normalise_hazard(data["hazard"]),
             cheap_tokens=(float(tok["cheap"]["mu"]), float(tok["cheap"]["sigma"])),
             strong_tokens=(float(tok["strong"]["mu"]), float(tok["strong"]["sigma"])),
@@ -339,6 +377,7 @@ def _validate_dict(data: Any, *, source: str) -> None:
         _num(data[key], "concentration", source, key, lo=0.0, lo_open=True, nullable=True,
              default=None)
     _num(data, "difficulty_correlation", source, "", lo=-1.0, hi=1.0, default=0.0)
+    _num(data, "step_correlation", source, "", lo=-1.0, hi=1.0, default=0.0)
     _hazard_values(data["hazard"], source)
     tok = data["tokens"]
     _need_obj(tok, source, "tokens", {"cheap", "strong"}, {"correlation"})

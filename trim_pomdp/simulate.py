@@ -96,12 +96,12 @@ def _sample(cum, u):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def simulate_kernel(
-    T, Z, R, T_cum, Z_cum, b0, b0_cum, alphas, actions, discount, horizon, seed, returns, fail
+    T, Z, R, T_cum, Z_cum, b0, b0_cum, alphas, actions, discount, horizon, rng, returns, fail
 ):  # pragma: no cover - compiled
-    """Fill ``returns[e]`` for every episode.  On an impossible observation (only from
-    floating-point underflow of the true state in the belief) writes (episode, step, a, o)
-    to ``fail`` and returns early."""
-    np.random.seed(seed)
+    """Fill ``returns[e]`` for every episode, drawing from the ``np.random.Generator`` ``rng``
+    (three uniforms per step, one per episode start).  On an impossible observation (only
+    from floating-point underflow of the true state in the belief) writes
+    (episode, step, a, o) to ``fail`` and returns early."""
     n_states = b0.shape[0]
     n_vec = alphas.shape[0]
     b = np.empty(n_states)
@@ -109,7 +109,7 @@ def simulate_kernel(
     for ep in range(returns.shape[0]):
         for i in range(n_states):
             b[i] = b0[i]
-        s = _sample(b0_cum, np.random.random())
+        s = _sample(b0_cum, rng.random())
         g = 0.0
         disc = 1.0
         for t in range(horizon):
@@ -124,8 +124,8 @@ def simulate_kernel(
                     k_best = k
             a = actions[k_best]
             g += disc * R[a, s]
-            s2 = _sample(T_cum[a, s], np.random.random())
-            o = _sample(Z_cum[a, s2], np.random.random())
+            s2 = _sample(T_cum[a, s], rng.random())
+            o = _sample(Z_cum[a, s2], rng.random())
             if belief_update_kernel(T, Z, b, a, o, b_next) <= 0.0:
                 fail[0] = ep
                 fail[1] = t
@@ -139,12 +139,11 @@ def simulate_kernel(
 
 
 def _simulate_python(
-    T, Z, R, T_cum, Z_cum, b0, b0_cum, policy, discount, horizon, seed, returns
+    T, Z, R, T_cum, Z_cum, b0, b0_cum, policy, discount, horizon, rng, returns
 ) -> None:
-    """Same episodes as :func:`simulate_kernel` for a policy that is only a Python
-    ``action(belief) -> int`` (slow: one Python call per step; its own NumPy random stream,
-    so the returns differ from the compiled path's for the same seed)."""
-    rng = np.random.default_rng(seed)
+    """:func:`simulate_kernel` for a policy that is only a Python ``action(belief) -> int``
+    (slow: one Python call per step).  It draws the same uniforms in the same order, so a
+    policy that acts like an alpha-vector policy gets the same returns for the same seed."""
     n_actions = T.shape[0]
     b = np.empty_like(b0)
     b_next = np.empty_like(b0)
@@ -154,8 +153,10 @@ def _simulate_python(
         g, disc = 0.0, 1.0
         for t in range(horizon):
             a = policy.action(b.copy())
-            if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not (
-                0 <= a < n_actions
+            if (
+                isinstance(a, (bool, np.bool_))
+                or not isinstance(a, (int, np.integer))
+                or not (0 <= a < n_actions)
             ):
                 raise ValueError(
                     f"policy.action returned {a!r} at episode {ep}, step {t}; expected an "
@@ -213,7 +214,8 @@ def simulate(
         Steps per episode; ``None`` picks the smallest horizon whose truncated tail is
         ``<= 1e-3`` (see :func:`default_horizon`; required when ``discount == 1``).
     seed : int
-        Seed in ``0 .. 2**32 - 1``; the same seed gives the same returns.
+        Seed in ``0 .. 2**32 - 1`` of a ``np.random.default_rng`` stream; the same seed
+        gives the same returns.
 
     Returns
     -------
@@ -231,9 +233,7 @@ def simulate(
 
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 2:
         raise ValueError(f"episodes must be an integer >= 2; got {episodes!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
-        0 <= seed < 2**32
-    ):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (0 <= seed < 2**32):
         raise ValueError(f"seed must be an integer in 0..2**32-1; got {seed!r}")
     T = np.ascontiguousarray(model.T, dtype=np.float64)
     Z = np.ascontiguousarray(model.Z, dtype=np.float64)
@@ -269,14 +269,26 @@ def simulate(
     b0_cum = np.cumsum(b0)
     returns = np.empty(int(episodes))
     if python_policy is not None:
-        _simulate_python(T, Z, R, T_cum, Z_cum, b0, b0_cum, python_policy, discount, horizon,
-                         int(seed), returns)
+        _simulate_python(
+            T,
+            Z,
+            R,
+            T_cum,
+            Z_cum,
+            b0,
+            b0_cum,
+            python_policy,
+            discount,
+            horizon,
+            np.random.default_rng(int(seed)),
+            returns,
+        )
     else:
         fail = np.full(4, -1, dtype=np.int64)
         simulate_kernel(
             T, Z, R, T_cum, Z_cum, b0, b0_cum,
             np.ascontiguousarray(policy.alphas), np.ascontiguousarray(policy.actions),
-            discount, horizon, int(seed), returns, fail,
+            discount, horizon, np.random.default_rng(int(seed)), returns, fail,
         )  # fmt: skip
         if fail[0] >= 0:
             raise ZeroProbabilityObservationError(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -143,6 +144,10 @@ class World:
 
     def always_strong_tokens(self) -> NDArray[np.int64]:
         """Strong tokens per problem when every step is regenerated (cost denominator)."""
+        return self._always_strong_tokens.copy()
+
+    @cached_property
+    def _always_strong_tokens(self) -> NDArray[np.int64]:
         return np.where(self.step_mask(), self.strong_tokens, 0).sum(axis=1, dtype=np.int64)
 
     def prm_scores(self, states: NDArray[Any], z: NDArray[Any],
@@ -217,8 +222,16 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
     p_len /= p_len.sum()
     length = (streams[1].choice(MAX_STEPS, size=n, p=p_len) + 1).astype(np.int32)
 
-    u_w = streams[2].random((n, MAX_STEPS), dtype=np.float32)
-    u_s = streams[3].random((n, MAX_STEPS), dtype=np.float32)
+    rs = scenario.step_correlation
+    if rs == 0.0:
+        u_w = streams[2].random((n, MAX_STEPS), dtype=np.float32)
+        u_s = streams[3].random((n, MAX_STEPS), dtype=np.float32)
+    else:  # Gaussian copula between the two correctness draws of the same step
+        g_w = streams[2].standard_normal((n, MAX_STEPS))
+        g_s = rs * g_w + math.sqrt(max(0.0, 1.0 - rs * rs)) * streams[3].standard_normal(
+            (n, MAX_STEPS))
+        u_w = special.ndtr(g_w).astype(np.float32)
+        u_s = special.ndtr(g_s).astype(np.float32)
 
     r = scenario.prm_correlation
     innov = math.sqrt(1.0 - r * r)
@@ -240,6 +253,11 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
     log_s = ms + ss * (rt * gt[0] + math.sqrt(max(0.0, 1.0 - rt * rt)) * gt[1])
     cheap_tokens = np.maximum(1, np.rint(np.exp(np.minimum(log_c, 20.0)))).astype(np.int32)
     strong_tokens = np.maximum(1, np.rint(np.exp(np.minimum(log_s, 20.0)))).astype(np.int32)
+
+    # Column-major (Fortran) storage: the lockstep kernels read one step column of every
+    # problem at a time, so step j of all problems must be contiguous (several-fold faster).
+    u_w, u_s, z_draft, z_strong, cheap_tokens, strong_tokens = (
+        np.asfortranarray(a) for a in (u_w, u_s, z_draft, z_strong, cheap_tokens, strong_tokens))
 
     zg = np.linspace(_Z_LO, _Z_HI, _N_GRID)
     table = np.empty((3, _N_GRID))
@@ -296,34 +314,35 @@ def _init_kernel(u_w, p_w, state, active, min_prev, correct, strong_tok, cheap_t
 
 
 @njit(cache=True)
-def _observe_kernel(t, state, active, length, z_draft, bias, cheap_tokens, table, z_lo,
+def _observe_kernel(t, idx, n_idx, state, length, z_draft, bias, cheap_tokens, table, z_lo,
                     inv_dz, score, tokens, is_final):
+    # idx[:n_idx] lists the active episodes in increasing order (compacted every step,
+    # so the work per step is proportional to the number of live episodes)
     j = t - 1
-    n_active = 0
-    for i in range(state.shape[0]):
-        if active[i]:
-            n_active += 1
-            score[i] = _score_at(table, state[i], z_draft[i, j], bias[i], z_lo, inv_dz)
-            tokens[i] = cheap_tokens[i, j]
-            is_final[i] = length[i] == t
-    return n_active
+    for k in range(n_idx):
+        i = idx[k]
+        score[i] = _score_at(table, state[i], z_draft[i, j], bias[i], z_lo, inv_dz)
+        tokens[i] = cheap_tokens[i, j]
+        is_final[i] = length[i] == t
 
 
 @njit(cache=True)
-def _advance_kernel(t, actions, state, active, score, min_prev, min_rule, length, u_w, u_s,
-                    p_w, p_s, cheap_tokens, strong_tokens, correct, strong_tok, cheap_tok,
-                    steps, regens, rec_on, rec_state, rec_action, rec_score, rec_strong_ok,
-                    rec_min_prev):
-    """Advance every active episode by one step; returns the index of the first episode
-    with an action outside {0, 1} (nothing is advanced then), or -1."""
+def _advance_kernel(t, idx, n_idx, actions, state, active, score, min_prev, min_rule, length,
+                    u_w, u_s, p_w, p_s, cheap_tokens, strong_tokens, correct, strong_tok,
+                    cheap_tok, steps, regens, rec_on, rec_state, rec_action, rec_score,
+                    rec_strong_ok, rec_min_prev):
+    """Advance every active episode by one step and compact ``idx``.
+
+    Returns ``(n_active_after, bad)`` where ``bad`` is the first episode with an action
+    outside {0, 1} (then nothing is advanced) or -1."""
     j = t - 1
-    n = state.shape[0]
-    for i in range(n):
-        if active[i] and actions[i] != 0 and actions[i] != 1:
-            return i
-    for i in range(n):
-        if not active[i]:
-            continue
+    for k in range(n_idx):
+        i = idx[k]
+        if actions[i] != 0 and actions[i] != 1:
+            return n_idx, i
+    n_new = 0
+    for k in range(n_idx):
+        i = idx[k]
         a = actions[i]
         s = state[i]
         final = length[i] == t
@@ -361,7 +380,10 @@ def _advance_kernel(t, actions, state, active, score, min_prev, min_rule, length
                 state[i] = S1
         if rec_on:
             rec_strong_ok[i, j] = strong_ok
-    return -1
+        if active[i]:
+            idx[n_new] = i
+            n_new += 1
+    return n_new, -1
 
 
 # ============================================================================ results
@@ -502,31 +524,33 @@ def simulate_routing(source: Scenario | World | str, policy: BatchPolicy, *,
     tokens = np.zeros(n, np.int64)
     is_final = np.zeros(n, np.bool_)
     shape = (n, MAX_STEPS) if record else (1, 1)
-    rec_state = np.full(shape, -1, np.int8)
-    rec_action = np.full(shape, -1, np.int8)
-    rec_score = np.full(shape, np.nan, np.float32)
-    rec_min = np.full(shape, np.nan, np.float32)
-    rec_ok = np.full(shape, -1, np.int8)
+    rec_state = np.full(shape, -1, np.int8, order="F")
+    rec_action = np.full(shape, -1, np.int8, order="F")
+    rec_score = np.full(shape, np.nan, np.float32, order="F")
+    rec_min = np.full(shape, np.nan, np.float32, order="F")
+    rec_ok = np.full(shape, -1, np.int8, order="F")
     inv_dz = 1.0 / world.dz
 
     _init_kernel(world.u_w, world.p_w, state, active, min_prev, correct, strong_tok,
                  cheap_tok, steps, regens)
+    idx = np.arange(n, dtype=np.int64)
+    n_active = n
     name = getattr(policy, "name", type(policy).__name__)
     policy.reset_batch(n)
     for t in range(1, MAX_STEPS + 1):
-        n_active = _observe_kernel(t, state, active, world.length, world.z_draft, world.bias,
-                                   world.cheap_tokens, world.score_table, world.z_lo, inv_dz,
-                                   score, tokens, is_final)
         if n_active == 0:
             break
+        _observe_kernel(t, idx, n_active, state, world.length, world.z_draft, world.bias,
+                        world.cheap_tokens, world.score_table, world.z_lo, inv_dz, score,
+                        tokens, is_final)
         truth = state if policy.needs_truth else None
         raw = policy.act(t, score, min_prev, tokens, is_final, active, truth)
         acts = _as_actions(raw, n, name, t)
-        bad = _advance_kernel(t, acts, state, active, score, min_prev, rule, world.length,
-                              world.u_w, world.u_s, world.p_w, world.p_s, world.cheap_tokens,
-                              world.strong_tokens, correct, strong_tok, cheap_tok, steps,
-                              regens, record, rec_state, rec_action, rec_score, rec_ok,
-                              rec_min)
+        n_active, bad = _advance_kernel(t, idx, n_active, acts, state, active, score, min_prev,
+                                        rule, world.length, world.u_w, world.u_s, world.p_w,
+                                        world.p_s, world.cheap_tokens, world.strong_tokens,
+                                        correct, strong_tok, cheap_tok, steps, regens, record,
+                                        rec_state, rec_action, rec_score, rec_ok, rec_min)
         if bad >= 0:
             raise ValueError(f"policy {name!r} returned action {np.asarray(raw)[bad].item()!r} for episode "
                              f"{bad} at step {t}; expected 0 (continue) or 1 (regenerate)")
@@ -535,7 +559,7 @@ def simulate_routing(source: Scenario | World | str, policy: BatchPolicy, *,
                       strong_ok=rec_ok) if record else None)
     return RoutingResult(policy=name, correct=correct, strong_tokens=strong_tok,
                          cheap_tokens=cheap_tok, steps=steps, regenerations=regens,
-                         always_strong_tokens=world.always_strong_tokens(), record=rec)
+                         always_strong_tokens=world._always_strong_tokens, record=rec)
 
 
 def _as_actions(acts: Any, n: int, name: str, t: int) -> NDArray[np.int8]:
@@ -680,7 +704,7 @@ def _single_model_states(u: NDArray[Any], p: NDArray[np.float64],
     return st
 
 
-def generate_traces(source: Scenario | World | str, *, model: str = "cheap",
+def simulate_traces(source: Scenario | World | str, *, model: str = "cheap",
                     n_problems: int | None = None, seed: int | None = None,
                     problems: Sequence[int] | None = None) -> list[Any]:
     """Labelled single-model traces of the world's problems (for fitting the models).

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trim_pomdp.traces import MAX_STEPS, Step, Trace, _states_from_codes
+from trim_pomdp.traces import _NO_EXTRA, MAX_STEPS, Step, Trace, _states_from_codes
 
 __all__ = ["generate_traces", "DEFAULT_SCORE_PARAMS", "length_distribution"]
 
@@ -183,7 +183,7 @@ def _build(n_traces: int, offsets: NDArray[np.int64], scores: list[float], token
             st.prm_score = scores[j]
             st.tokens = tokens[j]
             st.label = labs[j]
-            st.extra = {}
+            st.extra = _NO_EXTRA
             steps.append(st)
         tr = new(Trace)
         tr.id = f"{name}-{i}"

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,9 @@ S0, S1, S2 = 0, 1, 2
 LABELS = ("correct", "incorrect")
 _STEP_KEYS = frozenset(("text", "prm_score", "tokens", "label"))
 _TRACE_KEYS = frozenset(("id", "problem", "model", "steps", "final_correct"))
+# Loaded steps without extra fields share one read-only empty mapping instead of a dict each
+# (64 bytes and an allocation per step); assign a dict to ``Step.extra`` to add fields.
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -90,17 +94,20 @@ class Step:
     label : {"correct", "incorrect"} or None
         Correctness of the step itself; None when unknown.
     extra : dict
-        Any other per-step fields (kept and written back verbatim).
+        Any other per-step fields (kept and written back verbatim).  Steps loaded from a
+        file without extra fields share a read-only empty mapping.
     """
 
     text: str | None = None
     prm_score: float | None = None
     tokens: int | None = None
     label: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_step(self.text, self.prm_score, self.tokens, self.label, "<Step>")
+        if self.prm_score is not None:
+            self.prm_score = float(self.prm_score)  # ints are valid scores; store floats
 
 
 @dataclass(slots=True)
@@ -246,7 +253,7 @@ def trace_from_dict(
         st.prm_score = score
         st.tokens = tokens
         st.label = label
-        st.extra = {} if s.keys() <= _STEP_KEYS else {
+        st.extra = _NO_EXTRA if s.keys() <= _STEP_KEYS else {
             k: v for k, v in s.items() if k not in _STEP_KEYS
         }
         steps.append(st)
@@ -543,22 +550,22 @@ def traces_to_table(traces: Iterable[Trace]) -> TraceTable:
     offsets = np.zeros(len(traces) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     n = int(offsets[-1])
-    nan = math.nan
-    score = np.fromiter(
-        (nan if s.prm_score is None else s.prm_score for t in traces for s in t.steps),
-        dtype=np.float64, count=n,
-    )
-    tokens = np.fromiter(
-        (-1 if s.tokens is None else s.tokens for t in traces for s in t.steps),
-        dtype=np.int64, count=n,
-    )
-    lc = _LABEL_CODE
-    label = np.fromiter((lc[s.label] for t in traces for s in t.steps), dtype=np.int8, count=n)
-    wc = _WRITER_CODE
-    writer = np.fromiter(
-        (wc.get(s.extra.get("writer"), 0) if s.extra else 0 for t in traces for s in t.steps),
-        dtype=np.int8, count=n,
-    )
+    # One flat pass over the steps, then C-level map/attrgetter per column (None -> NaN).
+    steps = [s for t in traces for s in t.steps]
+    score = np.array(list(map(attrgetter("prm_score"), steps)), dtype=np.float64)
+    if score.shape != (n,):  # pragma: no cover - defensive
+        raise TraceFormatError("traces_to_table: inconsistent step count")
+    tok = np.array(list(map(attrgetter("tokens"), steps)), dtype=np.float64)
+    tokens = np.where(np.isnan(tok), -1, tok).astype(np.int64)
+    label = np.fromiter(map(_LABEL_CODE.__getitem__, map(attrgetter("label"), steps)),
+                        dtype=np.int8, count=n)
+    extras = list(map(attrgetter("extra"), steps))
+    if any(extras):
+        wc = _WRITER_CODE
+        writer = np.fromiter((wc.get(e.get("writer"), 0) if e else 0 for e in extras),
+                             dtype=np.int8, count=n)
+    else:
+        writer = np.zeros(n, dtype=np.int8)
     step = (np.arange(n, dtype=np.int64) - np.repeat(offsets[:-1], lengths) + 1).astype(np.int32)
     return TraceTable(
         offsets=offsets,

@@ -1,14 +1,15 @@
 """``trim-pomdp solve PROBLEM.pomdp``: solve a POMDP with the point-based solver.
 
 Prints a progress table (time, lower bound, upper bound, gap, alpha vectors, iteration)
-while solving, then a summary; ``--json`` prints one JSON object instead.  ``--out`` saves
+while solving, then a summary; ``--json`` prints one JSON object instead.  Ctrl-C stops the
+solver, which returns its best policy so far: it is still reported and saved, and the exit
+code is 130.  ``--out`` saves
 the policy as ``.npz`` (+ JSON metadata), ``--sarsop-policy`` as SARSOP ``.policy`` XML.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import sys
@@ -25,19 +26,44 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Solve a POMDP in Cassandra's .pomdp format; report lower/upper bounds at b0.",
     )
     p.add_argument("problem", metavar="PROBLEM.pomdp", help="problem file (Cassandra format)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="S",
-                   help="wall-clock limit in seconds (default: SolverConfig's, 30)")
-    p.add_argument("--gap", type=float, default=None, metavar="G",
-                   help="stop when upper - lower at b0 <= G (default: SolverConfig's, 1e-3)")
-    p.add_argument("--max-iterations", type=int, default=None, metavar="N",
-                   help="stop after N iterations (default: no limit)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="solver threads (default: all cores)")
-    p.add_argument("--max-memory-mb", type=float, default=None, metavar="MB",
-                   help="fail with MemoryLimitError before the solver's storage exceeds MB")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wall-clock limit in seconds (default: SolverConfig's, 30)",
+    )
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=None,
+        metavar="G",
+        help="stop when upper - lower at b0 <= G (default: SolverConfig's, 1e-3)",
+    )
+    p.add_argument(
+        "--max-iterations",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N iterations (default: no limit)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="solver threads (default: all cores)"
+    )
+    p.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="fail with MemoryLimitError before the solver's storage exceeds MB",
+    )
     p.add_argument("--out", default=None, metavar="POLICY.npz", help="save the policy (.npz)")
-    p.add_argument("--sarsop-policy", default=None, metavar="OUT.policy",
-                   help="also write the policy in SARSOP's .policy XML")
+    p.add_argument(
+        "--sarsop-policy",
+        default=None,
+        metavar="OUT.policy",
+        help="also write the policy in SARSOP's .policy XML",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object, no table")
     return p  # type: ignore[no-any-return]
 
@@ -72,11 +98,14 @@ def run(args: argparse.Namespace) -> int:
     from trim_pomdp.solver import solve_info
 
     path = Path(args.problem)
+    try:
+        config = _config(args)
+    except (TypeError, ValueError) as exc:  # a bad option value: say which, no traceback
+        print(f"trim-pomdp solve: error: {exc}", file=sys.stderr)
+        return 2
     model = POMDP.from_file(path)
-    config = _config(args)
     out = sys.stdout
-    live = False
-    kwargs: dict[str, Any] = {}
+    progress = None
     if not args.json:
         print(
             f"solving {path.name}: {model.n_states} states, {model.n_actions} actions, "
@@ -84,23 +113,17 @@ def run(args: argparse.Namespace) -> int:
             file=out,
         )
         print(_HEADER, file=out, flush=True)
-        # Live rows when the solver takes a progress callback; otherwise the recorded
-        # history is printed after the solve.
-        if "progress" in inspect.signature(solve_info).parameters:
-            live = True
 
-            def progress(t: float, lb: float, ub: float, n_alpha: int, it: int) -> None:
-                print(_fmt_row(t, lb, ub, n_alpha, it), file=out, flush=True)
+        def progress(t: float, lb: float, ub: float, n_alpha: int, it: int) -> None:
+            # called by the solver about every 0.5 s, with the GIL held
+            print(_fmt_row(t, lb, ub, n_alpha, it), file=out, flush=True)
 
-            kwargs["progress"] = progress
-    policy, info = solve_info(model, config, **kwargs)
+    policy, info = solve_info(model, config, progress=progress)
     if not args.json:
-        if not live:
-            for row in info.history:
-                print(_fmt_row(*row[:5]), file=out)
         print(
-            _fmt_row(info.time_s, info.lower_bound, info.upper_bound, info.n_alpha,
-                     info.iterations),
+            _fmt_row(
+                info.time_s, info.lower_bound, info.upper_bound, info.n_alpha, info.iterations
+            ),
             file=out,
         )
     summary = {
@@ -121,18 +144,29 @@ def run(args: argparse.Namespace) -> int:
         "sarsop_policy": None,
     }
     policy.metadata.update(
-        {k: summary[k] for k in ("problem", "lower_bound", "upper_bound", "gap", "time_s",
-                                 "iterations", "interrupted")}
+        {
+            k: summary[k]
+            for k in (
+                "problem",
+                "lower_bound",
+                "upper_bound",
+                "gap",
+                "time_s",
+                "iterations",
+                "interrupted",
+            )
+        }
     )
     if args.out is not None:
         summary["policy"] = str(policy.save(args.out))
     if args.sarsop_policy is not None:
-        summary["sarsop_policy"] = str(
-            policy.to_sarsop_policy(args.sarsop_policy, model=path.name)
-        )
+        summary["sarsop_policy"] = str(policy.to_sarsop_policy(args.sarsop_policy, model=path.name))
+    # An interrupted solve still reports and saves what it found, then exits with 130
+    # (the shell's code for SIGINT) so scripts can tell it apart from a finished one.
+    rc = 130 if info.interrupted else 0
     if args.json:
         print(json.dumps(summary, allow_nan=False), file=out)
-        return 0
+        return rc
     if info.interrupted:
         print("interrupted: returning the best policy found so far", file=out)
     print(
@@ -145,4 +179,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"policy written to {summary['policy']}", file=out)
     if summary["sarsop_policy"]:
         print(f"SARSOP policy written to {summary['sarsop_policy']}", file=out)
-    return 0
+    return rc

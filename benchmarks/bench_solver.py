@@ -1,0 +1,138 @@
+"""Benchmarks of the point-based solver against SARSOP's figures in ../shared/pomdp/README.md.
+
+Per problem:
+
+* ``lb_30s``: lower (and upper) bound at b0 after a 30 s solve with a target gap of 1e-6, so
+  the time limit (or convergence to 1e-6) ends it, vs SARSOP's 30 s lower bound;
+* ``time_to_gap``: seconds to reach gap 1e-3 (the default target, SARSOP's precision) on the
+  problems SARSOP converged on, median of 5 runs, vs SARSOP's time;
+* memory: peak RSS of a fresh process that loads the problem and solves it (``ru_maxrss``)
+  and the solver's own storage accounting (``SolveInfo.memory_mb``).
+
+Run:  python benchmarks/bench_solver.py [--time-limit 30] [--out bench_solver.json]
+      (each problem in a fresh process; prints a markdown table, writes JSON)
+or:   python -m pytest benchmarks/bench_solver.py --benchmark-only \
+          --benchmark-json=bench_solver.json   (time to gap 1e-3, pytest-benchmark)
+
+The solver is deterministic; timings on a shared machine are noisy (report medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_REPO))  # the in-place build
+
+SHARED = Path(os.environ.get("TRIM_POMDP_SHARED", _REPO.parent / "shared"))
+PROBLEMS = SHARED / "pomdp" / "problems"
+
+# ../shared/pomdp/README.md: SARSOP 30 s LB, UB, time to its LB (None: hit the 30 s limit).
+SARSOP = {
+    "tiger.95.POMDP": (19.3711, 19.3721, 0.01),
+    "shuttle.95.POMDP": (32.8890, 32.8897, 0.01),
+    "cheese.95.POMDP": (3.48525, 3.48624, 0.01),
+    "4x3.95.POMDP": (1.88988, 1.89085, 0.59),
+    "network.POMDP": (293.185, 293.319, None),
+    "RockSample_4_4.pomdp": (17.9245, 17.9245, 0.22),
+    "hallway.POMDP": (0.98746, 1.20943, None),
+}
+CONVERGED = [name for name, (_, _, t) in SARSOP.items() if t is not None]
+
+
+def _load(name: str):
+    from trim_pomdp.model import POMDP
+
+    return POMDP.from_file(PROBLEMS / name)
+
+
+def _solve(model, time_limit: float, gap: float):
+    from trim_pomdp.solver import SolverConfig, solve_info
+
+    return solve_info(model, SolverConfig(time_limit=time_limit, target_gap=gap))[1]
+
+
+def measure_one(name: str, time_limit: float) -> dict:
+    """All figures for one problem (run in a fresh process for a clean peak RSS)."""
+    model = _load(name)
+    row: dict = {"problem": name, "S": model.n_states, "A": model.n_actions,
+                 "O": model.n_observations}
+    info = _solve(model, time_limit, 1e-6)
+    row.update(lb_30s=info.lower_bound, ub_30s=info.upper_bound, time_30s=info.time_s,
+               n_alpha=info.n_alpha, n_beliefs=info.n_beliefs, solver_mb=info.memory_mb)
+    if name in CONVERGED:
+        runs = [_solve(model, time_limit, 1e-3) for _ in range(5)]
+        row["time_to_gap"] = statistics.median(r.time_s for r in runs)
+        row["lb_at_gap"] = runs[0].lower_bound
+        row["ub_at_gap"] = runs[0].upper_bound
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--time-limit", type=float, default=30.0)
+    p.add_argument("--out", default="bench_solver.json")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("problems", nargs="*", default=list(SARSOP))
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.time_limit)))
+        return 0
+    rows = []
+    for name in args.problems:
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", name, "--time-limit", str(args.time_limit)],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"done {name}", file=sys.stderr, flush=True)
+    print("| problem | S/A/O | our LB (30 s) | SARSOP 30 s LB | our UB (30 s) | SARSOP UB "
+          "| time to gap 1e-3 (ours, median of 5) | SARSOP time | alphas | peak RSS MB "
+          "| solver MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s_lb, s_ub, s_t = SARSOP[r["problem"]]
+        ttg = f"{r['time_to_gap']:.3f} s" if "time_to_gap" in r else "-"
+        st = f"{s_t} s" if s_t is not None else "30 s (limit)"
+        print(f"| {r['problem']} | {r['S']}/{r['A']}/{r['O']} | {r['lb_30s']:.5f} | {s_lb} "
+              f"| {r['ub_30s']:.5f} | {s_ub} | {ttg} | {st} | {r['n_alpha']} "
+              f"| {r['peak_rss_mb']:.0f} | {r['solver_mb']:.1f} |")
+    Path(args.out).write_text(json.dumps({"time_limit": args.time_limit, "rows": rows}, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------- pytest-benchmark entry
+
+
+def _problem_or_skip(name: str):
+    import pytest
+
+    if not (PROBLEMS / name).exists():
+        pytest.skip(f"{PROBLEMS / name} not present")
+    return _load(name)
+
+
+try:
+    import pytest
+
+    @pytest.mark.parametrize("name", CONVERGED)
+    def test_time_to_gap(benchmark, name):
+        model = _problem_or_skip(name)
+        info = benchmark.pedantic(_solve, args=(model, 30.0, 1e-3), rounds=5, iterations=1)
+        assert info.gap <= 1e-3
+        benchmark.extra_info.update(lower_bound=info.lower_bound, upper_bound=info.upper_bound,
+                                    sarsop_time_s=SARSOP[name][2])
+except ImportError:  # pragma: no cover - script use without pytest
+    pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+// HSVI2/SARSOP-style anytime point-based solver for discounted (or episodic, discount 1)
+// infinite-horizon POMDPs.  Pure C++17: no Python header (see STYLE.md).
+//
+// Bounds kept:
+//   lower bound  V_L(b) = max_k alpha_k . b, initialised with the best blind policy
+//                (alpha_a = R_a + gamma T_a alpha_a for each action a), improved by
+//                point-based backups at sampled beliefs;
+//   upper bound  V_U(b) = min(FIB(b), sawtooth(b)), where FIB is the fast informed bound
+//                Q(a,s) = R(a,s) + gamma sum_o max_a' sum_s' T(s'|s,a) Z(o|s',a) Q(a',s'),
+//                and the sawtooth interpolation runs over the corner values
+//                V_c(s) = max_a Q(a,s) and the belief points (b_i, v_i) produced by
+//                backups: V_U(b) = V_c.b - max_i c_i(b) (V_c.b_i - v_i),
+//                c_i(b) = min_{s in supp b_i} b(s) / b_i(s).
+// Beliefs are sampled depth first from b0 (HSVI2): at each node take the action with the
+// best upper bound and the observation with the largest weighted excess uncertainty
+// p(o|b,a) (V_U - V_L)(tau(b,a,o)) - eps gamma^{-(t+1)}; both bounds are backed up along
+// the path on the way back.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "pomdp.hpp"
+
+namespace trim {
+
+struct HsviConfig {
+    double time_limit = 30.0;     // seconds of wall time (<= 0: no limit)
+    double target_gap = 1e-3;     // stop when V_U(b0) - V_L(b0) <= target_gap
+    long long max_iterations = -1;  // trials from b0 (< 0: no limit)
+    double max_memory_mb = 4096;  // solver storage (alpha vectors, beliefs, bound points)
+    int n_threads = 1;            // threads used by the initial bounds (FIB, blind policy)
+};
+
+// Latest progress snapshot, written by the solver and read by another thread.
+struct HsviProgress {
+    std::mutex mutex;
+    double time = 0, lb = 0, ub = 0;
+    long long n_alpha = 0, iteration = 0;
+    bool fresh = false;
+};
+
+struct HsviResult {
+    int n_states = 0;
+    std::vector<double> alphas;  // K * n_states, row major
+    std::vector<int> actions;    // K
+    double lower_bound = 0, upper_bound = 0, gap = 0, time_s = 0;
+    long long iterations = 0, n_beliefs = 0;
+    std::vector<double> history;  // N * 5: time, lb, ub, n_alpha, iteration
+    bool interrupted = false;
+    double memory_mb = 0;  // peak of the solver's own storage accounting
+};
+
+// Compressed sparse rows: row r holds (idx[k], val[k]) for k in [ptr[r], ptr[r+1]).
+struct Csr {
+    std::vector<std::int64_t> ptr;
+    std::vector<int> idx;
+    std::vector<double> val;
+};
+
+// One backup at a belief against a given alpha set and the FIB upper bound (for tests:
+// compared with a slow pure-Python backup).
+struct HsviBackupCheck {
+    std::vector<double> alpha;    // the backed-up vector of the best action
+    int action = -1;
+    std::vector<double> q_lower;  // Q_L(b, a) for each action
+    std::vector<double> q_upper;  // Q_U(b, a) with V_U = FIB at the children
+    std::vector<double> fib;      // FIB Q(a, s), A * S
+};
+
+class HsviSolver {
+   public:
+    HsviSolver(const Pomdp& model, const HsviConfig& config);
+    // Runs until the target gap, the time limit, the iteration limit or `stop` is set.
+    // `progress` (may be null) receives a snapshot after each trial.
+    HsviResult solve(const std::atomic<bool>* stop = nullptr, HsviProgress* progress = nullptr);
+
+    static HsviBackupCheck backup_at(const Pomdp& model, const std::vector<double>& alphas,
+                                     const std::vector<int>& actions,
+                                     const std::vector<double>& b);
+
+    // Exposed for tests: the initial bounds.
+    const std::vector<double>& blind_alphas() const { return blind_; }
+    const std::vector<double>& fib_q() const { return fib_; }
+
+   private:
+    struct Node {
+        std::int64_t bel_off = 0;  // into bel_idx_/bel_val_
+        int supp = 0;
+        int point = -1;            // current upper-bound point of this node (-1: none)
+        double lb = 0, ub = 0;
+        int lb_alpha = -1;         // argmax alpha of the cached lower bound
+        int lb_stamp = 0;          // alphas [0, lb_stamp) already taken into account
+        int ub_stamp = 0;          // points [0, ub_stamp) already taken into account
+        std::uint32_t ub_epoch = 0;
+        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O), rba_ (A)
+    };
+
+    // --- set-up -----------------------------------------------------------------
+    void check_model() const;
+    void build_sparse();
+    void init_blind();
+    void init_fib();
+    // --- beliefs ----------------------------------------------------------------
+    int add_node(const int* idx, const double* val, int supp);
+    void expand(int n);
+    // --- bounds -----------------------------------------------------------------
+    double lower(int n);
+    double upper(int n);
+    double sawtooth_dense(const double* bdense, const int* idx, int supp, int from_point) const;
+    void backup(int n, bool lower_too);
+    void add_alpha(const double* alpha, int action);
+    void set_point(int n, double v);
+    void prune_alphas();
+    void prune_points();
+    void check_memory();
+    double memory_bytes() const;
+    void trial(double eps);
+
+    const Pomdp& m_;
+    HsviConfig cfg_;
+    int S_, A_, O_;
+    double gamma_;
+    Csr T_;  // row (a*S + s): (s', T(s'|s,a))
+    Csr Z_;  // row (a*S + s'): (o, Z(o|s',a))
+    std::vector<double> blind_;  // A * S (only actions whose evaluation converged are used)
+    std::vector<double> fib_;    // A * S
+    std::vector<double> corner_;  // S
+
+    // lower bound: alpha vectors
+    std::vector<double> alpha_;  // K * S
+    std::vector<int> alpha_act_;
+    int n_alpha_ = 0;
+    int alpha_at_last_prune_ = 0;
+
+    // upper bound: points (node, value, phi = V_c.b - v); dead points have node < 0
+    std::vector<int> pt_node_;
+    std::vector<double> pt_phi_;
+    std::vector<double> pt_val_;
+    int n_live_points_ = 0;
+    int points_at_last_prune_ = 0;
+    std::uint32_t ub_epoch_ = 1;
+
+    // belief tree
+    std::vector<Node> nodes_;
+    std::vector<int> bel_idx_;
+    std::vector<double> bel_val_;
+    std::vector<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
+    std::vector<int> child_id_;
+    std::vector<double> child_p_;
+    std::vector<double> rba_;
+    std::unordered_multimap<std::uint64_t, int> node_hash_;
+
+    // scratch (sized once; backups do not allocate)
+    std::vector<double> dense_, pred_, newalpha_, w_, qlb_, qub_;
+    std::vector<int> touched_, best_o_, exp_idx_;
+    std::vector<double> exp_val_;
+    std::vector<std::vector<int>> bucket_idx_;
+    std::vector<std::vector<double>> bucket_val_;
+    std::vector<int> path_;
+    bool force_alpha_ = false;  // backup_at: always emit the backed-up vector
+    double peak_mb_ = 0.0;
+};
+
+}  // namespace trim

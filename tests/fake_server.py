@@ -1,0 +1,355 @@
+"""A scripted fake OpenAI-compatible + vLLM-pooling server for tests and benchmarks.
+
+Plain asyncio HTTP/1.1 (keep-alive, Content-Length bodies) on 127.0.0.1 with an ephemeral port,
+run on its own event loop in a background thread (``FakeServer``) or as a separate process
+(``python tests/fake_server.py --n-steps 8 ...`` prints ``PORT <n>`` and serves until killed).
+
+Routes
+------
+``POST /v1/completions``       raw-prompt continuation; the step index is the number of
+                               ``"\\n\\n"``-terminated steps after the assistant marker.
+``POST /v1/chat/completions``  the step index is the number of steps in the assistant message.
+``POST /pooling``              Qwen2.5-Math-PRM style: one ``[p_neg, p_pos]`` row per
+                               ``<extra_0>`` in the assistant turn; ``p_pos`` looked up by the
+                               step's text in ``scores`` (default ``default_score``).
+
+Scripts: ``add_solution(model, problem, [ScriptedStep, ...])``; unscripted problems get a
+synthetic solution of ``n_steps`` steps (text ``"[model] step k of <hash>"``, the last one
+``\\boxed{42}``).  Failures: ``fail(kind, model=None, times=1, error=503)`` where ``error`` is an
+HTTP status, ``"timeout"`` (hold the request ``hold_s`` seconds), ``"disconnect"`` (close the
+socket without answering) or ``"badjson"``.  Every request is logged (``log``) with its parsed
+body, headers and start/end times; ``max_in_flight`` counts concurrent requests per kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+ASSISTANT = "<|im_start|>assistant\n"
+SEP = "<extra_0>"
+KINDS = {"/v1/completions": "completions", "/v1/chat/completions": "chat", "/pooling": "pooling"}
+
+
+@dataclass
+class ScriptedStep:
+    text: str
+    tokens: int = 10
+    score: float | None = None  # PRM score of this text (None: the server's default)
+    finish_reason: str = "stop"
+    stop_reason: str | None = "\n\n"  # None = stopped at end of sequence
+    delay: float | None = None  # overrides the model's latency for this step
+    usage: bool = True
+
+
+@dataclass
+class Failure:
+    kind: str | None  # "completions" | "chat" | "pooling" | None (any)
+    model: str | None
+    times: int | None  # None: forever
+    error: int | str
+    hold_s: float = 5.0
+    retry_after: float | None = None  # sent as a Retry-After header with status errors
+
+
+@dataclass
+class Request:
+    kind: str
+    model: str
+    body: dict
+    headers: dict
+    start: float
+    end: float = 0.0
+    status: int | str = 0
+
+
+@dataclass
+class FakeServer:
+    default_score: float = 0.9
+    n_steps: int = 4
+    latency: dict[str, float] = field(default_factory=dict)  # "kind" or "kind:model" -> s
+    logits: bool = False  # pooling rows as logits instead of probabilities
+
+    def __post_init__(self) -> None:
+        self.scripts: dict[str, dict[str, list[ScriptedStep]]] = {}
+        self.scores: dict[str, float] = {}
+        self.failures: list[Failure] = []
+        self.log: list[Request] = []
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    # ---- scripting -------------------------------------------------------------------------
+    def add_solution(self, model: str, problem: str, steps: list[ScriptedStep]) -> None:
+        self.scripts.setdefault(model, {})[problem] = steps
+        for s in steps:
+            if s.score is not None:
+                self.scores[s.text] = s.score
+
+    def fail(
+        self,
+        kind: str | None,
+        *,
+        model: str | None = None,
+        times: int | None = 1,
+        error: int | str = 503,
+        hold_s: float = 5.0,
+        retry_after: float | None = None,
+    ) -> None:
+        self.failures.append(Failure(kind, model, times, error, hold_s, retry_after))
+
+    def requests(self, kind: str | None = None, model: str | None = None) -> list[Request]:
+        return [
+            r
+            for r in self.log
+            if (kind is None or r.kind == kind) and (model is None or r.model == model)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> FakeServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._handle, "127.0.0.1", 0)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in tasks:
+                t.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-llm-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- HTTP ------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, v = h.decode("latin-1").split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+                n = int(headers.get("content-length", "0"))
+                raw = await reader.readexactly(n) if n else b""
+                status, payload = await self._dispatch(method, target, headers, raw)
+                if status == "disconnect":
+                    return
+                extra = ""
+                if isinstance(payload, dict) and "retry_after" in payload:
+                    extra = f"Retry-After: {payload.pop('retry_after')}\r\n"
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}"
+                    f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return
+        except asyncio.CancelledError:
+            return  # server shutting down with a keep-alive connection still open
+        finally:
+            writer.close()
+
+    def _match_failure(self, kind: str, model: str) -> Failure | None:
+        for f in self.failures:
+            if (f.kind is None or f.kind == kind) and (f.model is None or f.model == model):
+                if f.times is None:
+                    return f
+                if f.times > 0:
+                    f.times -= 1
+                    return f
+        return None
+
+    async def _dispatch(
+        self, method: str, target: str, headers: dict, raw: bytes
+    ) -> tuple[int | str, Any]:
+        kind = KINDS.get(target)
+        if method != "POST" or kind is None:
+            return 404, {"error": f"no route {method} {target}"}
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            return 400, {"error": "body is not JSON"}
+        model = str(body.get("model", ""))
+        req = Request(kind, model, body, headers, time.perf_counter())
+        self.log.append(req)
+        self.in_flight[kind] = self.in_flight.get(kind, 0) + 1
+        self.max_in_flight[kind] = max(self.max_in_flight.get(kind, 0), self.in_flight[kind])
+        try:
+            fail = self._match_failure(kind, model)
+            if fail is not None:
+                req.status = fail.error
+                if fail.error == "timeout":
+                    await asyncio.sleep(fail.hold_s)
+                    return 504, {"error": "held"}
+                if fail.error == "disconnect":
+                    return "disconnect", None
+                if fail.error == "badjson":
+                    return 200, b"not json"
+                body_out: dict[str, Any] = {"error": {"message": "scripted failure"}}
+                if fail.retry_after is not None:
+                    body_out["retry_after"] = fail.retry_after
+                return int(fail.error), body_out
+            if kind == "pooling":
+                status, payload, delay = self._pooling(model, body)
+            else:
+                status, payload, delay = self._generate(kind, model, body)
+            if delay:
+                await asyncio.sleep(delay)
+            req.status = status
+            return status, payload
+        finally:
+            req.end = time.perf_counter()
+            self.in_flight[kind] -= 1
+
+    def _latency(self, kind: str, model: str) -> float:
+        return self.latency.get(f"{kind}:{model}", self.latency.get(kind, 0.0))
+
+    def _synthetic(self, model: str, problem: str) -> list[ScriptedStep]:
+        h = hashlib.sha1(problem.encode()).hexdigest()[:8]
+        steps = [ScriptedStep(f"[{model}] step {k + 1} of {h}") for k in range(self.n_steps - 1)]
+        steps.append(ScriptedStep(f"[{model}] so the answer is $\\boxed{{42}}$ ({h})"))
+        return steps
+
+    def _script(self, model: str, problem_text: str) -> list[ScriptedStep]:
+        table = self.scripts.get(model, {})
+        best = None
+        for p in table:
+            if p in problem_text and (best is None or len(p) > len(best)):
+                best = p
+        if best is not None:
+            return table[best]
+        return self._synthetic(model, problem_text)
+
+    def _generate(self, kind: str, model: str, body: dict) -> tuple[int, Any, float]:
+        if kind == "completions":
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str) or ASSISTANT not in prompt:
+                return 400, {"error": "prompt lacks the assistant marker"}, 0.0
+            head, after = prompt.split(ASSISTANT, 1)
+            problem = head
+            k = after.count("\n\n")
+        else:
+            msgs = body.get("messages")
+            if not isinstance(msgs, list) or len(msgs) < 2:
+                return 400, {"error": "messages must hold system + user"}, 0.0
+            problem = msgs[1]["content"]
+            partial = next((m["content"] for m in msgs[2:] if m["role"] == "assistant"), "")
+            partial = partial.strip("\n")
+            k = len(partial.split("\n\n")) if partial else 0
+        script = self._script(model, problem)
+        step = script[min(k, len(script) - 1)]
+        if k >= len(script):  # asked to continue past the script: end of sequence
+            step = ScriptedStep("", tokens=0, stop_reason=None)
+        delay = step.delay if step.delay is not None else self._latency(kind, model)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": step.finish_reason}
+        if kind == "completions":
+            choice["text"] = step.text
+        else:
+            choice["message"] = {"role": "assistant", "content": step.text}
+        choice["stop_reason"] = step.stop_reason
+        payload: dict[str, Any] = {"id": "cmpl-fake", "object": "text_completion", "model": model,
+                                   "choices": [choice]}
+        if step.usage:
+            payload["usage"] = {"prompt_tokens": 100 + 10 * k, "completion_tokens": step.tokens,
+                                "total_tokens": 100 + 10 * k + step.tokens}
+        return 200, payload, delay
+
+    def _pooling(self, model: str, body: dict) -> tuple[int, Any, float]:
+        text = body.get("input")
+        if not isinstance(text, str) or ASSISTANT not in text:
+            return 400, {"error": "input lacks the assistant marker"}, 0.0
+        after = text.split(ASSISTANT, 1)[1]
+        after = after.rsplit("<|im_end|>", 1)[0]
+        steps = after.split(SEP)[:-1]
+        rows = []
+        for s in steps:
+            p = self.scores.get(s, self.default_score)
+            if self.logits:
+                import math
+
+                p = min(max(p, 1e-12), 1 - 1e-12)
+                rows.append([0.0, math.log(p / (1 - p))])
+            else:
+                rows.append([1.0 - p, p])
+        payload = {"id": "pool-fake", "object": "list", "model": model,
+                   "data": [{"index": 0, "object": "pooling", "data": rows}],
+                   "usage": {"prompt_tokens": len(text) // 4, "total_tokens": len(text) // 4}}
+        return 200, payload, self._latency("pooling", model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="fake OpenAI/vLLM server on 127.0.0.1")
+    ap.add_argument("--n-steps", type=int, default=8)
+    ap.add_argument("--latency", action="append", default=[], metavar="KIND[:MODEL]=SECONDS")
+    ap.add_argument("--score", action="append", default=[], metavar="TEXT=P")
+    ap.add_argument("--default-score", type=float, default=0.9)
+    args = ap.parse_args(argv)
+    lat = {}
+    for item in args.latency:
+        k, v = item.rsplit("=", 1)
+        lat[k] = float(v)
+    srv = FakeServer(default_score=args.default_score, n_steps=args.n_steps, latency=lat)
+    for item in args.score:
+        k, v = item.rsplit("=", 1)
+        srv.scores[k] = float(v)
+    srv.start()
+    print(f"PORT {srv.port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

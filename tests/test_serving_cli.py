@@ -1,0 +1,137 @@
+"""``trim-pomdp route`` end to end against the fake server (threshold policy), resume, errors."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from fake_server import FakeServer, ScriptedStep
+
+from trim_pomdp.cli import main
+from trim_pomdp.commands.route import _select_policy
+from trim_pomdp.errors import TrimPomdpError
+
+
+@pytest.fixture
+def server():
+    with FakeServer(default_score=0.9, n_steps=3) as srv:
+        yield srv
+
+
+def write_problems(path, n):
+    with path.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"p{i}", "problem": f"Problem {i}?", "answer": "42"}) + "\n")
+
+
+def argv(srv, probs, out, *extra):
+    u = srv.url
+    return ["route", "--problems", str(probs), "--cheap", f"{u}/v1/org/cheap",
+            "--strong", f"{u}/v1/org/strong", "--prm", f"{u}/v1/org/prm", "--out", str(out),
+            "--no-progress", "--backoff", "0.001", *extra]
+
+
+def test_route_threshold_end_to_end_and_resume(server, tmp_path, capsys):
+    probs, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_problems(probs, 4)
+    # problem 1's second draft scores low: TRIM-Thr(0.5) regenerates it
+    server.add_solution("org/cheap", "Problem 1?", [
+        ScriptedStep("a", score=0.9), ScriptedStep("b", score=0.2, tokens=30),
+        ScriptedStep("\\boxed{42}", score=0.9)])
+    server.add_solution("org/strong", "Problem 1?", [
+        ScriptedStep("A"), ScriptedStep("B", tokens=50), ScriptedStep("\\boxed{42}")])
+    rc = main(argv(server, probs, out, "--threshold", "0.5", "--json"))
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["done"] == 4 and rep["skipped"] == 0 and rep["file_accuracy"] == 1.0
+    assert rep["regenerations"] == 1 and rep["strong_tokens"] == 50
+    assert rep["file_strong_tokens_per_query"] == 12.5
+    recs = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()}
+    assert [s["writer"] for s in recs["p1"]["steps"]] == ["cheap", "strong", "cheap"]
+    assert all(s["label"] == "correct" for s in recs["p0"]["steps"])
+    # model names with slashes are split off the URL correctly
+    assert {r.model for r in server.log} == {"org/cheap", "org/strong", "org/prm"}
+    # re-running resumes: nothing left to do, no new requests
+    n = len(server.log)
+    write_problems(probs, 5)
+    assert main(argv(server, probs, out, "--threshold", "0.5")) == 0
+    text = capsys.readouterr().out
+    assert "1 episodes this run (1 done, 0 aborted, 0 failed, 4 already in" in text
+    assert "file: 5 problems, accuracy 1.000" in text
+    assert len(server.log) - n == 3 * 2  # 3 drafts + 3 PRM calls for the new problem only
+
+
+def test_route_failures_exit_code(server, tmp_path, capsys):
+    probs, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_problems(probs, 2)
+    server.fail("pooling", times=None, error=500)
+    rc = main(argv(server, probs, out, "--threshold", "0.5", "--retries", "0"))
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "2 problems failed (see" in err and "re-run the same command" in err
+
+
+def test_route_no_resume_refuses_existing_file(server, tmp_path, capsys):
+    probs, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_problems(probs, 1)
+    out.write_text('{"id": "p0"}\n')
+    assert main(argv(server, probs, out, "--threshold", "0.5", "--no-resume")) == 1
+    assert "exists and --no-resume was given" in capsys.readouterr().err
+    assert server.log == []
+
+
+def test_route_bad_endpoint_and_header(tmp_path, capsys):
+    probs = tmp_path / "p.jsonl"
+    write_problems(probs, 1)
+    base = ["route", "--problems", str(probs), "--strong", "http://127.0.0.1:9/v1/s",
+            "--prm", "http://127.0.0.1:9/v1/p", "--out", str(tmp_path / "o"), "--threshold", "1"]
+    assert main(base + ["--cheap", "127.0.0.1:9/m"]) == 1
+    assert "endpoint must look like http://HOST:PORT[/v1]/MODEL" in capsys.readouterr().err
+    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c", "--header", "nocolon"]) == 1
+    assert "--header must look like 'Name: value'" in capsys.readouterr().err
+    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c", "--max-steps", "31"]) == 1
+    assert "--max-steps must be in [1, 30]; got 31" in capsys.readouterr().err
+    probs.write_text('{"id": "a"}\n')
+    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c"]) == 1
+    assert "p.jsonl:1: field 'problem' must be a non-empty string" in capsys.readouterr().err
+
+
+def test_select_policy_nearest_lambda():
+    bank = SimpleNamespace(lambdas=[0.0, 0.001, 0.01], policies=["p0", "p1", "p2"])
+    assert _select_policy(bank, 0.002) == "p1"
+    assert _select_policy(bank, 1.0) == "p2"
+    with pytest.raises(TrimPomdpError, match="holds no policies"):
+        _select_policy(SimpleNamespace(lambdas=[], policies=[]), 0.1)
+    # PolicyBank.nearest (router piece) is used when the bank has it
+    assert _select_policy(SimpleNamespace(nearest=lambda lam: f"near {lam}"), 0.5) == "near 0.5"
+
+
+def test_route_with_pomdp_policy_bank(server, tmp_path, capsys):
+    # runs once the router piece (TrimModel/solve_grid/PolicyBank/Router) and the finite-horizon
+    # solver are in the build; known answers: at lambda = 1e6 a regeneration costs 1e6 per
+    # strong token, so the policy never regenerates; at lambda = 0 a draft with a score that is
+    # 12x likelier under S2 than under S0 is regenerated (continuing it can only fail).
+    np = pytest.importorskip("numpy")
+    trim = pytest.importorskip("trim_pomdp.trim")
+    pytest.importorskip("trim_pomdp.router")
+    pytest.importorskip("trim_pomdp.finite")
+    obs = np.array([[0.05, 0.15, 0.3, 0.5], [0.5, 0.3, 0.15, 0.05], [0.6, 0.25, 0.1, 0.05]])
+    model = trim.TrimModel.from_parameters(p_w=0.85, p_s=0.95, hazard=np.full(30, 0.25),
+                                           obs_matrix=obs)
+    bank_path = trim.solve_grid(model, [0.0, 1e6]).save(tmp_path / "bank.npz")
+    probs = tmp_path / "p.jsonl"
+    write_problems(probs, 2)
+    server.add_solution("org/cheap", "Problem 1?", [
+        ScriptedStep("a", score=0.9), ScriptedStep("b", score=0.05), ScriptedStep("\\boxed{42}")])
+    server.add_solution("org/strong", "Problem 1?", [
+        ScriptedStep("A"), ScriptedStep("B", tokens=50), ScriptedStep("\\boxed{42}")])
+    for lam, expect in ((1e6, ["continue"] * 3), (0.0, ["continue", "regenerate", "continue"])):
+        out = tmp_path / f"t{lam:g}.jsonl"
+        assert main(argv(server, probs, out, "--policy", str(bank_path), "--budget", str(lam))) == 0
+        recs = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()}
+        assert [s["decision"] for s in recs["p1"]["steps"]] == expect
+        for r in recs.values():
+            for s in r["steps"]:
+                assert len(s["belief"]) == 3 and abs(sum(s["belief"]) - 1) < 1e-9
+    capsys.readouterr()

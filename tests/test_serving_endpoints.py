@@ -1,0 +1,289 @@
+"""Endpoint config, retrying transport and step generators, driven end to end over real HTTP
+(httpx) against the scripted fake server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from fake_server import FakeServer, ScriptedStep
+
+from trim_pomdp.serving import (
+    ChatModel,
+    CompletionModel,
+    EndpointConfig,
+    EndpointConfigError,
+    EndpointError,
+    ResponseFormatError,
+)
+from trim_pomdp.serving.endpoints import QWEN_MATH_PROMPT
+
+
+@pytest.fixture
+def server():
+    with FakeServer() as srv:
+        yield srv
+
+
+def cfg(srv, model, **kw):
+    kw.setdefault("backoff_base", 0.001)
+    kw.setdefault("backoff_max", 0.01)
+    return EndpointConfig(base_url=srv.url + "/v1", model=model, **kw)
+
+
+def gen(model_obj, problem, steps=()):
+    async def go():
+        async with model_obj:
+            return await model_obj.generate_step(problem, list(steps))
+
+    return asyncio.run(go())
+
+
+def test_import_serving_does_not_import_httpx():
+    code = (
+        "import sys, trim_pomdp.serving, trim_pomdp.serving.runner, trim_pomdp.commands.route; "
+        "print('httpx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, base, model",
+    [
+        ("http://127.0.0.1:8000/v1/Qwen/Q-1.5B", "http://127.0.0.1:8000/v1", "Qwen/Q-1.5B"),
+        ("http://127.0.0.1:8000/Qwen/Q-1.5B", "http://127.0.0.1:8000/v1", "Qwen/Q-1.5B"),
+        ("https://h.example/api/v1/gpt-x", "https://h.example/api/v1", "gpt-x"),
+        ("http://127.0.0.1:9/v1/m/", "http://127.0.0.1:9/v1", "m"),
+    ],
+)
+def test_from_url(spec, base, model):
+    c = EndpointConfig.from_url(spec, timeout=3.0)
+    assert (c.base_url, c.model, c.timeout, c.name) == (base, model, 3.0, model)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"base_url": "127.0.0.1:8000", "model": "m"}, "base_url must be an http"),
+        ({"base_url": "http://h/v1", "model": ""}, "model must be a non-empty string"),
+        ({"base_url": "http://h/v1", "model": "m", "timeout": 0}, "timeout must be a number > 0"),
+        ({"base_url": "http://h/v1", "model": "m", "max_retries": -1}, "max_retries must be"),
+        ({"base_url": "http://h/v1", "model": "m", "max_connections": 0}, "max_connections"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(EndpointConfigError, match=match):
+        EndpointConfig(**kwargs)
+
+
+def test_from_url_without_model():
+    with pytest.raises(EndpointConfigError, match="names no model"):
+        EndpointConfig.from_url("http://127.0.0.1:8000/v1/")
+    with pytest.raises(EndpointConfigError, match="endpoint must look like"):
+        EndpointConfig.from_url("localhost:8000/m")
+
+
+def test_backoff_schedule():
+    c = EndpointConfig(base_url="http://h/v1", model="m", backoff_base=0.5, backoff_max=3.0)
+    assert [c.backoff(k) for k in range(4)] == [0.5, 1.0, 2.0, 3.0]
+    assert c.backoff(0, retry_after=2.5) == 2.5  # server's Retry-After wins when larger
+    assert c.backoff(0, retry_after=99) == 3.0  # ... but stays capped
+
+
+def test_api_key_from_env_and_headers(server, monkeypatch):
+    monkeypatch.setenv("TRIM_TEST_KEY", "sk-123")
+    m = CompletionModel(cfg(server, "cheap", api_key_env="TRIM_TEST_KEY", headers={"X-Run": "7"}))
+    gen(m, "P")
+    (req,) = server.requests("completions")
+    assert req.headers["authorization"] == "Bearer sk-123"
+    assert req.headers["x-run"] == "7"
+
+
+def test_missing_api_key_env(server, monkeypatch):
+    monkeypatch.delenv("TRIM_TEST_KEY", raising=False)
+    m = CompletionModel(cfg(server, "cheap", api_key_env="TRIM_TEST_KEY"))
+    with pytest.raises(EndpointConfigError, match="'TRIM_TEST_KEY' .* is not set"):
+        gen(m, "P")
+    assert server.requests() == []  # nothing was sent
+
+
+# ---- completions -----------------------------------------------------------------------------
+
+
+def test_completion_request_and_parse(server):
+    server.add_solution("cheap", "What is 2+3?", [ScriptedStep("We add.", tokens=17),
+                                                  ScriptedStep("So \\boxed{5}.", tokens=9)])
+    m = CompletionModel(cfg(server, "cheap"), max_tokens=77)
+    s1 = gen(m, "What is 2+3?")
+    s2 = gen(m, "What is 2+3?", ["We add."])
+    assert (s1.text, s1.tokens, s1.is_final, s1.finish_reason) == ("We add.", 17, False, "stop")
+    assert (s2.text, s2.tokens, s2.is_final) == ("So \\boxed{5}.", 9, True)
+    r1, r2 = server.requests("completions")
+    assert r1.body["prompt"] == QWEN_MATH_PROMPT.replace("{problem}", "What is 2+3?")
+    assert r2.body["prompt"] == r1.body["prompt"] + "We add.\n\n"
+    assert r1.body["stop"] == ["\n\n"] and r1.body["max_tokens"] == 77
+    assert r1.body["model"] == "cheap" and r1.body["temperature"] == 0.0
+    assert s1.prompt_tokens == 100 and s2.prompt_tokens == 110
+
+
+@pytest.mark.parametrize(
+    "step, final",
+    [
+        (ScriptedStep("plain step"), False),  # stopped on "\n\n"
+        (ScriptedStep("plain step", stop_reason=None), True),  # end of sequence
+        (ScriptedStep("plain step", finish_reason="length"), True),  # max_tokens
+        (ScriptedStep("the answer is \\boxed{3}"), True),  # carries the answer
+        (ScriptedStep(""), True),  # empty continuation
+    ],
+)
+def test_final_step_detection(server, step, final):
+    server.add_solution("cheap", "Q", [step])
+    assert gen(CompletionModel(cfg(server, "cheap")), "Q").is_final is final
+
+
+def test_no_stop_reason_field_relies_on_marker():
+    m = CompletionModel(EndpointConfig(base_url="http://h/v1", model="m"))
+    assert m._is_final("text", {"finish_reason": "stop"}) is False
+    assert m._is_final("\\boxed{1}", {"finish_reason": "stop"}) is True
+    assert m._is_final("text", {"finish_reason": "length"}) is True
+
+
+def test_missing_usage_estimates_tokens(server):
+    server.add_solution("cheap", "Q", [ScriptedStep("x" * 10, usage=False)])
+    s = gen(CompletionModel(cfg(server, "cheap")), "Q")
+    assert (s.tokens, s.tokens_estimated) == (3, True)  # ceil(10 / 4)
+
+
+# ---- retries ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [503, 500, 429, "disconnect"])
+def test_retry_then_success(server, error):
+    server.fail("completions", times=2, error=error)
+    m = CompletionModel(cfg(server, "cheap", max_retries=2))
+    s = gen(m, "P")
+    assert s.text.startswith("[cheap] step 1")
+    assert len(server.requests("completions")) == 3
+    assert m.transport.stats.retries == 2 and m.transport.stats.failures == 0
+
+
+def test_retry_after_header_is_honoured(server):
+    server.fail("completions", times=1, error=429, retry_after=0.3)
+    m = CompletionModel(cfg(server, "cheap", max_retries=1, backoff_max=5.0))
+    gen(m, "P")
+    first, second = server.requests("completions")
+    assert first.status == 429 and second.status == 200
+    # our own backoff would be 1 ms; the server asked for 0.3 s
+    assert second.start - first.end >= 0.3
+
+
+def test_timeout_is_retried(server):
+    server.fail("completions", times=1, error="timeout", hold_s=2.0)
+    m = CompletionModel(cfg(server, "cheap", timeout=0.2, max_retries=1))
+    s = gen(m, "P")
+    assert s.text.startswith("[cheap] step 1")
+    assert len(server.requests("completions")) == 2
+
+
+def test_retries_exhausted(server):
+    server.fail("completions", times=None, error=502)
+    m = CompletionModel(cfg(server, "cheap", max_retries=3))
+    with pytest.raises(EndpointError, match="failed after 4 attempts; last: HTTP 502") as ei:
+        gen(m, "P")
+    assert (ei.value.status, ei.value.attempts, ei.value.endpoint) == (502, 4, "cheap")
+    assert len(server.requests("completions")) == 4
+
+
+def test_client_error_not_retried(server):
+    server.fail("completions", times=None, error=400)
+    m = CompletionModel(cfg(server, "cheap", max_retries=3))
+    with pytest.raises(EndpointError, match="HTTP 400.*not retried"):
+        gen(m, "P")
+    assert len(server.requests("completions")) == 1
+
+
+def test_connection_refused_is_endpoint_error():
+    srv = FakeServer().start()
+    url = srv.url
+    srv.stop()  # nothing listens on that port any more
+    m = CompletionModel(EndpointConfig(base_url=url + "/v1", model="m", max_retries=1,
+                                       backoff_base=0.001))
+    with pytest.raises(EndpointError, match="after 2 attempts; last: connection error"):
+        gen(m, "P")
+
+
+def test_bad_json_body(server):
+    server.fail("completions", times=1, error="badjson")
+    with pytest.raises(ResponseFormatError, match="not JSON"):
+        gen(CompletionModel(cfg(server, "cheap")), "P")
+
+
+def test_model_reusable_across_event_loops(server):
+    # httpx pools are bound to their event loop: after `async with` closes the pool in one
+    # asyncio.run, the next run opens a new one
+    m = CompletionModel(cfg(server, "cheap"))
+    a = gen(m, "P")
+    assert m.transport._client is None
+    b = gen(m, "P")
+    assert a.text == b.text and len(server.requests("completions")) == 2
+
+
+# ---- chat ------------------------------------------------------------------------------------
+
+
+def test_chat_instruct_mode(server):
+    server.add_solution("closed", "Q?", [ScriptedStep("A."), ScriptedStep("B \\boxed{1}")])
+    m = ChatModel(cfg(server, "closed"))
+    s1 = gen(m, "Q?")
+    s2 = gen(m, "Q?", ["A."])
+    assert (s1.text, s1.is_final, s2.text, s2.is_final) == ("A.", False, "B \\boxed{1}", True)
+    r1, r2 = server.requests("chat")
+    assert [m["role"] for m in r1.body["messages"]] == ["system", "user"]
+    assert [m["role"] for m in r2.body["messages"]] == ["system", "user", "assistant", "user"]
+    assert r2.body["messages"][2]["content"] == "A."
+    assert "continue_final_message" not in r2.body
+
+
+def test_chat_prefill_mode(server):
+    server.add_solution("closed", "Q?", [ScriptedStep("A."), ScriptedStep("B."), ScriptedStep("C")])
+    m = ChatModel(cfg(server, "closed"), mode="prefill")
+    s = gen(m, "Q?", ["A.", "B."])
+    assert s.text == "C"
+    (r,) = server.requests("chat")
+    assert r.body["messages"][-1] == {"role": "assistant", "content": "A.\n\nB.\n\n"}
+    assert r.body["continue_final_message"] is True and r.body["add_generation_prompt"] is False
+
+
+def test_generator_argument_errors():
+    c = EndpointConfig(base_url="http://h/v1", model="m")
+    with pytest.raises(EndpointConfigError, match="must contain '\\{problem\\}'"):
+        CompletionModel(c, prompt_template="no placeholder")
+    with pytest.raises(EndpointConfigError, match="mode must be"):
+        ChatModel(c, mode="x")
+    with pytest.raises(EndpointConfigError, match="stop must be a non-empty sequence"):
+        CompletionModel(c, stop="\n\n")
+    with pytest.raises(TypeError, match="config must be an EndpointConfig"):
+        CompletionModel("http://h/v1")
+
+
+def test_sharded_pool_serves_all_requests_concurrently(server):
+    # 20 connections -> 3 httpx pools of 7; 20 simultaneous requests must all be in flight
+    # together (none queued behind another), and each pool must be used
+    server.latency = {"completions": 0.3}
+    m = CompletionModel(cfg(server, "cheap", max_connections=20))
+
+    async def go():
+        async with m:
+            out = await asyncio.gather(*[m.generate_step(f"P{i}", []) for i in range(20)])
+            n_pools = len(m.transport._clients)
+            return out, n_pools
+
+    out, n_pools = asyncio.run(go())
+    assert len(out) == 20 and n_pools == 3
+    assert server.max_in_flight["completions"] == 20

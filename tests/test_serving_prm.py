@@ -1,0 +1,105 @@
+"""PRM scorers: vLLM pooling (Qwen2.5-Math-PRM format) over HTTP, and plain callables."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+from fake_server import FakeServer
+
+from trim_pomdp.serving import CallableScorer, EndpointConfig, ResponseFormatError, VLLMPRMScorer
+from trim_pomdp.serving.endpoints import EndpointConfigError
+
+
+@pytest.fixture
+def server():
+    with FakeServer(default_score=0.5) as srv:
+        yield srv
+
+
+def score(scorer, problem, steps):
+    async def go():
+        try:
+            return await scorer.score(problem, steps)
+        finally:
+            await scorer.aclose()
+
+    return asyncio.run(go())
+
+
+def test_pooling_request_format_and_scores(server):
+    server.scores.update({"a": 0.25, "b": 0.875})
+    prm = VLLMPRMScorer(EndpointConfig(base_url=server.url + "/v1", model="prm"))
+    assert prm.url == server.url + "/pooling"  # vLLM's pooling route is at the server root
+    assert score(prm, "Q", ["a", "b", "c"]) == [0.25, 0.875, 0.5]
+    (req,) = server.requests("pooling")
+    assert req.body == {
+        "model": "prm",
+        "input": (
+            "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+            "\\boxed{}.<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
+            "<|im_start|>assistant\na<extra_0>b<extra_0>c<extra_0><|im_end|>\n"
+        ),
+    }
+
+
+def test_pooling_logit_rows_get_softmax(server):
+    server.logits = True  # rows [0, log(p / (1 - p))]: softmax gives back p
+    server.scores.update({"a": 0.2, "b": 0.7})
+    prm = VLLMPRMScorer(EndpointConfig(base_url=server.url, model="prm"))
+    got = score(prm, "Q", ["a", "b"])
+    assert got == pytest.approx([0.2, 0.7], abs=1e-12)
+
+
+def test_row_score_rules():
+    prm = VLLMPRMScorer(EndpointConfig(base_url="http://h/v1", model="p"))
+    assert prm._row_score([0.3, 0.7], 0) == 0.7
+    z = [1.0, 3.0]  # logits: softmax(z)[1] = 1 / (1 + e^-2)
+    assert prm._row_score(z, 0) == pytest.approx(1 / (1 + math.exp(-2.0)), abs=1e-15)
+    assert prm._row_score(0.4, 0) == 0.4
+    with pytest.raises(ResponseFormatError, match="row 0 .*expected a list of class scores"):
+        prm._row_score([0.3], 0)
+    with pytest.raises(ResponseFormatError, match="non-finite"):
+        prm._row_score([0.3, float("nan")], 0)
+
+
+def test_pooling_wrong_row_count(server):
+    # a separator inside a step's text makes the server return one row too many
+    prm = VLLMPRMScorer(EndpointConfig(base_url=server.url, model="prm"))
+    with pytest.raises(ResponseFormatError, match="got 3 step scores for 2 steps"):
+        score(prm, "Q", ["a<extra_0>x", "b"])
+
+
+def test_scorer_config_errors():
+    c = EndpointConfig(base_url="http://h/v1", model="p")
+    with pytest.raises(EndpointConfigError, match="must contain '\\{problem\\}' and '\\{steps\\}'"):
+        VLLMPRMScorer(c, template="{problem}")
+    with pytest.raises(EndpointConfigError, match="output must be"):
+        VLLMPRMScorer(c, output="raw")
+
+
+def test_callable_scorer_sync_async_and_single_float():
+    def per_step(problem, steps):
+        return [0.1 * len(s) for s in steps]
+
+    async def last_only(problem, steps):
+        return 0.5
+
+    assert score(CallableScorer(per_step), "Q", ["a", "bb"]) == pytest.approx([0.1, 0.2])
+    assert score(CallableScorer(last_only), "Q", ["a", "bb"]) == [0.5]
+
+
+@pytest.mark.parametrize(
+    "out, match",
+    [
+        ([0.5, 1.5], "score 1 is 1.5; expected a float in \\[0, 1\\]"),
+        ([float("nan"), 0.5], "score 0 is nan"),
+        ([0.5], "got 1 step scores for 2 steps"),
+        ("x", "score 0 is 'x'"),
+        (None, "returned NoneType; expected a float or a sequence"),
+    ],
+)
+def test_callable_scorer_bad_output(out, match):
+    with pytest.raises(ResponseFormatError, match=match):
+        score(CallableScorer(lambda p, s: out, name="mine"), "Q", ["a", "b"])

@@ -1,0 +1,115 @@
+"""``trim-pomdp evaluate``: sweep router families on a scenario and report CPT/ΔIBC/APGR."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate router families on a simulation scenario",
+        description="Simulate every policy family over its budget sweep on the same "
+        "problems (common random numbers) and print CPT(50/80/95%%), delta-IBC and APGR.",
+    )
+    p.add_argument("--scenario", default="default",
+                   help="scenario JSON file or built-in name (default, noisy_prm); "
+                   "default: %(default)s")
+    p.add_argument("--policies", default=None,
+                   help="comma-separated families (trim-pomdp, trim-thr, random, oracle, "
+                   "query-oracle, automix, always-cheap, always-strong, or module:function); "
+                   "default: all available")
+    p.add_argument("--n-problems", type=int, default=None, help="override the scenario's")
+    p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    p.add_argument("--n-params", type=int, default=None,
+                   help="budget values per family (default: per family)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="also report 95%% paired-bootstrap intervals (B replicates, "
+                   "resampling problems) for CPT50, delta-IBC and APGR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None,
+                   help="directory for evaluation.json and curves.png")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trim_pomdp.evaluate import FamilyOptions, FamilyUnavailableError, evaluate
+    from trim_pomdp.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    families = None
+    if args.policies:
+        families = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if args.bootstrap < 0:
+        print(f"trim-pomdp evaluate: error: --bootstrap must be >= 0; got {args.bootstrap}",
+              file=sys.stderr)
+        return 2
+    if args.n_problems is not None and args.n_problems < 1:
+        print(f"trim-pomdp evaluate: error: --n-problems must be >= 1; got {args.n_problems}",
+              file=sys.stderr)
+        return 2
+    opts = FamilyOptions(scenario=scenario, n_params=args.n_params,
+                         seed=0 if args.seed is None else args.seed)
+
+    def progress(msg: str) -> None:
+        print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        ev = evaluate(scenario, families, n_problems=args.n_problems, seed=args.seed,
+                      family_options=opts, progress=progress,
+                      keep_outcomes=args.bootstrap > 0)
+    except (KeyError, FamilyUnavailableError) as exc:
+        print(f"trim-pomdp evaluate: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    out = ev.to_dict()
+    ci: dict[str, dict[str, list[float | None]]] = {}
+    if args.bootstrap > 0:
+        import numpy as np
+
+        from trim_pomdp.evaluate import paired_bootstrap
+
+        progress(f"paired bootstrap, {args.bootstrap} replicates")
+        samples = paired_bootstrap(ev, n_boot=args.bootstrap, seed=opts.seed)
+        for name, met in samples.items():
+            ci[name] = {}
+            for key in ("cpt_50", "delta_ibc", "apgr"):
+                v = met.get(key, np.array([]))
+                v = v[~np.isnan(v)]
+                ci[name][key] = ([float(x) for x in np.percentile(v, [2.5, 97.5])]
+                                 if len(v) == len(met.get(key, [])) and len(v) else [None, None])
+        out["bootstrap_ci95"] = ci
+    if args.out:
+        d = Path(args.out)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "evaluation.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        scenario.to_json(d / "scenario.json")
+        from trim_pomdp.plots import plot_curves
+
+        png = plot_curves(ev, d / "curves.png")
+        progress(f"wrote {d / 'evaluation.json'} and {png}")
+    if args.json:
+        print(json.dumps({"scenario": out["scenario"], "n_problems": out["n_problems"],
+                          "acc_cheap": out["acc_cheap"], "acc_strong": out["acc_strong"],
+                          "strong_tokens_always_strong": out["strong_tokens_always_strong"],
+                          "policies": {n: c["metrics"] for n, c in out["curves"].items()},
+                          "skipped": out["skipped"],
+                          **({"bootstrap_ci95": ci} if ci else {})}))
+    else:
+        print(ev.table())
+        if ci:
+            print(f"\n95% paired-bootstrap intervals ({args.bootstrap} replicates over problems;"
+                  " '-' = level not reached in some replicate)")
+
+            def fmt(iv: list[float | None], spec: str) -> str:
+                return ("-" if iv[0] is None else
+                        f"[{format(iv[0], spec)}, {format(iv[1], spec)}]")
+
+            for name, c in ci.items():
+                print(f"{name:<16} CPT50 {fmt(c['cpt_50'], '.3f'):<17} "
+                      f"dIBC% {fmt(c['delta_ibc'], '.1f'):<19} APGR {fmt(c['apgr'], '.3f')}")
+    return 0

@@ -1,0 +1,221 @@
+"""``trim-pomdp fit TRACES.jsonl [--strong STRONG.jsonl] --out DIR [--observation kde|beta|hist]``.
+
+Fits the TransitionModel (and, when the traces carry PRM scores, the ObservationModel and the
+calibration diagnostics), prints the parameters, and writes to DIR:
+
+* ``transition.npz`` (``TransitionModel.load``), ``observation.npz`` (``ObservationModel.load``),
+* ``observation_matrix.npy``: the (3, O) discretised observation matrix for the chosen bins,
+* ``summary.json``: every printed number,
+* ``reliability.png``, ``state_histograms.png`` (unless ``--no-plots``).
+
+Held-out comparison: every 5th trace (by position) is held out, each estimator is fitted on
+the rest and scored by its mean held-out log-likelihood per step (continuous density and
+discretised); the final model is then fitted on all traces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "fit",
+        help="fit TRIM's transition and observation models from labelled traces",
+        description="Fit TRIM's transition model (p_w, p_s, hazard, tokens) and the PRM "
+                    "observation model from labelled traces; write models, summary and plots.",
+    )
+    p.add_argument("traces", metavar="TRACES", help="cheap-model traces (JSONL, or ProcessBench "
+                   "JSON with --format processbench)")
+    p.add_argument("--strong", metavar="STRONG", help="strong-model traces (same format)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--observation", choices=("kde", "beta", "hist"), default="kde",
+                   help="observation density estimator (default kde)")
+    p.add_argument("--features", choices=("score", "score+min"), default="score+min",
+                   help="observation features (default score+min, TRIM's pair)")
+    p.add_argument("--score-bins", type=int, default=10, help="score bins (default 10)")
+    p.add_argument("--min-bins", type=int, default=4,
+                   help="bins of the earlier-steps minimum (default 4; score+min only)")
+    p.add_argument("--p-s", type=float, default=None,
+                   help="strong next-step accuracy when no strong traces are given")
+    p.add_argument("--format", choices=("jsonl", "processbench"), default="jsonl",
+                   help="input format (default jsonl)")
+    p.add_argument("--generator", help="processbench: the cheap model's generator name")
+    p.add_argument("--strong-generator", help="processbench: the strong model's generator name")
+    p.add_argument("--hazard-smoothing", type=float, default=1.0,
+                   help="hazard kernel bandwidth in steps (default 1.0; 0 = raw)")
+    p.add_argument("--lenient", action="store_true",
+                   help="skip malformed trace records (and report them) instead of failing")
+    p.add_argument("--first-error-only", action="store_true",
+                   help="labels follow first-error annotation: reject 'correct' after "
+                        "'incorrect'")
+    p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return p
+
+
+def _load(path: str, args: argparse.Namespace, generator: str | None, log: Any) -> list[Any]:
+    from trim_pomdp.errors import TraceFormatError
+    from trim_pomdp.processbench import read_processbench
+    from trim_pomdp.traces import load_traces
+
+    if args.format == "processbench":
+        tr = read_processbench(path, generator=generator)
+        if not tr:
+            raise TraceFormatError(f"{path}: no records" +
+                                   (f" from generator {generator!r}" if generator else ""))
+        return tr
+    traces, rep = load_traces(path, lenient=args.lenient, first_error_only=args.first_error_only,
+                              return_report=True)
+    if rep.n_skipped:
+        log(f"{path}: {rep.summary()}")
+    if not traces:
+        raise TraceFormatError(f"{path}: every record was malformed ({rep.n_skipped} skipped)")
+    return traces
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from trim_pomdp.errors import InsufficientDataError
+    from trim_pomdp.observation import ObservationModel
+    from trim_pomdp.traces import traces_to_table
+    from trim_pomdp.transition import TransitionModel
+
+    quiet = args.json
+    out_stream = sys.stderr if quiet else sys.stdout
+
+    def log(msg: str) -> None:
+        print(msg, file=out_stream)
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cheap = _load(args.traces, args, args.generator, log)
+    strong = _load(args.strong, args, args.strong_generator, log) if args.strong else None
+    cheap_table = traces_to_table(cheap)
+    strong_table = traces_to_table(strong) if strong is not None else None
+    log(f"loaded {cheap_table.n_traces} cheap traces ({cheap_table.n_steps} steps)"
+        + (f", {strong_table.n_traces} strong traces ({strong_table.n_steps} steps)"
+           if strong_table is not None else "")
+        + f" in {time.perf_counter() - t0:.2f} s")
+
+    if strong_table is None and args.p_s is None:
+        print("trim-pomdp fit: error: no strong traces; give --strong STRONG or --p-s P",
+              file=sys.stderr)
+        return 2
+    try:
+        tm = TransitionModel(p_s=args.p_s if strong_table is None else None,
+                             hazard_smoothing=args.hazard_smoothing)
+        tm.fit(cheap_table, strong_table)
+    except ValueError as exc:
+        print(f"trim-pomdp fit: error: {exc}", file=sys.stderr)
+        return 1
+    tm.save(out / "transition.npz")
+    summary: dict[str, Any] = {"transition": tm.summary()}
+    log("")
+    log("Transition model")
+    log(f"  p_w = {tm.p_w_:.4f}  95% CI [{tm.p_w_ci_[0]:.4f}, {tm.p_w_ci_[1]:.4f}]  "
+        f"({tm.k_w_} correct of {tm.n_w_} steps after a correct prefix)")
+    if tm.n_s_:
+        log(f"  p_s = {tm.p_s_:.4f}  95% CI [{tm.p_s_ci_[0]:.4f}, {tm.p_s_ci_[1]:.4f}]  "
+            f"({tm.k_s_} correct of {tm.n_s_})")
+    else:
+        log(f"  p_s = {tm.p_s_:.4f}  (given)")
+    h = tm.hazard_
+    log("  hazard h(t), t = 1..30: " + " ".join(f"{v:.3f}" for v in h))
+    if tm.n_truncated_:
+        log(f"  {tm.n_truncated_} traces longer than {tm.max_steps} steps were capped")
+    if tm.cheap_tokens_ is not None:
+        s = (f"  tokens/step: cheap mean {tm.cheap_tokens_.mean_all:.1f}")
+        if tm.strong_tokens_ is not None:
+            s += f", strong mean {tm.strong_tokens_.mean_all:.1f}"
+        log(s + f"; expected strong tokens = {tm.strong_cheap_ratio_:.3f} x cheap tokens")
+
+    n_scored = int((~np.isnan(cheap_table.score) & (cheap_table.state >= 0)).sum())
+    if n_scored == 0:
+        log("")
+        log("no labelled step carries a PRM score: observation model and calibration skipped "
+            "(score the steps with your PRM and fill 'prm_score')")
+    else:
+        nm = args.min_bins if args.features == "score+min" else None
+        # held-out comparison of the estimators
+        idx = np.arange(len(cheap))
+        train = [cheap[i] for i in idx if i % 5 != 4]
+        test = [cheap[i] for i in idx if i % 5 == 4]
+        comparison: dict[str, Any] = {}
+        if len(test) and len(train):
+            for est in ("kde", "beta", "hist"):
+                try:
+                    om_ = ObservationModel(estimator=est, features=args.features).fit(train)
+                    comparison[est] = {
+                        "heldout_loglik_per_step": om_.log_likelihood(test, average=True),
+                        "heldout_discrete_loglik_per_step": om_.log_likelihood(
+                            test, n_score_bins=args.score_bins, n_min_bins=nm, average=True)}
+                except InsufficientDataError as exc:
+                    comparison[est] = {"error": str(exc)}
+        om = ObservationModel(estimator=args.observation, features=args.features).fit(cheap_table)
+        om.save(out / "observation.npz")
+        Z = om.discretize(args.score_bins, nm)
+        np.save(out / "observation_matrix.npy", Z)
+        summary["observation"] = om.describe()
+        summary["observation"]["n_score_bins"] = args.score_bins
+        summary["observation"]["n_min_bins"] = nm
+        summary["observation"]["matrix"] = Z.tolist()
+        summary["observation_comparison"] = comparison
+        log("")
+        log(f"Observation model ({args.observation}, features {args.features})")
+        d = om.describe()
+        for st in ("S0", "S1", "S2"):
+            log(f"  {st}: {json.dumps(d[st])}")
+        if comparison:
+            log("  held-out log-likelihood per step (every 5th trace held out):")
+            log("    estimator  continuous  discrete")
+            for est, v in comparison.items():
+                if "error" in v:
+                    log(f"    {est:9s}  {v['error']}")
+                else:
+                    log(f"    {est:9s}  {v['heldout_loglik_per_step']:10.4f}  "
+                        f"{v['heldout_discrete_loglik_per_step']:8.4f}")
+        log(f"  observation matrix {Z.shape} -> {out / 'observation_matrix.npy'}")
+
+        from trim_pomdp.calibration import (
+            calibration_report,
+            plot_reliability,
+            plot_state_histograms,
+        )
+
+        try:
+            rep = calibration_report(cheap_table)
+        except InsufficientDataError as exc:
+            log(f"calibration skipped: {exc}")
+        else:
+            summary["calibration"] = rep.to_dict()
+            log("")
+            log(f"PRM calibration (step labels, n = {rep.n}): AUROC {rep.auroc:.4f}  "
+                f"ECE {rep.ece:.4f}  Brier {rep.brier:.4f}")
+            if not args.no_plots:
+                plot_reliability(rep, out / "reliability.png")
+                plot_state_histograms(rep, out / "state_histograms.png")
+                log(f"  plots: {out / 'reliability.png'}, {out / 'state_histograms.png'}")
+
+    with open(out / "summary.json", "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=1, allow_nan=False, default=_nan_safe)
+    log("")
+    log(f"models and summary written to {out} ({time.perf_counter() - t0:.2f} s)")
+    if args.json:
+        print(json.dumps(summary, default=_nan_safe))
+    return 0
+
+
+def _nan_safe(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,69 @@
+"""Route real models: OpenAI-compatible / vLLM endpoints, a PRM scorer, an async runner.
+
+Requires the ``http`` extra (``pip install trim_pomdp[http]``, i.e. httpx).  Nothing connects
+and httpx is not imported until the first request.
+
+Example (three servers; the policy may be any router, e.g. ``trim_pomdp.Router``)::
+
+    import asyncio
+    from trim_pomdp.baselines import ThresholdPolicy
+    from trim_pomdp.serving import (EndpointConfig, CompletionModel, VLLMPRMScorer,
+                                    MathAnswerChecker, run_episode)
+
+    url = EndpointConfig.from_url
+    cheap = CompletionModel(url("http://127.0.0.1:8001/v1/Qwen/Qwen2.5-1.5B-Instruct"))
+    strong = CompletionModel(url("http://127.0.0.1:8002/v1/Qwen/Qwen2.5-72B-Instruct"))
+    prm = VLLMPRMScorer(url("http://127.0.0.1:8003/v1/Qwen/Qwen2.5-Math-PRM-7B"))
+    result = asyncio.run(run_episode("What is 1+1?", ThresholdPolicy(0.5), cheap, strong, prm,
+                                     checker=MathAnswerChecker()))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "EndpointConfig": "trim_pomdp.serving.endpoints",
+    "EndpointConfigError": "trim_pomdp.serving.endpoints",
+    "EndpointError": "trim_pomdp.serving.endpoints",
+    "ResponseFormatError": "trim_pomdp.serving.endpoints",
+    "CompletionModel": "trim_pomdp.serving.endpoints",
+    "ChatModel": "trim_pomdp.serving.endpoints",
+    "GeneratedStep": "trim_pomdp.serving.endpoints",
+    "StepGenerator": "trim_pomdp.serving.endpoints",
+    "QWEN_MATH_PROMPT": "trim_pomdp.serving.endpoints",
+    "VLLMPRMScorer": "trim_pomdp.serving.prm",
+    "CallableScorer": "trim_pomdp.serving.prm",
+    "StepScorer": "trim_pomdp.serving.prm",
+    "MathAnswerChecker": "trim_pomdp.serving.checker",
+    "extract_boxed": "trim_pomdp.serving.checker",
+    "normalize_answer": "trim_pomdp.serving.checker",
+    "answers_equal": "trim_pomdp.serving.checker",
+    "Problem": "trim_pomdp.serving.runner",
+    "ProblemFormatError": "trim_pomdp.serving.runner",
+    "EpisodeResult": "trim_pomdp.serving.runner",
+    "EpisodeError": "trim_pomdp.serving.runner",
+    "BatchSummary": "trim_pomdp.serving.runner",
+    "ProgressBar": "trim_pomdp.serving.runner",
+    "TraceWriter": "trim_pomdp.serving.runner",
+    "load_problems": "trim_pomdp.serving.runner",
+    "read_finished": "trim_pomdp.serving.runner",
+    "run_episode": "trim_pomdp.serving.runner",
+    "run_batch": "trim_pomdp.serving.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trim_pomdp.serving' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

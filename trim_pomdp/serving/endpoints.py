@@ -1,0 +1,621 @@
+"""OpenAI-compatible model endpoints: configuration, a retrying async JSON transport, and
+step generators for raw completion (``/v1/completions``) and chat (``/v1/chat/completions``).
+
+Nothing here opens a connection when imported, and ``httpx`` itself is imported only when the
+first request is made, so ``import trim_pomdp.serving`` stays light.
+
+A *step* is one paragraph of a worked solution: the text a model writes before it emits the
+step separator ``"\\n\\n"`` (the stop string).  A step is *final* when it carries the answer
+(``\\boxed{`` by default) or when the model stopped for any reason other than the stop string
+(end of sequence, ``max_tokens`` reached, or an empty continuation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from trim_pomdp.errors import TrimPomdpError
+
+__all__ = [
+    "ChatModel",
+    "CompletionModel",
+    "EndpointConfig",
+    "EndpointConfigError",
+    "EndpointError",
+    "GeneratedStep",
+    "JsonTransport",
+    "ResponseFormatError",
+    "StepGenerator",
+    "QWEN_MATH_PROMPT",
+    "QWEN_MATH_SYSTEM",
+]
+
+# The prompt the Qwen2.5(-Math)-Instruct family was trained with, rendered by hand so that no
+# tokenizer has to be downloaded: raw-prompt continuation then appends the steps written so far.
+QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+QWEN_MATH_PROMPT = (
+    "<|im_start|>system\n" + QWEN_MATH_SYSTEM + "<|im_end|>\n"
+    "<|im_start|>user\n{problem}<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+STEP_SEPARATOR = "\n\n"
+
+
+class EndpointConfigError(TrimPomdpError, ValueError):
+    """An endpoint is misconfigured (bad URL, missing API-key variable, bad numbers)."""
+
+
+class EndpointError(TrimPomdpError, RuntimeError):
+    """A request failed for good: a non-retryable status, or retries exhausted.
+
+    Attributes
+    ----------
+    endpoint : str
+        The endpoint's name (``EndpointConfig.name``).
+    url : str
+        The URL requested.
+    status : int or None
+        The last HTTP status received (None for timeouts and connection errors).
+    attempts : int
+        How many requests were made.
+    """
+
+    def __init__(
+        self, message: str, *, endpoint: str, url: str, status: int | None, attempts: int
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.url = url
+        self.status = status
+        self.attempts = attempts
+
+
+class ResponseFormatError(TrimPomdpError, ValueError):
+    """A server answered 200 with a body that does not have the documented shape."""
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise EndpointConfigError(f"{name} must be a number {bound}; got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointConfig:
+    """Where and how to reach one model server.
+
+    Parameters
+    ----------
+    base_url : str
+        OpenAI-style base URL including the API prefix, e.g. ``"http://127.0.0.1:8000/v1"``;
+        requests go to ``base_url + "/completions"`` etc.  vLLM's pooling route lives at the
+        server root: the PRM scorer strips a trailing ``/v1`` (see :class:`VLLMPRMScorer`).
+    model : str
+        The served model name sent in every request body.
+    api_key_env : str or None
+        Name of the environment variable holding the API key (sent as ``Authorization:
+        Bearer ...``).  Read when a request is made, never stored in the config or a trace.
+        None: no key.  A named variable that is unset raises :class:`EndpointConfigError`.
+    timeout : float
+        Seconds allowed per request (connect + read + write), default 60.
+    max_retries : int
+        Retries after the first attempt on timeouts, connection errors, 429 and 5xx
+        (default 3, so at most 4 requests).  Other 4xx are not retried.
+    backoff_base, backoff_max : float
+        Sleep before retry ``k = 0, 1, ...`` is ``min(backoff_max, backoff_base * 2**k)``
+        seconds, or the server's ``Retry-After`` when larger (still capped at backoff_max).
+    headers : Mapping[str, str]
+        Extra headers sent with every request.
+    max_connections : int
+        Size of the connection pool (all kept alive), default 128.
+    trust_env : bool
+        Let httpx read proxy/certificate settings from the environment (default False, so a
+        stray ``HTTP_PROXY`` never reroutes traffic meant for a local server).
+    name : str
+        Label used in error messages, traces and timings (default: the model name).
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    max_connections: int = 128
+    trust_env: bool = False
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise EndpointConfigError(
+                f"base_url must be an http(s) URL like 'http://127.0.0.1:8000/v1'; "
+                f"got {self.base_url!r}"
+            )
+        if not isinstance(self.model, str) or not self.model:
+            raise EndpointConfigError(f"model must be a non-empty string; got {self.model!r}")
+        _check_positive("timeout", self.timeout)
+        _check_positive("backoff_base", self.backoff_base, allow_zero=True)
+        _check_positive("backoff_max", self.backoff_max, allow_zero=True)
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise EndpointConfigError(
+                f"max_retries must be an int >= 0; got {self.max_retries!r}"
+            )
+        if not isinstance(self.max_connections, int) or self.max_connections < 1:
+            raise EndpointConfigError(
+                f"max_connections must be an int >= 1; got {self.max_connections!r}"
+            )
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "headers", dict(self.headers))
+        if not self.name:
+            object.__setattr__(self, "name", self.model)
+
+    @classmethod
+    def from_url(cls, spec: str, **kwargs: Any) -> EndpointConfig:
+        """Build a config from the CLI's ``URL/MODEL`` form.
+
+        Model names contain slashes (``Qwen/Qwen2.5-Math-7B``), so the split is: everything up
+        to and including ``/v1`` is the base URL and the rest is the model; without ``/v1/`` in
+        the string, the base URL is ``scheme://host:port/v1`` and the whole path is the model.
+
+        >>> EndpointConfig.from_url("http://127.0.0.1:8000/v1/Qwen/Qwen2.5-1.5B").model
+        'Qwen/Qwen2.5-1.5B'
+        """
+        parts = urlsplit(spec)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise EndpointConfigError(
+                f"endpoint must look like http://HOST:PORT[/v1]/MODEL; got {spec!r}"
+            )
+        path = parts.path
+        if "/v1/" in path:
+            prefix, model = path.split("/v1/", 1)
+            base = f"{parts.scheme}://{parts.netloc}{prefix}/v1"
+        else:
+            model = path.lstrip("/")
+            base = f"{parts.scheme}://{parts.netloc}/v1"
+        model = model.strip("/")
+        if not model:
+            raise EndpointConfigError(
+                f"endpoint {spec!r} names no model; expected http://HOST:PORT[/v1]/MODEL"
+            )
+        return cls(base_url=base, model=model, **kwargs)
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers for one request: the extra headers plus the bearer token, if configured."""
+        out = dict(self.headers)
+        if self.api_key_env is not None:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise EndpointConfigError(
+                    f"endpoint {self.name!r}: environment variable {self.api_key_env!r} "
+                    "(api_key_env) is not set"
+                )
+            out["Authorization"] = f"Bearer {key}"
+        return out
+
+    def backoff(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds to sleep before retry number ``retry`` (0-based)."""
+        delay = min(self.backoff_max, self.backoff_base * (2.0**retry))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max))
+        return delay
+
+
+@dataclass
+class RequestStats:
+    """Counters kept per transport (read them after a run)."""
+
+    requests: int = 0
+    retries: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+
+
+class JsonTransport:
+    """POST JSON to one endpoint with retries and exponential backoff (async, httpx).
+
+    Connection pools are created lazily inside the running event loop on the first request,
+    and recreated if a later call runs in a different loop (e.g. a second ``asyncio.run``),
+    because httpx clients are bound to the loop that opened them.
+
+    The pool is sharded: ``ceil(max_connections / SHARD)`` small ``httpx.AsyncClient`` pools,
+    each request going to the least busy one.  httpcore's pool scans every connection on each
+    request event (O(connections) per event, O(n^2) per burst; encode/httpcore#1035), which
+    made 64 concurrent episodes several times slower than their latencies allow; shards of
+    8 connections keep that scan short.
+    """
+
+    SHARD = 8
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self.stats = RequestStats()
+        self._clients: list[Any] = []
+        self._busy: list[int] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def _client(self) -> Any:
+        """The first pool (None before the first request / after ``aclose``)."""
+        return self._clients[0] if self._clients else None
+
+    def _pick_client(self) -> int:
+        loop = asyncio.get_running_loop()
+        if not self._clients or self._loop is not loop or self._clients[0].is_closed:
+            import httpx  # imported here so that nothing network-related loads at import
+
+            cfg = self.config
+            n = -(-cfg.max_connections // self.SHARD)
+            size = -(-cfg.max_connections // n)
+            # one SSL context for all shards (building one costs milliseconds)
+            verify = _ssl_context(cfg.trust_env)
+            self._clients = [
+                httpx.AsyncClient(
+                    verify=verify,
+                    timeout=httpx.Timeout(cfg.timeout),
+                    limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                    trust_env=cfg.trust_env,
+                )
+                for _ in range(n)
+            ]
+            self._busy = [0] * n
+            self._loop = loop
+        busy = self._busy
+        return busy.index(min(busy))
+
+    async def aclose(self) -> None:
+        """Close the connection pools (safe to call twice)."""
+        clients, self._clients = self._clients, []
+        if clients and self._loop is asyncio.get_running_loop():
+            for c in clients:
+                await c.aclose()
+
+    async def post(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``payload`` to ``url``; return the decoded JSON object.
+
+        Retries (up to ``max_retries`` times) on timeouts, connection errors, HTTP 429 and 5xx,
+        sleeping :meth:`EndpointConfig.backoff` in between; raises :class:`EndpointError` when
+        the retries are exhausted or the server answers another 4xx, and
+        :class:`ResponseFormatError` when a 200 body is not a JSON object.
+        """
+        import httpx
+
+        cfg = self.config
+        headers = cfg.auth_headers()
+        status: int | None = None
+        last = ""
+        attempts = 0
+        t0 = time.perf_counter()
+        try:
+            for attempt in range(cfg.max_retries + 1):
+                attempts += 1
+                self.stats.requests += 1
+                retry_after: float | None = None
+                i = self._pick_client()
+                busy = self._busy
+                busy[i] += 1
+                resp = None
+                try:
+                    resp = await self._clients[i].post(url, json=payload, headers=headers)
+                except httpx.TimeoutException as exc:
+                    status, last = None, f"timed out after {cfg.timeout:g} s ({type(exc).__name__})"
+                except httpx.TransportError as exc:
+                    status, last = None, f"connection error ({type(exc).__name__}: {exc})"
+                else:
+                    status = resp.status_code
+                finally:
+                    busy[i] -= 1  # the body is read: the connection is free again
+                if resp is not None:
+                    if status < 300:
+                        try:
+                            body = resp.json()
+                        except ValueError as exc:
+                            raise ResponseFormatError(
+                                f"{cfg.name}: {url} returned a body that is not JSON: "
+                                f"{resp.text[:200]!r}"
+                            ) from exc
+                        if not isinstance(body, dict):
+                            raise ResponseFormatError(
+                                f"{cfg.name}: {url} returned JSON {type(body).__name__}; "
+                                "expected an object"
+                            )
+                        return body
+                    last = f"HTTP {status}: {resp.text[:200]}"
+                    if status != 429 and status < 500:
+                        raise EndpointError(
+                            f"{cfg.name}: POST {url} failed with {last} (not retried)",
+                            endpoint=cfg.name,
+                            url=url,
+                            status=status,
+                            attempts=attempts,
+                        )
+                    retry_after = _parse_retry_after(resp.headers.get("retry-after"))
+                if attempt < cfg.max_retries:
+                    self.stats.retries += 1
+                    await asyncio.sleep(cfg.backoff(attempt, retry_after))
+            self.stats.failures += 1
+            raise EndpointError(
+                f"{cfg.name}: POST {url} failed after {attempts} attempts; last: {last}",
+                endpoint=cfg.name,
+                url=url,
+                status=status,
+                attempts=attempts,
+            )
+        finally:
+            self.stats.seconds += time.perf_counter() - t0
+
+
+_SSL_CONTEXTS: dict[bool, Any] = {}
+
+
+def _ssl_context(trust_env: bool) -> Any:
+    """httpx's default verifying SSL context, built once per process (per ``trust_env``)."""
+    ctx = _SSL_CONTEXTS.get(trust_env)
+    if ctx is None:
+        import httpx
+
+        ctx = _SSL_CONTEXTS[trust_env] = httpx.create_ssl_context(trust_env=trust_env)
+    return ctx
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
+    return seconds if seconds >= 0 else None
+
+
+@dataclass(frozen=True)
+class GeneratedStep:
+    """One step written by a model.
+
+    Attributes
+    ----------
+    text : str
+        The step without the trailing separator.
+    tokens : int
+        Completion tokens, from the response's ``usage.completion_tokens``; when a server sends
+        no usage, ``ceil(len(text) / 4)`` and ``tokens_estimated`` is True.
+    is_final : bool
+        The step carries the answer or the model stopped for a reason other than the stop string.
+    finish_reason : str or None
+        As reported by the server (``"stop"``, ``"length"``, ...).
+    latency_s : float
+        Wall time of the request including retries.
+    """
+
+    text: str
+    tokens: int
+    is_final: bool
+    finish_reason: str | None
+    latency_s: float
+    prompt_tokens: int | None = None
+    tokens_estimated: bool = False
+
+
+@runtime_checkable
+class StepGenerator(Protocol):
+    """Anything that writes the next step of a solution."""
+
+    name: str
+
+    async def generate_step(self, problem: str, steps: Sequence[str]) -> GeneratedStep: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _usage_tokens(body: Mapping[str, Any], text: str) -> tuple[int, int | None, bool]:
+    usage = body.get("usage")
+    if isinstance(usage, Mapping) and isinstance(usage.get("completion_tokens"), int):
+        prompt = usage.get("prompt_tokens")
+        return usage["completion_tokens"], prompt if isinstance(prompt, int) else None, False
+    # documented estimate (~4 characters per token) so that routing can still proceed
+    return max(1, -(-len(text) // 4)) if text else 0, None, True
+
+
+class _BaseModel:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        *,
+        stop: Sequence[str] = (STEP_SEPARATOR,),
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        final_markers: Sequence[str] = ("\\boxed{",),
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(config, EndpointConfig):
+            raise TypeError(f"config must be an EndpointConfig; got {type(config).__name__}")
+        if isinstance(stop, str) or not stop:
+            raise EndpointConfigError(f"stop must be a non-empty sequence of strings; got {stop!r}")
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise EndpointConfigError(f"max_tokens must be an int >= 1; got {max_tokens!r}")
+        self.config = config
+        self.name = config.name
+        self.stop = tuple(stop)
+        self.max_tokens = max_tokens
+        self.temperature = float(temperature)
+        self.final_markers = tuple(final_markers)
+        self.extra_body = dict(extra_body or {})
+        self.transport = JsonTransport(config)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _is_final(self, text: str, choice: Mapping[str, Any]) -> bool:
+        """Final when the answer is present, or the model did not stop on our stop string.
+
+        vLLM reports the matched stop string in ``choice["stop_reason"]`` (None at end of
+        sequence).  Servers that omit ``stop_reason`` cannot tell the two apart; there
+        ``finish_reason == "stop"`` is taken as the stop string and the answer marker decides.
+        """
+        if any(m in text for m in self.final_markers):
+            return True
+        if not text.strip():
+            return True  # an empty continuation: the model has nothing more to write
+        finish = choice.get("finish_reason")
+        if finish != "stop":
+            return True  # "length", "content_filter", ...
+        if "stop_reason" in choice:
+            return choice["stop_reason"] not in self.stop
+        return False
+
+    def _parse(self, body: Mapping[str, Any], url: str, key: str, t0: float) -> GeneratedStep:
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+            raise ResponseFormatError(f"{self.name}: {url} returned no 'choices': {body!r:.200}")
+        choice = choices[0]
+        if key == "text":
+            text = choice.get("text")
+        else:
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(text, str):
+            raise ResponseFormatError(
+                f"{self.name}: {url} choice has no string {key!r}: {choice!r:.200}"
+            )
+        # A server that included the stop string (include_stop_str_in_output) or surrounding
+        # blank lines must not change the step text we store and send back.
+        text = text.strip("\n")
+        tokens, prompt_tokens, estimated = _usage_tokens(body, text)
+        return GeneratedStep(
+            text=text,
+            tokens=tokens,
+            is_final=self._is_final(text, choice),
+            finish_reason=choice.get("finish_reason"),
+            latency_s=time.perf_counter() - t0,
+            prompt_tokens=prompt_tokens,
+            tokens_estimated=estimated,
+        )
+
+
+class CompletionModel(_BaseModel):
+    """Step generation by raw-prompt continuation on ``POST {base_url}/completions``.
+
+    The prompt is ``prompt_template.format(problem=problem)`` followed by every step written so
+    far, each terminated by ``"\\n\\n"``; the model continues until the stop string, so one
+    request writes exactly one step.
+
+    Parameters
+    ----------
+    config : EndpointConfig
+    prompt_template : str
+        Must contain ``{problem}``; default :data:`QWEN_MATH_PROMPT` (Qwen chat format).
+    stop : sequence of str
+        Default ``("\\n\\n",)``.
+    max_tokens, temperature : generation parameters.
+    final_markers : sequence of str
+        Substrings that make a step final (default ``("\\boxed{",)``).
+    extra_body : mapping
+        Extra JSON fields merged into every request (e.g. ``{"top_p": 0.95}``).
+    """
+
+    def __init__(
+        self, config: EndpointConfig, *, prompt_template: str = QWEN_MATH_PROMPT, **kwargs: Any
+    ) -> None:
+        super().__init__(config, **kwargs)
+        if "{problem}" not in prompt_template:
+            raise EndpointConfigError("prompt_template must contain '{problem}'")
+        self.prompt_template = prompt_template
+
+    def build_prompt(self, problem: str, steps: Sequence[str]) -> str:
+        head = self.prompt_template.replace("{problem}", problem)
+        return head + "".join(s + STEP_SEPARATOR for s in steps)
+
+    async def generate_step(self, problem: str, steps: Sequence[str]) -> GeneratedStep:
+        url = self.config.base_url + "/completions"
+        payload = {
+            "model": self.config.model,
+            "prompt": self.build_prompt(problem, steps),
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stop": list(self.stop),
+            **self.extra_body,
+        }
+        t0 = time.perf_counter()
+        body = await self.transport.post(url, payload)
+        return self._parse(body, url, "text", t0)
+
+
+class ChatModel(_BaseModel):
+    """Step generation on ``POST {base_url}/chat/completions`` for chat-only (closed) models.
+
+    Two ways to continue a partial solution:
+
+    * ``mode="instruct"`` (works with any chat API): the steps so far are sent as an assistant
+      message followed by a user turn asking for the next step only, with stop ``"\\n\\n"``.
+    * ``mode="prefill"`` (vLLM, SGLang): the partial solution is the last assistant message and
+      the request sets ``continue_final_message=True, add_generation_prompt=False`` so the
+      server continues it verbatim.
+    """
+
+    CONTINUE_PROMPT = (
+        "Continue the solution above. Write only the next step (one paragraph); "
+        "if it is the last step, put the final answer within \\boxed{}."
+    )
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        *,
+        system_prompt: str = QWEN_MATH_SYSTEM,
+        mode: str = "instruct",
+        continue_prompt: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(config, **kwargs)
+        if mode not in ("instruct", "prefill"):
+            raise EndpointConfigError(f"mode must be 'instruct' or 'prefill'; got {mode!r}")
+        self.system_prompt = system_prompt
+        self.mode = mode
+        self.continue_prompt = continue_prompt or self.CONTINUE_PROMPT
+
+    def build_messages(self, problem: str, steps: Sequence[str]) -> list[dict[str, str]]:
+        messages = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": problem},
+        ]
+        if steps:
+            partial = STEP_SEPARATOR.join(steps)
+            if self.mode == "prefill":
+                messages.append({"role": "assistant", "content": partial + STEP_SEPARATOR})
+            else:
+                messages.append({"role": "assistant", "content": partial})
+                messages.append({"role": "user", "content": self.continue_prompt})
+        return messages
+
+    async def generate_step(self, problem: str, steps: Sequence[str]) -> GeneratedStep:
+        url = self.config.base_url + "/chat/completions"
+        payload: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": self.build_messages(problem, steps),
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stop": list(self.stop),
+        }
+        if self.mode == "prefill" and steps:
+            payload["continue_final_message"] = True
+            payload["add_generation_prompt"] = False
+        payload.update(self.extra_body)
+        t0 = time.perf_counter()
+        body = await self.transport.post(url, payload)
+        return self._parse(body, url, "message", t0)
