@@ -141,6 +141,8 @@ class VectorRoutingEnv:
         world = sample_world(self.scenario, n_problems=self.num_envs, seed=self._next_seed)
         self._next_seed += 1
         self.world = world
+        self._idx = np.arange(self.num_envs, dtype=np.int64)
+        self._n_idx = self.num_envs
         _init_kernel(world.u_w, world.p_w, self._state, self._active, self._min_prev,
                      self._correct, self._strong, self._cheap, self._steps, self._regens)
         self.t = 1
@@ -167,10 +169,12 @@ class VectorRoutingEnv:
                              f"{bad[0]} got {a[bad[0]]!r}")
         strong_before = self._strong.copy()
         w = self.world
-        _advance_kernel(self.t, acts, self._state, self._active, self._score, self._min_prev,
-                        _MIN_RULE_KEPT, w.length, w.u_w, w.u_s, w.p_w, w.p_s, w.cheap_tokens,
-                        w.strong_tokens, self._correct, self._strong, self._cheap, self._steps,
-                        self._regens, False, *self._rec)
+        # same kernel as simulate_routing: the env's dynamics are the simulator's
+        self._n_idx, _ = _advance_kernel(
+            self.t, self._idx, self._n_idx, acts, self._state, self._active, self._score,
+            self._min_prev, _MIN_RULE_KEPT, w.length, w.u_w, w.u_s, w.p_w, w.p_s,
+            w.cheap_tokens, w.strong_tokens, self._correct, self._strong, self._cheap,
+            self._steps, self._regens, False, *self._rec)
         ended = was_active & ~self._active
         reward = -self.lam * (self._strong - strong_before) + (ended & self._correct)
         self.t += 1
@@ -185,7 +189,7 @@ class VectorRoutingEnv:
     def _observe(self) -> None:
         w = self.world
         assert w is not None
-        _observe_kernel(self.t, self._state, self._active, w.length, w.z_draft, w.bias,
+        _observe_kernel(self.t, self._idx, self._n_idx, self._state, w.length, w.z_draft, w.bias,
                         w.cheap_tokens, w.score_table, w.z_lo, 1.0 / w.dz, self._score,
                         self._tokens, self._final)
 
