@@ -98,6 +98,13 @@ class RLRouterBank:
             hists.append(e.get("history", {}))
         return cls(routers, hists)
 
+    def family(self) -> Any:
+        """This bank as an evaluation family (:class:`trim_pomdp.evaluate.Family`),
+        sweeping lambda, for :func:`trim_pomdp.evaluate.evaluate`."""
+        from trim_pomdp.evaluate import Family
+
+        return Family(KINDS[self.kind], list(self.lambdas), self.router, param_name="lambda")
+
     def plot_learning_curves(self, path: str | Path) -> Path:
         """Validation objective and training return against iteration, one line per lambda."""
         import matplotlib
