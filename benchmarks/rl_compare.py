@@ -37,7 +37,7 @@ def main() -> int:
     scen = default_scenario()
     # harder transfer target: a weaker cheap model and a noisier, more biased PRM
     hard = scen.replace(name="harder", p_w_mean=0.90, prm_bias_sd=0.6)
-    lambdas = list(np.geomspace(3e-5, 3e-3, 4 if args.quick else 10))
+    lambdas = list(np.geomspace(3e-5, 3e-3, 4 if args.quick else 6))
     cfg = PPOConfig(iterations=6 if args.quick else 60, seed=0)
     banks = {}
     for kind in args.kinds.split(","):
