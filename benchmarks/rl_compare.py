@@ -31,14 +31,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n-problems", type=int, default=20000)
     ap.add_argument("--kinds", default="agg,seq")
+    ap.add_argument("--n-lambdas", type=int, default=5)
+    ap.add_argument("--iterations", type=int, default=40)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scen = default_scenario()
     # harder transfer target: a weaker cheap model and a noisier, more biased PRM
     hard = scen.replace(name="harder", p_w_mean=0.90, prm_bias_sd=0.6)
-    lambdas = list(np.geomspace(3e-5, 3e-3, 4 if args.quick else 6))
-    cfg = PPOConfig(iterations=6 if args.quick else 60, seed=0)
+    lambdas = list(np.geomspace(1e-4, 3e-3, 3 if args.quick else args.n_lambdas))
+    cfg = PPOConfig(iterations=6 if args.quick else args.iterations, seed=0)
     banks = {}
     for kind in args.kinds.split(","):
         path = out / f"trim-{kind}.npz"
