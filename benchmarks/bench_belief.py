@@ -4,6 +4,9 @@ Run:  python -m pytest benchmarks/bench_belief.py --benchmark-only \
           --benchmark-json=bench_belief.json
 or:   python benchmarks/bench_belief.py   (prints a table of medians, writes bench_belief.json)
 
+The RockSample_4_4 simulation benchmark reads ``../shared`` (or ``$TRIM_POMDP_SHARED``) and
+solves the problem first (10 s limit); it is skipped when the file is absent.
+
 Fixed seeds; the models are random dense stochastic arrays of the given sizes (tiger-sized,
 a 3-state TRIM-sized one, and a RockSample_4_4-sized one with 257 states).
 """
@@ -93,6 +96,29 @@ def test_simulate_tiger_1000_episodes(benchmark):
     benchmark(simulate, m, pol, 1000, 100, 0)
 
 
+def _rocksample():
+    """RockSample_4_4 from ../shared with a solved policy, or None when unavailable."""
+    import os
+
+    path = Path(os.environ.get("TRIM_POMDP_SHARED", _REPO.parent / "shared"))
+    path = path / "pomdp" / "problems" / "RockSample_4_4.pomdp"
+    if not path.exists():
+        return None
+    from trim_pomdp.model import POMDP
+    from trim_pomdp.solver import SolverConfig, solve
+
+    model = POMDP.from_file(path)
+    return model, solve(model, SolverConfig(time_limit=10, target_gap=1e-3))
+
+
+def test_simulate_rocksample_100_episodes(benchmark):
+    loaded = _rocksample()
+    if loaded is None:
+        pytest.skip("../shared/pomdp/problems/RockSample_4_4.pomdp not present")
+    model, pol = loaded
+    benchmark(simulate, model, pol, 100, 283, 0)
+
+
 def _median_time(fn, *args, repeat=7, number=None, **kwargs):
     fn(*args, **kwargs)  # compile / warm up
     if number is None:
@@ -134,6 +160,11 @@ def main() -> None:
     pol = AlphaVectorPolicy(m.R, [0, 1, 2])
     t = _median_time(simulate, m, pol, 10_000, 100, 0, repeat=5, number=1)
     rows["simulate tiger"] = {"steps_per_s": 10_000 * 100 / t}
+    loaded = _rocksample()
+    if loaded is not None:
+        model, pol = loaded
+        t = _median_time(simulate, model, pol, 1000, 283, 0, repeat=3, number=1)
+        rows["simulate RockSample_4_4"] = {"steps_per_s": 1000 * 283 / t, "n_alpha": pol.n_vectors}
     print(
         f"{'model':<24} {'update_belief':>14} {'Updater':>10} {'kernel':>10} "
         f"{'numpy ref':>10} {'batched/row':>12}"
@@ -149,6 +180,12 @@ def main() -> None:
         f"simulate (tiger, 10,000 episodes x 100 steps): "
         f"{rows['simulate tiger']['steps_per_s'] / 1e6:.2f} M steps/s"
     )
+    if "simulate RockSample_4_4" in rows:
+        r = rows["simulate RockSample_4_4"]
+        print(
+            f"simulate (RockSample_4_4, solved policy with {r['n_alpha']} vectors, 1,000 "
+            f"episodes x 283 steps): {r['steps_per_s'] / 1e6:.2f} M steps/s"
+        )
     Path("bench_belief.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -79,9 +79,9 @@ def timed_run(path: str) -> dict:
 
 
 def run_subprocess(path: Path) -> dict:
-    code = ("import json, sys; sys.path.insert(0, %r); sys.path.insert(0, %r); "
-            "import bench_fit; print(json.dumps(bench_fit.timed_run(%r)))"
-            % (str(REPO), str(Path(__file__).parent), str(path)))
+    code = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); "
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import bench_fit; print(json.dumps(bench_fit.timed_run({str(path)!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

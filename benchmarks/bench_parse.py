@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from trim_pomdp import POMDP
-from trim_pomdp import _core
+from trim_pomdp import POMDP, _core
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRIM_POMDP_SHARED", REPO.parent / "shared"))

@@ -92,7 +92,7 @@ int default_threads() {
 
 FhConfig make_config(const py::object& belief_points, int grid_resolution, int n_samples,
                      int n_refine, double target_gap, const py::object& n_threads,
-                     unsigned long long seed, bool share_slices) {
+                     unsigned long long seed, bool share_slices, bool sawtooth) {
     FhConfig c;
     if (!belief_points.is_none()) {
         DArray bp = DArray::ensure(belief_points);
@@ -107,6 +107,7 @@ FhConfig make_config(const py::object& belief_points, int grid_resolution, int n
     c.n_threads = n_threads.is_none() ? default_threads() : n_threads.cast<int>();
     c.seed = seed;
     c.share_slices = share_slices;
+    c.sawtooth = sawtooth;
     return c;
 }
 
@@ -137,10 +138,10 @@ void bind_finite(py::module_& m) {
         "solve_finite",
         [](const py::dict& model, const py::object& belief_points, int grid_resolution, int n_samples,
            int n_refine, double target_gap, const py::object& n_threads, unsigned long long seed,
-           bool share_slices) {
+           bool share_slices, bool sawtooth) {
             FhModel fm = model_from_dict(model);
             FhConfig c = make_config(belief_points, grid_resolution, n_samples, n_refine, target_gap,
-                                     n_threads, seed, share_slices);
+                                     n_threads, seed, share_slices, sawtooth);
             FhResult r;
             {
                 py::gil_scoped_release release;
@@ -149,15 +150,15 @@ void bind_finite(py::module_& m) {
             return result_to_dict(r, fm.S);
         },
         py::arg("model"), py::kw_only(), py::arg("belief_points") = py::none(),
-        py::arg("grid_resolution") = 0, py::arg("n_samples") = 64, py::arg("n_refine") = 1,
+        py::arg("grid_resolution") = 0, py::arg("n_samples") = 32, py::arg("n_refine") = 0,
         py::arg("target_gap") = 0.0, py::arg("n_threads") = py::none(), py::arg("seed") = 0,
-        py::arg("share_slices") = true,
+        py::arg("share_slices") = true, py::arg("sawtooth") = true,
         "Solve one finite-horizon MOMDP (model dict: T, Z, R, R_final, x0, b0, discount, horizon).");
     m.def(
         "solve_finite_many",
         [](const py::list& models, const py::object& belief_points, int grid_resolution, int n_samples,
            int n_refine, double target_gap, const py::object& n_threads, unsigned long long seed,
-           bool share_slices) {
+           bool share_slices, bool sawtooth) {
             std::vector<FhModel> fms;
             fms.reserve(models.size());
             for (std::size_t i = 0; i < models.size(); ++i) {
@@ -168,7 +169,7 @@ void bind_finite(py::module_& m) {
                 }
             }
             FhConfig c = make_config(belief_points, grid_resolution, n_samples, n_refine, target_gap,
-                                     n_threads, seed, share_slices);
+                                     n_threads, seed, share_slices, sawtooth);
             std::vector<FhResult> rs;
             {
                 py::gil_scoped_release release;
@@ -179,8 +180,8 @@ void bind_finite(py::module_& m) {
             return out;
         },
         py::arg("models"), py::kw_only(), py::arg("belief_points") = py::none(),
-        py::arg("grid_resolution") = 0, py::arg("n_samples") = 64, py::arg("n_refine") = 1,
+        py::arg("grid_resolution") = 0, py::arg("n_samples") = 32, py::arg("n_refine") = 0,
         py::arg("target_gap") = 0.0, py::arg("n_threads") = py::none(), py::arg("seed") = 0,
-        py::arg("share_slices") = true,
+        py::arg("share_slices") = true, py::arg("sawtooth") = true,
         "Solve many finite-horizon MOMDPs in parallel on a C++ thread pool (GIL released).");
 }

@@ -69,9 +69,10 @@ void bind_model(py::module_& m) {
             opts.max_entries = max_entries;
             opts.validate = validate;
             trim::Pomdp p;
+            trim::ParseInfo info;
             {
                 py::gil_scoped_release release;
-                p = trim::parse_pomdp(text, filename, opts);
+                p = trim::parse_pomdp(text, filename, opts, &info);
             }
             const py::ssize_t A = p.n_actions, S = p.n_states, O = p.n_obs;
             py::dict d;
@@ -83,14 +84,17 @@ void bind_model(py::module_& m) {
             d["state_names"] = names_or_none(p.state_names);
             d["action_names"] = names_or_none(p.action_names);
             d["observation_names"] = names_or_none(p.obs_names);
-            // Rewards are always returned as rewards (costs negated); "values" records what
-            // the file declared.
-            d["values"] = "reward";
+            // R is always returned as rewards (costs already negated); "values" records what
+            // the file declared, for information only.
+            d["values"] = info.cost ? "cost" : "reward";
             return d;
         },
         py::arg("text"), py::arg("filename") = "<string>", py::kw_only(), py::arg("tol") = 1e-6,
         py::arg("max_entries") = trim::ParseOptions().max_entries, py::arg("validate") = true,
         "Parse Cassandra .pomdp text (str or bytes) into a dict of model arrays.\n\n"
+        "Keys: T, Z, R, discount, b0, state_names, action_names, observation_names (None when\n"
+        "given as a count) and values ('reward' or 'cost' as declared; R is always rewards,\n"
+        "costs negated).\n"
         "Raises PomdpFormatError('file:line: ...') on any syntax, reference, count or\n"
         "consistency problem.");
 

@@ -55,6 +55,9 @@ struct FhModel {
                                             std::to_string(got) + " entries; expected " +
                                             std::to_string(want));
         };
+        if (S > 64)
+            throw std::invalid_argument("FhModel: at most 64 hidden states are supported; got " +
+                                        std::to_string(S));
         if (H < 1 || A < 1 || X < 1 || S < 1 || O < 1)
             throw std::invalid_argument("FhModel: H, A, X, S, O must all be >= 1; got H=" +
                                         std::to_string(H) + " A=" + std::to_string(A) +
@@ -73,12 +76,13 @@ struct FhModel {
 struct FhConfig {
     std::vector<double> belief_points;  // M * S, added at every (t, x)
     int grid_resolution = 0;            // simplex grid with step 1/r; 0 = none
-    int n_samples = 64;                 // forward-simulated trajectories per pass
-    int n_refine = 1;                   // extra passes with bound-guided sampling
+    int n_samples = 32;                 // forward-simulated trajectories per pass
+    int n_refine = 0;                   // extra passes with bound-guided sampling
     double target_gap = 0.0;            // stop refining once the gap at b0 is <= this
     int n_threads = 1;
     unsigned long long seed = 0;
     bool share_slices = true;           // compute once per group of identical T slices
+    bool sawtooth = true;               // upper bound also by sawtooth at the belief points
 };
 
 struct FhResult {

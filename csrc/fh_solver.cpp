@@ -8,12 +8,17 @@
 // kept; vectors best at no point are pruned.  Every vector is the value of a conditional plan,
 // so max_k alpha_k . b is a valid lower bound everywhere.
 //
-// Upper bound: a time-indexed fast informed bound Q_t(a, x, s), then at the same belief points
-// the Bellman backup of the upper bound of epoch t+1, that bound being
-//   U_{t+1}(x', y) = min( max_a y . Q_{t+1}(a, x'),  sawtooth_{t+1,x'}(y) ),
-// the sawtooth interpolating the backed-up values at corners and belief points
-// (Hauskrecht 2000).  Both parts are positively homogeneous in y, so unnormalised successor
-// beliefs are used directly and P(x', o | b, a) never needs to be divided out.
+// Upper bound: a time-indexed fast informed bound Q_t(a, x, s); then Bellman backups of the
+// upper bound of epoch t+1 at the points of a Freudenthal grid over the hidden simplex (step
+// 1/r, r = max(1, grid_resolution); r = 1 is the corners) and, with `sawtooth`, at the other
+// belief points.  The bound of epoch t+1 is
+//   U_{t+1}(x', y) = min( max_a y . Q_{t+1}(a, x'),  grid interpolation_{t+1,x'}(y),
+//                         sawtooth_{t+1,x'}(y) ),
+// the grid interpolation being linear in the simplex of the triangulation that contains y
+// (Lovejoy 1991) and the sawtooth interpolating the backed-up values at the other points
+// (Hauskrecht 2000); each is an upper bound of a convex function given upper bounds at its
+// points.  All parts are positively homogeneous in y, so unnormalised successor beliefs are
+// used directly and P(x', o | b, a) never needs to be divided out.
 //
 // Sharing: observed values x whose transition slices T[t, :, x] are identical share their
 // belief set, their successor computations and the argmax choices; only the reward (and so the
@@ -40,17 +45,148 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 inline double dot(const double* a, const double* b, int n) {
-    double s = 0.0;
-    for (int i = 0; i < n; ++i) s += a[i] * b[i];
-    return s;
+    // Small hidden spaces (TRIM: S = 3) dominate: fixed-size cases unroll.
+    switch (n) {
+        case 2: return a[0] * b[0] + a[1] * b[1];
+        case 3: return a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+        case 4: return a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
+        default: {
+            double s = 0.0;
+            for (int i = 0; i < n; ++i) s += a[i] * b[i];
+            return s;
+        }
+    }
 }
+
+// The Freudenthal triangulation of the S-simplex with step 1/r (Lovejoy 1991).  Grid points
+// are the compositions c of r into S parts (b = c / r), stored in lexicographic rank order.
+// Linear interpolation inside the simplex of the triangulation that contains b costs
+// O(S^2); for a convex function whose vertex values are upper bounds it is an upper bound.
+class SimplexGrid {
+   public:
+    void init(int S, int r) {
+        S_ = S;
+        r_ = r;
+        // N[k][m]: compositions of m into k parts
+        std::vector<std::vector<double>> N(S + 1, std::vector<double>(r + 1, 0.0));
+        N[0][0] = 1.0;
+        for (int k = 1; k <= S; ++k)
+            for (int m = 0; m <= r; ++m)
+                for (int j = 0; j <= m; ++j) N[k][m] += N[k - 1][m - j];
+        n_ = static_cast<int>(N[S][r]);
+        // cum_[(i * (r+1) + rem) * (r+1) + c] = sum_{j < c} N[S-1-i][rem-j]
+        cum_.assign(static_cast<std::size_t>(S) * (r + 1) * (r + 1), 0);
+        for (int i = 0; i < S; ++i)
+            for (int rem = 0; rem <= r; ++rem) {
+                long long acc = 0;
+                for (int c = 0; c <= r; ++c) {
+                    cum_[(static_cast<std::size_t>(i) * (r + 1) + rem) * (r + 1) + c] = static_cast<int>(acc);
+                    if (c <= rem) acc += static_cast<long long>(N[S - 1 - i][rem - c]);
+                }
+            }
+        pts_.assign(static_cast<std::size_t>(n_) * S, 0.0);
+        corner_.assign(S, 0);
+        std::vector<int> c(S, 0);
+        std::function<void(int, int)> rec = [&](int i, int left) {
+            if (i == S - 1) {
+                c[i] = left;
+                const int k = rank(c.data());
+                for (int s = 0; s < S; ++s) pts_[static_cast<std::size_t>(k) * S + s] = static_cast<double>(c[s]) / r;
+                for (int s = 0; s < S; ++s)
+                    if (c[s] == r) corner_[s] = k;
+                return;
+            }
+            for (int v = 0; v <= left; ++v) {
+                c[i] = v;
+                rec(i + 1, left - v);
+            }
+        };
+        rec(0, r);
+    }
+    int size() const { return n_; }
+    int resolution() const { return r_; }
+    const double* point(int k) const { return &pts_[static_cast<std::size_t>(k) * S_]; }
+    int corner(int s) const { return corner_[s]; }
+
+    // The simplex of the triangulation containing y / mass: up to S vertex ranks and
+    // barycentric weights (zero weights dropped).  Returns the number of vertices.
+    int locate(const double* y, double mass, int* ranks, double* lams) const {
+        const int S = S_;
+        double x[kMaxS], d[kMaxS];
+        int v[kMaxS], p[kMaxS], comp[kMaxS];
+        // x_i = r * sum_{j >= i} b_j, non-increasing from x_0 = r
+        double acc = 0.0;
+        for (int i = S - 1; i >= 1; --i) {
+            acc += y[i];
+            x[i] = std::min(static_cast<double>(r_), r_ * acc / mass);
+        }
+        x[0] = r_;
+        for (int i = 0; i < S; ++i) {
+            double f = std::floor(x[i]);
+            v[i] = static_cast<int>(f);
+            d[i] = x[i] - f;
+        }
+        // order 1..S-1 by decreasing d (insertion sort: S is small); index 0 (d = 0) last
+        int n = 0;
+        for (int i = 1; i < S; ++i) {
+            int j = n++;
+            while (j > 0 && d[p[j - 1]] < d[i]) {
+                p[j] = p[j - 1];
+                --j;
+            }
+            p[j] = i;
+        }
+        p[S - 1] = 0;
+        int nv = 0;
+        double prev = 1.0;
+        for (int k = 0; k < S; ++k) {
+            if (k > 0) v[p[k - 1]] += 1;
+            const double dk = k < S - 1 ? d[p[k]] : 0.0;
+            const double lam = prev - dk;  // lambda_0 = 1 - d_p0, lambda_k = d_p(k-1) - d_pk
+            prev = dk;
+            if (lam <= 0.0) continue;
+            for (int i = 0; i < S; ++i) comp[i] = v[i] - (i + 1 < S ? v[i + 1] : 0);
+            ranks[nv] = rank(comp);
+            lams[nv] = lam;
+            ++nv;
+        }
+        return nv;
+    }
+
+    // sum_k lambda_k vals[vertex_k] * mass for an unnormalised y of positive mass.
+    double interpolate(const double* vals, const double* y, double mass) const {
+        int ranks[kMaxS];
+        double lams[kMaxS];
+        const int nv = locate(y, mass, ranks, lams);
+        double out = 0.0;
+        for (int k = 0; k < nv; ++k) out += lams[k] * vals[ranks[k]];
+        return out * mass;
+    }
+
+    static constexpr int kMaxS = 64;
+
+   private:
+    int rank(const int* c) const {
+        int k = 0, rem = r_;
+        for (int i = 0; i < S_ - 1; ++i) {
+            k += cum_[(static_cast<std::size_t>(i) * (r_ + 1) + rem) * (r_ + 1) + c[i]];
+            rem -= c[i];
+        }
+        return k;
+    }
+    int S_ = 0, r_ = 1, n_ = 0;
+    std::vector<int> cum_, corner_;
+    std::vector<double> pts_;
+};
 
 // Results of one (t, x) in one pass.
 struct EpochX {
     std::vector<double> alphas;  // K * S
     std::vector<int> acts;       // K
-    std::vector<double> corner;  // S: upper bound at the corners
-    std::vector<double> fib;     // A * S: fast informed bound vectors
+    std::vector<double> fib;     // n_fib * S: fast informed bound vectors
+    int n_fib = 0;
+    std::vector<double> ugrid;   // upper bound at the grid points (rank order)
+    std::vector<double> corner;  // S: upper bound at the corners (from ugrid)
     std::vector<double> sw_d;    // sawtooth points: v_i - b_i . corner (< 0)
     std::vector<double> sw_inv;  // n_sw * S: 1 / b_i(s), 0 where b_i(s) == 0
     int K() const { return static_cast<int>(acts.size()); }
@@ -59,9 +195,26 @@ struct EpochX {
 
 // A unit of shared work at one epoch: a belief set and the observed values that use it.
 struct Unit {
-    int rep = 0;             // x whose T slice is used
-    std::vector<int> xs;     // observed values computed from this unit
-    int set = 0;             // index of the belief set (per epoch)
+    int rep = 0;          // x whose T slice is used
+    std::vector<int> xs;  // observed values computed from this unit
+    int set = 0;          // index of the belief set (per epoch)
+};
+
+// Successor (x', o) of a unit and action: M[s][s'] = T[s, x', s'] Z[s', o], its row sums and
+// the projections G[k] = M alpha_k of the vectors of Gamma_{t+1, x'}.
+// Successors whose M are proportional (M = scale * M_rep; TRIM: the token bins of the next
+// draft) have the same normalised successor belief: the grid simplex that contains it is
+// located once per shape.
+struct Succ {
+    int xp = 0, o = 0, K = 0, k_uniform = 0;
+    std::size_t m_off = 0, g_off = 0;  // into SuccTable::M / SuccTable::G
+    int shape = 0;                     // index into SuccTable::shape_rep
+    double scale = 1.0;                // M = scale * M of the shape's representative
+};
+struct SuccTable {
+    std::vector<Succ> items;
+    std::vector<double> M, m1, G;  // M: S*S per item; m1: S per item; G: K*S per item
+    std::vector<int> shape_rep;    // representative item of each shape
 };
 
 class Solver {
@@ -76,18 +229,23 @@ class Solver {
     void build_fib();
     void build_point_sets();
     void backward_pass();
+    void build_succ(int t, const Unit& un, int a, SuccTable& tab) const;
     void sample(int n_traj, int pass, std::mt19937_64& rng);
     void add_sample(int t, int x, const double* b) {
         auto& v = samples_[static_cast<std::size_t>(t) * X + x];
         v.insert(v.end(), b, b + S);
     }
     double ub_eval(int t1, int xp, const double* y) const;
+    // The same with the grid simplex of y already located (mass = sum of y).
+    double ub_eval_at(int t1, int xp, const double* y, double mass, const int* ranks,
+                      const double* lams, int nv) const;
     double lb_eval(int t1, int xp, const double* y, int* arg = nullptr) const;
+    // Upper-bound backup at (t, x, b) from the bound of epoch t+1.
+    double ub_backup(int t, int x, const double* b) const;
     // Unnormalised successor beliefs of (t, x, b, a): for each reachable x' and o with
     // positive probability, y (S numbers) appended to `ys` and (x', o, 1) to `keys`.  With
     // `all`, also the pairs (x', o) reachable from some hidden state but of probability zero
-    // under b, as (x', o, 0) with y = the successor of the uniform belief: a vector built by a
-    // backup must still say what the plan does there, or it is not a plan's value off b.
+    // under b, as (x', o, 0) with y = the successor of the uniform belief.
     void successors(int t, int x, int a, const double* b, std::vector<double>& tau,
                     std::vector<double>& ys, std::vector<int>& keys, bool all = false) const;
     void record_result(FhResult& res) const;
@@ -97,17 +255,22 @@ class Solver {
     const int H, A, X, S, O;
     const double g_;
     WorkerPool pool_;
+    SimplexGrid grid_;
 
     std::vector<std::vector<int>> reach_;   // [(t*A + a)*X + x] -> x' with T mass
     std::vector<std::vector<int>> zobs_;    // [(t*A + a)*X + x'] -> o with Z mass
     std::vector<int> group_;                // [t*X + x] -> group id at epoch t
     std::vector<int> n_groups_;             // [t]
-    std::vector<double> grid_;              // grid points (and user points), normalised
+    std::vector<double> extra_;             // user belief points, normalised
     std::vector<std::vector<double>> samples_;  // [t*X + x] sampled beliefs
-    std::vector<std::vector<double>> sets_;     // [t*X_groups...] via set_index_
-    std::vector<int> set_base_;                 // [t] -> first set index of epoch t
-    std::vector<EpochX> ex_;                    // [(H+1) * X]
+    // Belief set of (t, group) at sets_[set_base_[t] + group]: the grid points (rank order)
+    // when lb_grid_, then the other points (corners first when there is no grid).
+    std::vector<std::vector<double>> sets_;
+    std::vector<int> set_base_;
+    bool lb_grid_ = false;                  // the grid points belong to the belief sets
+    std::vector<EpochX> ex_;                // [(H+1) * X]
 };
+
 
 void Solver::build_structure() {
     const int HT = m_.T_timed ? H : 1, HZ = m_.Z_timed ? H : 1;
@@ -190,14 +353,18 @@ void Solver::build_fib() {
         EpochX& e = ex_[static_cast<std::size_t>(H) * X + x];
         const double* rf = &m_.R_final[static_cast<std::size_t>(x) * S];
         e.fib.assign(rf, rf + S);  // one vector: every action is the same at the end
+        e.n_fib = 1;
         e.corner.assign(rf, rf + S);
         e.alphas.assign(rf, rf + S);
         e.acts.assign(1, -1);
+        e.ugrid.resize(grid_.size());
+        for (int k = 0; k < grid_.size(); ++k) e.ugrid[k] = dot(grid_.point(k), rf, S);
     }
     for (int t = H - 1; t >= 0; --t) {
         for (int x = 0; x < X; ++x) {
             EpochX& e = ex_[static_cast<std::size_t>(t) * X + x];
             e.fib.assign(static_cast<std::size_t>(A) * S, 0.0);
+            e.n_fib = A;
             for (int a = 0; a < A; ++a) {
                 const double* r = m_.R_vec(t, a, x);
                 const auto& rch = reach_[(static_cast<std::size_t>(t) * A + a) * X + x];
@@ -229,22 +396,54 @@ void Solver::build_fib() {
 }
 
 double Solver::ub_eval(int t1, int xp, const double* y) const {
+    double mass = 0.0;
+    for (int s = 0; s < S; ++s) mass += y[s];
+    if (!(mass > 0.0)) return 0.0;
+    int ranks[SimplexGrid::kMaxS];
+    double lams[SimplexGrid::kMaxS];
+    const int nv = grid_.locate(y, mass, ranks, lams);
+    return ub_eval_at(t1, xp, y, mass, ranks, lams, nv);
+}
+
+double Solver::ub_eval_at(int t1, int xp, const double* y, double mass, const int* ranks,
+                          const double* lams, int nv) const {
     const EpochX& e = ex_[static_cast<std::size_t>(t1) * X + xp];
-    const int na = static_cast<int>(e.fib.size()) / S;
+    const int na = e.n_fib;
     double f = -kInf;
     for (int a = 0; a < na; ++a) f = std::max(f, dot(y, &e.fib[static_cast<std::size_t>(a) * S], S));
-    const double lin = dot(y, e.corner.data(), S);
-    double best = lin;
+    double gi = 0.0;
+    for (int k = 0; k < nv; ++k) gi += lams[k] * e.ugrid[ranks[k]];
+    double u = std::min(f, gi * mass);
     const int n = e.n_sw();
-    for (int i = 0; i < n; ++i) {
-        const double* inv = &e.sw_inv[static_cast<std::size_t>(i) * S];
-        double phi = kInf;
-        for (int s = 0; s < S; ++s)
-            if (inv[s] > 0.0) phi = std::min(phi, y[s] * inv[s]);
-        best = std::min(best, lin + phi * e.sw_d[i]);
+    if (n > 0) {
+        const double lin = dot(y, e.corner.data(), S);
+        for (int i = 0; i < n; ++i) {
+            const double* inv = &e.sw_inv[static_cast<std::size_t>(i) * S];
+            double phi = kInf;
+            for (int s = 0; s < S; ++s) {
+                const double r = inv[s] > 0.0 ? y[s] * inv[s] : kInf;
+                phi = r < phi ? r : phi;
+            }
+            u = std::min(u, lin + phi * e.sw_d[i]);
+        }
     }
-    return std::min(f, best);
+    return u;
 }
+
+double Solver::ub_backup(int t, int x, const double* b) const {
+    std::vector<double> tau, ys;
+    std::vector<int> keys;
+    double best = -kInf;
+    for (int a = 0; a < A; ++a) {
+        successors(t, x, a, b, tau, ys, keys);
+        double v = dot(b, m_.R_vec(t, a, x), S);
+        for (std::size_t j = 0; j < keys.size() / 3; ++j)
+            v += g_ * ub_eval(t + 1, keys[3 * j], &ys[j * S]);
+        best = std::max(best, v);
+    }
+    return best;
+}
+
 
 double Solver::lb_eval(int t1, int xp, const double* y, int* arg) const {
     const EpochX& e = ex_[static_cast<std::size_t>(t1) * X + xp];
@@ -314,27 +513,10 @@ void Solver::successors(int t, int x, int a, const double* b, std::vector<double
     }
 }
 
-// Simplex grid with step 1/r: all compositions of r into S parts.
-void simplex_grid(int S, int r, std::vector<double>& out) {
-    std::vector<int> c(S, 0);
-    // enumerate compositions recursively with an explicit stack
-    std::function<void(int, int)> rec = [&](int i, int left) {
-        if (i == S - 1) {
-            c[i] = left;
-            for (int s = 0; s < S; ++s) out.push_back(static_cast<double>(c[s]) / r);
-            return;
-        }
-        for (int v = left; v >= 0; --v) {
-            c[i] = v;
-            rec(i + 1, left - v);
-        }
-    };
-    rec(0, r);
-}
-
 void Solver::build_point_sets() {
-    // One belief set per (t, group): corners first, then the sorted, de-duplicated union of
-    // grid points, user points and the beliefs sampled at any x of the group.
+    // One belief set per (t, group): the grid points in rank order (the corners at least),
+    // then the sorted, de-duplicated union of the user points and of the beliefs sampled at
+    // any x of the group.  Sorting makes the sets independent of thread scheduling.
     set_base_.assign(H + 1, 0);
     for (int t = 0; t < H; ++t) set_base_[t + 1] = set_base_[t] + n_groups_[t];
     sets_.assign(set_base_[H], {});
@@ -342,7 +524,7 @@ void Solver::build_point_sets() {
         int t = static_cast<int>(std::upper_bound(set_base_.begin(), set_base_.end(), si) -
                                  set_base_.begin()) - 1;
         int gidx = si - set_base_[t];
-        std::vector<double> pts(grid_);
+        std::vector<double> pts(extra_);
         for (int x = 0; x < X; ++x)
             if (group_[static_cast<std::size_t>(t) * X + x] == gidx) {
                 const auto& smp = samples_[static_cast<std::size_t>(t) * X + x];
@@ -358,8 +540,8 @@ void Solver::build_point_sets() {
                                                 &pts[static_cast<std::size_t>(j) * S] + S);
         });
         auto& out = sets_[si];
-        out.assign(static_cast<std::size_t>(S) * S, 0.0);
-        for (int s = 0; s < S; ++s) out[static_cast<std::size_t>(s) * S + s] = 1.0;
+        out.clear();
+        for (int k = 0; k < grid_.size(); ++k) out.insert(out.end(), grid_.point(k), grid_.point(k) + S);
         const double* prev = nullptr;
         for (int i : idx) {
             const double* p = &pts[static_cast<std::size_t>(i) * S];
@@ -378,12 +560,92 @@ void Solver::build_point_sets() {
     });
 }
 
+void Solver::build_succ(int t, const Unit& un, int a, SuccTable& tab) const {
+    const std::size_t Sz = static_cast<std::size_t>(S);
+    tab.items.clear();
+    tab.M.clear();
+    tab.m1.clear();
+    tab.G.clear();
+    tab.shape_rep.clear();
+    for (int xp : reach_[(static_cast<std::size_t>(t) * A + a) * X + un.rep]) {
+        const double* zb = m_.Z_block(t, a, xp);
+        const EpochX& nx = ex_[static_cast<std::size_t>(t + 1) * X + xp];
+        const int K = nx.K();
+        for (int o : zobs_[(static_cast<std::size_t>(t) * A + a) * X + xp]) {
+            const std::size_t m_off = tab.M.size();
+            tab.M.resize(m_off + Sz * Sz);
+            double tot = 0.0;
+            for (int s = 0; s < S; ++s) {
+                const double* row = m_.T_row(t, a, un.rep, s) + static_cast<std::size_t>(xp) * S;
+                double rs = 0.0;
+                for (int sp = 0; sp < S; ++sp) {
+                    const double v = row[sp] * zb[static_cast<std::size_t>(sp) * O + o];
+                    tab.M[m_off + s * Sz + sp] = v;
+                    rs += v;
+                }
+                tab.m1.push_back(rs);
+                tot += rs;
+            }
+            if (!(tot > 0.0)) {  // (x', o) unreachable from every hidden state
+                tab.M.resize(m_off);
+                tab.m1.resize(tab.m1.size() - Sz);
+                continue;
+            }
+            Succ it;
+            it.xp = xp;
+            it.o = o;
+            it.K = K;
+            it.m_off = m_off;
+            it.shape = -1;
+            for (std::size_t h = 0; h < tab.shape_rep.size() && it.shape < 0; ++h) {
+                const Succ& rep = tab.items[tab.shape_rep[h]];
+                const double* Mr = &tab.M[rep.m_off];
+                const double* Mi = &tab.M[m_off];
+                double tr = 0.0;
+                for (std::size_t q = 0; q < Sz * Sz; ++q) tr += Mr[q];
+                const double c = tot / tr;
+                bool same = true;
+                for (std::size_t q = 0; q < Sz * Sz && same; ++q)
+                    same = std::fabs(Mi[q] - c * Mr[q]) <= 1e-14 * std::fabs(Mi[q]);
+                if (same) {
+                    it.shape = static_cast<int>(h);
+                    it.scale = c;
+                }
+            }
+            if (it.shape < 0) {
+                it.shape = static_cast<int>(tab.shape_rep.size());
+                it.scale = 1.0;
+                tab.shape_rep.push_back(static_cast<int>(tab.items.size()));
+            }
+            it.g_off = tab.G.size();
+            tab.G.resize(it.g_off + static_cast<std::size_t>(K) * Sz);
+            double best_u = -kInf;
+            for (int k = 0; k < K; ++k) {
+                const double* al = &nx.alphas[static_cast<std::size_t>(k) * Sz];
+                double* gk = &tab.G[it.g_off + k * Sz];
+                double su = 0.0;
+                for (int s = 0; s < S; ++s) {
+                    gk[s] = dot(&tab.M[m_off + s * Sz], al, S);
+                    su += gk[s];
+                }
+                // a successor impossible under the belief still needs a continuation for the
+                // vector to be a plan's value elsewhere: take the best at the uniform belief
+                if (su > best_u) {
+                    best_u = su;
+                    it.k_uniform = k;
+                }
+            }
+            tab.items.push_back(it);
+        }
+    }
+}
+
 void Solver::backward_pass() {
     const std::size_t Sz = static_cast<std::size_t>(S);
-    // Per-worker scratch.
+    const int n_grid = grid_.size();
     struct Scratch {
-        std::vector<double> tau, ys, lbsum, ubsum, fut, vals;
-        std::vector<int> keys, kstar, keys_all, keys_off;
+        std::vector<double> lbsum, ubsum, fut, y, ymass, lams;
+        std::vector<int> kstar, koff, ranks, nv;
         std::vector<char> fut_done;
     };
     std::vector<Scratch> scratch(pool_.size());
@@ -400,59 +662,92 @@ void Solver::backward_pass() {
                 for (int x : xs) units.push_back(Unit{x, {x}, set_base_[t] + gidx});
             }
         }
-        // Candidate vectors per x: one per point of its set.
+        const int nu = static_cast<int>(units.size());
+        std::vector<SuccTable> tabs(static_cast<std::size_t>(nu) * A);
+        pool_.run(nu * A, [&](int i, int) { build_succ(t, units[i / A], i % A, tabs[i]); });
+
         std::vector<std::vector<double>> cand(X), ubv(X);
         std::vector<std::vector<int>> cact(X);
         for (int x = 0; x < X; ++x) {
-            int n = static_cast<int>(sets_[set_base_[t] + group_[static_cast<std::size_t>(t) * X + x]].size() / Sz);
+            std::size_t n = sets_[set_base_[t] + group_[static_cast<std::size_t>(t) * X + x]].size() / Sz;
             cand[x].assign(n * Sz, 0.0);
-            ubv[x].assign(n, 0.0);
+            ubv[x].assign(n, kInf);
             cact[x].assign(n, 0);
         }
-        // Flatten (unit, point) work items.
-        std::vector<int> item_base(units.size() + 1, 0);
-        for (std::size_t u = 0; u < units.size(); ++u)
+        std::vector<int> item_base(nu + 1, 0);
+        for (int u = 0; u < nu; ++u)
             item_base[u + 1] = item_base[u] + static_cast<int>(sets_[units[u].set].size() / Sz);
         const int n_items = item_base.back();
         const int chunk = 8;
         pool_.run((n_items + chunk - 1) / chunk, [&](int ci, int wid) {
             Scratch& sc = scratch[wid];
             for (int item = ci * chunk; item < std::min(n_items, (ci + 1) * chunk); ++item) {
-                int u = static_cast<int>(std::upper_bound(item_base.begin(), item_base.end(), item) -
-                                         item_base.begin()) - 1;
-                int i = item - item_base[u];
+                const int u = static_cast<int>(std::upper_bound(item_base.begin(), item_base.end(), item) -
+                                               item_base.begin()) - 1;
+                const int i = item - item_base[u];
                 const Unit& un = units[u];
                 const double* b = &sets_[un.set][i * Sz];
+                const bool do_ub = i < n_grid || c_.sawtooth;
                 sc.lbsum.assign(A, 0.0);
                 sc.ubsum.assign(A, 0.0);
                 sc.kstar.clear();
-                // keys per action are needed again to build the vector: keep them
-                std::vector<int>& keys_all = sc.keys_all;
-                keys_all.clear();
-                sc.keys_off.assign(A + 1, 0);
+                sc.koff.assign(A + 1, 0);
                 for (int a = 0; a < A; ++a) {
-                    successors(t, un.rep, a, b, sc.tau, sc.ys, sc.keys, true);
-                    const int ns = static_cast<int>(sc.keys.size()) / 3;
+                    const SuccTable& tab = tabs[static_cast<std::size_t>(u) * A + a];
                     double lbs = 0.0, ubs = 0.0;
-                    for (int j = 0; j < ns; ++j) {
-                        const int xp = sc.keys[3 * j];
-                        const double* y = &sc.ys[j * Sz];
-                        int k = 0;
-                        const double v = lb_eval(t + 1, xp, y, &k);
-                        if (sc.keys[3 * j + 2]) {
-                            lbs += v;
-                            ubs += ub_eval(t + 1, xp, y);
+                    const std::size_t ni = tab.items.size();
+                    if (do_ub) {
+                        // successor belief of each shape and its grid simplex
+                        const std::size_t nh = tab.shape_rep.size();
+                        sc.y.assign(nh * Sz, 0.0);
+                        sc.ymass.assign(nh, 0.0);
+                        sc.ranks.resize(nh * Sz);
+                        sc.lams.resize(nh * Sz);
+                        sc.nv.assign(nh, 0);
+                        for (std::size_t h = 0; h < nh; ++h) {
+                            const double* M = &tab.M[tab.items[tab.shape_rep[h]].m_off];
+                            double* y = &sc.y[h * Sz];
+                            for (int s = 0; s < S; ++s) {
+                                if (b[s] == 0.0) continue;
+                                for (int sp = 0; sp < S; ++sp) y[sp] += b[s] * M[s * Sz + sp];
+                            }
+                            double mass = 0.0;
+                            for (int sp = 0; sp < S; ++sp) mass += y[sp];
+                            sc.ymass[h] = mass;
+                            if (mass > 0.0)
+                                sc.nv[h] = grid_.locate(y, mass, &sc.ranks[h * Sz], &sc.lams[h * Sz]);
                         }
-                        sc.kstar.push_back(k);
-                        keys_all.push_back(xp);
-                        keys_all.push_back(sc.keys[3 * j + 1]);
+                    }
+                    for (std::size_t j = 0; j < ni; ++j) {
+                        const Succ& it = tab.items[j];
+                        const double mass = dot(b, &tab.m1[it.m_off / Sz], S);
+                        int kb = it.k_uniform;
+                        if (mass > 0.0) {
+                            double best = -kInf;
+                            const double* G = &tab.G[it.g_off];
+                            for (int k = 0; k < it.K; ++k) {
+                                const double v = dot(b, G + k * Sz, S);
+                                if (v > best) {
+                                    best = v;
+                                    kb = k;
+                                }
+                            }
+                            lbs += best;
+                            const int h = it.shape;
+                            if (do_ub && sc.ymass[h] > 0.0) {
+                                // U is positively homogeneous: U(scale * y_rep) = scale * U(y_rep)
+                                ubs += it.scale * ub_eval_at(t + 1, it.xp, &sc.y[h * Sz], sc.ymass[h],
+                                                             &sc.ranks[h * Sz], &sc.lams[h * Sz], sc.nv[h]);
+                            }
+                        }
+                        sc.kstar.push_back(kb);
                     }
                     sc.lbsum[a] = lbs;
                     sc.ubsum[a] = ubs;
-                    sc.keys_off[a + 1] = static_cast<int>(keys_all.size()) / 2;
+                    sc.koff[a + 1] = static_cast<int>(sc.kstar.size());
                 }
-                const std::vector<int>& keys_off = sc.keys_off;
-                // The future part of each action's vector, built lazily.
+                // The future part of each action's vector, built lazily and shared by the
+                // observed values of the unit: sum over successors of G[k*].
                 sc.fut.assign(A * Sz, 0.0);
                 sc.fut_done.assign(A, 0);
                 for (int x : un.xs) {
@@ -470,33 +765,17 @@ void Solver::backward_pass() {
                     double* fut = &sc.fut[abest * Sz];
                     if (!sc.fut_done[abest]) {
                         sc.fut_done[abest] = 1;
-                        // alpha(s) = sum_{x'} sum_{s'} T[s, x', s'] w_{x'}(s'),
-                        // w_{x'}(s') = sum_o Z[s', o] alpha*_{x',o}(s')
-                        std::vector<double> w(Sz);
-                        int j = keys_off[abest];
-                        const int jend = keys_off[abest + 1];
-                        while (j < jend) {
-                            const int xp = keys_all[2 * j];
-                            std::fill(w.begin(), w.end(), 0.0);
-                            const double* zb = m_.Z_block(t, abest, xp);
-                            const EpochX& nx = ex_[static_cast<std::size_t>(t + 1) * X + xp];
-                            for (; j < jend && keys_all[2 * j] == xp; ++j) {
-                                const int o = keys_all[2 * j + 1];
-                                const double* al = &nx.alphas[static_cast<std::size_t>(sc.kstar[j]) * S];
-                                for (int sp = 0; sp < S; ++sp)
-                                    w[sp] += zb[static_cast<std::size_t>(sp) * O + o] * al[sp];
-                            }
-                            for (int s = 0; s < S; ++s) {
-                                const double* row = m_.T_row(t, abest, un.rep, s) + static_cast<std::size_t>(xp) * S;
-                                fut[s] += dot(row, w.data(), S);
-                            }
+                        const SuccTable& tab = tabs[static_cast<std::size_t>(u) * A + abest];
+                        for (std::size_t j = 0; j < tab.items.size(); ++j) {
+                            const double* gk = &tab.G[tab.items[j].g_off + sc.kstar[sc.koff[abest] + j] * Sz];
+                            for (int s = 0; s < S; ++s) fut[s] += gk[s];
                         }
                     }
                     const double* r = m_.R_vec(t, abest, x);
                     double* out = &cand[x][i * Sz];
                     for (int s = 0; s < S; ++s) out[s] = r[s] + g_ * fut[s];
                     cact[x][i] = abest;
-                    ubv[x][i] = ub;
+                    if (do_ub) ubv[x][i] = ub;
                 }
             }
         });
@@ -505,21 +784,25 @@ void Solver::backward_pass() {
             EpochX& e = ex_[static_cast<std::size_t>(t) * X + x];
             const auto& pts = sets_[set_base_[t] + group_[static_cast<std::size_t>(t) * X + x]];
             const int n = static_cast<int>(pts.size() / Sz);
-            const int na = A;
             auto fib_at = [&](const double* b) {
                 double f = -kInf;
-                for (int a = 0; a < na; ++a) f = std::max(f, dot(b, &e.fib[a * Sz], S));
+                for (int a = 0; a < A; ++a) f = std::max(f, dot(b, &e.fib[a * Sz], S));
                 return f;
             };
-            e.corner.assign(Sz, 0.0);
-            for (int s = 0; s < S; ++s) e.corner[s] = std::min(ubv[x][s], fib_at(&pts[s * Sz]));
+            e.ugrid.resize(n_grid);
+            for (int k = 0; k < n_grid; ++k) e.ugrid[k] = std::min(ubv[x][k], fib_at(&pts[k * Sz]));
+            e.corner.resize(Sz);
+            for (int s = 0; s < S; ++s) e.corner[s] = e.ugrid[grid_.corner(s)];
             e.sw_d.clear();
             e.sw_inv.clear();
-            for (int i = S; i < n; ++i) {
-                const double* b = &pts[i * Sz];
-                const double v = std::min(ubv[x][i], fib_at(b));
-                const double d = v - dot(b, e.corner.data(), S);
-                if (d < -1e-12) {
+            if (c_.sawtooth) {
+                for (int i = n_grid; i < n; ++i) {
+                    const double* b = &pts[i * Sz];
+                    const double here = std::min(fib_at(b), grid_.interpolate(e.ugrid.data(), b, 1.0));
+                    const double v = ubv[x][i];
+                    if (!(v < here - 1e-12)) continue;  // adds nothing to the grid bound
+                    const double d = v - dot(b, e.corner.data(), S);
+                    if (!(d < 0.0)) continue;
                     e.sw_d.push_back(d);
                     for (int s = 0; s < S; ++s) e.sw_inv.push_back(b[s] > 0.0 ? 1.0 / b[s] : 0.0);
                 }
@@ -544,7 +827,7 @@ void Solver::backward_pass() {
                 double best = -kInf;
                 int jb = 0;
                 for (int j = 0; j < D; ++j) {
-                    double v = dot(b, &cv[uniq[j] * Sz], S);
+                    const double v = dot(b, &cv[uniq[j] * Sz], S);
                     if (v > best) {
                         best = v;
                         jb = j;
@@ -562,6 +845,7 @@ void Solver::backward_pass() {
         });
     }
 }
+
 
 void Solver::sample(int n_traj, int pass, std::mt19937_64& rng) {
     std::uniform_real_distribution<double> unif(0.0, 1.0);
@@ -679,10 +963,9 @@ FhResult Solver::run() {
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     };
     build_structure();
+    grid_.init(S, std::max(1, c_.grid_resolution));
     build_fib();
-    grid_.clear();
-    if (c_.grid_resolution > 0) simplex_grid(S, c_.grid_resolution, grid_);
-    grid_.insert(grid_.end(), c_.belief_points.begin(), c_.belief_points.end());
+    extra_ = c_.belief_points;
     samples_.assign(static_cast<std::size_t>(H) * X, {});
     for (int x = 0; x < X; ++x)
         if (m_.x0[x] > 0.0) add_sample(0, x, &m_.b0[static_cast<std::size_t>(x) * S]);
@@ -700,7 +983,7 @@ FhResult Solver::run() {
             if (!(m_.x0[x] > 0.0)) continue;
             const double* b = &m_.b0[static_cast<std::size_t>(x) * S];
             lb += m_.x0[x] * lb_eval(0, x, b);
-            ub += m_.x0[x] * ub_eval(0, x, b);
+            ub += m_.x0[x] * std::min(ub_backup(0, x, b), ub_eval(0, x, b));
         }
         long long nb = 0;
         for (int t = 0; t < H; ++t)
@@ -725,6 +1008,7 @@ FhResult Solver::run() {
     res.time_s = elapsed();
     return res;
 }
+
 
 void check_config(const FhModel& m, const FhConfig& c) {
     if (c.belief_points.size() % static_cast<std::size_t>(m.S) != 0)

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -32,15 +33,21 @@ std::uint64_t hash_belief(const int* idx, const double* val, int supp) {
     return h;
 }
 
+std::string num(double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.7g", x);
+    return buf;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
 
-HsviSolver::HsviSolver(const Pomdp& model, const HsviConfig& config)
-    : m_(model), cfg_(config), S_(model.n_states), A_(model.n_actions), O_(model.n_obs),
-      gamma_(model.discount) {
+HsviSolver::HsviSolver(Pomdp model, const HsviConfig& config)
+    : m_(std::move(model)), cfg_(config), S_(m_.n_states), A_(m_.n_actions), O_(m_.n_obs),
+      gamma_(m_.discount) {
     if (S_ <= 0 || A_ <= 0 || O_ <= 0)
         throw std::invalid_argument("model must have at least one state, action and observation");
     const auto S = static_cast<std::size_t>(S_), A = static_cast<std::size_t>(A_),
@@ -56,6 +63,7 @@ HsviSolver::HsviSolver(const Pomdp& model, const HsviConfig& config)
     if (!(cfg_.max_memory_mb > 0.0))
         throw std::invalid_argument("max_memory_mb must be > 0");
     check_model();
+    normalise_model();
     build_sparse();
     dense_.assign(S, 0.0);
     pred_.assign(S, 0.0);
@@ -64,6 +72,7 @@ HsviSolver::HsviSolver(const Pomdp& model, const HsviConfig& config)
     qlb_.assign(A, 0.0);
     qub_.assign(A, 0.0);
     best_o_.assign(O, -1);
+    evaluated_.assign(A, 0);
     bucket_idx_.resize(O);
     bucket_val_.resize(O);
 }
@@ -79,7 +88,7 @@ void HsviSolver::check_model() const {
                 double p = m_.t(a, s, j);
                 if (!std::isfinite(p) || p < 0.0)
                     fail("T[a=" + std::to_string(a) + ", s=" + std::to_string(s) + ", s'=" +
-                         std::to_string(j) + "] = " + std::to_string(p) +
+                         std::to_string(j) + "] = " + num(p) +
                          "; expected a probability");
                 sum_t += p;
             }
@@ -87,28 +96,51 @@ void HsviSolver::check_model() const {
                 double z = m_.z(a, s, o);
                 if (!std::isfinite(z) || z < 0.0)
                     fail("Z[a=" + std::to_string(a) + ", s'=" + std::to_string(s) + ", o=" +
-                         std::to_string(o) + "] = " + std::to_string(z) +
+                         std::to_string(o) + "] = " + num(z) +
                          "; expected a probability");
                 sum_z += z;
             }
-            if (std::abs(sum_t - 1.0) > 1e-6)
+            if (!(std::abs(sum_t - 1.0) <= cfg_.tol))
                 fail("T[a=" + std::to_string(a) + ", s=" + std::to_string(s) + ", :] sums to " +
-                     std::to_string(sum_t) + "; expected 1 (tol 1e-06)");
-            if (std::abs(sum_z - 1.0) > 1e-6)
+                     num(sum_t) + "; expected 1 (tol " + num(cfg_.tol) + ")");
+            if (!(std::abs(sum_z - 1.0) <= cfg_.tol))
                 fail("Z[a=" + std::to_string(a) + ", s'=" + std::to_string(s) + ", :] sums to " +
-                     std::to_string(sum_z) + "; expected 1 (tol 1e-06)");
+                     num(sum_z) + "; expected 1 (tol " + num(cfg_.tol) + ")");
             if (!std::isfinite(m_.r(a, s)))
                 fail("R[a=" + std::to_string(a) + ", s=" + std::to_string(s) + "] is not finite");
         }
     double sum_b = 0.0;
     for (int s = 0; s < S; ++s) {
         if (!std::isfinite(m_.b0[s]) || m_.b0[s] < 0.0)
-            fail("b0[" + std::to_string(s) + "] = " + std::to_string(m_.b0[s]) +
+            fail("b0[" + std::to_string(s) + "] = " + num(m_.b0[s]) +
                  "; expected a probability");
         sum_b += m_.b0[s];
     }
-    if (std::abs(sum_b - 1.0) > 1e-6)
-        fail("b0 sums to " + std::to_string(sum_b) + "; expected 1 (tol 1e-06)");
+    if (!(std::abs(sum_b - 1.0) <= cfg_.tol))
+        fail("b0 sums to " + num(sum_b) + "; expected 1 (tol " + num(cfg_.tol) + ")");
+}
+
+// Rows within the tolerance are scaled to sum to 1 exactly: the bounds (blind policy, FIB,
+// backups) are only valid for a stochastic model, and classic files print 6 digits.
+void HsviSolver::normalise_model() {
+    auto normalise = [](double* row, int n) {
+        double sum = 0.0;
+        for (int j = 0; j < n; ++j) sum += row[j];
+        if (sum > 0.0 && sum != 1.0)
+            for (int j = 0; j < n; ++j) row[j] /= sum;
+    };
+    for (std::size_t r = 0; r < static_cast<std::size_t>(A_) * S_; ++r) {
+        normalise(&m_.T[r * S_], S_);
+        normalise(&m_.Z[r * O_], O_);
+    }
+    normalise(m_.b0.data(), S_);
+}
+
+// Ctrl-C or the time limit during the initial bounds (large models): stop iterating; the
+// iterates are already valid bounds for discount < 1.
+bool HsviSolver::should_stop() const {
+    if (stop_ && stop_->load(std::memory_order_relaxed)) return true;
+    return cfg_.time_limit > 0 && seconds_since(t0_) >= cfg_.time_limit;
 }
 
 void HsviSolver::build_sparse() {
@@ -168,6 +200,7 @@ void HsviSolver::init_blind() {
             }
             cur.swap(nxt);
             if (!std::isfinite(vmax) || vmax > 1e15) break;
+            if (gamma_ < 1.0 && should_stop()) break;  // every iterate is a lower bound
             if (delta <= tol) {
                 converged = true;
                 break;
@@ -218,6 +251,7 @@ void HsviSolver::init_fib() {
         }
         V.swap(V2);
         if (!std::isfinite(vmax) || vmax > 1e15) break;
+        if (gamma_ < 1.0 && should_stop()) break;  // every iterate is an upper bound
         if (delta <= tol) {
             converged = true;
             break;
@@ -238,12 +272,13 @@ void HsviSolver::init_fib() {
             Q[static_cast<std::size_t>(s) * A + a] = m_.r(a, s) + gamma_ * acc;
         }
 
-    // One FIB sweep over the rows (a, s) in [a_lo, a_hi); returns the largest change.
-    auto sweep = [&](int a_lo, int a_hi, std::vector<double>& acc, std::vector<char>& seen,
+    // One FIB sweep over the states [s_lo, s_hi) (all actions); returns the largest change.
+    // Threads split by state so that each writes its own contiguous block of Q2.
+    auto sweep = [&](int s_lo, int s_hi, std::vector<double>& acc, std::vector<char>& seen,
                      std::vector<int>& touched) {
         double delta = 0.0;
-        for (int a = a_lo; a < a_hi; ++a)
-            for (int s = 0; s < S; ++s) {
+        for (int s = s_lo; s < s_hi; ++s)
+            for (int a = 0; a < A; ++a) {
                 const std::size_t r = static_cast<std::size_t>(a) * S + s;
                 for (auto k = T_.ptr[r]; k < T_.ptr[r + 1]; ++k) {
                     const int s2 = T_.idx[k];
@@ -281,12 +316,15 @@ void HsviSolver::init_fib() {
         return delta;
     };
 
-    // Threads only pay when a sweep is long: below ~2e6 multiply-adds per sweep the start-up
-    // and join costs dominate (measured on the shared problems, all far below this).
+    // Threads only pay when a sweep is long: every sweep ends in a join, and on a loaded
+    // machine a descheduled thread stalls it.  A random sparse model with S=1000, A=8, O=10
+    // (6.4e6 multiply-adds per sweep) took 10 s with one thread and 15 s with two on the
+    // shared 2-core machine (load ~12), so only sweeps above 2e7 are split (by state, so each
+    // thread writes its own block of Q2).  The shared problems are all far below this.
     const double work = static_cast<double>(T_.idx.size()) *
                         (static_cast<double>(Z_.idx.size()) / (static_cast<double>(A) * S)) * A;
-    const int n_threads = std::max(1, std::min(cfg_.n_threads, A));
-    const bool parallel = n_threads > 1 && work > 2e6;
+    const int n_threads = std::max(1, std::min(cfg_.n_threads, S));
+    const bool parallel = n_threads > 1 && work > 2e7;
     std::vector<std::vector<double>> acc(n_threads, std::vector<double>(static_cast<std::size_t>(O) * A, 0.0));
     std::vector<std::vector<char>> seen(n_threads, std::vector<char>(O, 0));
     std::vector<std::vector<int>> touched(n_threads);
@@ -298,7 +336,8 @@ void HsviSolver::init_fib() {
             std::vector<std::thread> pool;
             std::vector<std::exception_ptr> errs(n_threads);
             for (int t = 0; t < n_threads; ++t) {
-                int lo = A * t / n_threads, hi = A * (t + 1) / n_threads;
+                int lo = static_cast<int>(static_cast<long long>(S) * t / n_threads);
+                int hi = static_cast<int>(static_cast<long long>(S) * (t + 1) / n_threads);
                 pool.emplace_back([&, t, lo, hi] {
                     try {
                         deltas[t] = sweep(lo, hi, acc[t], seen[t], touched[t]);
@@ -312,10 +351,11 @@ void HsviSolver::init_fib() {
                 if (e) std::rethrow_exception(e);
             for (double d : deltas) delta = std::max(delta, d);
         } else {
-            delta = sweep(0, A, acc[0], seen[0], touched[0]);
+            delta = sweep(0, S, acc[0], seen[0], touched[0]);
         }
         Q.swap(Q2);
         if (delta <= tol) break;
+        if (should_stop()) break;  // every iterate is an upper bound
     }
     fib_.assign(static_cast<std::size_t>(A) * S, 0.0);
     corner_.assign(S, -kInf);
@@ -366,64 +406,84 @@ int HsviSolver::add_node(const int* idx, const double* val, int supp) {
     return id;
 }
 
-// Children tau(b, a, o) for every action and observation of positive probability:
-// tau(b,a,o)(s') = Z(o|s',a) sum_s T(s'|s,a) b(s) / p(o|b,a).
-void HsviSolver::expand(int n) {
+// The per-node block: R(b, a) and the cached Q_U(b, a) for every action, started from the
+// FIB bound sum_s b(s) Q(a, s) >= Q*(b, a), and room for the children of every action.
+void HsviSolver::ensure_block(int n) {
     if (nodes_[n].child_off >= 0) return;
     const std::size_t AO = static_cast<std::size_t>(A_) * O_;
     const std::int64_t off = static_cast<std::int64_t>(child_id_.size());
     child_id_.resize(child_id_.size() + AO, -1);
     child_p_.resize(child_p_.size() + AO, 0.0);
-    rba_.resize(rba_.size() + A_, 0.0);
     const std::int64_t roff = off / O_;
+    rba_.resize(rba_.size() + A_, 0.0);
+    qub_cache_.resize(qub_cache_.size() + A_, 0.0);
+    act_done_.resize(act_done_.size() + A_, 0);
+    const Node& nd = nodes_[n];
+    const int* idx = &bel_idx_[nd.bel_off];
+    const double* val = &bel_val_[nd.bel_off];
+    for (int a = 0; a < A_; ++a) {
+        double r = 0.0, q = 0.0;
+        const double* fq = &fib_[static_cast<std::size_t>(a) * S_];
+        for (int k = 0; k < nd.supp; ++k) {
+            r += val[k] * m_.r(a, idx[k]);
+            q += val[k] * fq[idx[k]];
+        }
+        rba_[roff + a] = r;
+        qub_cache_[roff + a] = q;
+    }
+    nodes_[n].child_off = off;
+}
+
+// Children tau(b, a, o) of one action for every observation of positive probability:
+// tau(b,a,o)(s') = Z(o|s',a) sum_s T(s'|s,a) b(s) / p(o|b,a).  Actions are expanded only
+// when a backup needs them (those whose cached Q_U can still matter).
+void HsviSolver::expand_action(int n, int a) {
+    ensure_block(n);
+    const std::int64_t off = nodes_[n].child_off;
+    const std::int64_t roff = off / O_;
+    if (act_done_[roff + a]) return;
     // Copy the parent: adding children may reallocate the belief arena.
     const int supp = nodes_[n].supp;
     std::vector<int>& bidx = exp_idx_;
     std::vector<double>& bval = exp_val_;
     bidx.assign(bel_idx_.begin() + nodes_[n].bel_off, bel_idx_.begin() + nodes_[n].bel_off + supp);
     bval.assign(bel_val_.begin() + nodes_[n].bel_off, bel_val_.begin() + nodes_[n].bel_off + supp);
-    for (int a = 0; a < A_; ++a) {
-        double r = 0.0;
-        for (int k = 0; k < supp; ++k) {
-            const int s = bidx[k];
-            r += bval[k] * m_.r(a, s);
-            const std::size_t row = static_cast<std::size_t>(a) * S_ + s;
-            for (auto j = T_.ptr[row]; j < T_.ptr[row + 1]; ++j) {
-                const int s2 = T_.idx[j];
-                if (pred_[s2] == 0.0) touched_.push_back(s2);
-                pred_[s2] += bval[k] * T_.val[j];
-            }
-        }
-        rba_[roff + a] = r;
-        std::sort(touched_.begin(), touched_.end());
-        for (int s2 : touched_) {
-            const double ps = pred_[s2];
-            pred_[s2] = 0.0;
-            if (ps <= 0.0) continue;
-            const std::size_t zr = static_cast<std::size_t>(a) * S_ + s2;
-            for (auto j = Z_.ptr[zr]; j < Z_.ptr[zr + 1]; ++j) {
-                bucket_idx_[Z_.idx[j]].push_back(s2);
-                bucket_val_[Z_.idx[j]].push_back(ps * Z_.val[j]);
-            }
-        }
-        touched_.clear();
-        for (int o = 0; o < O_; ++o) {
-            auto& bi = bucket_idx_[o];
-            auto& bv = bucket_val_[o];
-            if (bi.empty()) continue;
-            double p = 0.0;
-            for (double v : bv) p += v;
-            if (p > 0.0) {
-                for (double& v : bv) v /= p;
-                const int c = add_node(bi.data(), bv.data(), static_cast<int>(bi.size()));
-                child_id_[off + static_cast<std::int64_t>(a) * O_ + o] = c;
-                child_p_[off + static_cast<std::int64_t>(a) * O_ + o] = p;
-            }
-            bi.clear();
-            bv.clear();
+    for (int k = 0; k < supp; ++k) {
+        const std::size_t row = static_cast<std::size_t>(a) * S_ + bidx[k];
+        for (auto j = T_.ptr[row]; j < T_.ptr[row + 1]; ++j) {
+            const int s2 = T_.idx[j];
+            if (pred_[s2] == 0.0) touched_.push_back(s2);
+            pred_[s2] += bval[k] * T_.val[j];
         }
     }
-    nodes_[n].child_off = off;
+    std::sort(touched_.begin(), touched_.end());
+    for (int s2 : touched_) {
+        const double ps = pred_[s2];
+        pred_[s2] = 0.0;
+        if (ps <= 0.0) continue;
+        const std::size_t zr = static_cast<std::size_t>(a) * S_ + s2;
+        for (auto j = Z_.ptr[zr]; j < Z_.ptr[zr + 1]; ++j) {
+            bucket_idx_[Z_.idx[j]].push_back(s2);
+            bucket_val_[Z_.idx[j]].push_back(ps * Z_.val[j]);
+        }
+    }
+    touched_.clear();
+    for (int o = 0; o < O_; ++o) {
+        auto& bi = bucket_idx_[o];
+        auto& bv = bucket_val_[o];
+        if (bi.empty()) continue;
+        double p = 0.0;
+        for (double v : bv) p += v;
+        if (p > 0.0) {
+            for (double& v : bv) v /= p;
+            const int c = add_node(bi.data(), bv.data(), static_cast<int>(bi.size()));
+            child_id_[off + static_cast<std::int64_t>(a) * O_ + o] = c;
+            child_p_[off + static_cast<std::int64_t>(a) * O_ + o] = p;
+        }
+        bi.clear();
+        bv.clear();
+    }
+    act_done_[roff + a] = 1;
 }
 
 // ------------------------------------------------------------------ bounds
@@ -531,33 +591,64 @@ void HsviSolver::set_point(int n, double v) {
     ++n_live_points_;
 }
 
-// Point-based backup of the upper bound (always) and the lower bound (lower_too) at node n.
-// Leaves qub_/qlb_ holding Q_U(b, a) / Q_L(b, a).
-void HsviSolver::backup(int n, bool lower_too) {
-    expand(n);
-    const std::int64_t off = nodes_[n].child_off;
-    const std::int64_t roff = off / O_;
-    for (int a = 0; a < A_; ++a) {
-        double qu = 0.0, ql = 0.0;
-        for (int o = 0; o < O_; ++o) {
-            const std::int64_t k = off + static_cast<std::int64_t>(a) * O_ + o;
-            const int c = child_id_[k];
-            if (c < 0) continue;
-            qu += child_p_[k] * upper(c);
-            if (lower_too) ql += child_p_[k] * lower(c);
-        }
-        qub_[a] = rba_[roff + a] + gamma_ * qu;
-        qlb_[a] = rba_[roff + a] + gamma_ * ql;
+// Q_U(b, a) or Q_L(b, a) from the children of an expanded action.
+double HsviSolver::q_value(int n, int a, bool upper_bound) {
+    expand_action(n, a);
+    const std::int64_t roff = nodes_[n].child_off / O_;
+    const std::int64_t off = nodes_[n].child_off + static_cast<std::int64_t>(a) * O_;
+    double acc = 0.0;
+    for (int o = 0; o < O_; ++o) {
+        const int c = child_id_[off + o];
+        if (c < 0) continue;
+        acc += child_p_[off + o] * (upper_bound ? upper(c) : lower(c));
     }
-    const double ub_new = *std::max_element(qub_.begin(), qub_.end());
+    return rba_[roff + a] + gamma_ * acc;
+}
+
+// Point-based backup of the upper bound (always) and the lower bound (lower_too) at node n.
+// Upper bound: actions are evaluated in decreasing order of their cached Q_U (an upper bound
+// on the current one, as child bounds only decrease) until the best exact value beats every
+// remaining cache, so dominated actions are neither expanded nor evaluated.  Lower bound:
+// only actions whose Q_U exceeds the current V_L(b) can yield an improving vector.
+// Sets ub_action_ (for the descent) and qub_/qlb_ (exact where evaluated).
+void HsviSolver::backup(int n, bool lower_too) {
+    ensure_block(n);
+    const std::int64_t roff = nodes_[n].child_off / O_;
+    double* cache = &qub_cache_[roff];
+    std::fill(evaluated_.begin(), evaluated_.end(), 0);
+    double best_ub = -kInf;
+    int a_ub = -1;
+    for (;;) {
+        int a = -1;
+        for (int b = 0; b < A_; ++b)
+            if (!evaluated_[b] && (a < 0 || cache[b] > cache[a])) a = b;
+        if (a < 0 || (!force_alpha_ && a_ub >= 0 && cache[a] <= best_ub)) break;
+        const double q = q_value(n, a, true);
+        cache[a] = std::min(cache[a], q);
+        evaluated_[a] = 1;
+        if (cache[a] > best_ub) {
+            best_ub = cache[a];
+            a_ub = a;
+        }
+    }
+    for (int a = 0; a < A_; ++a) qub_[a] = cache[a];
+    ub_action_ = a_ub;
     const double ub_old = upper(n);
-    if (ub_new < ub_old - 1e-12 * std::max(1.0, std::abs(ub_old))) set_point(n, ub_new);
+    if (best_ub < ub_old - 1e-12 * std::max(1.0, std::abs(ub_old))) set_point(n, best_ub);
     if (!lower_too) return;
 
-    const int a_best = static_cast<int>(std::max_element(qlb_.begin(), qlb_.end()) - qlb_.begin());
     const double lb_old = lower(n);
-    if (!force_alpha_ && !(qlb_[a_best] > lb_old + 1e-12 * std::max(1.0, std::abs(lb_old))))
-        return;
+    const double lb_tol = 1e-12 * std::max(1.0, std::abs(lb_old));
+    int a_best = -1;
+    for (int a = 0; a < A_; ++a) {
+        qlb_[a] = -kInf;
+        if (!force_alpha_ && qub_cache_[roff + a] <= lb_old + lb_tol) continue;
+        qlb_[a] = q_value(n, a, false);
+        if (a_best < 0 || qlb_[a] > qlb_[a_best]) a_best = a;
+    }
+    if (a_best < 0) return;
+    if (!force_alpha_ && !(qlb_[a_best] > lb_old + lb_tol)) return;
+    const std::int64_t off = nodes_[n].child_off;
     // alpha(s) = R(a,s) + gamma sum_s' T(s'|s,a) sum_o Z(o|s',a) alpha_o(s'), alpha_o the best
     // vector at tau(b,a,o); an observation of probability 0 at b takes b's own best vector.
     const int fallback = nodes_[n].lb_alpha;
@@ -588,9 +679,33 @@ void HsviSolver::backup(int n, bool lower_too) {
 void HsviSolver::prune_alphas() {
     std::vector<char> keep(n_alpha_, 0);
     for (std::size_t n = 0; n < nodes_.size(); ++n) {
-        if (nodes_[n].child_off < 0) continue;
+        if (n != 0 && nodes_[n].child_off < 0) continue;  // b0 always keeps its vector
         lower(static_cast<int>(n));
         keep[nodes_[n].lb_alpha] = 1;
+    }
+    // Pointwise dominance among the survivors: alpha_i <= alpha_j everywhere (ties keep the
+    // older vector).  Nodes whose cached vector goes move to the dominating one, whose value
+    // is at least as high, so every cached lower bound stays valid.
+    std::vector<int> dominated_by(n_alpha_, -1);
+    std::vector<int> kept;
+    for (int k = 0; k < n_alpha_; ++k)
+        if (keep[k]) kept.push_back(k);
+    for (int i : kept) {
+        const double* ai = &alpha_[static_cast<std::size_t>(i) * S_];
+        for (int j : kept) {
+            if (j == i || !keep[j]) continue;
+            const double* aj = &alpha_[static_cast<std::size_t>(j) * S_];
+            bool le = true, eq = true;
+            for (int s = 0; s < S_ && le; ++s) {
+                le = ai[s] <= aj[s];
+                eq = eq && ai[s] == aj[s];
+            }
+            if (le && (!eq || j < i)) {
+                keep[i] = 0;
+                dominated_by[i] = j;
+                break;
+            }
+        }
     }
     std::vector<int> remap(n_alpha_, -1), prefix(n_alpha_ + 1, 0);
     int K = 0;
@@ -605,6 +720,11 @@ void HsviSolver::prune_alphas() {
         }
     }
     prefix[n_alpha_] = K;
+    for (int k = 0; k < n_alpha_; ++k) {
+        int j = dominated_by[k];
+        while (j >= 0 && remap[j] < 0) j = dominated_by[j];  // chains end at a survivor
+        if (dominated_by[k] >= 0 && j >= 0) remap[k] = remap[j];
+    }
     for (auto& nd : nodes_) {
         if (nd.lb_alpha >= 0 && remap[nd.lb_alpha] >= 0) {
             nd.lb_alpha = remap[nd.lb_alpha];
@@ -672,7 +792,8 @@ double HsviSolver::memory_bytes() const {
            static_cast<double>(bel_val_.capacity() + bel_inv_.capacity()) * sizeof(double) +
            static_cast<double>(child_id_.capacity()) * sizeof(int) +
            static_cast<double>(child_p_.capacity()) * sizeof(double) +
-           static_cast<double>(rba_.capacity()) * sizeof(double) +
+           static_cast<double>(rba_.capacity() + qub_cache_.capacity()) * sizeof(double) +
+           static_cast<double>(act_done_.capacity()) +
            static_cast<double>(pt_node_.capacity()) * (sizeof(int) + 2 * sizeof(double)) +
            static_cast<double>(node_hash_.size()) * 40.0 +
            static_cast<double>(T_.idx.capacity() + Z_.idx.capacity()) * 12.0;
@@ -703,7 +824,7 @@ void HsviSolver::trial(double eps) {
         if (upper(n) - lower(n) <= thr) break;
         backup(n, false);
         if (upper(n) - lower(n) <= thr || t >= kMaxDepth) break;
-        const int a = static_cast<int>(std::max_element(qub_.begin(), qub_.end()) - qub_.begin());
+        const int a = ub_action_;
         const std::int64_t off = nodes_[n].child_off + static_cast<std::int64_t>(a) * O_;
         const double thr_next = thr / gamma_;
         int best = -1;
@@ -729,6 +850,8 @@ void HsviSolver::trial(double eps) {
 
 HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progress) {
     const auto t0 = std::chrono::steady_clock::now();
+    t0_ = t0;
+    stop_ = stop;
     HsviResult res;
     res.n_states = S_;
     init_fib();
@@ -812,7 +935,7 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
 HsviBackupCheck HsviSolver::backup_at(const Pomdp& model, const std::vector<double>& alphas,
                                       const std::vector<int>& actions,
                                       const std::vector<double>& b) {
-    HsviSolver solver(model, HsviConfig{});
+    HsviSolver solver(model, HsviConfig{});  // (a copy: the solver owns its model)
     const int S = solver.S_;
     if (alphas.size() != actions.size() * static_cast<std::size_t>(S) || actions.empty())
         throw std::invalid_argument("alphas must have shape (K, n_states) with K >= 1");

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <unordered_map>
@@ -33,6 +34,7 @@ struct HsviConfig {
     long long max_iterations = -1;  // trials from b0 (< 0: no limit)
     double max_memory_mb = 4096;  // solver storage (alpha vectors, beliefs, bound points)
     int n_threads = 1;            // threads used by the initial bounds (FIB, blind policy)
+    double tol = 1e-6;            // accepted |row sum - 1| of T, Z and b0 (then renormalised)
 };
 
 // Latest progress snapshot, written by the solver and read by another thread.
@@ -73,7 +75,7 @@ struct HsviBackupCheck {
 
 class HsviSolver {
    public:
-    HsviSolver(const Pomdp& model, const HsviConfig& config);
+    HsviSolver(Pomdp model, const HsviConfig& config);
     // Runs until the target gap, the time limit, the iteration limit or `stop` is set.
     // `progress` (may be null) receives a snapshot after each trial.
     HsviResult solve(const std::atomic<bool>* stop = nullptr, HsviProgress* progress = nullptr);
@@ -96,17 +98,21 @@ class HsviSolver {
         int lb_stamp = 0;          // alphas [0, lb_stamp) already taken into account
         int ub_stamp = 0;          // points [0, ub_stamp) already taken into account
         std::uint32_t ub_epoch = 0;
-        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O), rba_ (A)
+        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O); child_off/O into rba_ (A)
     };
 
     // --- set-up -----------------------------------------------------------------
     void check_model() const;
+    void normalise_model();
+    bool should_stop() const;
     void build_sparse();
     void init_blind();
     void init_fib();
     // --- beliefs ----------------------------------------------------------------
     int add_node(const int* idx, const double* val, int supp);
-    void expand(int n);
+    void ensure_block(int n);
+    void expand_action(int n, int a);
+    double q_value(int n, int a, bool upper_bound);
     // --- bounds -----------------------------------------------------------------
     double lower(int n);
     double upper(int n);
@@ -120,7 +126,7 @@ class HsviSolver {
     double memory_bytes() const;
     void trial(double eps);
 
-    const Pomdp& m_;
+    Pomdp m_;  // own copy, rows renormalised
     HsviConfig cfg_;
     int S_, A_, O_;
     double gamma_;
@@ -151,7 +157,11 @@ class HsviSolver {
     std::vector<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
     std::vector<int> child_id_;
     std::vector<double> child_p_;
-    std::vector<double> rba_;
+    std::vector<double> rba_;        // R(b, a), A per expanded node
+    std::vector<double> qub_cache_;  // cached Q_U(b, a), A per expanded node
+    std::vector<char> act_done_;     // children of (node, a) computed, A per expanded node
+    std::vector<char> evaluated_;
+    int ub_action_ = -1;
     std::unordered_multimap<std::uint64_t, int> node_hash_;
 
     // scratch (sized once; backups do not allocate)
@@ -161,6 +171,8 @@ class HsviSolver {
     std::vector<std::vector<int>> bucket_idx_;
     std::vector<std::vector<double>> bucket_val_;
     std::vector<int> path_;
+    const std::atomic<bool>* stop_ = nullptr;
+    std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
     bool force_alpha_ = false;  // backup_at: always emit the backed-up vector
     double peak_mb_ = 0.0;
 };

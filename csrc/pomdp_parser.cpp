@@ -39,7 +39,8 @@ struct Token {
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
-bool is_name_char(char c) { return is_alpha(c) || is_digit(c) || c == '_' || c == '-' || c == '.'; }
+// pomdp-solve's identifiers: [A-Za-z][A-Za-z0-9_-]*.
+bool is_name_char(char c) { return is_alpha(c) || is_digit(c) || c == '_' || c == '-'; }
 
 // Unsigned decimal: digits [. digits*] [exp] | . digits+ [exp], exp = [eE][+-]?digits+.
 bool is_unsigned_number(std::string_view s) {
@@ -92,7 +93,7 @@ Token classify(std::string_view w, int line) {
         t.value = negative ? -v : v;
         return t;
     }
-    if ((is_alpha(w[0]) || w[0] == '_') && std::all_of(w.begin(), w.end(), is_name_char)) {
+    if (is_alpha(w[0]) && std::all_of(w.begin(), w.end(), is_name_char)) {
         t.kind = Tok::Name;
     }
     return t;
@@ -104,6 +105,8 @@ std::vector<Token> tokenize(const std::string& text) {
     const char* p = text.data();
     const std::size_t n = text.size();
     std::size_t i = 0;
+    // A UTF-8 byte order mark (editors on Windows add one) is not part of the text.
+    if (n >= 3 && std::memcmp(p, "\xEF\xBB\xBF", 3) == 0) i = 3;
     int line = 1;
     while (i < n) {
         const char c = p[i];
@@ -142,9 +145,9 @@ bool is_reserved(std::string_view w) {
     return false;
 }
 
-// Names the parser reads and the writer writes: [A-Za-z_][A-Za-z0-9_.-]*, not reserved.
+// Names the parser reads and the writer writes: [A-Za-z][A-Za-z0-9_-]*, not reserved.
 bool valid_name(std::string_view w) {
-    return !w.empty() && (is_alpha(w[0]) || w[0] == '_') &&
+    return !w.empty() && is_alpha(w[0]) &&
            std::all_of(w.begin(), w.end(), is_name_char) && !is_reserved(w);
 }
 
@@ -202,6 +205,8 @@ class Parser {
         obs_.what = "observation";
         obs_.keyword = "observations";
     }
+
+    bool cost() const { return cost_; }
 
     Pomdp parse() {
         while (peek().kind != Tok::End) statement();
@@ -743,6 +748,8 @@ class Parser {
     Pomdp finish() {
         const int eof = peek().line;
         if (!have_discount_) fail(eof, "missing 'discount:' declaration");
+        for (const Decl* d : {&states_, &actions_, &obs_})
+            if (!d->declared) fail(eof, std::string("missing '") + d->keyword + ":' declaration");
         allocate(eof, "end of input");
         m_.state_names = states_.names;
         m_.action_names = actions_.names;
@@ -781,6 +788,11 @@ class Parser {
                             row[sp.o] = v[0];
                         }
                     }
+                }
+                // A grid that came out constant is a constant reward: keep it exact.
+                if (std::all_of(grid.begin(), grid.end(), [&](double g) { return g == grid[0]; })) {
+                    m_.R[a * S + s] = grid[0];
+                    continue;
                 }
                 double r = 0.0;
                 const double* trow = &m_.T[(a * S + s) * S];
@@ -835,6 +847,15 @@ void put_number(std::string& out, double v) {
     // Shortest representation that reads back to the same double (what %.17g guarantees,
     // without the noise digits).
     auto res = std::to_chars(buf, buf + sizeof buf, v);
+    // "1e-05" -> "1.0e-05": a mantissa with a decimal point is a FLOAT for every reader of
+    // the format (pomdp-solve's lexer, SARSOP), and reads back to the same double.
+    char* e = std::find(buf, res.ptr, 'e');
+    if (e != res.ptr && std::find(buf, e, '.') == e) {
+        out.append(buf, e);
+        out += ".0";
+        out.append(e, res.ptr);
+        return;
+    }
     out.append(buf, res.ptr);
 }
 
@@ -848,7 +869,7 @@ void check_names(const std::vector<std::string>& names, int n, const char* what)
         if (!valid_name(names[i]))
             throw std::invalid_argument(std::string("cannot write ") + what + " name '" + names[i] +
                                         "' (index " + std::to_string(i) +
-                                        "): .pomdp names must match [A-Za-z_][A-Za-z0-9_.-]* and "
+                                        "): .pomdp names must match [A-Za-z][A-Za-z0-9_-]* and "
                                         "not be a keyword of the format");
         auto [it, fresh] = seen.emplace(names[i], i);
         if (!fresh)
@@ -916,11 +937,14 @@ void put_block(std::string& out, char X, const std::string& a, const double* p, 
 
 }  // namespace
 
-Pomdp parse_pomdp(const std::string& text, const std::string& filename, const ParseOptions& opts) {
+Pomdp parse_pomdp(const std::string& text, const std::string& filename, const ParseOptions& opts,
+                  ParseInfo* info) {
     if (!(opts.tol >= 0.0) || !std::isfinite(opts.tol))
         throw std::invalid_argument("tol must be a finite number >= 0");
     Parser p(text, filename, opts);
-    return p.parse();
+    Pomdp m = p.parse();
+    if (info) info->cost = p.cost();
+    return m;
 }
 
 std::string write_pomdp(const Pomdp& m) {

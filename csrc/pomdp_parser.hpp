@@ -11,7 +11,7 @@
 // from `#` to the end of the line, statements spanning lines.  Later entries override
 // earlier ones.  R(a, s, s', o) is reduced to the expected immediate reward
 //   R(a, s) = sum_{s'} T(s'|s, a) sum_o Z(o|s', a) R(a, s, s', o),
-// exactly R(a, s) = r when r does not depend on (s', o).  `values: cost` negates rewards.
+// exactly R(a, s) = r when R(a, s, ., .) = r for every (s', o).  `values: cost` negates rewards.
 // A missing `start:` means the uniform initial belief.
 #pragma once
 
@@ -33,16 +33,21 @@ struct ParseOptions {
     bool validate = true;
 };
 
+// What the file declared beyond the model itself.
+struct ParseInfo {
+    bool cost = false;  // "values: cost" (R has been negated into rewards)
+};
+
 // Parses `text`; `filename` only labels error messages.  Throws ParseError
 // ("file:line: what was expected; what was found") for any syntax, reference, count or
 // consistency problem.  Never returns an inconsistent model when opts.validate is true.
 Pomdp parse_pomdp(const std::string& text, const std::string& filename,
-                  const ParseOptions& opts = ParseOptions());
+                  const ParseOptions& opts = ParseOptions(), ParseInfo* info = nullptr);
 
 // Writes `m` in the `.pomdp` format with shortest round-trip number formatting, so that
 // parse_pomdp(write_pomdp(m)) reproduces T, Z, R, discount, b0 and the names bit for bit.
 // Throws std::invalid_argument when a name cannot be written (not an identifier
-// [A-Za-z_][A-Za-z0-9_.-]*, a keyword of the format, or a duplicate) or a number is not finite.
+// [A-Za-z][A-Za-z0-9_-]*, a keyword of the format, or a duplicate) or a number is not finite.
 std::string write_pomdp(const Pomdp& m);
 
 }  // namespace trim

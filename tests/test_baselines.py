@@ -133,3 +133,17 @@ def test_query_oracle_order(world, pair):
     full = combine_query_routing(mask, cheap, strong)
     # the full oracle query router solves every query either model solves
     assert full.accuracy == pytest.approx(np.mean(cheap.correct | strong.correct))
+
+
+def test_escalation_policy_has_no_step_interface():
+    p = EscalationPolicy(np.ones(2, bool))
+    with pytest.raises(TypeError, match="no step-by-step Router interface"):
+        p.step(0.5, 1, False)
+
+
+def test_random_router_rate_through_python_reference(world):
+    from trim_pomdp.simulator import simulate_routing_python
+
+    res = simulate_routing_python(world, RandomPolicy(0.3, seed=5), problems=range(800))
+    n = res.steps.sum()
+    assert abs(res.regenerations.sum() / n - 0.3) < 4 * np.sqrt(0.21 / n)

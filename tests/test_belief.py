@@ -73,6 +73,46 @@ def test_batched_matches_single_and_reference():
     np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("sparsity", [0.0, 0.7])
+def test_sparse_kernel_bit_identical_to_dense(sparsity):
+    # The simulator's CSR kernel must give exactly the dense kernel's beliefs (same additions
+    # in the same order, minus exact zeros) and the right support.
+    from trim_pomdp.belief import (
+        belief_update_kernel,
+        belief_update_sparse_kernel,
+        transition_csr,
+    )
+
+    rng = np.random.default_rng(11)
+    S, A, n_obs = 9, 3, 4
+    m = random_pomdp(rng, S, A, n_obs, sparsity=sparsity)
+    indptr, indices, data = transition_csr(m.T)
+    assert indptr[-1] == np.count_nonzero(m.T)
+    dense, sparse = np.empty(S), np.empty(S)
+    out_supp = np.empty(S, dtype=np.int64)
+    checked = 0
+    for _ in range(200):
+        b = rng.random(S) * (rng.random(S) > sparsity)
+        if b.sum() == 0:
+            continue
+        b /= b.sum()
+        supp = np.flatnonzero(b > 0).astype(np.int64)
+        a, o = int(rng.integers(A)), int(rng.integers(n_obs))
+        p_dense = belief_update_kernel(m.T, m.Z, b, a, o, dense)
+        p_sparse, n_out = belief_update_sparse_kernel(
+            indptr, indices, data, m.Z, b, supp, supp.size, a, o, sparse, out_supp
+        )
+        assert p_sparse == p_dense
+        if p_dense > 0:
+            checked += 1
+            np.testing.assert_array_equal(sparse, dense)
+            np.testing.assert_array_equal(out_supp[:n_out], np.flatnonzero(dense > 0))
+            np.testing.assert_allclose(
+                sparse, update_belief_numpy(m.T, m.Z, b, a, o), rtol=1e-13, atol=1e-15
+            )
+    assert checked > 50
+
+
 def test_preallocated_outputs_are_used():
     m = tiger()
     out = np.empty(2)
@@ -142,6 +182,10 @@ def test_zero_probability_observation_names_a_o_and_support():
         r"support \{0, 2\}",
     ):
         update_belief(T, Z, b, 0, 1)
+    with pytest.raises(ZeroProbabilityObservationError) as info:
+        update_belief(T, Z, b, 0, 1)
+    err = info.value
+    assert (err.action, err.observation, err.support, err.row) == (0, 1, (0, 2), None)
 
 
 def test_zero_probability_in_batch_names_row():

@@ -30,7 +30,9 @@ def test_auroc_matches_pairwise_definition_with_ties():
     assert auroc(x, y) == pytest.approx(_pairwise_auc(x, y), abs=1e-12)
     assert auroc([0.1, 0.2, 0.9], [0, 0, 1]) == 1.0
     assert auroc([0.5, 0.5], [0, 1]) == 0.5
-    with pytest.raises(InsufficientDataError, match="AUROC needs both classes; got 2 correct and 0 wrong"):
+    with pytest.raises(
+        InsufficientDataError, match="AUROC needs both classes; got 2 correct and 0 wrong"
+    ):
         auroc([0.1, 0.2], [1, 1])
 
 
@@ -82,7 +84,9 @@ def test_report_on_traces_and_plots(tmp_path):
 
 
 def test_report_errors():
-    with pytest.raises(InsufficientDataError, match="no step has both a PRM score and a known label"):
+    with pytest.raises(
+        InsufficientDataError, match="no step has both a PRM score and a known label"
+    ):
         calibration_report([Trace("a", "m", [Step(label="correct")])])
     with pytest.raises(ValueError, match="target must be 'label' or 'state'"):
         calibration_report([Trace("a", "m", [Step(label="correct")])], target="x")

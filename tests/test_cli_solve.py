@@ -22,8 +22,6 @@ def solved_tiger(tmp_path_factory):
     """Solve tiger.95 once through the CLI (--json) and keep the outputs."""
     from conftest import shared_path
 
-    pytest.importorskip("trim_pomdp.solver", reason="piece hsvi (the solver) not merged yet")
-
     problem = shared_path("pomdp", "problems", "tiger.95.POMDP")
     out = tmp_path_factory.mktemp("tiger")
     argv = [
@@ -96,20 +94,12 @@ def test_simulate_solved_policy_matches_solver_value(solved_tiger, capsys):
     assert abs(sim["mean"] - info["lower_bound"]) < 3 * sim["stderr"], sim
     assert sim["solver_lower_bound"] == info["lower_bound"]
     # the SARSOP XML copy of the policy simulates identically (same vectors, same seed)
-    rc = main(
-        [
-            "simulate",
-            str(problem),
-            str(out / "tiger.policy"),
-            "--episodes",
-            "20000",
-            "--seed",
-            "1",
-            "--json",
-        ]
-    )
-    assert rc == 0
-    assert json.loads(capsys.readouterr().out)["mean"] == sim["mean"]
+    means = []
+    for policy_file in ("tiger.npz", "tiger.policy"):
+        argv = ["simulate", str(problem), str(out / policy_file), "--episodes", "2000", "--json"]
+        assert main(argv) == 0
+        means.append(json.loads(capsys.readouterr().out)["mean"])
+    assert means[0] == means[1]
 
 
 def test_solve_progress_table(solved_tiger, tmp_path, capsys):
@@ -160,7 +150,6 @@ def test_simulate_rejects_policy_of_another_model(solved_tiger, tmp_path, capsys
 
 
 def test_solve_missing_file_is_reported(tmp_path, capsys):
-    pytest.importorskip("trim_pomdp.solver", reason="piece hsvi (the solver) not merged yet")
     rc = main(["solve", str(tmp_path / "missing.pomdp"), "--json"])
     assert rc == 1
     assert "trim-pomdp solve: error:" in capsys.readouterr().err
@@ -193,7 +182,6 @@ def test_console_entry_point_runs(solved_tiger, tmp_path):
 
 
 def test_bad_option_values(tmp_path, capsys):
-    pytest.importorskip("trim_pomdp.solver", reason="piece hsvi (the solver) not merged yet")
     assert main(["solve", str(tmp_path / "x.pomdp"), "--time-limit", "-1"]) == 2
     assert "time_limit must be > 0" in capsys.readouterr().err
     assert main(["solve", str(tmp_path / "x.pomdp"), "--gap", "0"]) == 2
@@ -214,7 +202,6 @@ def test_ctrl_c_returns_best_policy_so_far(tmp_path):
 
     from conftest import shared_path
 
-    pytest.importorskip("trim_pomdp.solver", reason="piece hsvi (the solver) not merged yet")
     problem = shared_path("pomdp", "problems", "hallway.POMDP")
     out = tmp_path / "hallway.npz"
     proc = subprocess.Popen(
@@ -237,3 +224,23 @@ def test_ctrl_c_returns_best_policy_so_far(tmp_path):
     pol = AlphaVectorPolicy.load(out)
     assert pol.metadata["interrupted"] is True
     assert pol.n_states == 60
+
+
+# Converged problems of /work/shared/pomdp/README.md: the solved policy's Monte Carlo return
+# must fall inside [LB - 3 s.e., UB + 3 s.e.] (its true value lies in [LB, V*] within [LB, UB]).
+@pytest.mark.parametrize("name", ["cheese.95.POMDP", "shuttle.95.POMDP", "4x3.95.POMDP"])
+def test_simulated_return_within_solver_bounds(name, pomdp_problems_dir):
+    from trim_pomdp.model import POMDP
+    from trim_pomdp.simulate import simulate
+    from trim_pomdp.solver import SolverConfig, solve_info
+
+    model = POMDP.from_file(pomdp_problems_dir / name)
+    policy, info = solve_info(model, SolverConfig(time_limit=10, target_gap=1e-3))
+    assert info.gap <= 1e-3 + 1e-12
+    res = simulate(model, policy, episodes=4000, horizon=None, seed=7)
+    assert info.lower_bound - 3 * res.stderr < res.mean < info.upper_bound + 3 * res.stderr, (
+        res.mean,
+        res.stderr,
+        info.lower_bound,
+        info.upper_bound,
+    )

@@ -2,6 +2,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trim_pomdp.metrics import (
     accuracy,
@@ -92,3 +94,46 @@ def test_curve_metrics_keys():
     assert m["apgr"] == pytest.approx(0.665)
     assert m["max_accuracy"] == 0.8 and m["max_pgr"] == pytest.approx(1.0)
     assert m["delta_ibc_levels"] == 100
+
+
+# ---------------------------------------------------------------- properties
+
+_points = st.lists(st.tuples(st.floats(0.001, 1.2), st.floats(0.5, 0.95)), min_size=1,
+                   max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_points)
+def test_frontier_properties(pts):
+    cost, acc = map(np.array, zip(*pts, strict=True))
+    idx = pareto_frontier(cost, acc)
+    # strictly increasing in both coordinates, and no point dominates a frontier point
+    assert np.all(np.diff(cost[idx]) > 0) and np.all(np.diff(acc[idx]) > 0)
+    for i in idx:
+        assert not np.any((cost <= cost[i]) & (acc >= acc[i]) & ((cost < cost[i]) | (acc > acc[i])))
+    kw = dict(acc_cheap=AW, acc_strong=AS)
+    levels = np.linspace(0.05, 1.5, 30)
+    c = np.array([cpt(cost, acc, x, **kw) for x in levels])
+    ok = ~np.isnan(c)
+    # reachable levels form a prefix and CPT is non-decreasing in the level
+    assert np.all(ok[: ok.sum()]) and np.all(np.diff(c[ok]) >= -1e-12)
+    m = curve_metrics(cost, acc, **kw)
+    assert m["apgr"] <= max(m["max_pgr"], 0.0) + 1e-12
+    # a dominated extra point changes nothing
+    j = int(idx[-1])
+    worse = curve_metrics(np.append(cost, cost[j] + 0.01), np.append(acc, acc[j] - 0.01), **kw)
+    for k, v in m.items():
+        assert (np.isnan(v) and np.isnan(worse[k])) or v == pytest.approx(worse[k])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(0.05, 1.0), st.floats(0.05, 1.0))
+def test_straight_line_and_scaling(c1, f):
+    # a single operating point at (c1, PGR f): levels x <= f reached at c = x c1 / f, so
+    # every reached level has IBC ratio f / c1 and ΔIBC = 100 (f / c1 - 1)
+    kw = dict(acc_cheap=AW, acc_strong=AS)
+    acc = AW + f * (AS - AW)
+    d, n = delta_ibc([c1], [acc], **kw)
+    assert n == int(np.floor(f * 100 + 1e-9))
+    if n:
+        assert d == pytest.approx(100 * (f / c1 - 1), rel=1e-9, abs=1e-9)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trim_pomdp import POMDP, ModelValidationError, PomdpFormatError
 from trim_pomdp.model import FILE_TOL
@@ -19,7 +21,7 @@ def tiger_arrays():
     return T, Z, R
 
 
-def random_model(rng: np.random.Generator, S: int, A: int, O: int, sparse: float = 0.0):
+def random_model(rng: np.random.Generator, S: int, A: int, O: int, sparse: float = 0.0):  # noqa: E741
     T = rng.random((A, S, S)) * (rng.random((A, S, S)) >= sparse)
     T[..., 0] += 1e-3  # no empty rows
     T /= T.sum(axis=2, keepdims=True)
@@ -77,7 +79,8 @@ def test_integer_and_list_inputs_become_float64():
         (lambda T, Z, R: (T[:, :1], Z, R),
          r"^T must have shape \(n_actions, n_states, n_states\); got \(3, 1, 2\)$"),
         (lambda T, Z, R: (T, Z[:, :, 0], R),
-         r"^Z must have shape \(n_actions, n_states, n_observations\) = \(3, 2, 2\); got \(3, 2\)$"),
+         r"^Z must have shape \(n_actions, n_states, n_observations\) = \(3, 2, 2\); "
+         r"got \(3, 2\)$"),
         (lambda T, Z, R: (T, Z[:2], R),
          r"^Z must have shape \(n_actions, n_states, n_observations\) = \(3, 2, 2\); "
          r"got \(2, 2, 2\)$"),
@@ -186,7 +189,7 @@ def test_bad_arguments():
 @pytest.mark.parametrize("seed", range(6))
 def test_round_trip_random_models_bit_for_bit(seed, tmp_path):
     rng = np.random.default_rng(seed)
-    S, A, O = (int(x) for x in rng.integers(1, 9, size=3))
+    S, A, O = (int(x) for x in rng.integers(1, 9, size=3))  # noqa: E741
     if seed % 2:
         S = int(rng.integers(30, 80))  # large and sparse: written as single entries
     T, Z, R, b0 = random_model(rng, S, A, O, sparse=0.9 if seed % 2 else 0.0)
@@ -206,6 +209,25 @@ def test_round_trip_random_models_bit_for_bit(seed, tmp_path):
     assert_same_model(m, POMDP.from_file(path))
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    dims=st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 4)),
+    seed=st.integers(0, 2**32 - 1),
+    rewards=st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1,
+                     max_size=20),
+    discount=st.floats(min_value=1e-300, max_value=1.0, exclude_min=False),
+)
+def test_round_trip_property(dims, seed, rewards, discount):
+    # Any finite rewards (subnormals, -0.0, +-1.8e308) and any discount in (0, 1] survive
+    # to_string/from_string bit for bit.
+    S, A, O = dims  # noqa: E741
+    rng = np.random.default_rng(seed)
+    T, Z, _, b0 = random_model(rng, S, A, O, sparse=0.5)
+    R = np.resize(np.array(rewards, dtype=np.float64), (A, S))
+    m = POMDP(T, Z, R, discount, b0)
+    assert_same_model(m, POMDP.from_string(m.to_string(), tol=1e-6))
+
+
 def test_writer_compact_forms():
     T, Z, R = tiger_arrays()
     R[0] = 3.0
@@ -213,6 +235,11 @@ def test_writer_compact_forms():
     assert "R: 0 : * : * : * 3\n" in text  # constant row written once
     assert "R: 1 : l : * : * -100\n" in text
     assert "discount: 0.95\n" in text and "start: 0.5 0.5\n" in text
+    R[1, 0] = 1e-5
+    R[1, 1] = -2.5e300
+    text = POMDP(T, Z, R, 0.95).to_string()
+    assert "R: 1 : 0 : * : * 1.0e-05\n" in text  # exponent forms keep a decimal point
+    assert "R: 1 : 1 : * : * -2.5e+300\n" in text
 
 
 @pytest.mark.parametrize(
@@ -221,6 +248,8 @@ def test_writer_compact_forms():
         (dict(state_names=["a b", "c"]), r"cannot write state name 'a b' \(index 0\)"),
         (dict(state_names=["1a", "c"]), r"cannot write state name '1a'"),
         (dict(state_names=["x:y", "c"]), r"cannot write state name 'x:y'"),
+        (dict(state_names=["_a", "c"]), r"cannot write state name '_a'"),
+        (dict(state_names=["a.b", "c"]), r"cannot write state name 'a\.b'"),
         (dict(action_names=["listen", "uniform", "x"]), r"cannot write action name 'uniform'"),
         (dict(observation_names=["T", "x"]), r"cannot write observation name 'T'"),
     ],
@@ -277,7 +306,7 @@ def test_every_problem_file_parses_with_reference_sizes(pomdp_problems_dir):
     assert sorted(p.name for p in files) == sorted(HEADLINE)
     for path in files:
         m = POMDP.from_file(path)
-        S, A, O, discount = HEADLINE[path.name]
+        S, A, O, discount = HEADLINE[path.name]  # noqa: E741
         assert (m.n_states, m.n_actions, m.n_observations, m.discount) == (S, A, O, discount)
         assert_same_model(m, POMDP.from_string(m.to_string(), path.name))
 

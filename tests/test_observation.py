@@ -25,7 +25,9 @@ def test_observation_index_known_values():
     assert observation_index(0.35, 1.0, 10, 4).tolist() == 3 * 4 + 3
     assert observation_index([0.1, 0.9], [0.3, 0.0], 2, 3).tolist() == [0 * 3 + 0, 1 * 3 + 0]
     assert ObservationModel.observation_index(0.5, None, 4).tolist() == 2
-    with pytest.raises(ValueError, match=r"score must be in \[0, 1\] \(no NaN\); got nan at index 1"):
+    with pytest.raises(
+        ValueError, match=r"score must be in \[0, 1\] \(no NaN\); got nan at index 1"
+    ):
         observation_index([0.2, np.nan], None, 10)
     with pytest.raises(ValueError, match=r"min_prev must be in \[0, 1\]"):
         observation_index([0.2], [1.5], 10, 3)
@@ -39,8 +41,8 @@ def test_discretize_rows_and_empirical_frequencies(traces, estimator, features):
     om = ObservationModel(estimator=estimator, features=features).fit(traces)
     nm = 3 if features == "score+min" else None
     Z = om.discretize(5, nm)
-    O = 5 * (nm or 1)
-    assert Z.shape == (3, O)
+    n_obs = 5 * (nm or 1)
+    assert Z.shape == (3, n_obs)
     assert np.allclose(Z.sum(axis=1), 1.0, atol=1e-12) and np.all(Z >= 0)
     # a good density estimate reproduces the empirical bin frequencies of its training data
     # within sampling error (+ smoothing bias): 4 binomial SE + 0.02
@@ -48,7 +50,7 @@ def test_discretize_rows_and_empirical_frequencies(traces, estimator, features):
     o = observation_index(table.score, table.min_prev if nm else None, 5, nm)
     for s in range(3):
         sel = table.state == s
-        freq = np.bincount(o[sel], minlength=O) / sel.sum()
+        freq = np.bincount(o[sel], minlength=n_obs) / sel.sum()
         se = np.sqrt(np.maximum(freq * (1 - freq), 1e-4) / sel.sum())
         if estimator == "beta" and features == "score+min":
             # product-of-Betas ignores the score/min dependence: check the score margin
@@ -83,7 +85,7 @@ def test_kde_1d_matches_brute_force_reflected_kde():
     rng = np.random.default_rng(0)
     data = rng.beta(2.0, 0.7, size=400)  # mass piled at 1: reflection matters
     om = ObservationModel(estimator="kde", bandwidth=0.05)
-    tr = [Trace(str(i), "m", [Step(prm_score=float(v), label="correct")]) for i, v in enumerate(data)]
+    tr = [Trace(str(i), "m", [Step(prm_score=float(v), label="correct")]) for i, v in enumerate(data)]  # noqa: E501
     tr += [Trace(f"b{i}", "m", [Step(prm_score=float(v), label="incorrect"), Step(prm_score=0.5)])
            for i, v in enumerate(data[:50])]
     tr += [Trace(f"c{i}", "m", [Step(label="incorrect"), Step(prm_score=float(v))])
@@ -99,7 +101,7 @@ def test_kde_1d_matches_brute_force_reflected_kde():
     dens = _brute_reflected_kde(fine, data, 0.05)
     edges = np.linspace(0, 1, 6)
     ref_bins = [np.trapezoid(dens[(fine >= a) & (fine <= b)], fine[(fine >= a) & (fine <= b)])
-                for a, b in zip(edges[:-1], edges[1:])]
+                for a, b in zip(edges[:-1], edges[1:], strict=True)]
     assert np.allclose(om.discretize(5)[0], ref_bins, atol=2e-4)
     # the reflected density is a density on [0, 1]
     assert np.trapezoid(comp.pdf(fine), fine) == pytest.approx(1.0, abs=1e-3)
@@ -192,9 +194,13 @@ def test_save_load_round_trip(tmp_path, traces, estimator, features):
 def test_errors(traces, tmp_path):
     few = [Trace("a", "m", [Step(prm_score=0.9, label="correct")] * 20 +
                  [Step(prm_score=0.1, label="incorrect")] + [Step(prm_score=0.2)] * 3)]
-    with pytest.raises(InsufficientDataError, match=r"state S1 has 3 labelled, scored steps; need at least 10"):
+    with pytest.raises(
+        InsufficientDataError, match=r"state S1 has 3 labelled, scored steps; need at least 10"
+    ):
         ObservationModel().fit(few)
-    with pytest.raises(InsufficientDataError, match="no step has both a known hidden state and a PRM score"):
+    with pytest.raises(
+        InsufficientDataError, match="no step has both a known hidden state and a PRM score"
+    ):
         ObservationModel().fit([Trace("a", "m", [Step(label="correct")])])
     with pytest.raises(NotFittedError, match="not fitted yet"):
         ObservationModel().discretize(5)
@@ -203,7 +209,9 @@ def test_errors(traces, tmp_path):
     with pytest.raises(ValueError, match="features must be 'score' or 'score\\+min'"):
         ObservationModel(features="min").fit(traces)
     om = ObservationModel(features="score+min", estimator="hist").fit(traces)
-    with pytest.raises(ValueError, match=r"X must have shape \(n, 2\) for features='score\+min'; got \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"X must have shape \(n, 2\) for features='score\+min'; got \(3,\)"
+    ):
         om.pdf([0.1, 0.2, 0.3], 0)
     with pytest.raises(ValueError, match="n_min_bins is required"):
         om.discretize(5)
@@ -222,3 +230,29 @@ def test_missing_scores_are_counted_not_silent(traces):
     tr = list(traces) + [Trace("x", "m", [Step(label="correct"), Step(label="incorrect")])]
     om = ObservationModel(estimator="hist").fit(tr)
     assert om.n_missing_score_ == 2
+
+
+def test_beta_non_convergence_warns_with_scipy_message(monkeypatch):
+    import scipy.optimize
+
+    from trim_pomdp.observation import beta_mle
+
+    real = scipy.optimize.minimize
+
+    def capped(*args, **kwargs):  # one iteration only: cannot have converged
+        kwargs["options"] = {**kwargs["options"], "maxiter": 1}
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", capped)
+    x = np.random.default_rng(0).beta(8.0, 2.0, size=500)
+    with pytest.warns(RuntimeWarning, match="did not converge: .*ITERATIONS"):
+        beta_mle(x, where="unit")
+
+
+def test_observation_index_agrees_with_searchsorted_on_edges():
+    # exact multiples of 1/n and their float neighbours: the rule is "edges k/n <= x"
+    for n in (3, 7, 10, 13):
+        edges = np.arange(1, n) / n
+        x = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, 1), [0.0, 1.0]])
+        ref = np.searchsorted(edges, x, side="right")
+        assert np.array_equal(observation_index(x, None, n), ref)

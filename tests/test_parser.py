@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trim_pomdp import POMDP, PomdpFormatError
-from trim_pomdp import _core
+from trim_pomdp import POMDP, PomdpFormatError, _core
 
 TIGER = """\
 # The classic tiger problem (Kaelbling, Littman, Cassandra 1998).
@@ -214,11 +213,14 @@ def test_values_reward_and_cost(word, sign):
     d = parse(text)
     R = np.array([[3.0, 3.0, 3.0], [0.0, 0.0, -1.5]]) * sign
     np.testing.assert_array_equal(d["R"], R)
+    assert d["values"] == ("reward" if sign > 0 else "cost")
     assert not np.signbit(d["R"][1, 0])  # cost of 0 stays +0.0
 
 
 def test_signed_numbers_and_exponents():
-    text = matrix_form() + "R: 0 : 0 : * : * - 2.5e1\nR: 0 : 1 : * : * +1E-3\nR: 1 : * : * : * -.5\n"
+    text = matrix_form() + (
+        "R: 0 : 0 : * : * - 2.5e1\nR: 0 : 1 : * : * +1E-3\nR: 1 : * : * : * -.5\n"
+    )
     d = parse(text)
     np.testing.assert_array_equal(d["R"], [[-25.0, 1e-3, 0.0], [-0.5, -0.5, -0.5]])
 
@@ -269,8 +271,17 @@ O: * : * : o1 1.0
     np.testing.assert_array_equal(d["Z"][:, :, 0], 1.0)
 
 
+def test_byte_order_mark_and_crlf_line_ends():
+    text = "\ufeff" + TIGER.replace("\n", "\r\n")
+    d = _core.parse_pomdp(text.encode("utf-8"), "bom")
+    np.testing.assert_array_equal(d["R"], TIGER_R)
+    with pytest.raises(PomdpFormatError, match=r"^bom:3: "):
+        _core.parse_pomdp(text.replace("values: reward", "values: rewardz"), "bom")
+
+
 def test_values_defaults_to_reward():
-    d = parse("discount: 0.5\nstates: 1\nactions: 1\nobservations: 1\nT: 0 1\nO: 0 1\nR: 0 : 0 : * : * 2\n")
+    d = parse("discount: 0.5\nstates: 1\nactions: 1\nobservations: 1\n"
+              "T: 0 1\nO: 0 1\nR: 0 : 0 : * : * 2\n")
     np.testing.assert_array_equal(d["R"], [[2.0]])
     np.testing.assert_array_equal(d["b0"], [1.0])
 
@@ -342,8 +353,12 @@ ERROR_CASES = [
     ({"l1": "discount: 1.5"}, 1, r"discount must be in \(0, 1\]; got 1\.5"),
     ({"l1": "discount: 0"}, 1, r"discount must be in \(0, 1\]; got 0"),
     ({"l1": "# no discount"}, 15, r"missing 'discount:' declaration"),
+    ({"l4": "# no actions", "l6": "", "l7": "", "l8": "", "l9": "", "l10": "", "l11": "",
+      "l12": "", "l13": "", "l14": ""}, 15, r"missing 'actions:' declaration"),
     ({"l2": "values: banana"}, 2, r"expected 'reward' or 'cost' after 'values:'; found 'banana'"),
     ({"l3": "states: a a"}, 3, r"duplicate state name 'a' \(also state 0\)"),
+    ({"l3": "states: a b.c"}, 3, r"unexpected malformed token 'b\.c' after the state names; "
+                                       r"expected the next statement"),
     ({"l3": "states: a uniform"}, 3, r"state name 'uniform' is a keyword of the \.pomdp format"),
     ({"l3": "states: 0"}, 3, r"the number of states must be an integer in \[1, 100000000\]; "
                             r"found '0'"),
@@ -404,11 +419,18 @@ def test_empty_and_binary_input():
         _core.parse_pomdp("", "e")
     with pytest.raises(PomdpFormatError, match=r"^e:1: missing 'discount:'"):
         _core.parse_pomdp("# only a comment", "e")
-    with pytest.raises(PomdpFormatError, match=r"^b:1: expected a statement .*found malformed token '\?\?\?binary'"):
+    with pytest.raises(PomdpFormatError,
+                       match=r"^b:1: expected a statement .*found malformed token '\?\?\?binary'"):
         _core.parse_pomdp(b"\xff\xfe\x00binary", "b")
     with pytest.raises(PomdpFormatError, match=r"^b:2: expected a number after 'discount:'; "
                                                r"found malformed token '0\.9\?'"):
         _core.parse_pomdp(b"\ndiscount: 0.9\x00\nstates: 2\n", "b")
+
+
+def test_lone_surrogate_in_str_is_a_format_error():
+    with pytest.raises(PomdpFormatError, match=r"^s:2: expected a number after 'discount:'; "
+                                               r"found malformed token '0\.9\?\?\?'"):
+        POMDP.from_string("# x\ndiscount: 0.9\ud800\n", "s")
 
 
 def test_model_too_large_is_a_format_error():

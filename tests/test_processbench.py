@@ -42,7 +42,7 @@ def test_labels_states_tokens_from_first_error(tmp_path):
 @pytest.mark.parametrize(
     "patch, match",
     [
-        ({"label": 4}, r"math\.json\[0\] \(id math-0\): field 'label' must be -1 or a step index in \[0, 3\]; got 4"),
+        ({"label": 4}, r"math\.json\[0\] \(id math-0\): field 'label' must be -1 or a step index in \[0, 3\]; got 4"),  # noqa: E501
         ({"label": "1"}, r"field 'label' must be -1 or a step index"),
         ({"steps": []}, r"field 'steps' must be a non-empty list of strings"),
         ({"steps": ["ok", 3]}, r"steps\[1\] must be a string"),
@@ -54,6 +54,27 @@ def test_labels_states_tokens_from_first_error(tmp_path):
 def test_bad_records(tmp_path, patch, match):
     p = _write(tmp_path, [{**REC, **patch}])
     with pytest.raises(TraceFormatError, match=match):
+        read_processbench(p)
+
+
+def test_lenient_skips_and_reports(tmp_path):
+    from trim_pomdp.traces import LoadReport
+
+    p = _write(tmp_path, [REC, {**REC, "label": 9}, {**REC, "id": "math-2"}])
+    rep = LoadReport()
+    tr = read_processbench(p, lenient=True, report=rep)
+    assert [t.id for t in tr] == ["math-0", "math-2"]
+    assert rep.n_skipped == 1 and "math.json[1] (id math-0): field 'label'" in rep.reasons[0]
+    with pytest.warns(UserWarning, match="loaded 2 traces, skipped 1"):
+        read_processbench(p, lenient=True)
+    with pytest.raises(TraceFormatError, match=r"math\.json\[1\]"):
+        read_processbench(p)
+
+
+def test_invalid_utf8(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_bytes(b'[{"id": "\xff"}]')
+    with pytest.raises(TraceFormatError, match=r"x\.json: not valid UTF-8"):
         read_processbench(p)
 
 

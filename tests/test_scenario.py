@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from trim_pomdp.baselines import AlwaysCheap, AlwaysStrong
 from trim_pomdp.errors import ScenarioError
 from trim_pomdp.scenario import (
     Scenario,
@@ -13,7 +14,6 @@ from trim_pomdp.scenario import (
     load_scenario,
 )
 from trim_pomdp.simulator import sample_world, simulate_routing
-from trim_pomdp.baselines import AlwaysCheap, AlwaysStrong
 
 
 def test_default_round_trip(tmp_path):
@@ -83,26 +83,32 @@ def _bad(mutate):
     return json.dumps(d)
 
 
-@pytest.mark.parametrize(
-    ("mutate", "match"),
-    [
-        (lambda d: d["p_w"].update(mean=1.5), r"field 'p_w.mean': expected a finite number in \(0.0, 1.0\); got 1.5"),
-        (lambda d: d["p_s"].pop("mean"), r"field 'p_s.mean': required field is missing"),
-        (lambda d: d.update(n_problem=3), r"field 'n_problem': unknown field"),
-        (lambda d: d.update(n_problems=0), r"field 'n_problems': expected an integer >= 1; got 0"),
-        (lambda d: d.update(seed="x"), r"field 'seed': expected an integer >= 0"),
-        (lambda d: d["hazard"].update(kind="weibull"), r"field 'hazard.kind': expected \"constant\" or \"list\""),
-        (lambda d: d.update(hazard={"kind": "list", "values": [0.1] * 29}), r"'hazard.values': expected a list of 30 numbers.*got 'a list of length 29'"),
-        (lambda d: d.update(hazard={"kind": "list", "values": [0.1] * 29 + [float("nan")]}), r"'hazard.values\[29\]'"),
-        (lambda d: d["prm"]["S2"].update(a=-1), r"field 'prm.S2.a'"),
-        (lambda d: d["prm"].update(correlation=1.0), r"field 'prm.correlation'"),
-        (lambda d: d["tokens"]["strong"].update(sigma=True), r"field 'tokens.strong.sigma'"),
-        (lambda d: d.update(format_version=2), r"field 'format_version': expected 1; got 2"),
-        (lambda d: d["p_w"].update(concentration=0), r"field 'p_w.concentration'"),
-        (lambda d: d.update(step_correlation=1.5), r"field 'step_correlation': expected a finite number in \[-1.0, 1.0\]; got 1.5"),
-        (lambda d: d["hazard"].update(min_steps=0), r"field 'hazard.min_steps': expected an integer in \[1, 30\]"),
-    ],
-)
+_BAD_FIELDS = [
+    (lambda d: d["p_w"].update(mean=1.5),
+     r"field 'p_w.mean': expected a finite number in \(0.0, 1.0\); got 1.5"),
+    (lambda d: d["p_s"].pop("mean"), r"field 'p_s.mean': required field is missing"),
+    (lambda d: d.update(n_problem=3), r"field 'n_problem': unknown field"),
+    (lambda d: d.update(n_problems=0), r"field 'n_problems': expected an integer >= 1; got 0"),
+    (lambda d: d.update(seed="x"), r"field 'seed': expected an integer >= 0"),
+    (lambda d: d["hazard"].update(kind="weibull"),
+     r"field 'hazard.kind': expected \"constant\" or \"list\""),
+    (lambda d: d.update(hazard={"kind": "list", "values": [0.1] * 29}),
+     r"'hazard.values': expected a list of 30 numbers.*got 'a list of length 29'"),
+    (lambda d: d.update(hazard={"kind": "list", "values": [0.1] * 29 + [float("nan")]}),
+     r"'hazard.values\[29\]'"),
+    (lambda d: d["prm"]["S2"].update(a=-1), r"field 'prm.S2.a'"),
+    (lambda d: d["prm"].update(correlation=1.0), r"field 'prm.correlation'"),
+    (lambda d: d["tokens"]["strong"].update(sigma=True), r"field 'tokens.strong.sigma'"),
+    (lambda d: d.update(format_version=2), r"field 'format_version': expected 1; got 2"),
+    (lambda d: d["p_w"].update(concentration=0), r"field 'p_w.concentration'"),
+    (lambda d: d.update(step_correlation=1.5),
+     r"field 'step_correlation': expected a finite number in \[-1.0, 1.0\]; got 1.5"),
+    (lambda d: d["hazard"].update(min_steps=0),
+     r"field 'hazard.min_steps': expected an integer in \[1, 30\]"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "match"), _BAD_FIELDS)
 def test_bad_fields_named(tmp_path, mutate, match):
     path = tmp_path / "bad.json"
     path.write_text(_bad(mutate))
@@ -171,3 +177,9 @@ def test_trim_exact_and_expected_strong_tokens():
     flat = sc.replace(token_correlation=0.0)
     mu, sig = flat.strong_tokens
     np.testing.assert_allclose(flat.expected_strong_tokens([5, 500]), np.exp(mu + sig**2 / 2))
+
+
+def test_scenario_hashable_and_equal():
+    a, b = default_scenario(), default_scenario()
+    assert a == b and hash(a) == hash(b)
+    assert len({a, b, a.replace(seed=1)}) == 2

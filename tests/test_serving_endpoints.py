@@ -75,6 +75,7 @@ def test_from_url(spec, base, model):
         ({"base_url": "http://h/v1", "model": "m", "timeout": 0}, "timeout must be a number > 0"),
         ({"base_url": "http://h/v1", "model": "m", "max_retries": -1}, "max_retries must be"),
         ({"base_url": "http://h/v1", "model": "m", "max_connections": 0}, "max_connections"),
+        ({"base_url": "http://h/v1", "model": "m", "circuit_breaker": 0}, "circuit_breaker must"),
     ],
 )
 def test_config_validation(kwargs, match):

@@ -180,6 +180,31 @@ def test_fallback_keep_cheap_and_belief_follows_execution(server):
     assert abs(got[2][0] - b3_if_regenerated[0]) > 0.05
 
 
+def test_circuit_breaker_fails_fast_once_strong_keeps_failing(server):
+    server.add_solution("cheap", "P4", [ScriptedStep(f"c{i}", score=0.1) for i in range(3)]
+                        + [ScriptedStep("c3 \\boxed{1}", score=0.1)])
+    server.fail("completions", model="strong", times=None, error=503)
+    cheap, strong, prm = endpoints(server, max_retries=1)
+    strong = CompletionModel(EndpointConfig(base_url=server.url + "/v1", model="strong",
+                                            max_retries=1, backoff_base=0.001,
+                                            circuit_breaker=2, circuit_cooldown=60.0))
+
+    async def go():
+        try:
+            return await run_episode(Problem("d", "P4"), ThresholdPolicy(0.5), cheap, strong,
+                                     prm)
+        finally:
+            for e in (cheap, strong, prm):
+                await e.aclose()
+
+    r = asyncio.run(go())
+    assert r.n_fallbacks == 4 and [s["writer"] for s in r.steps] == ["cheap"] * 4
+    # two calls of (1 + 1 retry) requests, then the circuit is open: no more requests
+    assert len(server.requests("completions", "strong")) == 4
+    assert strong.transport.stats.fast_failures == 2
+    assert "circuit open after 2 consecutive failed calls" in r.steps[2]["error"]
+
+
 def test_fallback_abort(server):
     script_p1(server)
     server.fail("completions", model="strong", times=None, error=500)
@@ -401,3 +426,27 @@ def test_trace_writer_validates_before_writing(tmp_path):
         with pytest.raises(TraceFormatError, match="'steps' is empty"):
             w.write({"id": "x", "model": "m", "steps": [], "final_correct": None})
     assert not out.exists()
+
+
+def test_episode_with_chat_strong_model(server):
+    # a closed strong model behind /v1/chat/completions rewrites a step of a raw-completion
+    # cheap model: it sees the executed prefix as its partial solution
+    from trim_pomdp.serving import ChatModel
+
+    script_p1(server)
+    cheap, _, prm = endpoints(server)
+    strong = ChatModel(EndpointConfig(base_url=server.url + "/v1", model="strong"))
+
+    async def go():
+        try:
+            return await run_episode(Problem("a", "P1", "5"), ThresholdPolicy(0.5), cheap,
+                                     strong, prm, checker=MathAnswerChecker())
+        finally:
+            for e in (cheap, strong, prm):
+                await e.aclose()
+
+    r = asyncio.run(go())
+    assert [s["text"] for s in r.steps] == ["c1", "s2 good", "c3 so \\boxed{5}"]
+    assert r.final_correct is True and r.strong_tokens == 22
+    (req,) = server.requests("chat", "strong")
+    assert req.body["messages"][2] == {"role": "assistant", "content": "c1"}

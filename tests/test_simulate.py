@@ -216,22 +216,13 @@ def test_kernel_reports_impossible_observation():
     b0 = np.array([1.0, 0.0])
     returns = np.zeros(3)
     fail = np.full(4, -1, dtype=np.int64)
+    from trim_pomdp.belief import transition_csr
+
     simulate_kernel(
-        T,
-        Z,
-        R,
-        world_T_cum,
-        np.cumsum(Z, axis=2),
-        b0,
-        np.cumsum(b0),
-        np.zeros((1, 2)),
-        np.zeros(1, np.int64),
-        0.9,
-        4,
-        np.random.default_rng(0),
-        returns,
+        *transition_csr(T), Z, R, world_T_cum, np.cumsum(Z, axis=2), b0, np.cumsum(b0),
+        np.zeros((1, 2)), np.zeros(1, np.int64), 0.9, 4, np.random.default_rng(0), returns,
         fail,
-    )
+    )  # fmt: skip
     assert fail.tolist() == [0, 0, 0, 1]
 
 

@@ -16,11 +16,11 @@ from trim_pomdp.simulator import (
     S0,
     S1,
     S2,
-    simulate_traces,
     routed_traces,
     sample_world,
     simulate_routing,
     simulate_routing_python,
+    simulate_traces,
 )
 
 
@@ -181,7 +181,7 @@ def test_cheap_and_strong_traces_consistent_with_runs(small_world):
     tc = simulate_traces(w, model="cheap")
     ts = simulate_traces(w, model="strong")
     assert len(tc) == len(ts) == w.n_problems
-    for i, (a, b) in enumerate(zip(tc, ts)):
+    for i, (a, b) in enumerate(zip(tc, ts, strict=True)):
         L = int(w.length[i])
         assert len(a.steps) == len(b.steps) == L
         assert a.final_correct == bool(cheap.correct[i])
@@ -246,3 +246,38 @@ def test_step_correlation_lowers_fix_rate_keeps_end_points():
     assert fix < 0.8  # vs 0.9 without correlation
     fix0 = np.mean(w0.u_s[w0.u_w >= 0.8] < 0.9)
     assert abs(fix0 - 0.9) < 0.01
+
+
+def test_traces_work_with_fit_piece(tmp_path):
+    # the emitted traces are trim_pomdp.traces objects: hidden states, save/load, and a
+    # TransitionModel fit recovers the generating p_w / p_s on a TRIM-exact scenario
+    from trim_pomdp.traces import Trace, hidden_state_labels, load_traces, save_traces
+    from trim_pomdp.transition import TransitionModel
+
+    sc = _plain(n_problems=4000)
+    w = sample_world(sc, seed=8)
+    cheap = simulate_traces(w, model="cheap")
+    strong = simulate_traces(w, model="strong")
+    assert isinstance(cheap[0], Trace)
+    from trim_pomdp.simulator import generate_traces  # the former name stays available
+
+    assert generate_traces is simulate_traces
+    rec = simulate_routing(w, AlwaysCheap(), record=True).record
+    for i in range(200):
+        np.testing.assert_array_equal(hidden_state_labels(cheap[i]),
+                                      rec.state[i, : w.length[i]])
+    path = tmp_path / "cheap.jsonl"
+    save_traces(cheap[:50], path)
+    back = load_traces(path)
+    assert [s.label for s in back[7].steps] == [s.label for s in cheap[7].steps]
+    tm = TransitionModel(hazard_smoothing=0.0).fit(cheap, strong)
+    assert abs(tm.p_w_ - 0.9) < 4 * math.sqrt(0.9 * 0.1 / tm.n_w_)
+    assert abs(tm.p_s_ - 0.97) < 4 * math.sqrt(0.97 * 0.03 / tm.n_s_)
+    routed = routed_traces(w, simulate_routing(w, ThresholdPolicy(0.5), record=True),
+                           problems=range(20))
+    assert routed[0].steps[0].extra["writer"] in ("cheap", "strong")
+
+
+def test_world_is_read_only(small_world):
+    with pytest.raises(ValueError, match="read-only"):
+        small_world.u_w[0, 0] = 0.5

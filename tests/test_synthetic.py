@@ -72,10 +72,21 @@ def test_hazard_recovered():
     assert enough.sum() >= 10
     se = np.sqrt(true_h * (1 - true_h) / np.maximum(raw.hazard_at_risk_, 1))
     assert np.all(np.abs(raw.hazard_ - true_h)[enough] < 4 * se[enough])
-    # the smoothed hazard of a linear truth: local-linear smoothing is unbiased for it, ends included
-    sm = TransitionModel(hazard_smoothing=1.0, p_s=0.9).fit(tr)
+    # the smoothed hazard of a linear truth: local-linear smoothing is unbiased for it, ends included  # noqa: E501
+    sm = TransitionModel(p_s=0.9).fit(tr)  # default smoothing
     assert np.all(np.abs(sm.hazard_ - true_h)[enough] < 4 * se[enough])
     assert sm.hazard_[29] == 1.0
+
+
+def test_smoothed_hazard_keeps_sharp_well_observed_steps():
+    # nobody stops before step 3 (as in the sim's default scenario), then a constant 0.2:
+    # with thousands of traces at risk the smoothing must not leak hazard into steps 1-2
+    true_h = np.r_[0.0, 0.0, np.full(28, 0.2)]
+    tr = generate_traces(n_traces=5000, p_w=0.9, hazard=true_h, seed=8)
+    tm = TransitionModel(p_s=0.9).fit(tr)
+    assert tm.hazard_[0] < 1e-3 and tm.hazard_[1] < 1e-3
+    se = np.sqrt(0.2 * 0.8 / tm.hazard_at_risk_[2])
+    assert abs(tm.hazard_[2] - 0.2) < 4 * se
 
 
 def test_beta_score_params_recovered_within_4_se():

@@ -18,7 +18,8 @@ from trim_pomdp.traces import (
 
 def _tr(labels, scores=None, tid="t", model="m"):
     scores = scores or [None] * len(labels)
-    return Trace(tid, model, [Step(label=lab, prm_score=s) for lab, s in zip(labels, scores)])
+    steps = [Step(label=lab, prm_score=s) for lab, s in zip(labels, scores, strict=True)]
+    return Trace(tid, model, steps)
 
 
 def _write(tmp_path, lines, name="t.jsonl"):
@@ -86,16 +87,16 @@ def test_min_prev_and_missing_scores():
 def test_save_load_round_trip_exact(tmp_path):
     traces = [
         Trace("x1", "cheap", [Step(text="ünïcode ∑", prm_score=0.123456789012345678, tokens=7,
-                                   label="correct", extra={"writer": "strong", "belief": [0.1, 0.9]}),
+                                   label="correct", extra={"writer": "strong", "belief": [0.1, 0.9]}),  # noqa: E501
                               Step(label=None)],
               final_correct=None, problem="p?", extra={"source": "unit"}),
-        Trace("x2", "strong", [Step(prm_score=1, tokens=0, label="incorrect")], final_correct=False),
+        Trace("x2", "strong", [Step(prm_score=1, tokens=0, label="incorrect")], final_correct=False),  # noqa: E501
     ]
     p = tmp_path / "t.jsonl"
     assert save_traces(traces, p) == 2
     back = load_traces(p)
     assert back == [traces[0], Trace("x2", "strong", [Step(prm_score=1.0, tokens=0,
-                                                           label="incorrect")], final_correct=False)]
+                                                           label="incorrect")], final_correct=False)]  # noqa: E501
     assert isinstance(back[1].steps[0].prm_score, float)
     # and the file is the documented format
     first = json.loads(p.read_text(encoding="utf-8").splitlines()[0])
@@ -105,7 +106,9 @@ def test_save_load_round_trip_exact(tmp_path):
 
 def test_blank_lines_ignored_and_line_numbers_count_them(tmp_path):
     p = _write(tmp_path, [json.dumps(GOOD), "", _rec(prm_score=2.0)])
-    with pytest.raises(TraceFormatError, match=r"t\.jsonl:3: steps\[0\]: field 'prm_score' must be in \[0, 1\]; got 2\.0"):
+    with pytest.raises(
+        TraceFormatError, match=r"t\.jsonl:3: steps\[0\]: field 'prm_score' must be in \[0, 1\]; got 2\.0"  # noqa: E501
+    ):
         load_traces(p)
 
 
@@ -114,9 +117,9 @@ def test_blank_lines_ignored_and_line_numbers_count_them(tmp_path):
 @pytest.mark.parametrize(
     "line, match",
     [
-        (_rec(prm_score=float("nan")), r":1: steps\[0\]: field 'prm_score' must be in \[0, 1\]; got nan"),
+        (_rec(prm_score=float("nan")), r":1: steps\[0\]: field 'prm_score' must be in \[0, 1\]; got nan"),  # noqa: E501
         (_rec(prm_score=-0.1), r"field 'prm_score' must be in \[0, 1\]"),
-        (_rec(prm_score="0.5"), r"field 'prm_score' must be a number in \[0, 1\] or null; got '0.5'"),
+        (_rec(prm_score="0.5"), r"field 'prm_score' must be a number in \[0, 1\] or null; got '0.5'"),  # noqa: E501
         (_rec(prm_score=True), r"field 'prm_score' must be a number"),
         (_rec(tokens=-1), r"field 'tokens' must be a non-negative integer or null; got -1"),
         (_rec(tokens=2.5), r"field 'tokens' must be a non-negative integer"),
@@ -127,7 +130,7 @@ def test_blank_lines_ignored_and_line_numbers_count_them(tmp_path):
         (json.dumps({**GOOD, "steps": []}), r"field 'steps' is empty"),
         (json.dumps({**GOOD, "steps": "abc"}), r"field 'steps' is missing or not a list"),
         (json.dumps({**GOOD, "steps": [3]}), r"steps\[0\] must be a JSON object"),
-        (json.dumps({**GOOD, "final_correct": "yes"}), r"field 'final_correct' must be true, false or null"),
+        (json.dumps({**GOOD, "final_correct": "yes"}), r"field 'final_correct' must be true, false or null"),  # noqa: E501
         ('{"id": "a", "model": ', r":1: invalid JSON"),
         ("[1, 2]", r"a trace must be a JSON object; got list"),
     ],
@@ -137,6 +140,16 @@ def test_bad_records_name_file_line_field(tmp_path, line, match):
     with pytest.raises(TraceFormatError, match=match) as ei:
         load_traces(p)
     assert str(p) in str(ei.value)
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    p = tmp_path / "bin.jsonl"
+    good = json.dumps(GOOD).encode()
+    p.write_bytes(good + b"\n" + b'{"id": "\xff\xfe"}\n' + good)
+    with pytest.raises(TraceFormatError, match=r"bin\.jsonl:2: not valid UTF-8 \(byte 9"):
+        load_traces(p)
+    traces, rep = load_traces(p, lenient=True, return_report=True)
+    assert len(traces) == 2 and rep.n_skipped == 1
 
 
 def test_empty_file(tmp_path):
@@ -150,7 +163,9 @@ def test_first_error_only_rejects_correct_after_incorrect(tmp_path):
                                               {"label": None}, {"label": "correct"}]}
     p = _write(tmp_path, [json.dumps(rec)])
     assert len(load_traces(p)) == 1  # fully labelled data may do this
-    with pytest.raises(TraceFormatError, match=r":1: steps\[3\]: .*contradicts first-error labelling"):
+    with pytest.raises(
+        TraceFormatError, match=r":1: steps\[3\]: .*contradicts first-error labelling"
+    ):
         load_traces(p, first_error_only=True)
 
 

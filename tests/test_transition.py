@@ -12,14 +12,14 @@ from trim_pomdp.transition import (
     wilson_interval,
 )
 
-C, I, N = "correct", "incorrect", None
+C, I, N = "correct", "incorrect", None  # noqa: E741
 
 
 def _tr(labels, tokens=None, tid="t", writers=None):
     tokens = tokens or [None] * len(labels)
     writers = writers or [None] * len(labels)
     return Trace(tid, "m", [Step(label=lab, tokens=tk, extra={"writer": w} if w else {})
-                            for lab, tk, w in zip(labels, tokens, writers)])
+                            for lab, tk, w in zip(labels, tokens, writers, strict=True)])
 
 
 HAND = [
@@ -70,7 +70,9 @@ def test_strong_steps_inside_routed_traces_count_for_p_s():
 def test_p_s_parameter_and_missing_strong():
     tm = TransitionModel(p_s=0.9).fit(HAND)
     assert tm.p_s_ == 0.9 and tm.n_s_ == 0 and tm.p_s_ci_.tolist() == [0.9, 0.9]
-    with pytest.raises(ValueError, match="no strong traces given; pass strong_traces or the p_s= parameter"):
+    with pytest.raises(
+        ValueError, match="no strong traces given; pass strong_traces or the p_s= parameter"
+    ):
         TransitionModel().fit(HAND)
     with pytest.raises(InsufficientDataError, match=r"p_w has no data"):
         TransitionModel(p_s=0.9).fit([_tr([N, C])])
@@ -93,9 +95,9 @@ def test_raw_hazard_known_values():
     assert tm.n_truncated_ == 1 and np.array_equal(tm.hazard_, h)
 
 
-def test_smoothed_hazard_is_kernel_ratio():
+def test_smoothed_hazard_is_shrunk_to_local_linear_fit():
     lengths = [1, 1, 2, 3, 3, 3, 5, 8]
-    h, at_risk, ended = kernel_hazard(lengths, 30, 1.5)
+    h, at_risk, ended = kernel_hazard(lengths, 30, smoothing=3.0, bandwidth=1.5)
     t = np.arange(30.0)
     K = np.exp(-0.5 * ((t[:, None] - t[None, :]) / 1.5) ** 2)
     ref = np.empty(30)
@@ -106,9 +108,12 @@ def test_smoothed_hazard_is_kernel_ratio():
         A = np.column_stack([np.ones(m.sum()), u]) * np.sqrt(w)[:, None]
         y = (ended[m] / at_risk[m]) * np.sqrt(w)
         ref[i] = np.linalg.lstsq(A, y, rcond=None)[0][0]
-    assert np.allclose(h[:-1], np.clip(ref, 0, 1)[:-1], rtol=1e-9, atol=1e-12) and h[-1] == 1.0
+    expected = (ended + 3.0 * np.clip(ref, 0, 1)) / (at_risk + 3.0)
+    assert np.allclose(h[:-1], expected[:-1], rtol=1e-9, atol=1e-12) and h[-1] == 1.0
     with pytest.raises(ValueError, match="hazard_smoothing must be a finite number >= 0"):
         kernel_hazard(lengths, 30, -1.0)
+    with pytest.raises(ValueError, match="hazard_bandwidth must be a finite number > 0"):
+        kernel_hazard(lengths, 30, 1.0, 0.0)
 
 
 def test_token_model_ratio_edges_and_bins():
@@ -146,7 +151,7 @@ def test_not_fitted():
 def test_save_load_round_trip(tmp_path):
     cheap = [_tr([C, C, I], tokens=[10, 20, 30], tid="c"), _tr([C], tokens=[5], tid="d")]
     strong = [_tr([C, C], tokens=[50, 150], tid="s")]
-    tm = TransitionModel(hazard_smoothing=0.5).fit(cheap, strong)
+    tm = TransitionModel(hazard_smoothing=0.5, hazard_bandwidth=3.0).fit(cheap, strong)
     p = tmp_path / "tm.npz"
     tm.save(p)
     back = TransitionModel.load(p)
@@ -155,15 +160,17 @@ def test_save_load_round_trip(tmp_path):
         assert np.array_equal(getattr(back, attr), getattr(tm, attr))
     assert np.array_equal(back.token_bin_edges(3), tm.token_bin_edges(3))
     assert np.array_equal(back.cheap_tokens_.mu, tm.cheap_tokens_.mu)
-    assert back.hazard_smoothing == 0.5
+    assert back.hazard_smoothing == 0.5 and back.hazard_bandwidth == 3.0
     with np.load(p, allow_pickle=False) as z:
-        assert '"format_version": 1' in str(z["__meta__"])
+        assert '"format_version": 1' in str(z["metadata_json"])
 
 
 def test_load_errors(tmp_path):
     p = tmp_path / "x.npz"
     save_npz(p, "ObservationModel", {"a": np.zeros(2)}, {}, 1)
-    with pytest.raises(ModelValidationError, match="holds a 'ObservationModel', expected 'TransitionModel'"):
+    with pytest.raises(
+        ModelValidationError, match="holds a 'ObservationModel', expected 'TransitionModel'"
+    ):
         TransitionModel.load(p)
     save_npz(p, "TransitionModel", {"a": np.zeros(2)}, {}, 99)
     with pytest.raises(ModelValidationError, match="format_version 99 is not supported"):
@@ -177,5 +184,7 @@ def test_load_errors(tmp_path):
         arrays = {k: z[k] for k in z.files}
     arrays["hazard"] = arrays["hazard"][:5]
     np.savez(p, **arrays)
-    with pytest.raises(ModelValidationError, match=r"array 'hazard' must have shape \(30,\); got \(5,\)"):
+    with pytest.raises(
+        ModelValidationError, match=r"array 'hazard' must have shape \(30,\); got \(5,\)"
+    ):
         TransitionModel.load(p)

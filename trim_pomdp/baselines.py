@@ -265,6 +265,10 @@ class EscalationPolicy(_StepPolicy):
     def _act_batch(self, t, score, min_prev, tokens, is_final, active, truth):
         return self._acts
 
+    def _act_one(self, t, score, min_prev, tokens, is_final, **kwargs):
+        raise TypeError("EscalationPolicy routes whole queries by problem index; it has no "
+                        "step-by-step Router interface")
+
 
 # ============================================================================ query level
 def query_min_scores(cheap_record_scores: NDArray[Any]) -> NDArray[np.float64]:

@@ -87,7 +87,6 @@ def expected_calibration_error(scores: ArrayLike, y: ArrayLike, n_bins: int = 10
     if x.size == 0:
         raise InsufficientDataError("ECE needs at least one scored step")
     b = _bins(x, n_bins)
-    cnt = np.bincount(b, minlength=n_bins)
     sx = np.bincount(b, weights=x, minlength=n_bins)
     sy = np.bincount(b, weights=t, minlength=n_bins)
     return float(np.abs(sy - sx).sum() / x.size)

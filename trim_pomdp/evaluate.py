@@ -22,12 +22,13 @@ Every curve gets the metrics of :mod:`trim_pomdp.metrics` (CPT at 50/80/95 %, Δ
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,7 +94,7 @@ class QueryFamily:
     kind: str = field(default="query", init=False)
 
 
-AnyFamily = Union[Family, QueryFamily]
+AnyFamily = Family | QueryFamily
 
 
 @dataclass(frozen=True)
@@ -383,7 +384,9 @@ def evaluate(source: Scenario | World | str,
     say = progress or (lambda _msg: None)
     world = as_world(source, n_problems=n_problems, seed=seed)
     opts = family_options or FamilyOptions(scenario=world.scenario)
-    fams, skipped = _collect_families(families, opts)
+    if opts.scenario is None and world.scenario is not None:
+        opts = dataclasses.replace(opts, scenario=world.scenario)
+    fams, skipped = _collect_families(families, opts, say)
 
     say(f"reference runs on {world.n_problems} problems ({world.n_steps} steps)")
     cheap = simulate_routing(world, AlwaysCheap(), record=True, min_prev_rule=min_prev_rule)
@@ -419,20 +422,30 @@ def evaluate(source: Scenario | World | str,
         always_strong_tokens=strong.always_strong_tokens if keep_outcomes else None)
 
 
-def _collect_families(families: Any, opts: FamilyOptions
+def _collect_families(families: Any, opts: FamilyOptions,
+                      say: Callable[[str], None] = lambda _m: None
                       ) -> tuple[list[AnyFamily], dict[str, str]]:
     skipped: dict[str, str] = {}
     out: list[AnyFamily] = []
+
+    def build(name: str) -> AnyFamily:
+        t0 = time.perf_counter()
+        fam = resolve_family(name, opts)
+        dt = time.perf_counter() - t0
+        if dt > 0.5:  # e.g. the POMDP family fits models and solves its lambda grid here
+            say(f"built family {name!r} in {dt:.1f} s")
+        return fam
+
     if families is None:
         for name in DEFAULT_FAMILIES:
             try:
-                out.append(resolve_family(name, opts))
+                out.append(build(name))
             except FamilyUnavailableError as exc:
                 skipped[name] = str(exc)
         return out, skipped
     items = list(families.values()) if isinstance(families, Mapping) else list(families)
     for f in items:
-        out.append(resolve_family(f, opts) if isinstance(f, str) else f)
+        out.append(build(f) if isinstance(f, str) else f)
     names = [f.name for f in out]
     dup = {n for n in names if names.count(n) > 1}
     if dup:

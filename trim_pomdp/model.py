@@ -156,7 +156,8 @@ class POMDP:
         A, S = T.shape[0], T.shape[1]
         if A == 0 or S == 0:
             raise ModelValidationError(
-                f"a model needs at least one action and one state; T has shape {_shape_str(T.shape)}"
+                "a model needs at least one action and one state; T has shape "
+                + _shape_str(T.shape)
             )
         Z = _as_array(Z, "Z")
         if observation_names is not None and not isinstance(observation_names, str):
@@ -225,26 +226,32 @@ class POMDP:
 
     @property
     def n_states(self) -> int:
+        """Number of states S."""
         return int(self._T.shape[1])
 
     @property
     def n_actions(self) -> int:
+        """Number of actions A."""
         return int(self._T.shape[0])
 
     @property
     def n_observations(self) -> int:
+        """Number of observations O."""
         return int(self._Z.shape[2])
 
     @property
     def state_names(self) -> tuple[str, ...] | None:
+        """State names, or None when the states are only counted."""
         return self._state_names
 
     @property
     def action_names(self) -> tuple[str, ...] | None:
+        """Action names, or None when the actions are only counted."""
         return self._action_names
 
     @property
     def observation_names(self) -> tuple[str, ...] | None:
+        """Observation names, or None when the observations are only counted."""
         return self._observation_names
 
     def __repr__(self) -> str:
@@ -268,7 +275,11 @@ class POMDP:
         tol = float(tol)
         if not (np.isfinite(tol) and tol >= 0.0):
             raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
-        d = _core.parse_pomdp(text, str(filename), tol=tol)
+        if isinstance(text, str):
+            # surrogatepass: a lone surrogate becomes bytes the parser reports as a malformed
+            # token at its line, instead of a conversion error without a location.
+            text = text.encode("utf-8", "surrogatepass")
+        d = _core.parse_pomdp(text, os.fspath(filename), tol=tol)
         # The parser has already run the same C++ checks (check_pomdp) with this tolerance
         # and its arrays are fresh and unshared: adopt them without a second copy and scan.
         self = cls.__new__(cls)
@@ -297,7 +308,7 @@ class POMDP:
         ``*`` wildcards, 0-based indices or names, and ``#`` comments.  Later entries
         override earlier ones.  Rewards ``R(a, s, s', o)`` are reduced to
         :math:`R(a, s) = \sum_{s'} T(s'|s,a) \sum_o Z(o|s',a) R(a, s, s', o)`
-        (exactly ``r`` when ``r`` does not depend on ``s'`` and ``o``).
+        (exactly ``r`` when ``R(a, s, s', o) = r`` for every ``(s', o)``).
 
         Parameters
         ----------
@@ -331,7 +342,7 @@ class POMDP:
         Raises
         ------
         ValueError
-            When a name is not a ``.pomdp`` identifier (``[A-Za-z_][A-Za-z0-9_.-]*``, not a
+            When a name is not a ``.pomdp`` identifier (``[A-Za-z][A-Za-z0-9_-]*``, not a
             keyword of the format).
         """
         from trim_pomdp import _core

@@ -41,7 +41,8 @@ added to every bin (additive smoothing), piecewise-constant density.
 
 Discretisation
 --------------
-Score bins are equal-width on [0, 1]: score ``x`` is in bin ``i = min(floor(x * n), n - 1)``;
+Score bins are equal-width on [0, 1] with edges ``k / n``: score ``x`` is in bin
+``i = #{k = 1..n-1 : k / n <= x}`` (= ``min(floor(x n), n - 1)``);
 likewise ``m``.  The observation index is ``o = i_score * n_min_bins + i_min`` (or
 ``i_score`` for the 1-D feature).  ``discretize`` integrates the fitted density over each
 bin exactly (KDE: normal CDFs; Beta: regularised incomplete beta; histogram: overlaps),
@@ -53,6 +54,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,15 +79,20 @@ _MIN_PART = 5
 
 
 def score_bin(x: ArrayLike, n_bins: int, name: str = "score") -> NDArray[np.int64]:
-    """Equal-width bin of values in [0, 1]: ``min(floor(x * n_bins), n_bins - 1)``."""
+    """Equal-width bin of values in [0, 1]: the number of inner edges ``k / n_bins``
+    (k = 1..n_bins-1) that are ``<= x``, i.e. ``min(floor(x * n_bins), n_bins - 1)`` computed
+    without rounding surprises at the edges (same rule as ``searchsorted(edges, x, "right")``).
+    """
     if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"number of bins for {name} must be a positive integer; got {n_bins!r}")
     a = np.asarray(x, dtype=np.float64)
     bad = ~((a >= 0.0) & (a <= 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad.ravel())[0])
-        raise ValueError(f"{name} must be in [0, 1] (no NaN); got {float(a.ravel()[i])!r} at index {i}")
-    return np.minimum((a * n_bins).astype(np.int64), n_bins - 1)
+        v = float(a.ravel()[i])
+        raise ValueError(f"{name} must be in [0, 1] (no NaN); got {v!r} at index {i}")
+    inner = np.arange(1, n_bins, dtype=np.float64) / n_bins
+    return np.searchsorted(inner, a, side="right").astype(np.int64)
 
 
 def observation_index(score: ArrayLike, min_prev: ArrayLike | None, n_score_bins: int,
@@ -251,8 +258,9 @@ class _KDE2D:
                 + (1 - fx) * fy * D[ix, iy + 1] + fx * fy * D[ix + 1, iy + 1])
 
     def pdf_exact(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
-        Kx = _reflected_pdf(np.asarray(x, float), self.g, self.hx) / _reflected_mass(self.g, self.hx)
-        Ky = _reflected_pdf(np.asarray(y, float), self.g, self.hy) / _reflected_mass(self.g, self.hy)
+        g = self.g
+        Kx = _reflected_pdf(np.asarray(x, float), g, self.hx) / _reflected_mass(g, self.hx)
+        Ky = _reflected_pdf(np.asarray(y, float), g, self.hy) / _reflected_mass(g, self.hy)
         return np.einsum("ij,jk,ik->i", Kx, self.W, Ky)
 
     def bin_probs(self, ex: NDArray[np.float64], ey: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -632,7 +640,7 @@ class ObservationModel:
         """
         self._check_fitted()
         score_bin(np.zeros(1), n_score_bins, "score")  # validates n_score_bins
-        ex = np.linspace(0.0, 1.0, n_score_bins + 1)
+        ex = np.arange(n_score_bins + 1) / n_score_bins
         if self.n_features == 1:
             if n_min_bins not in (None, 1):
                 raise ValueError("n_min_bins must be None for features='score'")
@@ -641,7 +649,7 @@ class ObservationModel:
             if n_min_bins is None:
                 raise ValueError("n_min_bins is required for features='score+min'")
             score_bin(np.zeros(1), n_min_bins, "min_prev")
-            ey = np.linspace(0.0, 1.0, n_min_bins + 1)
+            ey = np.arange(n_min_bins + 1) / n_min_bins
             rows = []
             for s, (f_atom, f_cont) in enumerate(self.components_):
                 pi = self.atom_weight_[s]
@@ -693,7 +701,7 @@ class ObservationModel:
         return total / n if average else total
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Save as ``.npz`` with JSON metadata (``format_version`` 1)."""
         self._check_fitted()
         arrays: dict[str, np.ndarray] = {"n_samples": self.n_samples_,
@@ -710,6 +718,7 @@ class ObservationModel:
                            "min_samples_per_state": int(self.min_samples_per_state)},
                 "components": kinds, "n_missing_score": self.n_missing_score_}
         save_npz(path, "ObservationModel", arrays, meta, FORMAT_VERSION)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ObservationModel:

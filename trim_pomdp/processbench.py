@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from trim_pomdp.errors import TraceFormatError
-from trim_pomdp.traces import Step, Trace, traces_to_table
+from trim_pomdp.traces import LoadReport, Step, Trace, traces_to_table
 from trim_pomdp.transition import BinomialEstimate, step_accuracy
 
 __all__ = ["read_processbench", "estimate_tokens", "GeneratorRow", "accuracy_by_model",
@@ -48,7 +48,8 @@ def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
 
 
 def read_processbench(path: str | os.PathLike[str], *, generator: str | None = None,
-                      chars_per_token: float = CHARS_PER_TOKEN) -> list[Trace]:
+                      chars_per_token: float = CHARS_PER_TOKEN, lenient: bool = False,
+                      report: LoadReport | None = None) -> list[Trace]:
     """Read one ProcessBench JSON file into labelled traces (rules in the module docstring).
 
     Parameters
@@ -59,6 +60,10 @@ def read_processbench(path: str | os.PathLike[str], *, generator: str | None = N
         Keep only the records written by this model.
     chars_per_token : float
         Characters per token of the length estimate.
+    lenient : bool
+        Skip malformed records instead of raising; they are counted, with the reason, in
+        ``report`` (a :class:`~trim_pomdp.traces.LoadReport`), and a ``UserWarning``
+        summarises them when no report is passed.
 
     Raises
     ------
@@ -74,51 +79,73 @@ def read_processbench(path: str | os.PathLike[str], *, generator: str | None = N
             data = json.load(fh)
     except json.JSONDecodeError as exc:
         raise TraceFormatError(f"{name}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise TraceFormatError(f"{name}: not valid UTF-8 (byte offset {exc.start})") from None
     if not isinstance(data, list):
         raise TraceFormatError(f"{name}: expected a JSON array of ProcessBench records; "
                                f"got {type(data).__name__}")
     subset = path.stem
+    rep = report if report is not None else LoadReport()
     out: list[Trace] = []
     for i, rec in enumerate(data):
-        where = f"{name}[{i}]"
-        if not isinstance(rec, dict):
-            raise TraceFormatError(f"{where}: a record must be a JSON object")
-        rid = rec.get("id")
-        if not isinstance(rid, str) or not rid:
-            raise TraceFormatError(f"{where}: field 'id' is missing or not a non-empty string")
-        where = f"{name}[{i}] (id {rid})"
-        gen = rec.get("generator")
-        if not isinstance(gen, str) or not gen:
-            raise TraceFormatError(f"{where}: field 'generator' is missing or not a string")
-        if generator is not None and gen != generator:
+        try:
+            tr = _record(rec, f"{name}[{i}]", name, i, generator, chars_per_token, subset)
+        except TraceFormatError as exc:
+            if not lenient:
+                raise
+            rep.n_skipped += 1
+            rep.reasons.append(str(exc))
             continue
-        steps = rec.get("steps")
-        if not isinstance(steps, list) or not steps:
-            raise TraceFormatError(f"{where}: field 'steps' must be a non-empty list of strings")
-        for j, s in enumerate(steps):
-            if not isinstance(s, str):
-                raise TraceFormatError(f"{where}: steps[{j}] must be a string")
-        label = rec.get("label")
-        if isinstance(label, bool) or not isinstance(label, int) or not (
-                -1 <= label < len(steps)):
-            raise TraceFormatError(
-                f"{where}: field 'label' must be -1 or a step index in [0, {len(steps) - 1}]; "
-                f"got {label!r}")
-        final = rec.get("final_answer_correct")
-        if not isinstance(final, bool):
-            raise TraceFormatError(f"{where}: field 'final_answer_correct' must be true or false")
-        problem = rec.get("problem")
-        if problem is not None and not isinstance(problem, str):
-            raise TraceFormatError(f"{where}: field 'problem' must be a string")
-        trace_steps = []
-        for j, s in enumerate(steps):
-            lab = ("correct" if label == -1 or j < label else
-                   "incorrect" if j == label else None)
-            trace_steps.append(Step(text=s, tokens=estimate_tokens(s, chars_per_token),
-                                    label=lab))
-        out.append(Trace(rid, gen, trace_steps, final_correct=final, problem=problem,
-                         extra={"source": "processbench", "subset": subset}))
+        if tr is not None:
+            rep.n_loaded += 1
+            out.append(tr)
+    if rep.n_skipped and report is None:
+        import warnings
+
+        warnings.warn(f"{name}: {rep.summary()}", UserWarning, stacklevel=2)
     return out
+
+
+def _record(rec: object, where: str, name: str, i: int, generator: str | None,
+            chars_per_token: float, subset: str) -> Trace | None:
+    """One validated ProcessBench record as a Trace (None: another generator's)."""
+    if not isinstance(rec, dict):
+        raise TraceFormatError(f"{where}: a record must be a JSON object")
+    rid = rec.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise TraceFormatError(f"{where}: field 'id' is missing or not a non-empty string")
+    where = f"{name}[{i}] (id {rid})"
+    gen = rec.get("generator")
+    if not isinstance(gen, str) or not gen:
+        raise TraceFormatError(f"{where}: field 'generator' is missing or not a string")
+    if generator is not None and gen != generator:
+        return None
+    steps = rec.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise TraceFormatError(f"{where}: field 'steps' must be a non-empty list of strings")
+    for j, s in enumerate(steps):
+        if not isinstance(s, str):
+            raise TraceFormatError(f"{where}: steps[{j}] must be a string")
+    label = rec.get("label")
+    if isinstance(label, bool) or not isinstance(label, int) or not (
+            -1 <= label < len(steps)):
+        raise TraceFormatError(
+            f"{where}: field 'label' must be -1 or a step index in [0, {len(steps) - 1}]; "
+            f"got {label!r}")
+    final = rec.get("final_answer_correct")
+    if not isinstance(final, bool):
+        raise TraceFormatError(f"{where}: field 'final_answer_correct' must be true or false")
+    problem = rec.get("problem")
+    if problem is not None and not isinstance(problem, str):
+        raise TraceFormatError(f"{where}: field 'problem' must be a string")
+    trace_steps = []
+    for j, s in enumerate(steps):
+        lab = ("correct" if label == -1 or j < label else
+               "incorrect" if j == label else None)
+        trace_steps.append(Step(text=s, tokens=estimate_tokens(s, chars_per_token),
+                                label=lab))
+    return Trace(rid, gen, trace_steps, final_correct=final, problem=problem,
+                 extra={"source": "processbench", "subset": subset})
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,9 @@ class Scenario:
         _validate_dict(as_dict, source="<Scenario>")
         object.__setattr__(self, "hazard", dict(self.hazard))
 
+    def __hash__(self) -> int:  # the hazard spec is a dict; hash the canonical JSON instead
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
     # ------------------------------------------------------------------ conversions
     def hazard_array(self) -> NDArray[np.float64]:
         """The 30 hazard values ``h(t) = P(step t is final | step t reached)``, t = 1..30."""

@@ -29,7 +29,11 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from trim_pomdp.belief import belief_update_kernel
+from trim_pomdp.belief import (
+    belief_update_kernel,
+    belief_update_sparse_kernel,
+    transition_csr,
+)
 from trim_pomdp.errors import ZeroProbabilityObservationError
 
 __all__ = ["SimulationResult", "simulate", "default_horizon"]
@@ -96,19 +100,42 @@ def _sample(cum, u):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def simulate_kernel(
-    T, Z, R, T_cum, Z_cum, b0, b0_cum, alphas, actions, discount, horizon, rng, returns, fail
+    T_indptr,
+    T_indices,
+    T_data,
+    Z,
+    R,
+    T_cum,
+    Z_cum,
+    b0,
+    b0_cum,
+    alphas,
+    actions,
+    discount,
+    horizon,
+    rng,
+    returns,
+    fail,
 ):  # pragma: no cover - compiled
     """Fill ``returns[e]`` for every episode, drawing from the ``np.random.Generator`` ``rng``
-    (three uniforms per step, one per episode start).  On an impossible observation (only
-    from floating-point underflow of the true state in the belief) writes
-    (episode, step, a, o) to ``fail`` and returns early."""
+    (one uniform per episode start, three per step).  ``T`` comes in CSR form
+    (:func:`~trim_pomdp.belief.transition_csr`) and both the action choice and the filter
+    only visit the belief's support, so a step costs O(K |supp| + S + nnz) rather than
+    O(K S + S^2).  On an impossible observation (only from floating-point underflow of the
+    true state in the belief) writes (episode, step, a, o) to ``fail`` and returns early."""
     n_states = b0.shape[0]
     n_vec = alphas.shape[0]
     b = np.empty(n_states)
     b_next = np.empty(n_states)
+    supp = np.empty(n_states, dtype=np.int64)
+    supp_next = np.empty(n_states, dtype=np.int64)
     for ep in range(returns.shape[0]):
+        n_supp = 0
         for i in range(n_states):
             b[i] = b0[i]
+            if b0[i] > 0.0:
+                supp[n_supp] = i
+                n_supp += 1
         s = _sample(b0_cum, rng.random())
         g = 0.0
         disc = 1.0
@@ -117,8 +144,8 @@ def simulate_kernel(
             k_best = 0
             for k in range(n_vec):
                 v = 0.0
-                for i in range(n_states):
-                    v += alphas[k, i] * b[i]
+                for j in range(n_supp):
+                    v += alphas[k, supp[j]] * b[supp[j]]
                 if v > best:
                     best = v
                     k_best = k
@@ -126,13 +153,18 @@ def simulate_kernel(
             g += disc * R[a, s]
             s2 = _sample(T_cum[a, s], rng.random())
             o = _sample(Z_cum[a, s2], rng.random())
-            if belief_update_kernel(T, Z, b, a, o, b_next) <= 0.0:
+            norm, n_next = belief_update_sparse_kernel(
+                T_indptr, T_indices, T_data, Z, b, supp, n_supp, a, o, b_next, supp_next
+            )
+            if norm <= 0.0:
                 fail[0] = ep
                 fail[1] = t
                 fail[2] = a
                 fail[3] = o
                 return
             b, b_next = b_next, b
+            supp, supp_next = supp_next, supp
+            n_supp = n_next
             s = s2
             disc *= discount
         returns[ep] = g
@@ -286,7 +318,7 @@ def simulate(
     else:
         fail = np.full(4, -1, dtype=np.int64)
         simulate_kernel(
-            T, Z, R, T_cum, Z_cum, b0, b0_cum,
+            *transition_csr(T), Z, R, T_cum, Z_cum, b0, b0_cum,
             np.ascontiguousarray(policy.alphas), np.ascontiguousarray(policy.actions),
             discount, horizon, np.random.default_rng(int(seed)), returns, fail,
         )  # fmt: skip

@@ -34,7 +34,7 @@ policy for a whole batch of actions, and advances all episodes (another Numba pa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
@@ -264,6 +264,10 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
     for s, (a, b) in enumerate(scenario.score_beta):
         table[s] = stats.beta.ppf(special.ndtr(zg), a, b)
     dz = (_Z_HI - _Z_LO) / (_N_GRID - 1)
+    # read-only: every policy must see exactly the same draws (common random numbers)
+    for a in (p_w, p_s, length, u_w, u_s, z_draft, z_strong, bias, cheap_tokens,
+              strong_tokens, table):
+        a.setflags(write=False)
     return World(p_w=p_w, p_s=p_s, length=length, u_w=u_w, u_s=u_s, z_draft=z_draft,
                  z_strong=z_strong, bias=bias, cheap_tokens=cheap_tokens,
                  strong_tokens=strong_tokens, score_table=table, z_lo=_Z_LO, dz=dz,
@@ -552,8 +556,9 @@ def simulate_routing(source: Scenario | World | str, policy: BatchPolicy, *,
                                         correct, strong_tok, cheap_tok, steps, regens, record,
                                         rec_state, rec_action, rec_score, rec_ok, rec_min)
         if bad >= 0:
-            raise ValueError(f"policy {name!r} returned action {np.asarray(raw)[bad].item()!r} for episode "
-                             f"{bad} at step {t}; expected 0 (continue) or 1 (regenerate)")
+            got = np.asarray(raw)[bad].item()
+            raise ValueError(f"policy {name!r} returned action {got!r} for episode {bad} at "
+                             f"step {t}; expected 0 (continue) or 1 (regenerate)")
         policy.executed(acts)
     rec = (StepRecord(state=rec_state, action=rec_action, score=rec_score, min_prev=rec_min,
                       strong_ok=rec_ok) if record else None)
@@ -579,7 +584,6 @@ def _as_actions(acts: Any, n: int, name: str, t: int) -> NDArray[np.int8]:
 # ============================================================================ reference
 def simulate_routing_python(source: Scenario | World | str, router: Any, *,
                             n_problems: int | None = None, seed: int | None = None,
-                            min_prev_rule: str = "kept",
                             problems: Sequence[int] | None = None) -> RoutingResult:
     """Plain-Python, one-episode-at-a-time reference simulator driving a *Router*.
 
@@ -587,12 +591,10 @@ def simulate_routing_python(source: Scenario | World | str, router: Any, *,
     "regenerate"`` and optionally ``executed(action)``; a router with ``needs_truth = True``
     gets ``truth=<hidden state>`` as a keyword.  Same semantics and draws as
     :func:`simulate_routing` (it is its independent reference implementation), but slow:
-    use it on small worlds, e.g. to check a Router against its BatchPolicy.
+    use it on small worlds, e.g. to check a Router against its BatchPolicy.  The router
+    keeps its own ``min_prev`` feature from the scores and decisions it sees.
     """
     world = as_world(source, n_problems=n_problems, seed=seed)
-    if min_prev_rule not in _MIN_RULES:
-        raise ValueError(f"min_prev_rule must be one of {sorted(_MIN_RULES)}; "
-                         f"got {min_prev_rule!r}")
     idx = np.arange(world.n_problems) if problems is None else np.asarray(problems)
     m = len(idx)
     correct = np.zeros(m, bool)
@@ -657,38 +659,6 @@ def _py_score(world: World, s: int, z: float, bias: float) -> float:
 
 
 # ============================================================================ traces
-def _trace_api() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """(Trace, Step) constructors: piece fit's ``trim_pomdp.traces`` when available, else a
-    minimal stand-in with the same fields (switch-over point for the trace format)."""
-    try:
-        from trim_pomdp.traces import Step, Trace  # type: ignore[attr-defined]
-    except ImportError:
-        return _FallbackTrace, _FallbackStep
-    return Trace, Step
-
-
-@dataclass
-class _FallbackStep:
-    """Stand-in for ``trim_pomdp.traces.Step`` until piece fit lands (same fields)."""
-
-    text: str | None = None
-    prm_score: float | None = None
-    tokens: int | None = None
-    label: str | None = None
-    extra: dict[str, Any] | None = None
-
-
-@dataclass
-class _FallbackTrace:
-    """Stand-in for ``trim_pomdp.traces.Trace`` until piece fit lands (same fields)."""
-
-    id: str
-    model: str
-    steps: list[Any]
-    final_correct: bool | None = None
-    problem: str | None = None
-
-
 _LABELS = {S0: "correct", S2: "incorrect", S1: None}
 
 
@@ -728,7 +698,8 @@ def simulate_traces(source: Scenario | World | str, *, model: str = "cheap",
     states = _single_model_states(u[idx], p[idx], world.length[idx])
     sub_bias = world.bias[idx]
     scores = world.prm_scores(states, z[idx], sub_bias)
-    Trace, Step = _trace_api()
+    from trim_pomdp.traces import Step, Trace
+
     out = []
     for k, i in enumerate(idx):
         L = int(world.length[i])
@@ -756,7 +727,8 @@ def routed_traces(world: World, result: RoutingResult, *,
         raise ValueError(f"result has {rec.state.shape[0]} problems; world has "
                          f"{world.n_problems}")
     idx = np.arange(world.n_problems) if problems is None else np.asarray(problems)
-    Trace, Step = _trace_api()
+    from trim_pomdp.traces import Step, Trace
+
     out = []
     for i in idx:
         L = int(world.length[i])
@@ -781,15 +753,12 @@ def routed_traces(world: World, result: RoutingResult, *,
                 "strong_tokens": int(world.strong_tokens[i, j]) if a == 1 else 0,
             }
             tokens = int(world.strong_tokens[i, j] if a == 1 else world.cheap_tokens[i, j])
-            steps.append(_make_step(Step, float(rec.score[i, j]), tokens, label, extra))
+            steps.append(Step(prm_score=float(rec.score[i, j]), tokens=tokens, label=label,
+                              extra=extra))
         out.append(Trace(id=f"{result.policy}-{int(i)}", model="hybrid", steps=steps,
                          final_correct=bool(result.correct[i]), problem=str(int(i))))
     return out
 
 
-def _make_step(Step: Callable[..., Any], score: float, tokens: int, label: str | None,
-               extra: dict[str, Any]) -> Any:
-    try:
-        return Step(prm_score=score, tokens=tokens, label=label, extra=extra)
-    except TypeError:  # a Step without extra fields
-        return Step(prm_score=score, tokens=tokens, label=label)
+#: Former name of :func:`simulate_traces` (kept: piece router calls it).
+generate_traces = simulate_traces

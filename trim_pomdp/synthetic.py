@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trim_pomdp.traces import _NO_EXTRA, MAX_STEPS, Step, Trace, _states_from_codes
+from trim_pomdp.traces import MAX_STEPS, Step, Trace, _states_from_codes
 
 __all__ = ["generate_traces", "DEFAULT_SCORE_PARAMS", "length_distribution"]
 
@@ -50,7 +50,8 @@ def _hazard_array(hazard: float | ArrayLike, max_steps: int) -> NDArray[np.float
     return h
 
 
-def length_distribution(hazard: float | ArrayLike, max_steps: int = MAX_STEPS) -> NDArray[np.float64]:
+def length_distribution(hazard: float | ArrayLike,
+                        max_steps: int = MAX_STEPS) -> NDArray[np.float64]:
     """P(length = t) for t = 1..max_steps: ``h(t) prod_{u<t} (1 - h(u))``."""
     h = _hazard_array(hazard, max_steps)
     surv = np.concatenate([[1.0], np.cumprod(1.0 - h)[:-1]])
@@ -183,7 +184,7 @@ def _build(n_traces: int, offsets: NDArray[np.int64], scores: list[float], token
             st.prm_score = scores[j]
             st.tokens = tokens[j]
             st.label = labs[j]
-            st.extra = _NO_EXTRA
+            st.extra = {}
             steps.append(st)
         tr = new(Trace)
         tr.id = f"{name}-{i}"

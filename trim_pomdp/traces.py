@@ -41,11 +41,10 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -74,9 +73,6 @@ S0, S1, S2 = 0, 1, 2
 LABELS = ("correct", "incorrect")
 _STEP_KEYS = frozenset(("text", "prm_score", "tokens", "label"))
 _TRACE_KEYS = frozenset(("id", "problem", "model", "steps", "final_correct"))
-# Loaded steps without extra fields share one read-only empty mapping instead of a dict each
-# (64 bytes and an allocation per step); assign a dict to ``Step.extra`` to add fields.
-_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -94,15 +90,14 @@ class Step:
     label : {"correct", "incorrect"} or None
         Correctness of the step itself; None when unknown.
     extra : dict
-        Any other per-step fields (kept and written back verbatim).  Steps loaded from a
-        file without extra fields share a read-only empty mapping.
+        Any other per-step fields (kept and written back verbatim).
     """
 
     text: str | None = None
     prm_score: float | None = None
     tokens: int | None = None
     label: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_step(self.text, self.prm_score, self.tokens, self.label, "<Step>")
@@ -139,7 +134,8 @@ class Trace:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise TraceFormatError(f"<Trace>: field 'id' must be a non-empty string; got {self.id!r}")
+            raise TraceFormatError(
+                f"<Trace>: field 'id' must be a non-empty string; got {self.id!r}")
         if not isinstance(self.model, str) or not self.model:
             raise TraceFormatError(
                 f"<Trace {self.id}>: field 'model' must be a non-empty string; got {self.model!r}"
@@ -216,7 +212,8 @@ def trace_from_dict(
         raise TraceFormatError(f"{where}: field 'steps' is empty (a trace needs at least one step)")
     final = obj.get("final_correct")
     if final is not None and not isinstance(final, bool):
-        raise TraceFormatError(f"{where}: field 'final_correct' must be true, false or null; got {final!r}")
+        raise TraceFormatError(
+            f"{where}: field 'final_correct' must be true, false or null; got {final!r}")
     problem = obj.get("problem")
     if problem is not None and not isinstance(problem, str):
         raise TraceFormatError(f"{where}: field 'problem' must be a string or null")
@@ -253,7 +250,7 @@ def trace_from_dict(
         st.prm_score = score
         st.tokens = tokens
         st.label = label
-        st.extra = _NO_EXTRA if s.keys() <= _STEP_KEYS else {
+        st.extra = {} if s.keys() <= _STEP_KEYS else {
             k: v for k, v in s.items() if k not in _STEP_KEYS
         }
         steps.append(st)
@@ -333,16 +330,25 @@ def iter_traces(
     path = Path(path)
     name = str(path)
     rep = report if report is not None else LoadReport()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    # Binary lines decoded one by one: a bad byte is then an error of that line (skippable
+    # in lenient mode) rather than an exception out of the file iterator.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             where = f"{name}:{lineno}"
             try:
                 try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TraceFormatError(
+                        f"{where}: not valid UTF-8 (byte {exc.start + 1}: {exc.reason})"
+                    ) from None
+                if not line.strip():
+                    continue
+                try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise TraceFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                    raise TraceFormatError(
+                        f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
                 tr = trace_from_dict(obj, where, first_error_only=first_error_only)
             except TraceFormatError as exc:
                 if not lenient:
@@ -521,7 +527,8 @@ class TraceTable:
         return int(self.score.shape[0])
 
 
-def _segment_min_prev(score: NDArray[np.float64], offsets: NDArray[np.int64]) -> NDArray[np.float64]:
+def _segment_min_prev(score: NDArray[np.float64],
+                      offsets: NDArray[np.int64]) -> NDArray[np.float64]:
     """min of earlier scores within each trace (1.0 on first steps); NaN propagates."""
     n = score.shape[0]
     out = np.ones(n, dtype=np.float64)

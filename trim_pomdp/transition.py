@@ -22,16 +22,17 @@ level ``ci``:
 
 The hazard uses every cheap trace: with ``n_t`` the number of traces reaching step t and
 ``d_t`` those ending there (traces longer than ``max_steps`` are counted as ending at
-``max_steps``, and reported in ``n_truncated_``), the smoothed hazard is the kernel ratio
+``max_steps``, and reported in ``n_truncated_``), the hazard is the raw ratio shrunk towards
+a smooth curve with ``kappa = hazard_smoothing`` pseudo-traces,
 
-    K(v) = exp(-v^2 / (2 b^2)),
+    h(t) = (d_t + kappa m(t)) / (n_t + kappa),
 
-with bandwidth ``b = hazard_smoothing`` steps, computed as a *local-linear* fit: at each t
-the raw hazards ``d_u / n_u`` are fitted by ``alpha + beta (u - t)`` with weights
-``K(u - t) n_u`` and ``h(t) = alpha`` (clipped to [0, 1]); unlike the local-constant ratio
-``sum K d / sum K n`` this has no bias at the ends for a linear hazard.  ``b = 0`` gives the
-raw ratio ``d_t / n_t`` (1 where no trace reaches t); where the kernel has no data in reach
-the last estimate is carried forward; h(max_steps) = 1.
+so steps with many traces keep their own (possibly sharp: e.g. no solution ends at step 1)
+estimate and sparse late steps borrow from their neighbours.  ``m(t)`` is a local-linear
+Gaussian-kernel fit (bandwidth ``hazard_bandwidth`` steps) of the raw ratios ``d_u / n_u``
+with weights ``K(u - t) n_u`` -- no bias at the ends for a linear hazard -- carried forward
+where no data are in reach.  ``kappa = 0`` gives the raw ratio (1 where no trace reaches t).
+Always h(max_steps) = 1.
 
 Tokens: per model, the log-normal fit of step lengths, per step index with shrinkage to the
 pooled fit (``token_shrinkage`` pseudo-steps).  The expected number of strong tokens for a
@@ -46,6 +47,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -74,12 +76,12 @@ def save_npz(path: str | os.PathLike[str], kind: str, arrays: dict[str, np.ndarr
              meta: dict[str, Any], format_version: int) -> None:
     """Write ``arrays`` plus JSON metadata (``kind``, ``format_version``) to one ``.npz``.
 
-    The metadata is stored as a unicode string array ``__meta__`` so the file loads with
+    The metadata is stored as a unicode string array ``metadata_json`` so the file loads with
     ``allow_pickle=False``.
     """
     meta = {"kind": kind, "format_version": format_version, **meta}
     payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload["__meta__"] = np.array(json.dumps(meta, allow_nan=False))
+    payload["metadata_json"] = np.array(json.dumps(meta, allow_nan=False))
     with open(path, "wb") as fh:
         np.savez(fh, **payload)
 
@@ -95,12 +97,12 @@ def load_npz(path: str | os.PathLike[str], kind: str,
         if isinstance(exc, FileNotFoundError):
             raise
         raise ModelValidationError(f"{name}: not a readable .npz file ({exc})") from None
-    if "__meta__" not in arrays:
-        raise ModelValidationError(f"{name}: missing '__meta__' (not a trim_pomdp model file)")
+    if "metadata_json" not in arrays:
+        raise ModelValidationError(f"{name}: missing 'metadata_json' (not a trim_pomdp model file)")
     try:
-        meta = json.loads(str(arrays.pop("__meta__")))
+        meta = json.loads(str(arrays.pop("metadata_json")))
     except json.JSONDecodeError as exc:
-        raise ModelValidationError(f"{name}: '__meta__' is not valid JSON ({exc})") from None
+        raise ModelValidationError(f"{name}: 'metadata_json' is not valid JSON ({exc})") from None
     if meta.get("kind") != kind:
         raise ModelValidationError(f"{name}: holds a {meta.get('kind')!r}, expected {kind!r}")
     if meta.get("format_version") != format_version:
@@ -182,10 +184,47 @@ def step_accuracy(traces: Iterable[Trace] | TraceTable, ci: float = 0.95, *,
     return BinomialEstimate(p=k / n if n else float("nan"), lo=lo, hi=hi, k=k, n=n, ci=ci)
 
 
-def kernel_hazard(lengths: ArrayLike, max_steps: int = MAX_STEPS,
-                  bandwidth: float = 1.0) -> tuple[NDArray[np.float64], NDArray[np.int64],
-                                                     NDArray[np.int64]]:
+def _local_linear(ended: NDArray[np.int64], at_risk: NDArray[np.int64],
+                  bandwidth: float) -> NDArray[np.float64]:
+    """Local-linear Gaussian-kernel fit of the raw hazards ``d_u / n_u`` (weights
+    ``K(u - t) n_u``), evaluated at every t; carried forward beyond the kernel's reach."""
+    H = ended.shape[0]
+    t = np.arange(H, dtype=np.float64)
+    D = t[None, :] - t[:, None]  # D[t, u] = u - t
+    K = np.exp(-0.5 * (D / bandwidth) ** 2)
+    W = K * at_risk[None, :]
+    S0, S1, S2 = W.sum(1), (W * D).sum(1), (W * D * D).sum(1)
+    KD = K * ended[None, :]
+    T0, T1 = KD.sum(1), (KD * D).sum(1)
+    det = S0 * S2 - S1 * S1
+    ok = S0 > 0
+    m = np.empty(H)
+    lin = ok & (det > 1e-9 * np.maximum(S0 * S2, 1e-300))
+    m[lin] = (S2[lin] * T0[lin] - S1[lin] * T1[lin]) / det[lin]
+    const = ok & ~lin  # a single support point: the local-constant ratio
+    m[const] = T0[const] / S0[const]
+    last = 1.0
+    for i in range(H):
+        if ok[i]:
+            last = m[i]
+        else:
+            m[i] = last
+    return np.clip(m, 0.0, 1.0)
+
+
+def kernel_hazard(lengths: ArrayLike, max_steps: int = MAX_STEPS, smoothing: float = 20.0,
+                  bandwidth: float = 2.0) -> tuple[NDArray[np.float64], NDArray[np.int64],
+                                                   NDArray[np.int64]]:
     """Smoothed termination hazard from trace lengths (formula in the module docstring).
+
+    Parameters
+    ----------
+    lengths : array-like of int
+    max_steps : int
+    smoothing : float
+        Prior strength kappa in pseudo-traces (0 = raw ratios).
+    bandwidth : float
+        Kernel bandwidth (steps) of the local-linear prior mean.
 
     Returns
     -------
@@ -196,36 +235,17 @@ def kernel_hazard(lengths: ArrayLike, max_steps: int = MAX_STEPS,
     lengths = np.minimum(np.asarray(lengths, dtype=np.int64), max_steps)
     if lengths.size == 0 or lengths.min() < 1:
         raise InsufficientDataError("hazard: need at least one trace with at least one step")
+    if not (np.isfinite(smoothing) and smoothing >= 0):
+        raise ValueError(f"hazard_smoothing must be a finite number >= 0; got {smoothing!r}")
+    if not (np.isfinite(bandwidth) and bandwidth > 0):
+        raise ValueError(f"hazard_bandwidth must be a finite number > 0; got {bandwidth!r}")
     ended = np.bincount(lengths - 1, minlength=max_steps)[:max_steps].astype(np.int64)
     at_risk = (ended[::-1].cumsum()[::-1]).astype(np.int64)
-    if bandwidth < 0 or not np.isfinite(bandwidth):
-        raise ValueError(f"hazard_smoothing must be a finite number >= 0; got {bandwidth!r}")
-    if bandwidth == 0:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            h = np.where(at_risk > 0, ended / np.maximum(at_risk, 1), 1.0)
+    if smoothing == 0:
+        h = np.where(at_risk > 0, ended / np.maximum(at_risk, 1), 1.0)
     else:
-        t = np.arange(max_steps, dtype=np.float64)
-        K = np.exp(-0.5 * ((t[:, None] - t[None, :]) / bandwidth) ** 2)
-        # local-linear fit of the raw hazards d_u / n_u with weights K(u - t) n_u
-        D = t[None, :] - t[:, None]  # D[t, u] = u - t
-        W = K * at_risk[None, :]
-        S0, S1, S2 = W.sum(1), (W * D).sum(1), (W * D * D).sum(1)
-        KD = K * ended[None, :]
-        T0, T1 = KD.sum(1), (KD * D).sum(1)
-        det = S0 * S2 - S1 * S1
-        ok = S0 > 0
-        h = np.empty(max_steps)
-        lin = ok & (det > 1e-9 * np.maximum(S0 * S2, 1e-300))
-        h[lin] = (S2[lin] * T0[lin] - S1[lin] * T1[lin]) / det[lin]
-        const = ok & ~lin  # a single support point: the local-constant ratio
-        h[const] = T0[const] / S0[const]
-        # beyond the reach of the kernel (underflow) carry the last estimate forward
-        last = 1.0
-        for i in range(max_steps):
-            if ok[i]:
-                last = h[i]
-            else:
-                h[i] = last
+        m = _local_linear(ended, at_risk, bandwidth)
+        h = (ended + smoothing * m) / (at_risk + smoothing)
     h = np.clip(h.astype(np.float64), 0.0, 1.0)
     h[max_steps - 1] = 1.0
     return h, at_risk, ended
@@ -337,8 +357,11 @@ class TransitionModel:
         Traces are capped at this many steps; ``hazard_[max_steps - 1] == 1``.
     ci : float, default 0.95
         Level of the Wilson intervals ``p_w_ci_`` / ``p_s_ci_``.
-    hazard_smoothing : float, default 1.0
-        Gaussian kernel bandwidth in steps for the hazard (0 = raw ratios).
+    hazard_smoothing : float, default 20.0
+        Prior strength (pseudo-traces) pulling the hazard towards its smooth curve
+        (0 = raw ratios).
+    hazard_bandwidth : float, default 2.0
+        Kernel bandwidth in steps of the smooth curve.
     p_s : float, optional
         The strong model's next-step accuracy when no strong traces are given (if given,
         it is used even when strong traces are passed; its interval is then (p_s, p_s)).
@@ -362,11 +385,13 @@ class TransitionModel:
     """
 
     def __init__(self, *, max_steps: int = MAX_STEPS, ci: float = 0.95,
-                 hazard_smoothing: float = 1.0, p_s: float | None = None,
+                 hazard_smoothing: float = 20.0, hazard_bandwidth: float = 2.0,
+                 p_s: float | None = None,
                  strong_cheap_ratio: float | None = None, token_shrinkage: float = 20.0) -> None:
         self.max_steps = max_steps
         self.ci = ci
         self.hazard_smoothing = hazard_smoothing
+        self.hazard_bandwidth = hazard_bandwidth
         self.p_s = p_s
         self.strong_cheap_ratio = strong_cheap_ratio
         self.token_shrinkage = token_shrinkage
@@ -441,7 +466,7 @@ class TransitionModel:
             self.n_s_, self.k_s_ = n, k
 
         self.hazard_, self.hazard_at_risk_, self.hazard_ended_ = kernel_hazard(
-            cheap.length, self.max_steps, self.hazard_smoothing)
+            cheap.length, self.max_steps, self.hazard_smoothing, self.hazard_bandwidth)
         self.n_truncated_ = int((cheap.length > self.max_steps).sum())
 
         has_tok = cheap.tokens >= 0
@@ -530,14 +555,15 @@ class TransitionModel:
             "p_s": self.p_s_, "p_s_ci": self.p_s_ci_.tolist(), "n_s": self.n_s_, "k_s": self.k_s_,
             "hazard": self.hazard_.tolist(), "n_truncated": self.n_truncated_,
             "strong_cheap_ratio": self.strong_cheap_ratio_,
-            "cheap_mean_tokens": None if self.cheap_tokens_ is None else self.cheap_tokens_.mean_all,
+            "cheap_mean_tokens": (None if self.cheap_tokens_ is None
+                                  else self.cheap_tokens_.mean_all),
             "strong_mean_tokens": (None if self.strong_tokens_ is None
                                    else self.strong_tokens_.mean_all),
             "n_cheap_traces": self.n_cheap_traces_, "n_strong_traces": self.n_strong_traces_,
         }
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Save as ``.npz`` (arrays) with JSON metadata (``format_version`` 1)."""
         self._check_fitted()
         arrays: dict[str, np.ndarray] = {
@@ -550,7 +576,8 @@ class TransitionModel:
             arrays.update(self.strong_tokens_.to_arrays("strong_tokens"))
         meta = {
             "params": {"max_steps": int(self.max_steps), "ci": self.ci,
-                       "hazard_smoothing": self.hazard_smoothing, "p_s": self.p_s,
+                       "hazard_smoothing": self.hazard_smoothing,
+                       "hazard_bandwidth": self.hazard_bandwidth, "p_s": self.p_s,
                        "strong_cheap_ratio": self.strong_cheap_ratio,
                        "token_shrinkage": self.token_shrinkage},
             "p_w": self.p_w_, "p_s": self.p_s_, "n_w": self.n_w_, "k_w": self.k_w_,
@@ -561,6 +588,7 @@ class TransitionModel:
             "has_strong_tokens": self.strong_tokens_ is not None,
         }
         save_npz(path, "TransitionModel", arrays, meta, FORMAT_VERSION)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TransitionModel:

@@ -47,8 +47,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="input format (default jsonl)")
     p.add_argument("--generator", help="processbench: the cheap model's generator name")
     p.add_argument("--strong-generator", help="processbench: the strong model's generator name")
-    p.add_argument("--hazard-smoothing", type=float, default=1.0,
-                   help="hazard kernel bandwidth in steps (default 1.0; 0 = raw)")
+    p.add_argument("--hazard-smoothing", type=float, default=20.0,
+                   help="hazard prior strength in pseudo-traces (default 20; 0 = raw ratios)")
+    p.add_argument("--hazard-bandwidth", type=float, default=2.0,
+                   help="kernel bandwidth in steps of the hazard's smooth curve (default 2)")
     p.add_argument("--lenient", action="store_true",
                    help="skip malformed trace records (and report them) instead of failing")
     p.add_argument("--first-error-only", action="store_true",
@@ -62,10 +64,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _load(path: str, args: argparse.Namespace, generator: str | None, log: Any) -> list[Any]:
     from trim_pomdp.errors import TraceFormatError
     from trim_pomdp.processbench import read_processbench
-    from trim_pomdp.traces import load_traces
+    from trim_pomdp.traces import LoadReport, load_traces
 
     if args.format == "processbench":
-        tr = read_processbench(path, generator=generator)
+        pb_rep = LoadReport()
+        tr = read_processbench(path, generator=generator, lenient=args.lenient, report=pb_rep)
+        if pb_rep.n_skipped:
+            log(f"{path}: {pb_rep.summary()}")
         if not tr:
             raise TraceFormatError(f"{path}: no records" +
                                    (f" from generator {generator!r}" if generator else ""))
@@ -111,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         tm = TransitionModel(p_s=args.p_s if strong_table is None else None,
-                             hazard_smoothing=args.hazard_smoothing)
+                             hazard_smoothing=args.hazard_smoothing,
+                             hazard_bandwidth=args.hazard_bandwidth)
         tm.fit(cheap_table, strong_table)
     except ValueError as exc:
         print(f"trim-pomdp fit: error: {exc}", file=sys.stderr)

@@ -51,6 +51,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=3, help="retries per request (default 3)")
     p.add_argument("--backoff", type=float, default=0.5, help="first backoff in s (default 0.5)")
+    p.add_argument("--circuit-breaker", type=int, metavar="N",
+                   help="after N consecutive failed calls to an endpoint, fail fast for "
+                        "--circuit-cooldown seconds (default: off)")
+    p.add_argument("--circuit-cooldown", type=float, default=30.0, metavar="S")
     p.add_argument("--api-key-env", metavar="VAR", help="env var with the API key (all endpoints)")
     for who in ("cheap", "strong", "prm"):
         p.add_argument(f"--{who}-api-key-env", metavar="VAR", help=f"API-key env var for {who}")
@@ -155,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             backoff_base=args.backoff,
             headers=headers,
             max_connections=max(args.concurrency, 1) * 2,
+            circuit_breaker=args.circuit_breaker,
+            circuit_cooldown=args.circuit_cooldown,
             name=who,
         )
 

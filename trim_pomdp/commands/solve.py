@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     model = POMDP.from_file(path)
     out = sys.stdout
-    progress = None
+    progress: Callable[[float, float, float, int, int], None] | None = None
     if not args.json:
         print(
             f"solving {path.name}: {model.n_states} states, {model.n_actions} actions, "
@@ -114,9 +115,11 @@ def run(args: argparse.Namespace) -> int:
         )
         print(_HEADER, file=out, flush=True)
 
-        def progress(t: float, lb: float, ub: float, n_alpha: int, it: int) -> None:
+        def print_row(t: float, lb: float, ub: float, n_alpha: int, it: int) -> None:
             # called by the solver about every 0.5 s, with the GIL held
             print(_fmt_row(t, lb, ub, n_alpha, it), file=out, flush=True)
+
+        progress = print_row
 
     policy, info = solve_info(model, config, progress=progress)
     if not args.json:

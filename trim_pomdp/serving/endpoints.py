@@ -119,6 +119,14 @@ class EndpointConfig:
     trust_env : bool
         Let httpx read proxy/certificate settings from the environment (default False, so a
         stray ``HTTP_PROXY`` never reroutes traffic meant for a local server).
+    circuit_breaker : int or None
+        After this many consecutive failed calls (each after its retries), fail fast: further
+        calls raise :class:`EndpointError` at once, without a request, for
+        ``circuit_cooldown`` seconds; after that calls go through again, the next failure
+        reopens the circuit and a success closes it.  None (default): never.  Stops a dead strong model from costing every
+        episode its full retry schedule before the fallback applies.
+    circuit_cooldown : float
+        Seconds the circuit stays open (default 30).
     name : str
         Label used in error messages, traces and timings (default: the model name).
     """
@@ -133,6 +141,8 @@ class EndpointConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
     max_connections: int = 128
     trust_env: bool = False
+    circuit_breaker: int | None = None
+    circuit_cooldown: float = 30.0
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -151,6 +161,13 @@ class EndpointConfig:
             raise EndpointConfigError(
                 f"max_retries must be an int >= 0; got {self.max_retries!r}"
             )
+        if self.circuit_breaker is not None and (
+            not isinstance(self.circuit_breaker, int) or self.circuit_breaker < 1
+        ):
+            raise EndpointConfigError(
+                f"circuit_breaker must be None or an int >= 1; got {self.circuit_breaker!r}"
+            )
+        _check_positive("circuit_cooldown", self.circuit_cooldown, allow_zero=True)
         if not isinstance(self.max_connections, int) or self.max_connections < 1:
             raise EndpointConfigError(
                 f"max_connections must be an int >= 1; got {self.max_connections!r}"
@@ -218,6 +235,7 @@ class RequestStats:
     requests: int = 0
     retries: int = 0
     failures: int = 0
+    fast_failures: int = 0  # calls refused while the circuit was open
     seconds: float = 0.0
 
 
@@ -243,6 +261,8 @@ class JsonTransport:
         self._clients: list[Any] = []
         self._busy: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._consecutive_failures = 0
+        self._open_until = 0.0
 
     @property
     def _client(self) -> Any:
@@ -292,6 +312,17 @@ class JsonTransport:
 
         cfg = self.config
         headers = cfg.auth_headers()
+        if cfg.circuit_breaker is not None and time.monotonic() < self._open_until:
+            self.stats.fast_failures += 1
+            raise EndpointError(
+                f"{cfg.name}: circuit open after {self._consecutive_failures} consecutive "
+                f"failed calls; not calling {url} for "
+                f"{self._open_until - time.monotonic():.1f} s more",
+                endpoint=cfg.name,
+                url=url,
+                status=None,
+                attempts=0,
+            )
         status: int | None = None
         last = ""
         attempts = 0
@@ -329,6 +360,7 @@ class JsonTransport:
                                 f"{cfg.name}: {url} returned JSON {type(body).__name__}; "
                                 "expected an object"
                             )
+                        self._consecutive_failures = 0
                         return body
                     last = f"HTTP {status}: {resp.text[:200]}"
                     if status != 429 and status < 500:
@@ -344,6 +376,12 @@ class JsonTransport:
                     self.stats.retries += 1
                     await asyncio.sleep(cfg.backoff(attempt, retry_after))
             self.stats.failures += 1
+            self._consecutive_failures += 1
+            if (
+                cfg.circuit_breaker is not None
+                and self._consecutive_failures >= cfg.circuit_breaker
+            ):
+                self._open_until = time.monotonic() + cfg.circuit_cooldown
             raise EndpointError(
                 f"{cfg.name}: POST {url} failed after {attempts} attempts; last: {last}",
                 endpoint=cfg.name,
@@ -364,7 +402,15 @@ def _ssl_context(trust_env: bool) -> Any:
     if ctx is None:
         import httpx
 
-        ctx = _SSL_CONTEXTS[trust_env] = httpx.create_ssl_context(trust_env=trust_env)
+        if hasattr(httpx, "create_ssl_context"):
+            ctx = httpx.create_ssl_context(trust_env=trust_env)
+        else:  # what httpx builds for verify=True: the system defaults + certifi's bundle
+            import ssl
+
+            import certifi
+
+            ctx = ssl.create_default_context(cafile=certifi.where())
+        _SSL_CONTEXTS[trust_env] = ctx
     return ctx
 
 
