@@ -1,0 +1,74 @@
+"""TRIM-POMDP+ vs TRIM-POMDP vs TRIM-Thr on scenarios with difficulty spread, per-trace PRM
+bias, both, and the default scenario (issue 7).  Not a pytest benchmark: a script.
+
+    TRIM_POMDP_SHARED=/work/shared python benchmarks/eval_latent.py [--n-problems 20000]
+        [--out benchmarks/results/latent_eval.json] [--scenarios spread bias both default]
+
+Every family sees the same evaluation world (common random numbers).  "trim-pomdp" and
+"trim-pomdp+" fit their models on traces simulated with other seeds (never the
+evaluation world); the "-exact" families are built from the scenario's own parameters
+(TrimModel.from_scenario / LatentTrimModel.from_scenario, D = B = 3) as an ablation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from trim_pomdp.evaluate import FamilyOptions, evaluate
+from trim_pomdp.scenario import load_scenario
+
+FAMILIES = ["trim_pomdp.latent:pomdp_plus_family", "trim-pomdp", "trim-thr",
+            "trim_pomdp.latent:pomdp_plus_exact_family",
+            "trim_pomdp.latent:pomdp_mean_exact_family"]
+
+
+def scenarios() -> dict:
+    d = load_scenario("default")
+    base = dataclasses.replace(d, prm_bias_sd=0.0, prm_correlation=0.0)
+    return {
+        # issue 7: per-problem p_w and p_s with Beta concentration 5, PRM without bias
+        "spread": dataclasses.replace(base, name="spread", p_w_concentration=5.0,
+                                      p_s_concentration=5.0),
+        # no difficulty spread, strong per-trace PRM bias (sd 1 on the logit scale)
+        "bias": dataclasses.replace(base, name="bias", p_w_concentration=None,
+                                    p_s_concentration=None, prm_bias_sd=1.0),
+        "both": dataclasses.replace(base, name="both", p_w_concentration=5.0,
+                                    p_s_concentration=5.0, prm_bias_sd=1.0),
+        "default": d,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-problems", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--scenarios", nargs="*", default=["spread", "bias", "both", "default"])
+    ap.add_argument("--families", nargs="*", default=FAMILIES)
+    ap.add_argument("--out", default="benchmarks/results/latent_eval.json")
+    args = ap.parse_args(argv)
+    out = {}
+    outp = Path(args.out)
+    if outp.exists():
+        out = json.loads(outp.read_text())
+    scs = scenarios()
+    for name in args.scenarios:
+        sc = scs[name]
+        t0 = time.perf_counter()
+        ev = evaluate(sc, args.families, n_problems=args.n_problems, seed=args.seed,
+                      family_options=FamilyOptions(scenario=sc, seed=0),
+                      progress=lambda m: print("  ", m, file=sys.stderr, flush=True))
+        print(ev.table(), flush=True)
+        print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
+        out[name] = {"scenario": sc.to_dict(), "evaluation": ev.to_dict()}
+        outp.parent.mkdir(parents=True, exist_ok=True)
+        outp.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
