@@ -279,11 +279,11 @@ def _class_traces(n, seed, pw, ps, pi_d, shifts, pi_b, length=10):
 def test_em_recovers_known_classes_and_bic_picks_their_number():
     pw, ps, pi_d = [0.97, 0.75], [0.99, 0.9], [0.6, 0.4]
     shifts, pi_b = [-1.2, 1.2], [0.5, 0.5]
-    cheap, strong = _class_traces(1500, 0, pw, ps, pi_d, shifts, pi_b)
+    cheap, strong = _class_traces(1000, 0, pw, ps, pi_d, shifts, pi_b)
     f = LatentFitter(n_difficulty=(1, 2, 3), n_bias=(1, 2, 3), seed=0).fit(cheap, strong)
     assert f.n_difficulty_ == 2
     assert f.n_bias_ == 2
-    # tolerances: ~4 standard errors at n = 1500 problems
+    # tolerances: ~4 standard errors at n = 1000 problems
     np.testing.assert_allclose(f.p_w_, pw, atol=0.02)
     np.testing.assert_allclose(f.p_s_, ps, atol=0.03)
     np.testing.assert_allclose(f.difficulty_prior_, pi_d, atol=0.06)
@@ -296,8 +296,8 @@ def test_em_recovers_known_classes_and_bic_picks_their_number():
 
 
 def test_em_without_classes_chooses_one_and_builds_the_mean_model():
-    cheap, strong = _class_traces(800, 1, [0.9], [0.96], [1.0], [0.0], [1.0])
-    f = LatentFitter(seed=0).fit(cheap, strong)
+    cheap, strong = _class_traces(600, 1, [0.9], [0.96], [1.0], [0.0], [1.0])
+    f = LatentFitter(n_difficulty=(1, 2), n_bias=(1, 2), max_iter=40, seed=0).fit(cheap, strong)
     assert (f.n_difficulty_, f.n_bias_) == (1, 1)
     assert f.p_w_[0] == pytest.approx(0.9, abs=0.02)
     base = base_model()
