@@ -447,10 +447,11 @@ def _shifted_beta_logpdf(z: NDArray, a: float, b: float, shift: float) -> NDArra
 
 
 def _fit_bias(tid, st, z, n_traces, B: int, *, n_iter: int, tol: float):
-    """EM for B PRM-bias classes: shared Beta(a_s, b_s) per state, shift beta_b per class
-    (beta_0 of the most lenient... sorted increasing; the prior-weighted mean shift is free,
-    the Beta parameters absorb the location).  M-step: scipy BFGS (analytic gradient) on the weighted
-    log-likelihood in (log a_s, log b_s, beta_b)."""
+    """EM for B PRM-bias classes: shared Beta(a_s, b_s) per state, logit shift beta_b per
+    class, returned sorted by shift (harshest PRM first).  A common shift is not identified
+    separately from the Beta parameters (they absorb it); EM settles on one solution.
+    M-step: scipy BFGS with the analytic gradient of the weighted log-likelihood in
+    ``(log a_s, log b_s, beta_b)``."""
     from scipy.optimize import minimize
     from scipy.special import betaln, digamma, expit, log_expit
 
@@ -587,8 +588,9 @@ class LatentFitter:
     def fit(self, cheap_traces: Sequence[Any],
             strong_traces: Sequence[Any] | None = None) -> LatentFitter:
         """Fit on labelled cheap traces (and strong traces of the same problems, matched by
-        ``Trace.problem``, for ``p_s(d)``; without them ``p_s`` is fitted as one value per
-        class from nothing and stays at its prior 0.5 -- give strong traces)."""
+        ``Trace.problem``, for ``p_s(d)``; without them ``p_s_`` is NaN and :meth:`build`
+        refuses ``D > 1``).  Traces without PRM scores fit the difficulty classes only
+        (``B = 1``)."""
         cheap_traces = list(cheap_traces)
         if not cheap_traces:
             raise ValueError("cheap_traces is empty")
@@ -605,9 +607,16 @@ class LatentFitter:
             if best is None or bic < best[0]:
                 best = (bic, D, pi, pw, ps)
         _, self.n_difficulty_, self.difficulty_prior_, self.p_w_, self.p_s_ = best
+        self.has_strong_ = strong_traces is not None and bool(np.any(data.k_s + data.m_s > 0))
+        if not self.has_strong_:
+            self.p_s_ = np.full_like(self.p_w_, np.nan)  # not identified without strong runs
         tid, st, z, nt = _score_data(cheap_traces)
         if z.size == 0:
-            raise ValueError("no labelled steps with a PRM score to fit the bias classes")
+            # no PRM scores (e.g. ProcessBench labels alone): no bias classes to fit
+            self.n_bias_, self.bias_prior_ = 1, np.ones(1)
+            self.bias_shift_, self.score_beta_ = np.zeros(1), None
+            self.bic_bias_, self.loglik_bias_ = {}, {}
+            return self
         n_steps_traces = int(np.sum(np.bincount(tid, minlength=nt) > 0))
         self.bic_bias_, self.loglik_bias_ = {}, {}
         best = None
@@ -628,6 +637,8 @@ class LatentFitter:
     def obs_matrices(self, score_edges: ArrayLike) -> NDArray[np.float64]:
         """``(B, 3, O)`` binned shifted-Beta observation matrices."""
         self._check_fitted()
+        if self.score_beta_ is None:
+            raise NotFittedError("the bias classes were not fitted: the traces had no PRM scores")
         return np.stack([shifted_beta_obs_matrix(self.score_beta_, s, score_edges)
                          for s in self.bias_shift_])
 
@@ -641,6 +652,9 @@ class LatentFitter:
                                        "(base.uses_min must be False)")
         D, B = self.n_difficulty_, self.n_bias_
         kw: dict[str, Any] = {}
+        if D > 1 and not self.has_strong_:
+            raise ModelValidationError("p_s per difficulty class needs strong traces of the "
+                                       "same problems (fit(cheap, strong))")
         if D > 1:
             kw.update(p_w=self.p_w_, p_s=self.p_s_, difficulty_prior=self.difficulty_prior_)
         if B > 1:
@@ -655,6 +669,7 @@ class LatentFitter:
             "difficulty_prior": self.difficulty_prior_.tolist(), "p_w": self.p_w_.tolist(),
             "p_s": self.p_s_.tolist(), "bias_prior": self.bias_prior_.tolist(),
             "bias_shift": self.bias_shift_.tolist(), "score_beta": self.score_beta_,
+            "loglik_difficulty": {str(k): v for k, v in self.loglik_difficulty_.items()},
             "bic_difficulty": {str(k): v for k, v in self.bic_difficulty_.items()},
             "bic_bias": {str(k): v for k, v in self.bic_bias_.items()},
         }
