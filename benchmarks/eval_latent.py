@@ -19,7 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from trim_pomdp.evaluate import FamilyOptions, evaluate
+from trim_pomdp.latent import fit_latent_model
 from trim_pomdp.scenario import load_scenario
 
 FAMILIES = ["trim_pomdp.latent:pomdp_plus_family", "trim-pomdp", "trim-thr",
@@ -64,7 +67,15 @@ def main(argv: list[str] | None = None) -> int:
                       progress=lambda m: print("  ", m, file=sys.stderr, flush=True))
         print(ev.table(), flush=True)
         print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
-        out[name] = {"scenario": sc.to_dict(), "evaluation": ev.to_dict()}
+        # the classes trim-pomdp+ fitted (same call and seed as inside its family)
+        model, fitter = fit_latent_model(sc, seed=1)
+        fit = fitter.summary()
+        print(f"trim-pomdp+ fit: D={fit['D']} p_w={np.round(fit['p_w'], 3).tolist()} "
+              f"p_s={np.round(fit['p_s'], 3).tolist()} "
+              f"prior={np.round(fit['difficulty_prior'], 3).tolist()}; "
+              f"B={fit['B']} shifts={np.round(fit['bias_shift'], 2).tolist()} "
+              f"prior={np.round(fit['bias_prior'], 3).tolist()}\n", flush=True)
+        out[name] = {"scenario": sc.to_dict(), "evaluation": ev.to_dict(), "fit": fit}
         outp.parent.mkdir(parents=True, exist_ok=True)
         outp.write_text(json.dumps(out, indent=1) + "\n")
     return 0

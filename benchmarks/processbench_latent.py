@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, trs in groups.items():
         f = LatentFitter(n_difficulty=cands, n_bias=1).fit(trs)
         s = f.summary()
-        cls = ", ".join(f"{p:.2f}: {w:.3f}" for p, w in zip(s["difficulty_prior"], s["p_w"]))
+        cls = ", ".join(f"{p:.2f}: {w:.3f}"
+                        for p, w in zip(s["difficulty_prior"], s["p_w"], strict=True))
         bics = " ".join(f"{s['bic_difficulty'][str(d)]:.0f}" for d in cands)
         print(f"{name:<28} {len(trs):>5} {s['D']:>2}  {cls:<36} {bics}")
         out[name] = {"n": len(trs), **{k: s[k] for k in ("D", "difficulty_prior", "p_w",

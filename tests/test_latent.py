@@ -59,7 +59,7 @@ def test_d1_b1_same_value_and_same_policy():
     lm = LatentTrimModel(base)
     lams = [1e-4, 1e-3, 5e-3]
     b1, b2 = solve_grid(base, lams), solve_latent_grid(lm, lams)
-    for p, q in zip(b1, b2):
+    for p, q in zip(b1, b2, strict=True):
         assert p.value_b0 == q.value_b0 and p.upper_bound == q.upper_bound
         np.testing.assert_array_equal(p.alphas, q.alphas)
         np.testing.assert_array_equal(p.actions, q.actions)
@@ -108,7 +108,7 @@ def test_value_when_regeneration_never_pays_is_the_mixture_of_cheap_successes():
     surv = np.concatenate([[1.0], np.cumprod(1 - h)[:-1]])
     pL = surv * h
     L = np.arange(1, m.max_steps + 1)
-    want = sum(pi * np.sum(pL * pw**L) for pi, pw in zip(m.difficulty_prior, m.p_w))
+    want = sum(pi * np.sum(pL * pw**L) for pi, pw in zip(m.difficulty_prior, m.p_w, strict=True))
     assert bank[0].value_b0 == pytest.approx(want, abs=1e-12)
     assert bank[0].upper_bound == pytest.approx(want, abs=1e-12)
 
@@ -127,7 +127,7 @@ def test_value_with_free_regeneration_and_a_perfect_prm():
     pL = np.concatenate([[1.0], np.cumprod(1 - h)[:-1]]) * h
     L = np.arange(1, m.max_steps + 1)
     want = sum(pi * np.sum(pL * (pw + (1 - pw) * ps) ** L)
-               for pi, pw, ps in zip(m.difficulty_prior, m.p_w, m.p_s))
+               for pi, pw, ps in zip(m.difficulty_prior, m.p_w, m.p_s, strict=True))
     assert bank[0].value_b0 == pytest.approx(want, abs=1e-12)
     assert bank[0].upper_bound == pytest.approx(want, abs=1e-12)
 
@@ -174,7 +174,7 @@ def test_router_filters_the_larger_belief_like_numpy():
                      for j in range(n)]
             ref = _reference_beliefs(m, pol, steps)
             r.reset()
-            for (score, tok, fin), (b, a) in zip(steps, ref):
+            for (score, tok, fin), (b, a) in zip(steps, ref, strict=True):
                 got = r.step(score, tok, fin)
                 assert got == ("continue", "regenerate")[a]
                 np.testing.assert_allclose(r.belief, b, rtol=1e-12, atol=1e-14)
@@ -234,8 +234,9 @@ def test_bad_inputs_raise_typed_errors():
     base = base_model()
     with pytest.raises(ModelValidationError, match=r"p_w and p_s must both have shape \(D,\)"):
         LatentTrimModel(base, p_w=[0.9, 0.8], p_s=[0.9])
-    with pytest.raises(ModelValidationError, match=r"obs_matrices must have shape \(B, 3, "
-                                                   r"n_observations\) = \(B, 3, 5\); got \(2, 3, 4\)"):
+    with pytest.raises(ModelValidationError,
+                       match=r"obs_matrices must have shape \(B, 3, n_observations\) = "
+                             r"\(B, 3, 5\); got \(2, 3, 4\)"):
         LatentTrimModel(base, obs_matrices=np.full((2, 3, 4), 0.25))
     bad = np.stack([base.obs_matrix, base.obs_matrix * 0.5])
     with pytest.raises(ModelValidationError, match=r"obs_matrices\[b=1, s=0, :\] sums to 0.5"):
@@ -289,7 +290,7 @@ def test_em_recovers_known_classes_and_bic_picks_their_number():
     np.testing.assert_allclose(f.difficulty_prior_, pi_d, atol=0.06)
     np.testing.assert_allclose(f.bias_shift_, shifts, atol=0.15)
     np.testing.assert_allclose(f.bias_prior_, pi_b, atol=0.05)
-    for (a, b), (ta, tb) in zip(f.score_beta_, BETAS):
+    for (a, b), (ta, tb) in zip(f.score_beta_, BETAS, strict=True):
         assert a == pytest.approx(ta, rel=0.15) and b == pytest.approx(tb, rel=0.15)
     m = f.build(base_model())
     assert (m.n_classes_difficulty, m.n_classes_bias) == (2, 2)
@@ -317,3 +318,30 @@ def test_from_scenario_quantises_the_spread():
     assert m.obs_matrices.shape[0] == 3
     np.testing.assert_allclose(m.obs_matrices[1], TrimModel.from_scenario(sc).obs_matrix,
                                atol=1e-12)
+
+
+def test_fit_without_scores_or_strong_runs_fits_difficulty_only():
+    cheap, _ = _class_traces(300, 2, [0.9], [0.96], [1.0], [0.0], [1.0])
+    bare = [Trace(id=t.id, model="cheap", problem=t.problem,
+                  steps=[Step(label=s.label, tokens=s.tokens) for s in t.steps]) for t in cheap]
+    f = LatentFitter(n_difficulty=(1, 2), seed=0).fit(bare)
+    assert f.n_bias_ == 1 and f.score_beta_ is None and not f.has_strong_
+    assert np.all(np.isnan(f.p_s_))
+    with pytest.raises(NotFittedError, match="no PRM scores"):
+        f.obs_matrices(EDGES)
+
+
+def test_processbench_one_class_fit_is_the_closed_form(processbench_dir):
+    """D = 1: p_w = (sum k + 1/2) / (sum (k + m) + 1) over solutions (k correct steps before
+    the first wrong one, m = 1 if one is reached) -- the M-step's Beta(1/2, 1/2) smoothing."""
+    from trim_pomdp.processbench import read_processbench
+
+    traces = read_processbench(processbench_dir / "gsm8k.json")
+    k = m = 0
+    for tr in traces:
+        labels = [s.label for s in tr.steps]
+        first = labels.index("incorrect") if "incorrect" in labels else None
+        k += first if first is not None else sum(lab == "correct" for lab in labels)
+        m += first is not None
+    f = LatentFitter(n_difficulty=1, n_bias=1).fit(traces)
+    assert f.p_w_[0] == pytest.approx((k + 0.5) / (k + m + 1.0), rel=1e-12)

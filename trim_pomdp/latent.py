@@ -39,6 +39,7 @@ and shifts).  ``D`` and ``B`` are chosen by BIC.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ __all__ = [
     "LatentFitter",
     "shifted_beta_obs_matrix",
     "solve_latent_grid",
+    "fit_latent_model",
     "pomdp_plus_family",
     "pomdp_plus_exact_family",
     "pomdp_mean_exact_family",
@@ -128,10 +130,10 @@ class LatentTrimModel:
         D = pw.shape[0]
         obs = (base.obs_matrix[None] if obs_matrices is None
                else np.asarray(obs_matrices, dtype=np.float64))
-        O = base.n_observations
-        if obs.ndim != 3 or obs.shape[1:] != (N_HIDDEN, O):
+        n_obs = base.n_observations
+        if obs.ndim != 3 or obs.shape[1:] != (N_HIDDEN, n_obs):
             raise ModelValidationError(
-                f"obs_matrices must have shape (B, 3, n_observations) = (B, 3, {O}); "
+                f"obs_matrices must have shape (B, 3, n_observations) = (B, 3, {n_obs}); "
                 f"got {obs.shape}")
         if not np.all(np.isfinite(obs)) or np.any(obs < 0):
             raise ModelValidationError("obs_matrices must be finite and non-negative")
@@ -208,10 +210,10 @@ class LatentTrimModel:
         if self._cache is not None:
             return self._cache
         m = self.base
-        H, X, O = m.horizon, m.n_observed, m.n_observations
+        H, X, n_obs = m.horizon, m.n_observed, m.n_observations
         S = self.n_hidden
         T = np.zeros((H, N_ACTIONS, X, S, X, S))
-        Z = np.zeros((N_ACTIONS, X, S, O))
+        Z = np.zeros((N_ACTIONS, X, S, n_obs))
         succ = np.zeros((H, N_ACTIONS, X, S))
         cost = np.zeros((H, N_ACTIONS, X, S))
         for d in range(self.n_classes_difficulty):
@@ -369,19 +371,22 @@ def _difficulty_counts(cheap: Sequence[Any], strong: Sequence[Any] | None) -> _D
         st = hidden_state_labels(tr)
         return float(np.sum(st == 0)), float(np.sum(st == 2))
 
-    by_problem: dict[str, list[float]] = {}
-    order = []
+    # one row per cheap trace; the j-th strong trace of a problem pairs with its j-th cheap
+    # trace (a problem may appear several times, e.g. solved by several generators)
+    rows = np.zeros((len(cheap), 4))
+    slots: dict[str, list[int]] = {}
     for i, tr in enumerate(cheap):
-        key = tr.problem if tr.problem is not None else f"#{i}"
-        k, m = counts(tr)
-        by_problem[key] = [k, m, 0.0, 0.0]
-        order.append(key)
+        rows[i, :2] = counts(tr)
+        slots.setdefault(tr.problem if tr.problem is not None else f"#{i}", []).append(i)
     if strong is not None:
+        used: dict[str, int] = {}
         for tr in strong:
-            if tr.problem in by_problem:
-                k, m = counts(tr)
-                by_problem[tr.problem][2:] = [k, m]
-    arr = np.array([by_problem[k] for k in order], dtype=np.float64).reshape(-1, 4)
+            free = slots.get(tr.problem, [])
+            j = used.get(tr.problem, 0)
+            if j < len(free):
+                rows[free[j], 2:] = counts(tr)
+                used[tr.problem] = j + 1
+    arr = rows
     return _DifficultyData(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
 
 
@@ -446,6 +451,33 @@ def _shifted_beta_logpdf(z: NDArray, a: float, b: float, shift: float) -> NDArra
     return a * log_expit(w) + b * log_expit(-w) - betaln(a, b)
 
 
+def _bias_negll(th, *, z, st, wstep, ns):
+    """Weighted negative log-likelihood of the scores (per step) and its gradient in
+    ``th = (log a_0, log b_0, log a_1, log b_1, log a_2, log b_2, beta_0..beta_{B-1})``;
+    ``wstep[n, k]`` is the E-step weight of class ``k`` for step ``n``'s trace."""
+    from scipy.special import betaln, digamma, log_expit
+
+    a_s = np.exp(th[0:6:2])
+    b_s = np.exp(th[1:6:2])
+    a, b = a_s[st], b_s[st]
+    w = z[:, None] - th[None, 6:]
+    la, lb = log_expit(w), log_expit(-w)
+    f = -float(np.sum(wstep * (a[:, None] * la + b[:, None] * lb)))
+    f += float(ns @ betaln(a_s, b_s))  # every step's class weights sum to 1
+    g = np.empty_like(th)
+    q = np.exp(la)
+    # d/d shift of a log q + b log(1-q) with q = expit(z - shift): -(a (1-q) - b q)
+    g[6:] = np.sum(wstep * (a[:, None] * (1 - q) - b[:, None] * q), axis=0)
+    sla = np.bincount(st, weights=np.sum(wstep * la, axis=1), minlength=3)
+    slb = np.bincount(st, weights=np.sum(wstep * lb, axis=1), minlength=3)
+    dab = digamma(a_s + b_s)
+    # chain rule through the log parametrisation: d/d log a = a d/da
+    g[0:6:2] = (-sla + ns * (digamma(a_s) - dab)) * a_s
+    g[1:6:2] = (-slb + ns * (digamma(b_s) - dab)) * b_s
+    scale = max(1.0, float(z.shape[0]))
+    return f / scale, g / scale
+
+
 def _fit_bias(tid, st, z, n_traces, B: int, *, n_iter: int, tol: float):
     """EM for B PRM-bias classes: shared Beta(a_s, b_s) per state, logit shift beta_b per
     class, returned sorted by shift (harshest PRM first).  A common shift is not identified
@@ -453,7 +485,7 @@ def _fit_bias(tid, st, z, n_traces, B: int, *, n_iter: int, tol: float):
     M-step: scipy BFGS with the analytic gradient of the weighted log-likelihood in
     ``(log a_s, log b_s, beta_b)``."""
     from scipy.optimize import minimize
-    from scipy.special import betaln, digamma, expit, log_expit
+    from scipy.special import expit
 
     # start: per-state method of moments on q = expit(z); shifts spread over +-1 sd of the
     # per-trace mean logit residual
@@ -499,31 +531,9 @@ def _fit_bias(tid, st, z, n_traces, B: int, *, n_iter: int, tol: float):
             break
         ll_old = ll
         pi = resp[has].sum(axis=0) / has.sum()
-        wstep = resp[tid]  # (n_steps, B)
 
         ns = np.bincount(st, minlength=3).astype(np.float64)
-
-        def negll(th):
-            a_s = np.exp(th[0:6:2])
-            b_s = np.exp(th[1:6:2])
-            a, b = a_s[st], b_s[st]
-            w = z[:, None] - th[None, 6:]
-            la, lb = log_expit(w), log_expit(-w)
-            f = -float(np.sum(wstep * (a[:, None] * la + b[:, None] * lb)))
-            f += float(ns @ betaln(a_s, b_s))  # every step's class weights sum to 1
-            g = np.empty_like(th)
-            q = np.exp(la)
-            # d/d shift of a log q + b log(1-q) with q = expit(z - shift): -(a (1-q) - b q)
-            g[6:] = np.sum(wstep * (a[:, None] * (1 - q) - b[:, None] * q), axis=0)
-            sla = np.bincount(st, weights=np.sum(wstep * la, axis=1), minlength=3)
-            slb = np.bincount(st, weights=np.sum(wstep * lb, axis=1), minlength=3)
-            dab = digamma(a_s + b_s)
-            # chain rule through the log parametrisation: d/d log a = a d/da
-            g[0:6:2] = (-sla + ns * (digamma(a_s) - dab)) * a_s
-            g[1:6:2] = (-slb + ns * (digamma(b_s) - dab)) * b_s
-            scale = max(1.0, float(z.shape[0]))
-            return f / scale, g / scale
-
+        negll = functools.partial(_bias_negll, z=z, st=st, wstep=resp[tid], ns=ns)
         # BFGS, not L-BFGS-B: with 6 + B parameters L-BFGS-B's Fortran core spends its
         # time in multi-threaded BLAS calls (10 ms per iteration on a busy 2-core machine)
         res = minimize(negll, theta, jac=True, method="BFGS",
@@ -582,7 +592,8 @@ class LatentFitter:
     def _cands(name: str, v: int | Sequence[int]) -> list[int]:
         c = [int(v)] if isinstance(v, (int, np.integer)) else [int(x) for x in v]
         if not c or any(x < 1 for x in c):
-            raise ValueError(f"{name} must be a positive int or a non-empty list of them; got {v!r}")
+            raise ValueError(
+                f"{name} must be a positive int or a non-empty list of them; got {v!r}")
         return c
 
     def fit(self, cheap_traces: Sequence[Any],
@@ -680,32 +691,46 @@ def _n_lambdas(options: Any) -> int:
     return getattr(options, "n_params", None) or 32
 
 
-def pomdp_plus_family(options: Any = None, *, n_fit_problems: int = 4000,
-                      max_classes: int = 3):
-    """Factory of the ``"trim-pomdp+"`` family for :func:`trim_pomdp.evaluate.evaluate`.
+def fit_latent_model(scenario: Any, *, seed: int = 1, n_fit_problems: int = 4000,
+                     max_classes: int = 3, n_lambdas: int = 32):
+    """Fit TRIM-POMDP+ on traces simulated from ``scenario`` (seeds derived from ``seed``).
 
-    Like ``trim-pomdp`` it fits on traces simulated from ``options.scenario`` with seed
-    ``options.seed + 1`` (never the evaluation world): the mean-parameter TrimModel exactly
-    as ``trim_pomdp.trim.pomdp_family`` builds it (hazard, tokens, KDE observation model),
-    then :class:`LatentFitter` on paired cheap/strong traces of the same fit problems
-    chooses ``D, B <= max_classes`` by BIC and fits the classes; the lambda grid is solved
-    by :func:`solve_latent_grid`.
+    The base TrimModel is built exactly as ``trim_pomdp.trim.fit_from_scenario`` builds the
+    mean-parameter model (hazard, tokens, KDE observation model, ``FitConfig(seed=seed)``);
+    :class:`LatentFitter` then fits ``D, B <= max_classes`` (BIC) on paired cheap/strong
+    traces of ``n_fit_problems`` other problems (seed ``seed + 7``).
+
+    Returns ``(model, fitter)``.
     """
     from trim_pomdp.simulator import simulate_traces
-    from trim_pomdp.trim import FitConfig, default_lambdas, fit_from_scenario
+    from trim_pomdp.trim import FitConfig, fit_from_scenario
 
-    scenario = getattr(options, "scenario", None)
-    if scenario is None:
-        raise ValueError("the trim-pomdp+ family needs FamilyOptions(scenario=...)")
-    seed = int(getattr(options, "seed", 0)) + 1
-    cfg = FitConfig(seed=seed, n_lambdas=_n_lambdas(options), n_fit_problems=n_fit_problems)
+    cfg = FitConfig(seed=seed, n_lambdas=n_lambdas, n_fit_problems=n_fit_problems)
     base, _, _ = fit_from_scenario(scenario, cfg)
     cheap = simulate_traces(scenario, model="cheap", n_problems=n_fit_problems, seed=seed + 7)
     strong = simulate_traces(scenario, model="strong", n_problems=n_fit_problems, seed=seed + 7)
     cands = tuple(range(1, max_classes + 1))
     fitter = LatentFitter(n_difficulty=cands, n_bias=cands).fit(cheap, strong)
-    model = fitter.build(base)
-    bank = solve_latent_grid(model, default_lambdas(base, cfg.n_lambdas))
+    return fitter.build(base), fitter
+
+
+def pomdp_plus_family(options: Any = None, *, n_fit_problems: int = 4000,
+                      max_classes: int = 3):
+    """Factory of the ``"trim-pomdp+"`` family for :func:`trim_pomdp.evaluate.evaluate`
+    (``evaluate(..., ["trim_pomdp.latent:pomdp_plus_family"])``).
+
+    Like ``trim-pomdp`` it fits on traces simulated from ``options.scenario`` with seed
+    ``options.seed + 1`` (never the evaluation world), through :func:`fit_latent_model`,
+    and solves the same default lambda grid with :func:`solve_latent_grid`.
+    """
+    from trim_pomdp.trim import default_lambdas
+
+    scenario = getattr(options, "scenario", None)
+    if scenario is None:
+        raise ValueError("the trim-pomdp+ family needs FamilyOptions(scenario=...)")
+    model, _ = fit_latent_model(scenario, seed=int(getattr(options, "seed", 0)) + 1,
+                                n_fit_problems=n_fit_problems, max_classes=max_classes)
+    bank = solve_latent_grid(model, default_lambdas(model.base, _n_lambdas(options)))
     return bank.family("trim-pomdp+")
 
 
