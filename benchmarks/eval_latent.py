@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_pomdp.evaluate import FamilyOptions, evaluate
+from trim_pomdp.evaluate import FamilyOptions, compare, evaluate, paired_bootstrap
 from trim_pomdp.latent import fit_latent_model
 from trim_pomdp.scenario import load_scenario
 
@@ -46,6 +46,28 @@ def scenarios() -> dict:
     }
 
 
+METRICS = (("cpt_50", False), ("cpt_80", False), ("cpt_95", False), ("delta_ibc", True),
+           ("max_accuracy", True))
+
+
+def paired_comparisons(ev, n_boot: int) -> dict:
+    """TRIM-POMDP+ minus each other family, paired bootstrap over problems (95% CI)."""
+    import dataclasses as dc
+
+    keep = {k: v for k, v in ev.curves.items() if k in ("trim-pomdp+", "trim-pomdp", "trim-thr")}
+    samples = paired_bootstrap(dc.replace(ev, curves=keep), n_boot=n_boot, seed=0)
+    res = {}
+    for other in ("trim-pomdp", "trim-thr"):
+        res[other] = {}
+        for metric, hib in METRICS:
+            c = compare(samples, "trim-pomdp+", other, metric, higher_is_better=hib)
+            res[other][metric] = c
+            print(f"  trim-pomdp+ - {other:<10} {metric:<12} diff {c['diff']:+.4f} "
+                  f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]  P(better) {c['p_better']:.2f}",
+                  flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-problems", type=int, default=20000)
@@ -53,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", nargs="*", default=["spread", "bias", "both", "default"])
     ap.add_argument("--families", nargs="*", default=FAMILIES)
     ap.add_argument("--out", default="benchmarks/results/latent_eval.json")
+    ap.add_argument("--n-boot", type=int, default=200,
+                    help="paired bootstrap replicates over problems (0: none)")
     args = ap.parse_args(argv)
     out = {}
     outp = Path(args.out)
@@ -64,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         ev = evaluate(sc, args.families, n_problems=args.n_problems, seed=args.seed,
                       family_options=FamilyOptions(scenario=sc, seed=0),
+                      keep_outcomes=args.n_boot > 0,
                       progress=lambda m: print("  ", m, file=sys.stderr, flush=True))
         print(ev.table(), flush=True)
         print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
@@ -76,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
               f"B={fit['B']} shifts={np.round(fit['bias_shift'], 2).tolist()} "
               f"prior={np.round(fit['bias_prior'], 3).tolist()}\n", flush=True)
         out[name] = {"scenario": sc.to_dict(), "evaluation": ev.to_dict(), "fit": fit}
+        if args.n_boot > 0:
+            out[name]["paired"] = paired_comparisons(ev, args.n_boot)
         outp.parent.mkdir(parents=True, exist_ok=True)
         outp.write_text(json.dumps(out, indent=1) + "\n")
     return 0
