@@ -43,6 +43,7 @@ def scenarios() -> dict:
         "both": dataclasses.replace(base, name="both", p_w_concentration=5.0,
                                     p_s_concentration=5.0, prm_bias_sd=1.0),
         "default": d,
+        "noisy_prm": load_scenario("noisy_prm"),
     }
 
 

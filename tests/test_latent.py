@@ -345,3 +345,27 @@ def test_processbench_one_class_fit_is_the_closed_form(processbench_dir):
         m += first is not None
     f = LatentFitter(n_difficulty=1, n_bias=1).fit(traces)
     assert f.p_w_[0] == pytest.approx((k + 0.5) / (k + m + 1.0), rel=1e-12)
+
+
+def test_latent_bank_save_load_round_trip(tmp_path):
+    from trim_pomdp.errors import PolicyFormatError
+    from trim_pomdp.latent import load_latent_bank
+
+    m = latent_model(2, 2)
+    bank = solve_latent_grid(m, [0.002, 0.01])
+    path = bank.save(tmp_path / "bank.npz")
+    got = load_latent_bank(path)
+    assert isinstance(got.model, LatentTrimModel)
+    for k in ("T", "Z", "R", "b0"):
+        np.testing.assert_array_equal(got.model.arrays(0.01)[k], m.arrays(0.01)[k])
+    for p, q in zip(bank, got, strict=True):
+        assert p.lam == q.lam and p.value_b0 == q.value_b0
+        np.testing.assert_array_equal(p.alphas, q.alphas)
+        np.testing.assert_array_equal(p.offsets, q.offsets)
+    r1, r2 = Router(bank[0]), Router(got[0])
+    for score in (0.9, 0.3, 0.7):
+        assert r1.step(score, 30, False) == r2.step(score, 30, False)
+        np.testing.assert_array_equal(r1.belief, r2.belief)
+    plain = solve_grid(base_model(), [0.01]).save(tmp_path / "plain.npz")
+    with pytest.raises(PolicyFormatError, match="not a latent-model PolicyBank"):
+        load_latent_bank(plain)

@@ -57,6 +57,7 @@ __all__ = [
     "LatentFitter",
     "shifted_beta_obs_matrix",
     "solve_latent_grid",
+    "load_latent_bank",
     "fit_latent_model",
     "pomdp_plus_family",
     "pomdp_plus_exact_family",
@@ -302,6 +303,27 @@ class LatentTrimModel:
                             for s in shifts])
         return cls(base, p_w=pw, p_s=ps, obs_matrices=obs)
 
+    # -- persistence (PolicyBank.save calls these; load with load_latent_bank) -------------
+    def _to_arrays(self) -> dict[str, NDArray]:
+        out = self.base._to_arrays()
+        out.update(latent_p_w=np.asarray(self.p_w), latent_p_s=np.asarray(self.p_s),
+                   latent_difficulty_prior=np.asarray(self.difficulty_prior),
+                   latent_obs_matrices=np.asarray(self.obs_matrices),
+                   latent_bias_prior=np.asarray(self.bias_prior))
+        return out
+
+    def _to_meta(self) -> dict[str, Any]:
+        return {**self.base._to_meta(), "latent": True,
+                "n_difficulty": self.n_classes_difficulty, "n_bias": self.n_classes_bias}
+
+    @classmethod
+    def _from_saved(cls, meta: dict[str, Any], arrays: Any) -> LatentTrimModel:
+        base = TrimModel._from_saved(meta, arrays)
+        return cls(base, p_w=arrays["latent_p_w"], p_s=arrays["latent_p_s"],
+                   difficulty_prior=arrays["latent_difficulty_prior"],
+                   obs_matrices=arrays["latent_obs_matrices"],
+                   bias_prior=arrays["latent_bias_prior"])
+
     def __repr__(self) -> str:
         return (f"LatentTrimModel(D={self.n_classes_difficulty}, B={self.n_classes_bias}, "
                 f"p_w={np.round(self.p_w, 4).tolist()}, p_s={np.round(self.p_s, 4).tolist()}, "
@@ -333,6 +355,54 @@ def latent_belief_points(model: LatentTrimModel) -> NDArray[np.float64]:
             b[s::N_HIDDEN] = dist
             pts.append(b)
     return np.asarray(pts)
+
+
+def load_latent_bank(path: Any):
+    """Load a :class:`~trim_pomdp.trim.PolicyBank` of a :class:`LatentTrimModel` written by
+    ``bank.save(path)`` (``.npz`` without pickles + JSON sidecar with ``format_version``).
+
+    Raises
+    ------
+    PolicyFormatError
+        Not a PolicyBank file, not a latent one, or malformed arrays.
+    """
+    import json
+    from pathlib import Path
+
+    from trim_pomdp.errors import PolicyFormatError
+    from trim_pomdp.trim import FORMAT_VERSION, PolicyBank, TrimPolicy
+
+    npz, meta_path = PolicyBank._paths(path)
+    try:
+        meta = json.loads(Path(meta_path).read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise PolicyFormatError(f"{meta_path}: cannot read JSON metadata: {exc}") from exc
+    ok = (isinstance(meta, dict) and meta.get("kind") == "trim_pomdp.PolicyBank"
+          and meta.get("format_version") == FORMAT_VERSION
+          and isinstance(meta.get("model"), dict) and meta["model"].get("latent") is True)
+    if not ok:
+        raise PolicyFormatError(f"{meta_path}: not a latent-model PolicyBank of format_version "
+                                f"{FORMAT_VERSION}")
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        model = LatentTrimModel._from_saved(meta["model"], arrays)
+        counts = arrays["counts"]
+        ends = np.cumsum(counts)
+        policies = [
+            TrimPolicy(model=model, lam=float(lam),
+                       alphas=arrays["alphas"][ends[i] - counts[i]:ends[i]],
+                       actions=arrays["actions"][ends[i] - counts[i]:ends[i]],
+                       offsets=arrays["offsets"][i], value_b0=float(arrays["value_b0"][i]),
+                       upper_bound=float(arrays["upper_bound"][i]))
+            for i, lam in enumerate(arrays["lambdas"])]
+    except (KeyError, IndexError, ValueError) as exc:
+        if isinstance(exc, PolicyFormatError):
+            raise
+        raise PolicyFormatError(f"{npz}: malformed latent PolicyBank arrays: {exc}") from exc
+    return PolicyBank(model, policies)
 
 
 def solve_latent_grid(model: LatentTrimModel, lambdas: ArrayLike | None = None, *,
