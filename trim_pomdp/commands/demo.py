@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"    solved in {time.perf_counter() - t0:.2f} s; max gap at b0 {np.nanmax(gaps):.2e}")
     say(f"3/4 evaluating every policy on {args.n_problems} fresh problems (seed {args.seed}) ...")
     world = sample_world(scenario, n_problems=args.n_problems, seed=args.seed)
-    families = [bank.family(), "trim-thr", "random", "oracle", "query-oracle", "automix",
+    families = [bank.family(), "trim-pomdp+", "trim-thr", "random", "oracle", "query-oracle", "automix",
                 "always-cheap", "always-strong"]
     ev = evaluate(world, families, progress=lambda m: say("    " + m))
     result = {name: c.to_dict()["metrics"] for name, c in ev.curves.items()}
