@@ -241,3 +241,19 @@ def test_batch_policy_bad_input():
         bp.act(1, np.array([0.5, np.nan]), z, z, z, np.ones(2, bool))
     with pytest.raises(RouterStateError, match="outside 1..30"):
         bp.act(31, z, z, z, z, np.ones(2, bool))
+
+
+def test_final_flag_the_hazard_calls_impossible_is_still_filtered():
+    # The default scenario never ends before step 3 (hazard 0 at steps 1-2).  A real trace
+    # may: the observed final flag must not collapse the belief (it carries no information
+    # about correctness), and the decision at the final step must be defined.
+    from trim_pomdp import Router, TrimModel, default_scenario, solve_grid
+
+    model = TrimModel.from_scenario(default_scenario())
+    assert 0.0 < model.hazard[0] <= 1e-8
+    router = Router(solve_grid(model, [1e-3]).nearest(1e-3))
+    router.reset()
+    router.step(0.3, 50, False)
+    b_before = router.belief.copy()
+    assert router.step(0.9, 50, True) in ("continue", "regenerate")
+    assert np.isclose(router.belief.sum(), 1.0) and not np.allclose(router.belief, b_before)

@@ -73,6 +73,8 @@ __all__ = [
 
 MAX_STEPS = 30
 S0, S1, S2 = 0, 1, 2
+#: smallest termination hazard before the cap (see TrimModel)
+HAZARD_FLOOR = 1e-9
 CONTINUE, REGENERATE = 0, 1
 N_HIDDEN = 3
 N_ACTIONS = 2
@@ -239,6 +241,12 @@ class TrimModel:
         if np.any(hz < 0) or np.any(hz > 1):
             raise ModelValidationError(f"hazard must lie in [0, 1]; got {hz}")
         hz = hz.copy()
+        # A hazard of exactly 0 or 1 before the cap would make an observed final flag
+        # impossible (a draft that ends earlier, or runs longer, than any training trace),
+        # and the router's filter undefined at that step.  The flag is observed and
+        # independent of the hidden state, so flooring it changes no belief and moves the
+        # value by at most ~HAZARD_FLOOR per step.
+        hz[:-1] = np.clip(hz[:-1], HAZARD_FLOOR, 1.0 - HAZARD_FLOOR)
         hz[-1] = 1.0  # the cap: step max_steps is always final
         self.hazard = hz
         self.score_edges = _check_edges("score_edges", score_edges, 0.0, 1.0)
