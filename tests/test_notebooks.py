@@ -83,6 +83,10 @@ def _execute(name: str, workdir: Path, env: dict[str, str | None],
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                  for o in c.outputs)
     assert images >= 1 or stop_at is not None, f"{name} drew no figure"
+    # the suite turns warnings into errors; a kernel only prints them, so catch them here
+    stderr = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.outputs if o.get("name") == "stderr")
+    assert "Warning" not in stderr, f"{name} emitted a warning:\n{stderr}"
     return nb
 
 
