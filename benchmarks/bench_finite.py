@@ -45,7 +45,7 @@ def trim_like_model(
     strong tokens growing with the bin.
     """
     rng = np.random.default_rng(seed)
-    K, O, S, A = n_token_bins, n_obs, 3, 2
+    K, O, S, A = n_token_bins, n_obs, 3, 2  # noqa: E741 (O: observations, as in the maths)
     X = 2 * K + 2
     START, TERM = 0, X - 1
     H = MAX_STEPS + 1

@@ -131,9 +131,10 @@ try:
         benchmark.extra_info.update(lower_bound=info.lower_bound, upper_bound=info.upper_bound,
                                     sarsop_time_s=SARSOP[name][2])
 
-    def _sparse_model(S: int, A: int = 8, O: int = 10, nnz: int = 10):
-        import numpy as np
+    def _sparse_model(S: int, A: int = 8, n_obs: int = 10, nnz: int = 10):
         from types import SimpleNamespace
+
+        import numpy as np
 
         rng = np.random.default_rng(0)
         T = np.zeros((A, S, S))
@@ -142,7 +143,7 @@ try:
             for s in range(S):
                 T[a, s, cols[s]] += rng.random(nnz)
         T /= T.sum(axis=2, keepdims=True)
-        Z = rng.random((A, S, O)) ** 4
+        Z = rng.random((A, S, n_obs)) ** 4
         Z /= Z.sum(axis=2, keepdims=True)
         return SimpleNamespace(T=T, Z=Z, R=rng.normal(size=(A, S)), discount=0.95,
                                b0=np.full(S, 1.0 / S))

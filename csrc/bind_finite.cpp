@@ -150,7 +150,7 @@ void bind_finite(py::module_& m) {
             return result_to_dict(r, fm.S);
         },
         py::arg("model"), py::kw_only(), py::arg("belief_points") = py::none(),
-        py::arg("grid_resolution") = 0, py::arg("n_samples") = 16, py::arg("n_refine") = 1,
+        py::arg("grid_resolution") = 0, py::arg("n_samples") = 32, py::arg("n_refine") = 0,
         py::arg("target_gap") = 0.0, py::arg("n_threads") = py::none(), py::arg("seed") = 0,
         py::arg("share_slices") = true, py::arg("sawtooth") = true,
         "Solve one finite-horizon MOMDP (model dict: T, Z, R, R_final, x0, b0, discount, horizon).");
@@ -180,7 +180,7 @@ void bind_finite(py::module_& m) {
             return out;
         },
         py::arg("models"), py::kw_only(), py::arg("belief_points") = py::none(),
-        py::arg("grid_resolution") = 0, py::arg("n_samples") = 16, py::arg("n_refine") = 1,
+        py::arg("grid_resolution") = 0, py::arg("n_samples") = 32, py::arg("n_refine") = 0,
         py::arg("target_gap") = 0.0, py::arg("n_threads") = py::none(), py::arg("seed") = 0,
         py::arg("share_slices") = true, py::arg("sawtooth") = true,
         "Solve many finite-horizon MOMDPs in parallel on a C++ thread pool (GIL released).");

@@ -27,7 +27,7 @@ void require_ndim(const DArray& arr, const char* name, const char* dims, py::ssi
 
 py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, double time_limit,
                      double target_gap, long long max_iterations, double max_memory_mb,
-                     int n_threads, py::object progress) {
+                     int n_threads, py::object progress, double tol) {
     require_ndim(T, "T", "n_actions, n_states, n_states", 3);
     const py::ssize_t A = T.shape(0), S = T.shape(1);
     require_shape(T, "T", "n_actions, n_states, n_states", {A, S, S});
@@ -39,6 +39,7 @@ py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, d
     if (A == 0 || S == 0 || O == 0)
         throw py::value_error("model must have at least one state, action and observation");
     if (!(time_limit > 0.0)) throw py::value_error("time_limit must be > 0");
+    if (!(tol >= 0.0 && tol < 1.0)) throw py::value_error("tol must be in [0, 1)");
     if (n_threads < 1) throw py::value_error("n_threads must be >= 1");
 
     trim::Pomdp model;
@@ -57,6 +58,7 @@ py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, d
     cfg.max_iterations = max_iterations;
     cfg.max_memory_mb = max_memory_mb;
     cfg.n_threads = n_threads;
+    cfg.tol = tol;
 
     trim::HsviResult res;
     std::exception_ptr solver_error;
@@ -64,7 +66,7 @@ py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, d
     bool user_interrupt = false;
     {
         // Model errors surface here, before any thread starts.
-        trim::HsviSolver solver(model, cfg);
+        trim::HsviSolver solver(std::move(model), cfg);
         std::atomic<bool> stop{false};
         trim::HsviProgress prog;
         py::gil_scoped_release release;
@@ -180,7 +182,7 @@ void bind_solver(py::module_& m) {
     m.def("solve_pomdp", &solve_pomdp, py::arg("T"), py::arg("Z"), py::arg("R"),
           py::arg("discount"), py::arg("b0"), py::kw_only(), py::arg("time_limit"),
           py::arg("target_gap"), py::arg("max_iterations"), py::arg("max_memory_mb"),
-          py::arg("n_threads"), py::arg("progress") = py::none(),
+          py::arg("n_threads"), py::arg("progress") = py::none(), py::arg("tol") = 1e-6,
           "HSVI2/SARSOP-style point-based solve of a discrete POMDP (see trim_pomdp.solver).");
     m.def("_hsvi_backup", &hsvi_backup, py::arg("T"), py::arg("Z"), py::arg("R"),
           py::arg("discount"), py::arg("alphas"), py::arg("actions"), py::arg("b"),

@@ -76,8 +76,8 @@ struct FhModel {
 struct FhConfig {
     std::vector<double> belief_points;  // M * S, added at every (t, x)
     int grid_resolution = 0;            // simplex grid with step 1/r; 0 = none
-    int n_samples = 16;                 // forward-simulated trajectories per pass
-    int n_refine = 1;                   // extra passes with bound-guided sampling
+    int n_samples = 32;                 // forward-simulated trajectories per pass
+    int n_refine = 0;                   // extra passes with bound-guided sampling
     double target_gap = 0.0;            // stop refining once the gap at b0 is <= this
     int n_threads = 1;
     unsigned long long seed = 0;

@@ -45,9 +45,17 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 inline double dot(const double* a, const double* b, int n) {
-    double s = 0.0;
-    for (int i = 0; i < n; ++i) s += a[i] * b[i];
-    return s;
+    // Small hidden spaces (TRIM: S = 3) dominate: fixed-size cases unroll.
+    switch (n) {
+        case 2: return a[0] * b[0] + a[1] * b[1];
+        case 3: return a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+        case 4: return a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
+        default: {
+            double s = 0.0;
+            for (int i = 0; i < n; ++i) s += a[i] * b[i];
+            return s;
+        }
+    }
 }
 
 // The Freudenthal triangulation of the S-simplex with step 1/r (Lovejoy 1991).  Grid points
@@ -175,7 +183,8 @@ class SimplexGrid {
 struct EpochX {
     std::vector<double> alphas;  // K * S
     std::vector<int> acts;       // K
-    std::vector<double> fib;     // A * S: fast informed bound vectors
+    std::vector<double> fib;     // n_fib * S: fast informed bound vectors
+    int n_fib = 0;
     std::vector<double> ugrid;   // upper bound at the grid points (rank order)
     std::vector<double> corner;  // S: upper bound at the corners (from ugrid)
     std::vector<double> sw_d;    // sawtooth points: v_i - b_i . corner (< 0)
@@ -344,6 +353,7 @@ void Solver::build_fib() {
         EpochX& e = ex_[static_cast<std::size_t>(H) * X + x];
         const double* rf = &m_.R_final[static_cast<std::size_t>(x) * S];
         e.fib.assign(rf, rf + S);  // one vector: every action is the same at the end
+        e.n_fib = 1;
         e.corner.assign(rf, rf + S);
         e.alphas.assign(rf, rf + S);
         e.acts.assign(1, -1);
@@ -354,6 +364,7 @@ void Solver::build_fib() {
         for (int x = 0; x < X; ++x) {
             EpochX& e = ex_[static_cast<std::size_t>(t) * X + x];
             e.fib.assign(static_cast<std::size_t>(A) * S, 0.0);
+            e.n_fib = A;
             for (int a = 0; a < A; ++a) {
                 const double* r = m_.R_vec(t, a, x);
                 const auto& rch = reach_[(static_cast<std::size_t>(t) * A + a) * X + x];
@@ -397,7 +408,7 @@ double Solver::ub_eval(int t1, int xp, const double* y) const {
 double Solver::ub_eval_at(int t1, int xp, const double* y, double mass, const int* ranks,
                           const double* lams, int nv) const {
     const EpochX& e = ex_[static_cast<std::size_t>(t1) * X + xp];
-    const int na = static_cast<int>(e.fib.size()) / S;
+    const int na = e.n_fib;
     double f = -kInf;
     for (int a = 0; a < na; ++a) f = std::max(f, dot(y, &e.fib[static_cast<std::size_t>(a) * S], S));
     double gi = 0.0;
@@ -409,8 +420,10 @@ double Solver::ub_eval_at(int t1, int xp, const double* y, double mass, const in
         for (int i = 0; i < n; ++i) {
             const double* inv = &e.sw_inv[static_cast<std::size_t>(i) * S];
             double phi = kInf;
-            for (int s = 0; s < S; ++s)
-                if (inv[s] > 0.0) phi = std::min(phi, y[s] * inv[s]);
+            for (int s = 0; s < S; ++s) {
+                const double r = inv[s] > 0.0 ? y[s] * inv[s] : kInf;
+                phi = r < phi ? r : phi;
+            }
             u = std::min(u, lin + phi * e.sw_d[i]);
         }
     }

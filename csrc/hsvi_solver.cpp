@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -32,15 +33,21 @@ std::uint64_t hash_belief(const int* idx, const double* val, int supp) {
     return h;
 }
 
+std::string num(double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.7g", x);
+    return buf;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
 
-HsviSolver::HsviSolver(const Pomdp& model, const HsviConfig& config)
-    : m_(model), cfg_(config), S_(model.n_states), A_(model.n_actions), O_(model.n_obs),
-      gamma_(model.discount) {
+HsviSolver::HsviSolver(Pomdp model, const HsviConfig& config)
+    : m_(std::move(model)), cfg_(config), S_(m_.n_states), A_(m_.n_actions), O_(m_.n_obs),
+      gamma_(m_.discount) {
     if (S_ <= 0 || A_ <= 0 || O_ <= 0)
         throw std::invalid_argument("model must have at least one state, action and observation");
     const auto S = static_cast<std::size_t>(S_), A = static_cast<std::size_t>(A_),
@@ -56,6 +63,7 @@ HsviSolver::HsviSolver(const Pomdp& model, const HsviConfig& config)
     if (!(cfg_.max_memory_mb > 0.0))
         throw std::invalid_argument("max_memory_mb must be > 0");
     check_model();
+    normalise_model();
     build_sparse();
     dense_.assign(S, 0.0);
     pred_.assign(S, 0.0);
@@ -80,7 +88,7 @@ void HsviSolver::check_model() const {
                 double p = m_.t(a, s, j);
                 if (!std::isfinite(p) || p < 0.0)
                     fail("T[a=" + std::to_string(a) + ", s=" + std::to_string(s) + ", s'=" +
-                         std::to_string(j) + "] = " + std::to_string(p) +
+                         std::to_string(j) + "] = " + num(p) +
                          "; expected a probability");
                 sum_t += p;
             }
@@ -88,28 +96,44 @@ void HsviSolver::check_model() const {
                 double z = m_.z(a, s, o);
                 if (!std::isfinite(z) || z < 0.0)
                     fail("Z[a=" + std::to_string(a) + ", s'=" + std::to_string(s) + ", o=" +
-                         std::to_string(o) + "] = " + std::to_string(z) +
+                         std::to_string(o) + "] = " + num(z) +
                          "; expected a probability");
                 sum_z += z;
             }
-            if (std::abs(sum_t - 1.0) > 1e-6)
+            if (!(std::abs(sum_t - 1.0) <= cfg_.tol))
                 fail("T[a=" + std::to_string(a) + ", s=" + std::to_string(s) + ", :] sums to " +
-                     std::to_string(sum_t) + "; expected 1 (tol 1e-06)");
-            if (std::abs(sum_z - 1.0) > 1e-6)
+                     num(sum_t) + "; expected 1 (tol " + num(cfg_.tol) + ")");
+            if (!(std::abs(sum_z - 1.0) <= cfg_.tol))
                 fail("Z[a=" + std::to_string(a) + ", s'=" + std::to_string(s) + ", :] sums to " +
-                     std::to_string(sum_z) + "; expected 1 (tol 1e-06)");
+                     num(sum_z) + "; expected 1 (tol " + num(cfg_.tol) + ")");
             if (!std::isfinite(m_.r(a, s)))
                 fail("R[a=" + std::to_string(a) + ", s=" + std::to_string(s) + "] is not finite");
         }
     double sum_b = 0.0;
     for (int s = 0; s < S; ++s) {
         if (!std::isfinite(m_.b0[s]) || m_.b0[s] < 0.0)
-            fail("b0[" + std::to_string(s) + "] = " + std::to_string(m_.b0[s]) +
+            fail("b0[" + std::to_string(s) + "] = " + num(m_.b0[s]) +
                  "; expected a probability");
         sum_b += m_.b0[s];
     }
-    if (std::abs(sum_b - 1.0) > 1e-6)
-        fail("b0 sums to " + std::to_string(sum_b) + "; expected 1 (tol 1e-06)");
+    if (!(std::abs(sum_b - 1.0) <= cfg_.tol))
+        fail("b0 sums to " + num(sum_b) + "; expected 1 (tol " + num(cfg_.tol) + ")");
+}
+
+// Rows within the tolerance are scaled to sum to 1 exactly: the bounds (blind policy, FIB,
+// backups) are only valid for a stochastic model, and classic files print 6 digits.
+void HsviSolver::normalise_model() {
+    auto normalise = [](double* row, int n) {
+        double sum = 0.0;
+        for (int j = 0; j < n; ++j) sum += row[j];
+        if (sum > 0.0 && sum != 1.0)
+            for (int j = 0; j < n; ++j) row[j] /= sum;
+    };
+    for (std::size_t r = 0; r < static_cast<std::size_t>(A_) * S_; ++r) {
+        normalise(&m_.T[r * S_], S_);
+        normalise(&m_.Z[r * O_], O_);
+    }
+    normalise(m_.b0.data(), S_);
 }
 
 // Ctrl-C or the time limit during the initial bounds (large models): stop iterating; the
@@ -655,7 +679,7 @@ void HsviSolver::backup(int n, bool lower_too) {
 void HsviSolver::prune_alphas() {
     std::vector<char> keep(n_alpha_, 0);
     for (std::size_t n = 0; n < nodes_.size(); ++n) {
-        if (nodes_[n].child_off < 0) continue;
+        if (n != 0 && nodes_[n].child_off < 0) continue;  // b0 always keeps its vector
         lower(static_cast<int>(n));
         keep[nodes_[n].lb_alpha] = 1;
     }
@@ -911,7 +935,7 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
 HsviBackupCheck HsviSolver::backup_at(const Pomdp& model, const std::vector<double>& alphas,
                                       const std::vector<int>& actions,
                                       const std::vector<double>& b) {
-    HsviSolver solver(model, HsviConfig{});
+    HsviSolver solver(model, HsviConfig{});  // (a copy: the solver owns its model)
     const int S = solver.S_;
     if (alphas.size() != actions.size() * static_cast<std::size_t>(S) || actions.empty())
         throw std::invalid_argument("alphas must have shape (K, n_states) with K >= 1");

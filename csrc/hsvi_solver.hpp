@@ -34,6 +34,7 @@ struct HsviConfig {
     long long max_iterations = -1;  // trials from b0 (< 0: no limit)
     double max_memory_mb = 4096;  // solver storage (alpha vectors, beliefs, bound points)
     int n_threads = 1;            // threads used by the initial bounds (FIB, blind policy)
+    double tol = 1e-6;            // accepted |row sum - 1| of T, Z and b0 (then renormalised)
 };
 
 // Latest progress snapshot, written by the solver and read by another thread.
@@ -74,7 +75,7 @@ struct HsviBackupCheck {
 
 class HsviSolver {
    public:
-    HsviSolver(const Pomdp& model, const HsviConfig& config);
+    HsviSolver(Pomdp model, const HsviConfig& config);
     // Runs until the target gap, the time limit, the iteration limit or `stop` is set.
     // `progress` (may be null) receives a snapshot after each trial.
     HsviResult solve(const std::atomic<bool>* stop = nullptr, HsviProgress* progress = nullptr);
@@ -102,6 +103,7 @@ class HsviSolver {
 
     // --- set-up -----------------------------------------------------------------
     void check_model() const;
+    void normalise_model();
     bool should_stop() const;
     void build_sparse();
     void init_blind();
@@ -124,7 +126,7 @@ class HsviSolver {
     double memory_bytes() const;
     void trial(double eps);
 
-    const Pomdp& m_;
+    Pomdp m_;  // own copy, rows renormalised
     HsviConfig cfg_;
     int S_, A_, O_;
     double gamma_;

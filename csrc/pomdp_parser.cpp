@@ -748,6 +748,8 @@ class Parser {
     Pomdp finish() {
         const int eof = peek().line;
         if (!have_discount_) fail(eof, "missing 'discount:' declaration");
+        for (const Decl* d : {&states_, &actions_, &obs_})
+            if (!d->declared) fail(eof, std::string("missing '") + d->keyword + ":' declaration");
         allocate(eof, "end of input");
         m_.state_names = states_.names;
         m_.action_names = actions_.names;
@@ -786,6 +788,11 @@ class Parser {
                             row[sp.o] = v[0];
                         }
                     }
+                }
+                // A grid that came out constant is a constant reward: keep it exact.
+                if (std::all_of(grid.begin(), grid.end(), [&](double g) { return g == grid[0]; })) {
+                    m_.R[a * S + s] = grid[0];
+                    continue;
                 }
                 double r = 0.0;
                 const double* trow = &m_.T[(a * S + s) * S];

@@ -11,7 +11,7 @@
 // from `#` to the end of the line, statements spanning lines.  Later entries override
 // earlier ones.  R(a, s, s', o) is reduced to the expected immediate reward
 //   R(a, s) = sum_{s'} T(s'|s, a) sum_o Z(o|s', a) R(a, s, s', o),
-// exactly R(a, s) = r when r does not depend on (s', o).  `values: cost` negates rewards.
+// exactly R(a, s) = r when R(a, s, ., .) = r for every (s', o).  `values: cost` negates rewards.
 // A missing `start:` means the uniform initial belief.
 #pragma once
 

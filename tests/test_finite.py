@@ -35,7 +35,7 @@ def random_model(
     A: int = 2,
     X: int = 2,
     S: int = 2,
-    O: int = 2,
+    O: int = 2,  # noqa: E741 (O: observations, as in the maths)
     *,
     sparse: bool = False,
     timed: bool = True,
@@ -67,7 +67,7 @@ def brute_force(model: FiniteHorizonPOMDP) -> tuple[float, np.ndarray]:
 
     Returns the value and all reachable beliefs (rows), used as belief points.
     """
-    H, A, X, O = model.horizon, model.n_actions, model.n_observed, model.n_observations
+    H, A, X, O = model.horizon, model.n_actions, model.n_observed, model.n_observations  # noqa: E741 (O: observations, as in the maths)
     g = model.discount
     seen: list[np.ndarray] = []
 
@@ -124,7 +124,7 @@ def reference_solve(model: FiniteHorizonPOMDP, points: np.ndarray):
     observed values all have distinct transition slices).  Returns (gammas, lower, upper):
     gammas[t][x] = (alphas (K, S), actions (K,)), and the bounds at the initial belief.
     """
-    H, A, X, S, O = (model.horizon, model.n_actions, model.n_observed, model.n_hidden,
+    H, A, X, S, O = (model.horizon, model.n_actions, model.n_observed, model.n_hidden,  # noqa: E741 (O: observations, as in the maths)
                      model.n_observations)
     g = model.discount
     gam = [[None] * X for _ in range(H + 1)]
@@ -252,7 +252,7 @@ def test_exact_on_hand_computed_instance():
     the same (a look is worthless then).  From b = (0.5, 0.5): look, then guess the seen side:
     -0.1 + (0.8 - 0.2) = 0.5 (guessing at once gives 0).
     """
-    S, A, O = 2, 3, 2
+    S, A, O = 2, 3, 2  # noqa: E741 (O: observations, as in the maths)
     T = np.zeros((A, 1, S, 1, S))
     for a in range(A):
         T[a, 0, :, 0, :] = np.eye(S)
@@ -272,7 +272,7 @@ def test_exact_on_hand_computed_instance():
 def test_x1_is_plain_finite_horizon_pomdp():
     """X = 1: same value as a plain POMDP solved by exact finite-depth expectimax."""
     rng = np.random.default_rng(7)
-    S, A, O, H = 3, 2, 3, 3
+    S, A, O, H = 3, 2, 3, 3  # noqa: E741 (O: observations, as in the maths)
     Tp = rng.dirichlet(np.ones(S), size=(A, S))
     Zp = rng.dirichlet(np.ones(O), size=(A, S))
     Rp = rng.normal(size=(A, S))
@@ -354,7 +354,7 @@ def test_flatten_returns_pomdp():
 def shared_slice_model() -> FiniteHorizonPOMDP:
     """x = 1 and x = 2 have identical transitions but different rewards."""
     rng = np.random.default_rng(5)
-    H, A, X, S, O = 3, 2, 4, 3, 3
+    H, A, X, S, O = 3, 2, 4, 3, 3  # noqa: E741 (O: observations, as in the maths)
     T = rng.random((H, A, X, S, X, S))
     T[:, :, 2] = T[:, :, 1]
     T /= T.sum(axis=(-2, -1), keepdims=True)
@@ -410,7 +410,7 @@ def test_many_equals_one_by_one():
     models = [base.with_rewards(np.array(base.R) * (1 + 0.1 * k)) for k in range(7)]
     many = solve_finite_many(models, n_samples=16, seed=4, n_threads=2)
     assert len(many) == len(models)
-    for m, p in zip(models, many):
+    for m, p in zip(models, many, strict=True):
         one = solve_finite(m, n_samples=16, seed=4, n_threads=1)
         np.testing.assert_array_equal(p.alphas, one.alphas)
         np.testing.assert_array_equal(p.actions, one.actions)
@@ -457,7 +457,10 @@ def test_policy_load_errors(tmp_path):
     with pytest.raises(PolicyFormatError, match="cannot read policy file"):
         FiniteHorizonPolicy.load(tmp_path / "missing.npz")
     np.savez(tmp_path / "a.npz", alphas=np.zeros((1, 2)))
-    with pytest.raises(PolicyFormatError, match=r"missing arrays \['actions', 'metadata', 'offsets'\]"):
+    with pytest.raises(
+        PolicyFormatError,
+        match=r"missing arrays \['actions', 'metadata', 'offsets'\]",
+    ):
         FiniteHorizonPolicy.load(tmp_path / "a.npz")
     meta = {"format_version": 99, "kind": "trim_pomdp.FiniteHorizonPolicy"}
     np.savez(tmp_path / "b.npz", alphas=np.zeros((1, 2)), actions=np.zeros(1, dtype=int),
@@ -485,7 +488,7 @@ def test_policy_query_errors():
 
 
 # --------------------------------------------------------------------------- bad input
-def _arrays(seed=0, H=2, A=2, X=2, S=2, O=2):
+def _arrays(seed=0, H=2, A=2, X=2, S=2, O=2):  # noqa: E741 (O: observations, as in the maths)
     m = random_model(seed, H=H, A=A, X=X, S=S, O=O)
     return np.array(m.T), np.array(m.Z), np.array(m.R)
 
@@ -494,15 +497,24 @@ def test_model_shape_errors():
     T, Z, R = _arrays()
     with pytest.raises(ModelValidationError, match=r"T must have shape .*; got \(2, 2, 2\)"):
         FiniteHorizonPOMDP(T[0, 0, 0], Z, R)
-    with pytest.raises(ModelValidationError, match=r"Z must have shape .* = \(\[H,\] 2, 2, 2, O\); got \(2, 2, 3, 2, 2\)"):
+    with pytest.raises(
+        ModelValidationError,
+        match=r"Z must have shape .* = \(\[H,\] 2, 2, 2, O\); got \(2, 2, 3, 2, 2\)",
+    ):
         FiniteHorizonPOMDP(T, np.concatenate([Z, Z[:, :, :1]], axis=2), R)
-    with pytest.raises(ModelValidationError, match=r"R must have shape .* = \(\[H,\] 2, 2, 2\); got \(2, 2\)"):
+    with pytest.raises(
+        ModelValidationError,
+        match=r"R must have shape .* = \(\[H,\] 2, 2, 2\); got \(2, 2\)",
+    ):
         FiniteHorizonPOMDP(T, Z, R[0, 0])
     with pytest.raises(ModelValidationError, match=r"inconsistent number of epochs \(T: 2, Z: 3"):
         FiniteHorizonPOMDP(T, np.concatenate([Z, Z[:1]]), R)
     with pytest.raises(ModelValidationError, match="horizon is required"):
         FiniteHorizonPOMDP(T[0], Z[0], R[0])
-    with pytest.raises(ModelValidationError, match=r"R_final must have shape \(n_observed, n_hidden\) = \(2, 2\); got \(2,\)"):
+    with pytest.raises(
+        ModelValidationError,
+        match=r"R_final must have shape \(n_observed, n_hidden\) = \(2, 2\); got \(2,\)",
+    ):
         FiniteHorizonPOMDP(T, Z, R, R_final=[1.0, 2.0])
     with pytest.raises(ModelValidationError, match=r"b0 must have shape \(n_hidden,\) = \(2,\) or"):
         FiniteHorizonPOMDP(T, Z, R, b0=[1.0, 0.0, 0.0])
@@ -512,7 +524,10 @@ def test_model_value_errors():
     T, Z, R = _arrays()
     T2 = T.copy()
     T2[1, 0, 1, 0, 0, 0] += 0.02
-    with pytest.raises(ModelValidationError, match=r"T\[t=1, a=0, x=1, s=0, :, :\] sums to 1.02; expected 1 \(tol 1e-06\)"):
+    with pytest.raises(
+        ModelValidationError,
+        match=r"T\[t=1, a=0, x=1, s=0, :, :\] sums to 1.02; expected 1 \(tol 1e-06\)",
+    ):
         FiniteHorizonPOMDP(T2, Z, R)
     Z2 = Z.copy()
     Z2[0, 1, 0, 1] = [1.2, -0.2]
@@ -520,7 +535,10 @@ def test_model_value_errors():
         FiniteHorizonPOMDP(T, Z2, R)
     R2 = R.copy()
     R2[0, 1, 1, 0] = np.nan
-    with pytest.raises(ModelValidationError, match=r"R\[0, 1, 1, 0\] is nan; expected a finite number"):
+    with pytest.raises(
+        ModelValidationError,
+        match=r"R\[0, 1, 1, 0\] is nan; expected a finite number",
+    ):
         FiniteHorizonPOMDP(T, Z, R2)
     with pytest.raises(ModelValidationError, match=r"x0 must be in \[0, 2\); got 2"):
         FiniteHorizonPOMDP(T, Z, R, x0=2)
@@ -536,7 +554,10 @@ def test_model_value_errors():
 
 def test_solver_argument_errors():
     model = random_model(0)
-    with pytest.raises(ValueError, match=r"belief_points must have shape \(n_points, n_hidden\) = \(M, 2\); got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"belief_points must have shape \(n_points, n_hidden\) = \(M, 2\); got \(3,\)",
+    ):
         solve_finite(model, belief_points=[0.2, 0.3, 0.5])
     with pytest.raises(ValueError, match=r"belief_points\[1\] sums to 0.5; expected 1"):
         solve_finite(model, belief_points=[[0.5, 0.5], [0.25, 0.25]])
@@ -557,7 +578,10 @@ def test_core_binding_shape_errors():
 
     m = random_model(0)._core_dict()
     bad = dict(m, b0=np.zeros(3))
-    with pytest.raises(ValueError, match=r"b0 must have shape \(n_observed, n_hidden\) = \(2, 2\); got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"b0 must have shape \(n_observed, n_hidden\) = \(2, 2\); got \(3,\)",
+    ):
         _core.solve_finite(bad)
     with pytest.raises(ValueError, match=r"models\[1\]: .*missing key 'T'"):
         _core.solve_finite_many([m, {k: v for k, v in m.items() if k != "T"}])
@@ -606,7 +630,7 @@ def test_simplex_grid_count():
 # --------------------------------------------------------------------------- generic solver
 def _tiny_trim_like(lam: float) -> FiniteHorizonPOMDP:
     """A 4-step TRIM-like MOMDP (x: start, non-final draft, final draft, terminal)."""
-    H, A, X, S, O = 5, 2, 4, 3, 3
+    H, A, X, S, O = 5, 2, 4, 3, 3  # noqa: E741 (O: observations, as in the maths)
     START, DRAFT, FINAL, TERM = range(X)
     p_w, p_s, hz = 0.8, 0.95, 0.3
     good = np.array([p_w, 0.0, 1 - p_w])
@@ -670,3 +694,49 @@ def test_flattened_model_pomdp_file_round_trip(tmp_path):
     np.testing.assert_array_equal(back.R, flat.R)
     np.testing.assert_array_equal(back.b0, flat.b0)
     assert back.discount == 1.0
+
+
+def test_refinement_passes_only_tighten():
+    """Pass 0 is the n_refine=0 solve; later passes keep the best lower bound and the
+    smallest upper bound, both still bracketing the exact value; target_gap stops early."""
+    model = random_model(41, H=4, X=2, S=3, O=2, sparse=True)
+    exact = brute_force(model)[0]
+    p0 = solve_finite(model, n_samples=4, grid_resolution=1, seed=2)
+    p2, info = solve_finite(
+        model, n_samples=4, grid_resolution=1, seed=2, n_refine=2, return_info=True
+    )
+    assert info.n_passes == 3 and info.history.shape == (3, 3)
+    assert info.history[0, 1] == p0.lower_bound and info.history[0, 2] == p0.upper_bound
+    assert np.all(np.diff(info.history[:, 1]) >= 0) and np.all(np.diff(info.history[:, 2]) <= 0)
+    assert p2.lower_bound >= p0.lower_bound and p2.upper_bound <= p0.upper_bound
+    assert p2.lower_bound <= exact + 1e-9 <= p2.upper_bound + 2e-9
+    stop = solve_finite(model, n_samples=4, seed=2, n_refine=5, target_gap=1e9, return_info=True)
+    assert stop[1].n_passes == 1
+
+
+def test_simulated_return_of_greedy_policy_is_within_bounds():
+    """Acting greedily on the vectors (with an exact Bayes filter over the hidden states)
+    earns at least the lower bound in expectation and at most the upper bound: the Monte
+    Carlo mean of 4000 episodes lies in [lower - 4 SE, upper + 4 SE]."""
+    model = _tiny_trim_like(0.1)
+    pol = solve_finite(model, n_samples=8)
+    rng = np.random.default_rng(0)
+    H, X, S, O = model.horizon, model.n_observed, model.n_hidden, model.n_observations  # noqa: E741
+    n = 4000
+    returns = np.zeros(n)
+    for e in range(n):
+        x = int(rng.choice(X, p=model.x0))
+        b = model.b0[x].copy()
+        s = int(rng.choice(S, p=b))
+        for t in range(H):
+            a = pol.action(t, x, b)
+            returns[e] += model.R_at(t)[a, x, s]
+            joint = model.T_at(t)[a, x, s].reshape(X * S)
+            k = int(rng.choice(X * S, p=joint))
+            xp, sp = divmod(k, S)
+            o = int(rng.choice(O, p=model.Z_at(t)[a, xp, sp]))
+            y = (b @ model.T_at(t)[a, x][:, xp, :]) * model.Z_at(t)[a, xp, :, o]
+            b, x, s = y / y.sum(), xp, sp
+        returns[e] += model.R_final[x, s]
+    se = returns.std(ddof=1) / np.sqrt(n)
+    assert pol.lower_bound - 4 * se <= returns.mean() <= pol.upper_bound + 4 * se

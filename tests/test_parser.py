@@ -353,6 +353,8 @@ ERROR_CASES = [
     ({"l1": "discount: 1.5"}, 1, r"discount must be in \(0, 1\]; got 1\.5"),
     ({"l1": "discount: 0"}, 1, r"discount must be in \(0, 1\]; got 0"),
     ({"l1": "# no discount"}, 15, r"missing 'discount:' declaration"),
+    ({"l4": "# no actions", "l6": "", "l7": "", "l8": "", "l9": "", "l10": "", "l11": "",
+      "l12": "", "l13": "", "l14": ""}, 15, r"missing 'actions:' declaration"),
     ({"l2": "values: banana"}, 2, r"expected 'reward' or 'cost' after 'values:'; found 'banana'"),
     ({"l3": "states: a a"}, 3, r"duplicate state name 'a' \(also state 0\)"),
     ({"l3": "states: a b.c"}, 3, r"unexpected malformed token 'b\.c' after the state names; "

@@ -106,8 +106,9 @@ def test_executed_override_changes_prediction():
     r = Router(pol)
     r.step(0.1, 30, False)
     b1 = r.belief.copy()
-    expect = {a: reference_filter(m, b1, 1, m.observed_index(False, 1), i, m.observed_index(False, 1),
-                                  int(m.observation_index(0.9)))
+    x = m.observed_index(False, 1)
+    o = int(m.observation_index(0.9))
+    expect = {a: reference_filter(m, b1, 1, x, i, x, o)
               for i, a in enumerate(("continue", "regenerate"))}
     for a in beliefs:
         np.testing.assert_allclose(beliefs[a], expect[a], rtol=1e-12)
@@ -122,7 +123,12 @@ def test_step_30_is_final_and_past_30_raises():
     assert not r.done
     r.step(0.5, 10, False)  # the cap: step 30 is final
     assert r.done and r.t == 30
-    with pytest.raises(RouterStateError, match=r"after the final step \(step 30\); call reset\(\)"):
+    with pytest.raises(RouterStateError, match=r"past the maximum of 30 steps \(step 30 is always "
+                       r"final\); call reset\(\) first"):
+        r.step(0.5, 10, False)
+    r.reset()
+    r.step(0.5, 10, True)
+    with pytest.raises(RouterStateError, match=r"after the final step \(step 1\); call reset\(\)"):
         r.step(0.5, 10, False)
 
 
@@ -206,9 +212,11 @@ def test_batch_policy_matches_router():
     min_prev = np.ones(n)
     for t in range(1, 31):
         active = lengths >= t
-        score = np.array([tr[t - 1][0] if a else 0.0 for tr, a in zip(traces, active)])
-        tokens = np.array([tr[t - 1][1] if a else 0.0 for tr, a in zip(traces, active)])
-        final = np.array([tr[t - 1][2] if a else False for tr, a in zip(traces, active)])
+        cur = [tr[t - 1] if a else (0.0, 0.0, False)
+               for tr, a in zip(traces, active, strict=True)]
+        score = np.array([c[0] for c in cur])
+        tokens = np.array([c[1] for c in cur])
+        final = np.array([c[2] for c in cur])
         acts = bp.act(t, score, min_prev, tokens, final, active)
         executed = acts.copy()
         for i in np.flatnonzero(active):

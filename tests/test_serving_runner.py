@@ -426,3 +426,27 @@ def test_trace_writer_validates_before_writing(tmp_path):
         with pytest.raises(TraceFormatError, match="'steps' is empty"):
             w.write({"id": "x", "model": "m", "steps": [], "final_correct": None})
     assert not out.exists()
+
+
+def test_episode_with_chat_strong_model(server):
+    # a closed strong model behind /v1/chat/completions rewrites a step of a raw-completion
+    # cheap model: it sees the executed prefix as its partial solution
+    from trim_pomdp.serving import ChatModel
+
+    script_p1(server)
+    cheap, _, prm = endpoints(server)
+    strong = ChatModel(EndpointConfig(base_url=server.url + "/v1", model="strong"))
+
+    async def go():
+        try:
+            return await run_episode(Problem("a", "P1", "5"), ThresholdPolicy(0.5), cheap,
+                                     strong, prm, checker=MathAnswerChecker())
+        finally:
+            for e in (cheap, strong, prm):
+                await e.aclose()
+
+    r = asyncio.run(go())
+    assert [s["text"] for s in r.steps] == ["c1", "s2 good", "c3 so \\boxed{5}"]
+    assert r.final_correct is True and r.strong_tokens == 22
+    (req,) = server.requests("chat", "strong")
+    assert req.body["messages"][2] == {"role": "assistant", "content": "c1"}

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from trim_pomdp.errors import MemoryLimitError, ModelValidationError
-from trim_pomdp.solver import SolverConfig, SolveInfo, _solve_arrays, solve, solve_info
+from trim_pomdp.solver import SolveInfo, SolverConfig, _solve_arrays, solve, solve_info
 
 TIGER_EXACT = 19.37137
 
@@ -95,12 +95,12 @@ def episodic_tiger_exact() -> float:
     return float(V[K])
 
 
-def random_model(rng: np.random.Generator, S: int, A: int, O: int, discount: float = 0.95,
+def random_model(rng: np.random.Generator, S: int, A: int, n_obs: int, discount: float = 0.95,
                  sparsity: float = 0.0) -> SimpleNamespace:
     T = rng.random((A, S, S)) * (rng.random((A, S, S)) >= sparsity)
     T[:, np.arange(S), rng.integers(0, S, S)] += 0.1  # every row keeps some mass
     T /= T.sum(axis=2, keepdims=True)
-    Z = rng.random((A, S, O)) ** 3
+    Z = rng.random((A, S, n_obs)) ** 3
     Z /= Z.sum(axis=2, keepdims=True)
     R = rng.normal(size=(A, S))
     b0 = rng.random(S)
@@ -154,7 +154,7 @@ def test_discount_one_without_convergence_is_an_error():
 
 
 def test_initial_bounds_are_blind_policy_and_fib():
-    model = random_model(np.random.default_rng(3), S=6, A=3, O=3)
+    model = random_model(np.random.default_rng(3), S=6, A=3, n_obs=3)
     res = run(model, time_limit=5.0, max_iterations=0)
     T, R, g, b0 = model.T, model.R, model.discount, model.b0
     blind = [np.linalg.solve(np.eye(6) - g * T[a], R[a]) for a in range(3)]
@@ -162,6 +162,29 @@ def test_initial_bounds_are_blind_policy_and_fib():
     Q = numpy_fib(model)
     assert res["history"][0, 2] == pytest.approx(max(b0 @ Q[a] for a in range(3)), abs=1e-7)
     assert res["iterations"] == 0
+    # the vector carrying the bound at b0 survives the final pruning even with no trial
+    assert alpha_value(res, b0) == pytest.approx(res["lower_bound"], abs=1e-12)
+
+
+def test_converged_at_start_keeps_a_vector():
+    # One state: the blind policy and FIB agree at once, so no trial runs.
+    m = SimpleNamespace(T=np.ones((2, 1, 1)), Z=np.ones((2, 1, 1)), R=np.array([[1.0], [2.0]]),
+                        discount=0.5, b0=np.ones(1))
+    res = run(m, time_limit=1.0)
+    assert res["iterations"] == 0 and res["gap"] <= 1e-9
+    assert res["alphas"].shape == (1, 1) and res["actions"].tolist() == [1]
+    assert res["lower_bound"] == pytest.approx(4.0, abs=1e-9)
+
+
+def test_row_sum_tolerance_and_renormalisation():
+    m = tiger()
+    T = m.T.copy()
+    T[1] *= 1 + 4e-6  # like classic files printing 6 digits
+    expected = r"T\[a=1, s=0, :\] sums to 1\.000004; .*tol 1e-06"
+    with pytest.raises(ModelValidationError, match=expected):
+        _solve_arrays(T, m.Z, m.R, 0.95, m.b0, SolverConfig())
+    res = _solve_arrays(T, m.Z, m.R, 0.95, m.b0, SolverConfig(time_limit=5.0), tol=1e-5)
+    assert abs(res["lower_bound"] - TIGER_EXACT) <= 1e-3  # solved as the renormalised tiger
 
 
 # --------------------------------------------------------------------------- reference problems
@@ -209,7 +232,7 @@ def test_unconverged_reference_bounds(pomdp_problems_dir, name):
 def numpy_fib(model, tol: float = 1e-13) -> np.ndarray:
     """Fast informed bound by plain NumPy iteration from the MDP value."""
     T, Z, R, g = model.T, model.Z, model.R, model.discount
-    A, S, O = Z.shape
+    A, S, n_obs = Z.shape
     V = np.full(S, R.max() / (1 - g))
     for _ in range(100000):
         new = np.max(R + g * T @ V, axis=0)
@@ -221,7 +244,7 @@ def numpy_fib(model, tol: float = 1e-13) -> np.ndarray:
         new = np.empty_like(Q)
         for a in range(A):
             acc = np.zeros(S)
-            for o in range(O):
+            for o in range(n_obs):
                 M = T[a] * Z[a, :, o][None, :]  # (s, s')
                 acc += np.max(M @ Q.T, axis=1)
             new[a] = R[a] + g * acc
@@ -235,13 +258,13 @@ def numpy_fib(model, tol: float = 1e-13) -> np.ndarray:
 def numpy_backup(model, alphas, b, Q):
     """One point-based backup at b: Q_L(b,a), Q_U(b,a) (FIB at the children), best vector."""
     T, Z, R, g = model.T, model.Z, model.R, model.discount
-    A, S, O = Z.shape
+    A, S, n_obs = Z.shape
     q_lower, q_upper, vectors = np.empty(A), np.empty(A), []
     for a in range(A):
         pred = b @ T[a]
         vec = R[a].copy()
         q_lower[a] = q_upper[a] = b @ R[a]
-        for o in range(O):
+        for o in range(n_obs):
             tau = pred * Z[a, :, o]  # unnormalised: values are already weighted by p(o|b,a)
             k = int(np.argmax(alphas @ tau))
             q_lower[a] += g * (alphas[k] @ tau)
@@ -257,7 +280,7 @@ def test_backup_matches_numpy(seed):
     from trim_pomdp import _core
 
     rng = np.random.default_rng(seed)
-    model = random_model(rng, S=5, A=3, O=4, discount=0.9, sparsity=0.4)
+    model = random_model(rng, S=5, A=3, n_obs=4, discount=0.9, sparsity=0.4)
     alphas = rng.normal(size=(7, 5)) * 3
     actions = rng.integers(0, 3, 7)
     b = rng.random(5) * (rng.random(5) < 0.8)
@@ -282,11 +305,12 @@ def test_backup_matches_numpy(seed):
 @pytest.mark.parametrize("seed", range(3))
 def test_random_models_bounds_consistent(seed):
     """LB <= UB, alpha vectors carry the LB, a longer (deterministic) solve tightens both."""
-    model = random_model(np.random.default_rng(100 + seed), S=8, A=3, O=3, sparsity=0.5)
+    model = random_model(np.random.default_rng(100 + seed), S=8, A=3, n_obs=3, sparsity=0.5)
     short = run(model, time_limit=5.0, max_iterations=3)
     full = run(model, time_limit=0.5, target_gap=1e-9)
     assert full["iterations"] > 3
-    assert short["lower_bound"] <= full["lower_bound"] <= full["upper_bound"] <= short["upper_bound"]
+    assert short["lower_bound"] <= full["lower_bound"]
+    assert full["lower_bound"] <= full["upper_bound"] <= short["upper_bound"]
     for res in (short, full):
         assert alpha_value(res, model.b0) == pytest.approx(res["lower_bound"], abs=1e-9)
         assert_no_pointwise_dominated(res["alphas"])
@@ -306,7 +330,7 @@ def assert_history_monotone(history: np.ndarray) -> None:
 
 def slow_model() -> SimpleNamespace:
     # A random model that does not reach gap 1e-12 within a second.
-    return random_model(np.random.default_rng(7), S=40, A=4, O=6, sparsity=0.7)
+    return random_model(np.random.default_rng(7), S=40, A=4, n_obs=6, sparsity=0.7)
 
 
 def test_progress_callback_and_time_limit():
@@ -315,9 +339,10 @@ def test_progress_callback_and_time_limit():
               target_gap=1e-12)
     assert 1.3 <= res["time_s"] < 3.0
     assert len(calls) >= 2
-    for t, lb, ub, n_alpha, it in calls:
+    for _t, lb, ub, n_alpha, it in calls:
         assert lb <= ub and n_alpha >= 1 and it >= 0
-    assert all(b[0] >= a[0] + 0.4 for a, b in zip(calls, calls[1:]))  # about every 0.5 s
+    # about every 0.5 s
+    assert all(b[0] >= a[0] + 0.4 for a, b in zip(calls, calls[1:], strict=False))
 
 
 def test_progress_callback_exception_propagates():
@@ -357,7 +382,8 @@ def test_iteration_limit():
 
 def test_bad_shapes():
     m = tiger()
-    with pytest.raises(ValueError, match=r"T must have shape \(n_actions, n_states, n_states\); got \(2, 2\)"):
+    expected = r"T must have shape \(n_actions, n_states, n_states\); got \(2, 2\)"
+    with pytest.raises(ValueError, match=expected):
         _solve_arrays(m.T[0], m.Z, m.R, 0.95, m.b0, SolverConfig())
     with pytest.raises(ValueError, match=r"Z must have shape .* = \(3, 2, 2\); got \(3, 3, 2\)"):
         _solve_arrays(m.T, np.full((3, 3, 2), 0.5), m.R, 0.95, m.b0, SolverConfig())
@@ -425,3 +451,17 @@ def test_solve_info_returns_policy(capsys):
     assert "lower" in capsys.readouterr().out
     assert solve(model, SolverConfig(time_limit=5.0)).value(model.b0) == pytest.approx(
         info.lower_bound, abs=1e-3)
+
+
+def test_policy_value_matches_simulation(pomdp_problems_dir):
+    """The policy's Monte Carlo return agrees with the converged bounds (4x3: gap 1e-3)."""
+    pytest.importorskip("trim_pomdp.simulate", reason="needs simulate (piece pypolicy)")
+    from trim_pomdp.simulate import simulate
+
+    model = load_problem(pomdp_problems_dir, "4x3.95.POMDP")
+    policy, info = solve_info(model, SolverConfig(time_limit=10.0))
+    assert info.gap <= 1e-3
+    # horizon 250: the discounted tail beyond it is below 0.95**250 / 0.05 * max|R| < 1e-4
+    sim = simulate(model, policy, episodes=5000, horizon=250, seed=1)
+    assert info.lower_bound - 4 * sim.stderr - 1e-4 <= sim.mean
+    assert sim.mean <= info.upper_bound + 4 * sim.stderr + 1e-4

@@ -83,11 +83,11 @@ def router_step(T, Z, alphas, actions, offsets, score_edges, min_edges, token_ed
     only kept (continued) drafts count (rule "kept").  Returns the action or a negative
     status; on a negative status nothing is changed."""
     status = ist[I_STATUS]
-    if status == DONE:
-        return AFTER_FINAL
     t = ist[I_T]
     if t >= max_steps:
         return PAST_MAX_STEPS
+    if status == DONE:
+        return AFTER_FINAL
     m = fst[0]
     if status == RUNNING and (ist[I_A] == 0 or fst[2] != 0.0) and fst[1] < m:
         m = fst[1]

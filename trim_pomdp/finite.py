@@ -81,7 +81,8 @@ def _check_stochastic(
     bad = np.abs(sums - 1.0) > tol
     if np.any(bad):
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        where = ", ".join([f"{lab}={i}" for lab, i in zip(labels, idx)] + [":"] * n_row_dims)
+        parts = [f"{lab}={i}" for lab, i in zip(labels, idx, strict=True)]
+        where = ", ".join(parts + [":"] * n_row_dims)
         raise ModelValidationError(
             f"{name}[{where}] sums to {sums[idx]:.10g}; expected 1 (tol {tol:g})"
         )
@@ -158,7 +159,7 @@ class FiniteHorizonPOMDP:
                 "Z must have shape ([horizon,] n_actions, n_observed, n_hidden, n_observations) "
                 f"= ([H,] {A}, {X}, {S}, O); got {Z.shape}"
             )
-        O = Z.shape[-1]
+        O = Z.shape[-1]  # noqa: E741 (O: observations, as in the maths)
         if R.ndim not in (3, 4) or R.shape[R.ndim - 3 :] != (A, X, S):
             raise ModelValidationError(
                 "R must have shape ([horizon,] n_actions, n_observed, n_hidden) = "
@@ -377,7 +378,7 @@ class FiniteHorizonPOMDP:
             mass is in the terminal state), with ``N = H*X*S + 1`` (``+ 1`` more for the
             ``start`` state when ``x0`` is not a single value).
         """
-        H, A, X, S, O = self._H, self._A, self._X, self._S, self._O
+        H, A, X, S, O = self._H, self._A, self._X, self._S, self._O  # noqa: E741 (O: observations, as in the maths)
         g = self._discount
         # A random x0 is revealed before the first decision: a zero-reward `start` state
         # draws it and emits it as an observation.  That delays everything by one step, so
@@ -445,8 +446,8 @@ class FiniteHorizonPOMDP:
         R_final[x', s']``.  Observations are pairs ``(x', o)`` so that ``x`` stays fully
         observed.  When ``x0`` is random, a zero-reward ``start`` state comes first and
         reveals it (every other reward is then divided by the discount, which cancels the
-        extra step's discounting).  The value at ``b0`` equals this model's optimal value; write it with
-        ``.to_file(path)`` to check it with SARSOP.
+        extra step's discounting).  The value at ``b0`` equals this model's optimal value;
+        write it with ``.to_file(path)`` to check it with SARSOP.
         """
         from trim_pomdp.model import POMDP
 
@@ -575,7 +576,9 @@ class FiniteHorizonPolicy:
         if not (isinstance(t, (int, np.integer)) and 0 <= t < self.horizon):
             raise IndexError(f"epoch t must be an int in [0, {self.horizon}); got {t!r}")
         if not (isinstance(x, (int, np.integer)) and 0 <= x < self.n_observed):
-            raise IndexError(f"observed value x must be an int in [0, {self.n_observed}); got {x!r}")
+            raise IndexError(
+                f"observed value x must be an int in [0, {self.n_observed}); got {x!r}"
+            )
         i = int(t) * self.n_observed + int(x)
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
@@ -604,7 +607,8 @@ class FiniteHorizonPolicy:
     def __repr__(self) -> str:
         return (
             f"FiniteHorizonPolicy(horizon={self.horizon}, n_observed={self.n_observed}, "
-            f"n_hidden={self.n_hidden}, n_alpha={self.n_alpha}, lower_bound={self.lower_bound:.6g}, "
+            f"n_hidden={self.n_hidden}, n_alpha={self.n_alpha}, "
+            f"lower_bound={self.lower_bound:.6g}, "
             f"upper_bound={self.upper_bound:.6g})"
         )
 
@@ -765,8 +769,8 @@ def solve_finite(
     *,
     belief_points: ArrayLike | None = None,
     grid_resolution: int | None = None,
-    n_samples: int = 16,
-    n_refine: int = 1,
+    n_samples: int = 32,
+    n_refine: int = 0,
     target_gap: float = 0.0,
     n_threads: int | None = None,
     seed: int = 0,
@@ -785,12 +789,12 @@ def solve_finite(
         Add the simplex grid ``{b : b(s) in {0, 1/r, ..., 1}}`` at every ``(t, x)``.
         ``None`` picks a default by ``n_hidden`` (S=2: 16, S=3: 4, S=4: 3, larger: none);
         0 disables the grid.  The corners of the simplex are always included.
-    n_samples : int, default 16
+    n_samples : int, default 32
         Trajectories simulated forward from the initial belief per pass; their beliefs join
         the belief sets.  The first pass follows the fast informed bound (half) and random
         actions (half); each refinement pass follows the current lower-bound policy (half)
         and the upper bound towards the successor of largest gap (half).
-    n_refine : int, default 1
+    n_refine : int, default 0
         Refinement passes (each a full backward pass on the enlarged belief sets).
     target_gap : float, default 0
         Skip the remaining refinement passes once ``upper - lower <= target_gap`` at b0.
@@ -832,8 +836,8 @@ def solve_finite_many(
     *,
     belief_points: ArrayLike | None = None,
     grid_resolution: int | None = None,
-    n_samples: int = 16,
-    n_refine: int = 1,
+    n_samples: int = 32,
+    n_refine: int = 0,
     target_gap: float = 0.0,
     n_threads: int | None = None,
     seed: int = 0,
@@ -868,4 +872,4 @@ def solve_finite_many(
         share_slices, sawtooth,
     )
     results = _core.solve_finite_many([m._core_dict() for m in models], **kw)
-    return [_policy_from_result(r, m) for r, m in zip(results, models)]
+    return [_policy_from_result(r, m) for r, m in zip(results, models, strict=True)]

@@ -308,7 +308,7 @@ class POMDP:
         ``*`` wildcards, 0-based indices or names, and ``#`` comments.  Later entries
         override earlier ones.  Rewards ``R(a, s, s', o)`` are reduced to
         :math:`R(a, s) = \sum_{s'} T(s'|s,a) \sum_o Z(o|s',a) R(a, s, s', o)`
-        (exactly ``r`` when ``r`` does not depend on ``s'`` and ``o``).
+        (exactly ``r`` when ``R(a, s, s', o) = r`` for every ``(s', o)``).
 
         Parameters
         ----------

@@ -178,7 +178,8 @@ class Router:
             )
         if code == K.PAST_MAX_STEPS:
             raise RouterStateError(
-                f"step() past the maximum of {self._max_steps} steps; call reset() first"
+                f"step() past the maximum of {self._max_steps} steps (step {self._max_steps} "
+                "is always final); call reset() first"
             )
         support = [i for i in range(self._b.shape[0]) if self._b[i] > 0]
         raise ZeroProbabilityObservationError(
@@ -207,7 +208,8 @@ class TrimBatchPolicy:
 
     needs_truth = False
 
-    def __init__(self, policy: Any, model: TrimModel | None = None, *, name: str = "TRIM-POMDP") -> None:
+    def __init__(self, policy: Any, model: TrimModel | None = None, *,
+                 name: str = "trim-pomdp") -> None:
         self.name = name
         self.model, self.policy = _policy_arrays(policy, model)
         self.lam = self.policy.lam

@@ -84,7 +84,8 @@ class SolverConfig:
     def __post_init__(self) -> None:
         def real(name: str) -> float:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            numeric = (int, float, np.integer, np.floating)
+            if isinstance(value, bool) or not isinstance(value, numeric):
                 raise TypeError(f"SolverConfig.{name} must be a number; got {type(value).__name__}")
             return float(value)
 
@@ -108,7 +109,8 @@ class SolverConfig:
             if value < low:
                 raise ValueError(f"SolverConfig.{name} must be >= {low}; got {value}")
         if not isinstance(self.verbose, bool):
-            raise TypeError(f"SolverConfig.verbose must be a bool; got {type(self.verbose).__name__}")
+            got = type(self.verbose).__name__
+            raise TypeError(f"SolverConfig.verbose must be a bool; got {got}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,8 +179,13 @@ def _solve_arrays(
     b0: NDArray[np.float64],
     config: SolverConfig,
     progress: ProgressCallback | None = None,
+    tol: float = 1e-6,
 ) -> dict[str, Any]:
-    """Run the compiled solver on plain arrays; returns the binding's result dict."""
+    """Run the compiled solver on plain arrays; returns the binding's result dict.
+
+    Rows of ``T``, ``Z`` and ``b0`` must sum to 1 within ``tol`` (the model's own tolerance);
+    the solver renormalises them to sum to 1 exactly, as its bounds require.
+    """
     from trim_pomdp import _core
 
     callback = progress
@@ -202,6 +209,7 @@ def _solve_arrays(
         max_memory_mb=config.max_memory_mb,
         n_threads=config.n_threads if config.n_threads is not None else _default_threads(),
         progress=callback,
+        tol=tol,
     )
     if config.verbose:
         lb, ub = result["lower_bound"], result["upper_bound"]
@@ -211,7 +219,8 @@ def _solve_arrays(
             flush=True,
         )
         if result["interrupted"]:
-            print("interrupted: returning the best policy found so far", file=sys.stderr, flush=True)
+            print("interrupted: returning the best policy found so far", file=sys.stderr,
+                  flush=True)
     return result
 
 
@@ -256,13 +265,14 @@ def solve_info(
     if not isinstance(config, SolverConfig):
         raise TypeError(f"solver must be a SolverConfig; got {type(config).__name__}")
     T, Z, R, discount, b0 = _model_arrays(model)
-    result = _solve_arrays(T, Z, R, discount, b0, config, progress)
+    tol = float(getattr(model, "tol", 1e-6))  # files are read with a looser tolerance
+    result = _solve_arrays(T, Z, R, discount, b0, config, progress, tol)
 
     from trim_pomdp.policy import AlphaVectorPolicy
 
-    action_names = getattr(model, "action_names", None)
+    names = getattr(model, "action_names", None)
     policy = AlphaVectorPolicy(
-        result["alphas"], result["actions"], action_names=list(action_names) if action_names else None
+        result["alphas"], result["actions"], action_names=list(names) if names else None
     )
     info = SolveInfo(
         lower_bound=float(result["lower_bound"]),

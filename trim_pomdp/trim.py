@@ -401,7 +401,8 @@ class TrimModel:
         """Lambda-independent arrays: T, Z, the success reward and the token cost."""
         if self._arrays is not None:
             return self._arrays
-        H, K, X, S, O = self.horizon, self.n_token_bins, self.n_observed, N_HIDDEN, self.n_observations
+        H, K, X, S = self.horizon, self.n_token_bins, self.n_observed, N_HIDDEN
+        n_obs = self.n_observations
         N = self.max_steps
         p_w, p_s = self.p_w, self.p_s
         T = np.zeros((H, N_ACTIONS, X, S, X, S))
@@ -447,7 +448,7 @@ class TrimModel:
                     continue  # -> terminal (default rows)
                 for a in range(N_ACTIONS):
                     T[t, a, x] = px[None, :, None] * P[a][:, None, :]
-        Z = np.zeros((N_ACTIONS, X, S, O))
+        Z = np.zeros((N_ACTIONS, X, S, n_obs))
         Z[:, 1 : 1 + 2 * K] = self.obs_matrix[None, None]
         Z[:, 0, :, 0] = 1.0  # never reached as x'; any valid row
         Z[:, X - 1, :, 0] = 1.0  # terminal emits observation 0
@@ -690,10 +691,12 @@ class PolicyBank:
             raise
         except (OSError, ValueError) as exc:
             raise PolicyFormatError(f"{meta_path}: cannot read JSON metadata: {exc}") from exc
-        if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") != "trim_pomdp.PolicyBank":
+        kind = meta.get("kind") if isinstance(meta, dict) else None
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        if kind != "trim_pomdp.PolicyBank" or version != FORMAT_VERSION:
             raise PolicyFormatError(
                 f"{meta_path}: not a PolicyBank of format_version {FORMAT_VERSION} "
-                f"(got kind={meta.get('kind')!r}, format_version={meta.get('format_version')!r})"
+                f"(got kind={kind!r}, format_version={version!r})"
             )
         try:
             with np.load(npz, allow_pickle=False) as data:
@@ -734,7 +737,7 @@ def _parameters_from_fitted(
     length in the bin (``transition.expected_strong_tokens_per_bin``).  Observations are
     ``observation.discretize`` on equal-width bins of [0, 1].
     """
-    for est, name in ((transition, "transition"), (observation, "observation")):
+    for est in (transition, observation):
         check = getattr(est, "_check_fitted", None)
         if check is not None:
             check()
@@ -783,22 +786,28 @@ def default_lambdas(model: TrimModel, n: int = 32) -> NDArray[np.float64]:
     return np.geomspace(1e-3, 1.0, n) / c_bar
 
 
-def solve_grid(model: TrimModel, lambdas: ArrayLike | None = None, **solver_opts: Any) -> PolicyBank:
+def solve_grid(
+    model: TrimModel, lambdas: ArrayLike | None = None, **solver_opts: Any
+) -> PolicyBank:
     """Solve the TRIM POMDP for every ``lambda`` (in parallel in C++ through
     :func:`trim_pomdp.finite.solve_finite_many`) and return the :class:`PolicyBank`.
 
     ``solver_opts`` go to ``solve_finite_many`` (``belief_points``, ``grid_resolution``,
-    ``n_samples``, ``n_threads``, ``seed``).
+    ``n_samples``, ``n_refine``, ``n_threads``, ``seed``); the engine's defaults otherwise.
     """
     from trim_pomdp.finite import solve_finite_many
 
     lams = default_lambdas(model) if lambdas is None else np.asarray(lambdas, dtype=np.float64)
     if lams.ndim != 1 or lams.size == 0:
-        raise ModelValidationError(f"lambdas must be a non-empty 1-D sequence; got shape {lams.shape}")
+        raise ModelValidationError(
+            f"lambdas must be a non-empty 1-D sequence; got shape {lams.shape}"
+        )
     base = model.to_finite(float(lams[0]))
     models = [base] + [base.with_rewards(model.arrays(float(v))["R"]) for v in lams[1:]]
     solved = solve_finite_many(models, **solver_opts)
-    return PolicyBank(model, [TrimPolicy.from_finite(model, float(v), p) for v, p in zip(lams, solved)])
+    policies = [TrimPolicy.from_finite(model, float(v), p)
+                for v, p in zip(lams, solved, strict=True)]
+    return PolicyBank(model, policies)
 
 
 def calibrate(
@@ -927,9 +936,9 @@ def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig()) -> tuple[T
     Returns ``(model, transition, observation)``.
     """
     from trim_pomdp.observation import ObservationModel
-    from trim_pomdp.simulator import generate_traces
     from trim_pomdp.transition import TransitionModel
 
+    generate_traces = _trace_simulator()
     cheap = generate_traces(scenario, model="cheap", n_problems=config.n_fit_problems,
                             seed=config.seed)
     strong = generate_traces(scenario, model="strong", n_problems=config.n_fit_problems,
@@ -942,6 +951,17 @@ def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig()) -> tuple[T
     return model, transition, observation
 
 
+def _trace_simulator():
+    """The simulator's labelled-trace generator (``simulate_traces``; ``generate_traces``
+    in its first version)."""
+    from trim_pomdp import simulator
+
+    fn = getattr(simulator, "simulate_traces", None) or getattr(simulator, "generate_traces", None)
+    if fn is None:  # pragma: no cover - depends on piece sim
+        raise ImportError("trim_pomdp.simulator has no simulate_traces/generate_traces")
+    return fn
+
+
 def pomdp_family(options: Any = None, config: FitConfig | None = None):
     """Factory of the ``"trim-pomdp"`` family for :func:`trim_pomdp.evaluate.evaluate`:
     fits the models on traces simulated from ``options.scenario`` with seed
@@ -949,7 +969,9 @@ def pomdp_family(options: Any = None, config: FitConfig | None = None):
     (``options.n_params`` lambdas, default 32) and returns the family."""
     scenario = getattr(options, "scenario", None)
     if scenario is None:
-        raise ValueError("the trim-pomdp family needs FamilyOptions(scenario=...) to fit its models")
+        raise ValueError(
+            "the trim-pomdp family needs FamilyOptions(scenario=...) to fit its models"
+        )
     cfg = config or FitConfig(seed=int(getattr(options, "seed", 0)) + 1,
                               n_lambdas=getattr(options, "n_params", None) or 32)
     model, _, _ = fit_from_scenario(scenario, cfg)

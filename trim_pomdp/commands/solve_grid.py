@@ -33,8 +33,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="number of lambdas on the default geometric grid (default 32)")
     p.add_argument("--lambda-values", metavar="L1,L2,...",
                    help="explicit comma-separated lambdas (overrides --lambdas)")
-    p.add_argument("--n-samples", type=int, default=64)
-    p.add_argument("--n-refine", type=int, default=1)
+    p.add_argument("--n-samples", type=int, default=None, help="solver default if omitted")
+    p.add_argument("--n-refine", type=int, default=None, help="solver default if omitted")
     p.add_argument("--grid-resolution", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -54,7 +54,9 @@ def build_model(args: argparse.Namespace):
         return TrimModel.from_scenario(sc, n_score_bins=args.n_score_bins,
                                        n_token_bins=args.n_token_bins)
     if args.observation is None:
-        raise SystemExit("trim-pomdp solve-grid: error: --observation is required with --transition")
+        raise SystemExit(
+            "trim-pomdp solve-grid: error: --observation is required with --transition"
+        )
     from trim_pomdp.observation import ObservationModel
     from trim_pomdp.transition import TransitionModel
 
@@ -81,8 +83,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"solving {len(lams)} lambdas (X={model.n_observed}, O={model.n_observations}, "
           f"H={model.horizon}) ...", file=log, flush=True)
     t0 = time.perf_counter()
-    bank = solve_grid(model, lams, n_samples=args.n_samples, n_refine=args.n_refine,
-                      grid_resolution=args.grid_resolution, n_threads=args.threads, seed=args.seed)
+    opts = {"grid_resolution": args.grid_resolution, "n_threads": args.threads,
+            "seed": args.seed}
+    if args.n_samples is not None:
+        opts["n_samples"] = args.n_samples
+    if args.n_refine is not None:
+        opts["n_refine"] = args.n_refine
+    bank = solve_grid(model, lams, **opts)
     elapsed = time.perf_counter() - t0
     path = bank.save(args.out)
     rows = [{"lambda": p.lam, "value_b0": p.value_b0, "upper_bound": p.upper_bound,

@@ -402,7 +402,15 @@ def _ssl_context(trust_env: bool) -> Any:
     if ctx is None:
         import httpx
 
-        ctx = _SSL_CONTEXTS[trust_env] = httpx.create_ssl_context(trust_env=trust_env)
+        if hasattr(httpx, "create_ssl_context"):
+            ctx = httpx.create_ssl_context(trust_env=trust_env)
+        else:  # what httpx builds for verify=True: the system defaults + certifi's bundle
+            import ssl
+
+            import certifi
+
+            ctx = ssl.create_default_context(cafile=certifi.where())
+        _SSL_CONTEXTS[trust_env] = ctx
     return ctx
 
 
