@@ -188,3 +188,11 @@ def test_cli_bootstrap_json(capsys):
     lo, hi = data["bootstrap_ci95"]["trim-thr"]["delta_ibc"]
     assert isinstance(lo, float) and lo < hi
     assert cli.main(["evaluate", "--bootstrap", "-1"]) == 2
+
+
+def test_package_level_evaluate_is_callable_after_submodule_import():
+    import trim_pomdp
+    import trim_pomdp.evaluate  # binds the package attribute to the submodule
+
+    ev = trim_pomdp.evaluate("default", ["trim-thr"], n_problems=300, seed=1)
+    assert ev.n_problems == 300 and "TRIM-Thr" in ev.curves or "trim-thr" in ev.curves

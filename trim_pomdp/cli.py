@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "traces-from-processbench": "trim_pomdp.commands.processbench",
     "solve-grid": "trim_pomdp.commands.solve_grid",
     "evaluate": "trim_pomdp.commands.evaluate",
+    "train": "trim_pomdp.commands.train",
     "route": "trim_pomdp.commands.route",
 }
 
@@ -56,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (TrimPomdpError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    # Bad input (a typed trim_pomdp error, a ValueError from argument checking, a missing
+    # file) is reported as one line on stderr with exit status 1, never a traceback.
+    except (TrimPomdpError, ValueError, FileNotFoundError, IsADirectoryError,
+            PermissionError) as exc:
         print(f"trim-pomdp {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

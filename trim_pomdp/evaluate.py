@@ -23,6 +23,8 @@ Every curve gets the metrics of :mod:`trim_pomdp.metrics` (CPT at 50/80/95 %, Δ
 from __future__ import annotations
 
 import dataclasses
+import sys
+import types
 import importlib
 import math
 import time
@@ -538,3 +540,16 @@ def compare(samples: Mapping[str, Mapping[str, NDArray[np.float64]]], a: str, b:
     return {"diff": float(np.mean(d[ok])) if ok.any() else math.nan,
             "ci_low": float(lo), "ci_high": float(hi),
             "p_better": float(np.mean(better & ok)), "n": float(ok.sum())}
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``trim_pomdp.evaluate(...)`` call :func:`evaluate` even after the submodule
+    ``trim_pomdp.evaluate`` was imported (the import system then binds the package attribute
+    ``evaluate`` to this module, shadowing the lazily exported function); the same device as
+    in :mod:`trim_pomdp.simulate`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Evaluation:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,192 @@
+"""Train TRIM-Agg / TRIM-Seq over a grid of budgets, on one machine or many.
+
+Each lambda is an independent training run, submitted as a task to a
+:class:`concurrent.futures.Executor`.  The default is a local process pool (one process
+per core); a user who outgrows one machine passes a Dask executor
+(``distributed.Client(...).get_executor()``) or Ray's ``RayExecutor``.  Tasks take and
+return plain data (the scenario as JSON, weights as arrays), so any executor that can
+ship Python functions works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trim_pomdp.errors import PolicyFormatError
+from trim_pomdp.rl.agents import KINDS, RLRouter
+from trim_pomdp.rl.ppo import PPOConfig, _train_task
+from trim_pomdp.scenario import Scenario, load_scenario
+
+FORMAT_VERSION = 1
+
+
+class RLRouterBank:
+    """Trained routers of one kind, one per lambda (sorted by lambda), with learning curves."""
+
+    def __init__(self, routers: Sequence[RLRouter],
+                 histories: Sequence[dict[str, list[float]]] | None = None) -> None:
+        if not routers:
+            raise ValueError("an RLRouterBank needs at least one router")
+        kinds = {r.kind for r in routers}
+        if len(kinds) != 1:
+            raise ValueError(f"all routers of a bank must be of one kind; got {sorted(kinds)}")
+        order = np.argsort([r.lam for r in routers])
+        self.routers = [routers[i] for i in order]
+        self.histories = [dict(histories[i]) for i in order] if histories else [
+            {} for _ in order]
+        self.kind = self.routers[0].kind
+
+    @property
+    def lambdas(self) -> list[float]:
+        return [r.lam for r in self.routers]
+
+    def __len__(self) -> int:
+        return len(self.routers)
+
+    def router(self, lam: float) -> RLRouter:
+        """The router trained for the lambda closest to ``lam``."""
+        i = int(np.argmin(np.abs(np.asarray(self.lambdas) - lam)))
+        return self.routers[i]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """One ``.npz``: weights under ``"<i>/<name>"`` and a JSON ``__meta__`` string."""
+        arrays: dict[str, np.ndarray] = {}
+        entries = []
+        for i, (r, h) in enumerate(zip(self.routers, self.histories, strict=True)):
+            for k, v in r.params.items():
+                arrays[f"{i}/{k}"] = v
+            entries.append({"lam": r.lam, "token_scale": r.token_scale,
+                            "metadata": r.metadata, "history": h})
+        meta = {"format_version": FORMAT_VERSION, "type": "trim_pomdp.RLRouterBank",
+                "kind": self.kind, "routers": entries}
+        np.savez(Path(path), __meta__=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RLRouterBank:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                meta = json.loads(str(f["__meta__"]))
+                arrays = {k: f[k] for k in f.files if k != "__meta__"}
+        except (KeyError, ValueError, OSError) as exc:
+            raise PolicyFormatError(f"{path}: not a trim_pomdp RL router bank ({exc})") from exc
+        if meta.get("type") != "trim_pomdp.RLRouterBank":
+            raise PolicyFormatError(f"{path}: type is {meta.get('type')!r}; expected "
+                                    f"'trim_pomdp.RLRouterBank'")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise PolicyFormatError(f"{path}: format_version {meta.get('format_version')!r} "
+                                    f"is not supported (expected {FORMAT_VERSION})")
+        routers, hists = [], []
+        for i, e in enumerate(meta["routers"]):
+            params = {k.split("/", 1)[1]: v for k, v in arrays.items()
+                      if k.split("/", 1)[0] == str(i)}
+            r = RLRouter(meta["kind"], params, lam=e["lam"], token_scale=e["token_scale"],
+                         metadata=e.get("metadata"))
+            r._check_shapes(f"{path} router {i}")
+            routers.append(r)
+            hists.append(e.get("history", {}))
+        return cls(routers, hists)
+
+    def family(self) -> Any:
+        """This bank as an evaluation family (:class:`trim_pomdp.evaluate.Family`),
+        sweeping lambda, for :func:`trim_pomdp.evaluate.evaluate`."""
+        from trim_pomdp.evaluate import Family
+
+        return Family(KINDS[self.kind], list(self.lambdas), self.router, param_name="lambda")
+
+    def plot_learning_curves(self, path: str | Path) -> Path:
+        """Validation objective and training return against iteration, one line per lambda."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for r, h in zip(self.routers, self.histories, strict=True):
+            if not h:
+                continue
+            it = np.asarray(h["iteration"])
+            axes[0].plot(it, h["train_return"], label=f"lambda={r.lam:.3g}")
+            val = np.asarray(h["val_objective"])
+            ok = ~np.isnan(val)
+            axes[1].plot(it[ok], val[ok], marker="o", label=f"lambda={r.lam:.3g}")
+        axes[0].set(xlabel="PPO iteration", ylabel="mean episode return (training)",
+                    title=f"{KINDS[self.kind]}: training")
+        axes[1].set(xlabel="PPO iteration", ylabel="accuracy - lambda x strong tokens",
+                    title="validation objective (greedy policy)")
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def train_grid(scenario: Scenario | str, lambdas: Sequence[float], *, kind: str = "agg",
+               config: PPOConfig | None = None, executor: Executor | None = None,
+               progress: bool = True) -> RLRouterBank:
+    """Train one router per lambda, in parallel through ``executor``.
+
+    Parameters
+    ----------
+    scenario : Scenario or str
+    lambdas : sequence of float
+        Budgets (price per strong token).
+    kind : {"agg", "seq"}
+    config : PPOConfig, optional
+        The same settings for every lambda.
+    executor : concurrent.futures.Executor, optional
+        Where to run the tasks.  Default: a local process pool with one worker per core
+        (at most one per lambda).  Pass ``distributed.Client(...).get_executor()`` to run
+        on a Dask cluster.
+    progress : bool
+        Print a line to stderr as each lambda finishes.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}; got {kind!r}")
+    lams = [float(x) for x in lambdas]
+    if not lams:
+        raise ValueError("lambdas must not be empty")
+    bad = [x for x in lams if not (np.isfinite(x) and x >= 0)]
+    if bad:
+        raise ValueError(f"lambdas must be finite and >= 0; got {bad}")
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    cfg = config or PPOConfig()
+    cfg_dict: dict[str, Any] = asdict(cfg)
+    scen_json = scenario.to_json()
+    own = executor is None
+    if own:
+        executor = ProcessPoolExecutor(max_workers=max(1, min(len(lams), os.cpu_count() or 1)))
+    assert executor is not None
+    t0 = time.perf_counter()
+    try:
+        futures = {executor.submit(_train_task, scen_json, lam, kind, cfg_dict): lam
+                   for lam in lams}
+        results = []
+        for done, fut in enumerate(as_completed(futures), 1):
+            out = fut.result()
+            results.append(out)
+            if progress:
+                m = out["metadata"]
+                print(f"[{KINDS[kind]}] {done}/{len(lams)} lambda={out['lam']:.3g} trained "
+                      f"(best iteration {m['best_iteration']}, validation objective "
+                      f"{m['best_val_objective']:.4f}; {time.perf_counter() - t0:.0f}s)",
+                      file=sys.stderr, flush=True)
+    finally:
+        if own:
+            executor.shutdown()
+    routers = [RLRouter(o["kind"], o["params"], lam=o["lam"], token_scale=o["token_scale"],
+                        metadata=o["metadata"]) for o in results]
+    return RLRouterBank(routers, [o["history"] for o in results])
