@@ -64,10 +64,31 @@ def main() -> int:
         except ImportError:
             pass
         fams += [b.family() for b in banks.values()]
-        ev = evaluate(sc, fams, n_problems=args.n_problems, seed=777,
+        ev = evaluate(sc, fams, n_problems=args.n_problems, seed=777, keep_outcomes=True,
                       progress=lambda m: print(m, file=sys.stderr))
         print(ev.table())
-        results[name] = ev.to_dict()
+        res = ev.to_dict()
+        # paired bootstrap over problems: 95 % intervals of each metric and of the
+        # TRIM-Seq minus TRIM-Agg and TRIM-Agg minus TRIM-Thr differences
+        from trim_pomdp.evaluate import paired_bootstrap
+
+        boot = paired_bootstrap(ev, n_boot=200, seed=1)
+        ci = {}
+        for fam, mets in boot.items():
+            ci[fam] = {m: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+                       for m, v in mets.items()}
+        diffs = {}
+        for a, b in (("TRIM-Seq", "TRIM-Agg"), ("TRIM-Agg", "trim-thr")):
+            if a in boot and b in boot:
+                for m in ("delta_ibc", "cpt_95", "cpt_50"):
+                    d = boot[a][m] - boot[b][m]
+                    diffs[f"{a} - {b}: {m}"] = [float(np.nanpercentile(d, 2.5)),
+                                                float(np.nanpercentile(d, 97.5))]
+        for k, v in diffs.items():
+            print(f"95% CI {k}: [{v[0]:.3f}, {v[1]:.3f}]")
+        res["bootstrap_ci95"] = ci
+        res["bootstrap_diff_ci95"] = diffs
+        results[name] = res
     (out / "rl_compare.json").write_text(json.dumps(results, indent=1))
     return 0
 

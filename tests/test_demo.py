@@ -60,3 +60,20 @@ def test_solve_grid_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["solve-grid", "--scenario", "default", "--lambda-values", "0.1,abc", "--out",
               str(tmp_path / "b.npz")])
+
+
+def test_demo_without_matplotlib_still_completes(tmp_path):
+    # `pip install .` without the plot extra: the demo prints everything, writes the bank
+    # and the JSON, and says it skipped the plot (matplotlib blocked in a child process).
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['matplotlib'] = None; from trim_pomdp.cli import main; "
+            f"sys.exit(main(['demo', '--n-problems', '800', '--n-fit', '600', '--lambdas', "
+            f"'3', '--out', {str(tmp_path)!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "no plot: matplotlib is not installed" in out.stdout + out.stderr
+    assert "trim-pomdp" in out.stdout and (tmp_path / "evaluation.json").exists()
+    assert not (tmp_path / "pareto.png").exists()

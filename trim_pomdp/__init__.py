@@ -63,6 +63,9 @@ _EXPORTS: dict[str, str] = {
     "default_scenario": "trim_pomdp.scenario",
     "simulate_routing": "trim_pomdp.simulator",
     "evaluate": "trim_pomdp.evaluate",
+    # issue 7: latent difficulty / PRM-bias classes
+    "LatentTrimModel": "trim_pomdp.latent",
+    "LatentFitter": "trim_pomdp.latent",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

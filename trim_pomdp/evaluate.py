@@ -200,10 +200,12 @@ FAMILY_FACTORIES: dict[str, FamilyFactory | str] = {
     "automix": automix_family,
     # piece router provides the POMDP family with this factory signature
     "trim-pomdp": "trim_pomdp.trim:pomdp_family",
+    # the POMDP that learns the problem's difficulty and the PRM's bias as it goes (issue 7)
+    "trim-pomdp+": "trim_pomdp.latent:pomdp_plus_family",
 }
 
 #: families evaluated when none are named (unavailable ones are skipped)
-DEFAULT_FAMILIES = ("trim-pomdp", "trim-thr", "random", "oracle", "query-oracle", "automix",
+DEFAULT_FAMILIES = ("trim-pomdp", "trim-pomdp+", "trim-thr", "random", "oracle", "query-oracle", "automix",
                     "always-cheap", "always-strong")
 
 

@@ -88,10 +88,14 @@ def run(args: argparse.Namespace) -> int:
         d.mkdir(parents=True, exist_ok=True)
         (d / "evaluation.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         scenario.to_json(d / "scenario.json")
-        from trim_pomdp.plots import plot_curves
+        try:
+            from trim_pomdp.plots import plot_curves
 
-        png = plot_curves(ev, d / "curves.png")
-        progress(f"wrote {d / 'evaluation.json'} and {png}")
+            png = plot_curves(ev, d / "curves.png")
+            progress(f"wrote {d / 'evaluation.json'} and {png}")
+        except ImportError as exc:  # the plot is optional; the JSON is written
+            progress(f"wrote {d / 'evaluation.json'}; no plot: {exc.name or 'matplotlib'} "
+                     "is not installed (pip install 'trim_pomdp[plot]')")
     if args.json:
         print(json.dumps({"scenario": out["scenario"], "n_problems": out["n_problems"],
                           "acc_cheap": out["acc_cheap"], "acc_strong": out["acc_strong"],
