@@ -186,3 +186,19 @@ def test_cli_train(tmp_path, capsys):
     assert RLRouterBank.load(out["bank"]).lambdas == [1e-3]
     assert (tmp_path / "learning_curves_agg.png").exists()
     assert main(["train", "--lambdas", "x", "--out", str(tmp_path)]) == 1
+
+
+def test_rl_families_resolve_by_name_and_evaluate(monkeypatch):
+    # `evaluate --policies trim-agg` / `demo --rl`: the registry trains a bank on the scenario
+    import trim_pomdp.rl.grid as grid
+    from trim_pomdp.evaluate import FamilyOptions, evaluate, resolve_family
+    from trim_pomdp.scenario import default_scenario
+
+    monkeypatch.setattr(grid, "PPOConfig", lambda seed=0: TINY)
+    opts = FamilyOptions(scenario=default_scenario(), n_params=2, seed=0)
+    fam = resolve_family("trim-agg", opts)
+    assert fam.name == "TRIM-Agg" and len(fam.params) == 2
+    ev = evaluate(default_scenario(), [fam, "trim-thr"], n_problems=400, seed=5)
+    assert set(ev.curves) == {"TRIM-Agg", "trim-thr"}
+    with pytest.raises(ValueError, match="needs FamilyOptions"):
+        resolve_family("trim-seq", FamilyOptions())

@@ -202,6 +202,10 @@ FAMILY_FACTORIES: dict[str, FamilyFactory | str] = {
     "trim-pomdp": "trim_pomdp.trim:pomdp_family",
     # the POMDP that learns the problem's difficulty and the PRM's bias as it goes (issue 7)
     "trim-pomdp+": "trim_pomdp.latent:pomdp_plus_family",
+    # RL routers, trained on the scenario when the family is built (not in the defaults:
+    # training takes a minute or more; `trim-pomdp demo --rl`, `evaluate --policies trim-agg`)
+    "trim-agg": "trim_pomdp.rl.grid:agg_family",
+    "trim-seq": "trim_pomdp.rl.grid:seq_family",
 }
 
 #: families evaluated when none are named (unavailable ones are skipped)

@@ -40,6 +40,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--n-min-bins", type=int, default=4)
     p.add_argument("--n-token-bins", type=int, default=4)
     p.add_argument("--lambdas", type=int, default=32, help="size of the lambda grid")
+    p.add_argument("--rl", action="store_true",
+                   help="also train and evaluate TRIM-Agg and TRIM-Seq (6 lambdas each; "
+                        "adds a few minutes on 2 cores)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object keyed by policy (progress goes to stderr)")
     p.add_argument("--out", metavar="DIR", default="trim-pomdp-demo",
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"    solved in {time.perf_counter() - t0:.2f} s; max gap at b0 {np.nanmax(gaps):.2e}")
     say(f"3/4 evaluating every policy on {args.n_problems} fresh problems (seed {args.seed}) ...")
     world = sample_world(scenario, n_problems=args.n_problems, seed=args.seed)
-    families = [bank.family(), "trim-pomdp+", "trim-thr", "random", "oracle", "query-oracle", "automix",
+    families = [bank.family(), "trim-pomdp+", *(("trim-agg", "trim-seq") if args.rl else ()),
+                "trim-thr", "random", "oracle", "query-oracle", "automix",
                 "always-cheap", "always-strong"]
     ev = evaluate(world, families, progress=lambda m: say("    " + m))
     result = {name: c.to_dict()["metrics"] for name, c in ev.curves.items()}

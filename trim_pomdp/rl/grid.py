@@ -190,3 +190,26 @@ def train_grid(scenario: Scenario | str, lambdas: Sequence[float], *, kind: str 
     routers = [RLRouter(o["kind"], o["params"], lam=o["lam"], token_scale=o["token_scale"],
                         metadata=o["metadata"]) for o in results]
     return RLRouterBank(routers, [o["history"] for o in results])
+
+
+def _rl_family(kind: str, options: Any) -> Any:
+    scenario = getattr(options, "scenario", None)
+    if scenario is None:
+        raise ValueError(f"the trim-{kind} family needs FamilyOptions(scenario=...) to train on")
+    n = getattr(options, "n_params", None) or 6
+    seed = int(getattr(options, "seed", 0))
+    # trained on its own worlds (seeded by `seed`), never on the evaluation world
+    bank = train_grid(scenario, list(np.geomspace(1e-4, 3e-3, int(n))), kind=kind,
+                      config=PPOConfig(seed=seed), progress=True)
+    return bank.family()
+
+
+def agg_family(options: Any = None) -> Any:
+    """Factory of the ``"trim-agg"`` evaluation family: trains TRIM-Agg on
+    ``options.scenario`` over ``options.n_params`` (default 6) lambdas in [1e-4, 3e-3]."""
+    return _rl_family("agg", options)
+
+
+def seq_family(options: Any = None) -> Any:
+    """Factory of the ``"trim-seq"`` evaluation family (TRIM-Seq; see :func:`agg_family`)."""
+    return _rl_family("seq", options)
