@@ -43,6 +43,28 @@ def seq_inputs(t: int, score: NDArray, tokens: NDArray, is_final: NDArray,
     return x
 
 
+def read_npz_meta(path: Path, expected_type: str, what: str
+                  ) -> tuple[dict[str, Any], dict[str, NDArray]]:
+    """Read a ``.npz`` written with a JSON ``__meta__`` string (never unpickles).
+
+    Returns ``(metadata, arrays)``; raises :class:`PolicyFormatError` naming the file when it
+    is not such a file, is of another ``type`` or of an unsupported ``format_version``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["__meta__"]))
+            arrays = {k: f[k] for k in f.files if k != "__meta__"}
+    except (KeyError, ValueError, OSError) as exc:
+        raise PolicyFormatError(f"{path}: not a {what} ({exc})") from exc
+    if meta.get("type") != expected_type:
+        raise PolicyFormatError(f"{path}: type is {meta.get('type')!r}; expected "
+                                f"{expected_type!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise PolicyFormatError(f"{path}: format_version {meta.get('format_version')!r} "
+                                f"is not supported (expected {FORMAT_VERSION})")
+    return meta, arrays
+
+
 class RLRouter(_StepPolicy):
     """A trained TRIM-Agg or TRIM-Seq policy.
 
@@ -152,18 +174,7 @@ class RLRouter(_StepPolicy):
     def load(cls, path: str | Path) -> RLRouter:
         """Read a router written by :meth:`save` (never unpickles)."""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["__meta__"]))
-                params = {k: f[k] for k in f.files if k != "__meta__"}
-        except (KeyError, ValueError, OSError) as exc:
-            raise PolicyFormatError(f"{path}: not a trim_pomdp RL router file ({exc})") from exc
-        if meta.get("type") != "trim_pomdp.RLRouter":
-            raise PolicyFormatError(f"{path}: type is {meta.get('type')!r}; expected "
-                                    f"'trim_pomdp.RLRouter'")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise PolicyFormatError(f"{path}: format_version {meta.get('format_version')!r} "
-                                    f"is not supported (expected {FORMAT_VERSION})")
+        meta, params = read_npz_meta(path, "trim_pomdp.RLRouter", "trim_pomdp RL router file")
         kind = meta.get("kind")
         need = {"W0", "b0", "W1", "b1", "Wpi", "bpi", "Wv", "bv"}
         if kind == "seq":

@@ -22,12 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from trim_pomdp.errors import PolicyFormatError
-from trim_pomdp.rl.agents import KINDS, RLRouter
+from trim_pomdp.rl.agents import FORMAT_VERSION, KINDS, RLRouter, read_npz_meta
 from trim_pomdp.rl.ppo import PPOConfig, _train_task
 from trim_pomdp.scenario import Scenario, load_scenario
-
-FORMAT_VERSION = 1
 
 
 class RLRouterBank:
@@ -75,18 +72,8 @@ class RLRouterBank:
     @classmethod
     def load(cls, path: str | Path) -> RLRouterBank:
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["__meta__"]))
-                arrays = {k: f[k] for k in f.files if k != "__meta__"}
-        except (KeyError, ValueError, OSError) as exc:
-            raise PolicyFormatError(f"{path}: not a trim_pomdp RL router bank ({exc})") from exc
-        if meta.get("type") != "trim_pomdp.RLRouterBank":
-            raise PolicyFormatError(f"{path}: type is {meta.get('type')!r}; expected "
-                                    f"'trim_pomdp.RLRouterBank'")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise PolicyFormatError(f"{path}: format_version {meta.get('format_version')!r} "
-                                    f"is not supported (expected {FORMAT_VERSION})")
+        meta, arrays = read_npz_meta(path, "trim_pomdp.RLRouterBank",
+                                     "trim_pomdp RL router bank")
         routers, hists = [], []
         for i, e in enumerate(meta["routers"]):
             params = {k.split("/", 1)[1]: v for k, v in arrays.items()
