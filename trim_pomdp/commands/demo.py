@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lambdas", type=int, default=32, help="size of the lambda grid")
     p.add_argument("--rl", action="store_true",
                    help="also train and evaluate TRIM-Agg and TRIM-Seq (6 lambdas each; "
-                        "adds a few minutes on 2 cores)")
+                        "about 10 minutes on 2 cores)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object keyed by policy (progress goes to stderr)")
     p.add_argument("--out", metavar="DIR", default="trim-pomdp-demo",
