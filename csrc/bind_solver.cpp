@@ -25,6 +25,21 @@ void require_ndim(const DArray& arr, const char* name, const char* dims, py::ssi
     }
 }
 
+// The core model from already shape-checked arrays (shared by the solve and the test hook).
+trim::Pomdp make_pomdp(py::ssize_t S, py::ssize_t A, py::ssize_t O, double discount,
+                       const DArray& T, const DArray& Z, const DArray& R, const DArray& b) {
+    trim::Pomdp model;
+    model.n_states = static_cast<int>(S);
+    model.n_actions = static_cast<int>(A);
+    model.n_obs = static_cast<int>(O);
+    model.discount = discount;
+    model.T = to_vector<double>(T);
+    model.Z = to_vector<double>(Z);
+    model.R = to_vector<double>(R);
+    model.b0 = to_vector<double>(b);
+    return model;
+}
+
 py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, double time_limit,
                      double target_gap, long long max_iterations, double max_memory_mb,
                      int n_threads, py::object progress, double tol) {
@@ -42,15 +57,7 @@ py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, d
     if (!(tol >= 0.0 && tol < 1.0)) throw py::value_error("tol must be in [0, 1)");
     if (n_threads < 1) throw py::value_error("n_threads must be >= 1");
 
-    trim::Pomdp model;
-    model.n_states = static_cast<int>(S);
-    model.n_actions = static_cast<int>(A);
-    model.n_obs = static_cast<int>(O);
-    model.discount = discount;
-    model.T = to_vector<double>(T);
-    model.Z = to_vector<double>(Z);
-    model.R = to_vector<double>(R);
-    model.b0 = to_vector<double>(b0);
+    trim::Pomdp model = make_pomdp(S, A, O, discount, T, Z, R, b0);
 
     trim::HsviConfig cfg;
     cfg.time_limit = time_limit;
@@ -156,15 +163,7 @@ py::dict hsvi_backup(DArray T, DArray Z, DArray R, double discount, DArray alpha
     const py::ssize_t K = alphas.shape(0);
     require_shape(alphas, "alphas", "K, n_states", {K, S});
     require_shape(actions, "actions", "K", {K});
-    trim::Pomdp model;
-    model.n_states = static_cast<int>(S);
-    model.n_actions = static_cast<int>(A);
-    model.n_obs = static_cast<int>(O);
-    model.discount = discount;
-    model.T = to_vector<double>(T);
-    model.Z = to_vector<double>(Z);
-    model.R = to_vector<double>(R);
-    model.b0 = to_vector<double>(b);
+    trim::Pomdp model = make_pomdp(S, A, O, discount, T, Z, R, b);
     std::vector<int> acts(actions.data(), actions.data() + K);
     auto res = trim::HsviSolver::backup_at(model, to_vector<double>(alphas), acts, model.b0);
     py::dict out;

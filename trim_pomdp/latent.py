@@ -50,7 +50,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from trim_pomdp.errors import ModelValidationError, NotFittedError
-from trim_pomdp.trim import N_ACTIONS, N_HIDDEN, TrimModel
+from trim_pomdp.trim import N_ACTIONS, N_HIDDEN, BudgetArrays, TrimModel
 
 __all__ = [
     "LatentTrimModel",
@@ -90,7 +90,7 @@ def shifted_beta_obs_matrix(score_beta: Sequence[tuple[float, float]], shift: fl
     return obs / obs.sum(axis=1, keepdims=True)
 
 
-class LatentTrimModel:
+class LatentTrimModel(BudgetArrays):
     """TRIM POMDP with latent difficulty and PRM-bias classes (module docstring).
 
     Parameters
@@ -231,22 +231,6 @@ class LatentTrimModel:
             arr.flags.writeable = False
         self._cache = (T, Z, succ, cost)
         return self._cache
-
-    def arrays(self, lam: float) -> dict[str, Any]:
-        """Plain arrays at budget ``lam``: ``T (H,A,X,S,X,S)``, ``Z (A,X,S,O)``,
-        ``R = succ - lam * cost``, ``x0 = 0``, ``b0`` (``S = 3 D B``)."""
-        lam = float(lam)
-        if not (lam >= 0.0 and math.isfinite(lam)):
-            raise ModelValidationError(f"lambda must be finite and >= 0; got {lam!r}")
-        T, Z, succ, cost = self._base_arrays()
-        return {"T": T, "Z": Z, "R": succ - lam * cost, "x0": 0, "b0": self.b0}
-
-    def to_finite(self, lam: float):
-        """The :class:`~trim_pomdp.finite.FiniteHorizonPOMDP` at budget ``lam``."""
-        from trim_pomdp.finite import FiniteHorizonPOMDP
-
-        a = self.arrays(lam)
-        return FiniteHorizonPOMDP(a["T"], a["Z"], a["R"], x0=a["x0"], b0=a["b0"])
 
     # -- construction from a scenario (the "structure known" model) --------------------------
     @classmethod

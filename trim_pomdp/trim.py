@@ -110,7 +110,35 @@ def _check_edges(name: str, edges: ArrayLike | None, lo: float, hi: float) -> ND
     return arr
 
 
-class TrimModel:
+class BudgetArrays:
+    """``arrays(lam)`` / ``to_finite(lam)`` for models whose reward is ``success - lam * cost``.
+
+    Shared by :class:`TrimModel` and :class:`trim_pomdp.latent.LatentTrimModel`; a subclass
+    provides ``_base_arrays() -> (T, Z, success, cost)`` and ``b0``.
+    """
+
+    def arrays(self, lam: float) -> dict[str, Any]:
+        """Plain arrays of the finite-horizon POMDP at budget multiplier ``lam``.
+
+        Returns ``T (H,A,X,S,X,S)``, ``Z (A,X,S,O)`` (time-invariant),
+        ``R (H,A,X,S) = success - lam * cost``, ``x0 = 0`` and ``b0``.
+        """
+        lam = float(lam)
+        if not (lam >= 0.0 and math.isfinite(lam)):
+            raise ModelValidationError(f"lambda must be finite and >= 0; got {lam!r}")
+        T, Z, succ, cost = self._base_arrays()  # type: ignore[attr-defined]
+        return {"T": T, "Z": Z, "R": succ - lam * cost, "x0": 0,
+                "b0": self.b0}  # type: ignore[attr-defined]
+
+    def to_finite(self, lam: float):
+        """The :class:`~trim_pomdp.finite.FiniteHorizonPOMDP` at budget multiplier ``lam``."""
+        from trim_pomdp.finite import FiniteHorizonPOMDP
+
+        a = self.arrays(lam)
+        return FiniteHorizonPOMDP(a["T"], a["Z"], a["R"], x0=a["x0"], b0=a["b0"])
+
+
+class TrimModel(BudgetArrays):
     """The TRIM routing POMDP (see the module docstring for the transition rules).
 
     Build it from fitted models (piece ``fit``)::
@@ -464,25 +492,6 @@ class TrimModel:
             arr.flags.writeable = False
         self._arrays = (T, Z, succ, cost)
         return self._arrays
-
-    def arrays(self, lam: float) -> dict[str, Any]:
-        """Plain arrays of the finite-horizon POMDP at budget multiplier ``lam``.
-
-        Returns ``T (H,A,X,S,X,S)``, ``Z (A,X,S,O)`` (time-invariant),
-        ``R (H,A,X,S) = success - lam * cost``, ``x0 = 0`` and ``b0 = (1, 0, 0)``.
-        """
-        lam = float(lam)
-        if not (lam >= 0.0 and math.isfinite(lam)):
-            raise ModelValidationError(f"lambda must be finite and >= 0; got {lam!r}")
-        T, Z, succ, cost = self._base_arrays()
-        return {"T": T, "Z": Z, "R": succ - lam * cost, "x0": 0, "b0": self.b0}
-
-    def to_finite(self, lam: float):
-        """The :class:`~trim_pomdp.finite.FiniteHorizonPOMDP` at budget multiplier ``lam``."""
-        from trim_pomdp.finite import FiniteHorizonPOMDP
-
-        a = self.arrays(lam)
-        return FiniteHorizonPOMDP(a["T"], a["Z"], a["R"], x0=a["x0"], b0=a["b0"])
 
     # -- persistence -------------------------------------------------------------------------
     def _to_arrays(self) -> dict[str, NDArray]:
