@@ -8,7 +8,8 @@ def test_import_is_light():
     # `import trim_pomdp` must not pull in numba, scipy, matplotlib or an HTTP client.
     code = (
         "import sys, trim_pomdp; "
-        "heavy = [m for m in ('numba', 'scipy', 'matplotlib', 'httpx', 'torch') if m in sys.modules]; "
+        "heavy = [m for m in ('numba', 'scipy', 'matplotlib', 'httpx', 'aiohttp', 'torch') "
+        "if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -135,3 +135,15 @@ def test_route_with_pomdp_policy_bank(server, tmp_path, capsys):
             for s in r["steps"]:
                 assert len(s["belief"]) == 3 and abs(sum(s["belief"]) - 1) < 1e-9
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("client, agent", [(None, "aiohttp"), ("httpx", "python-httpx")])
+def test_route_http_client_option(server, tmp_path, capsys, client, agent):
+    # the User-Agent each library sends tells which one made the requests
+    probs, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_problems(probs, 2)
+    extra = ["--http-client", client] if client else []
+    assert main(argv(server, probs, out, "--threshold", "0.5", *extra)) == 0
+    agents = {r.headers.get("user-agent", "") for r in server.log}
+    assert agents and all(agent in a for a in agents), agents
+    assert len(out.read_text().splitlines()) == 2

@@ -1,5 +1,6 @@
 """Endpoint config, retrying transport and step generators, driven end to end over real HTTP
-(httpx) against the scripted fake server on 127.0.0.1."""
+against the scripted fake server on 127.0.0.1, with each HTTP client (aiohttp and httpx): every
+test that takes the ``server`` fixture runs once per client."""
 
 from __future__ import annotations
 
@@ -18,16 +19,18 @@ from trim_pomdp.serving import (
     EndpointError,
     ResponseFormatError,
 )
-from trim_pomdp.serving.endpoints import QWEN_MATH_PROMPT
+from trim_pomdp.serving.endpoints import HTTP_CLIENTS, QWEN_MATH_PROMPT
 
 
-@pytest.fixture
-def server():
+@pytest.fixture(params=HTTP_CLIENTS)
+def server(request):
     with FakeServer() as srv:
+        srv.http_client = request.param  # read by cfg(): the client under test
         yield srv
 
 
 def cfg(srv, model, **kw):
+    kw.setdefault("http_client", getattr(srv, "http_client", "aiohttp"))
     kw.setdefault("backoff_base", 0.001)
     kw.setdefault("backoff_max", 0.01)
     return EndpointConfig(base_url=srv.url + "/v1", model=model, **kw)
@@ -41,13 +44,25 @@ def gen(model_obj, problem, steps=()):
     return asyncio.run(go())
 
 
-def test_import_serving_does_not_import_httpx():
+def test_import_serving_does_not_import_an_http_client():
     code = (
         "import sys, trim_pomdp.serving, trim_pomdp.serving.runner, trim_pomdp.commands.route; "
-        "print('httpx' in sys.modules)"
+        "print([m for m in ('httpx', 'aiohttp') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
+
+
+def test_default_http_client_is_aiohttp():
+    assert EndpointConfig(base_url="http://h/v1", model="m").http_client == "aiohttp"
+
+
+def test_missing_http_client_library_is_a_clear_error(monkeypatch):
+    # a None entry in sys.modules makes `import aiohttp` raise ImportError
+    monkeypatch.setitem(sys.modules, "aiohttp", None)
+    m = CompletionModel(EndpointConfig(base_url="http://127.0.0.1:9/v1", model="m"))
+    with pytest.raises(ModuleNotFoundError, match=r"http_client='aiohttp'.*pip install"):
+        gen(m, "P")
 
 
 # ---- configuration ---------------------------------------------------------------------------
@@ -76,6 +91,7 @@ def test_from_url(spec, base, model):
         ({"base_url": "http://h/v1", "model": "m", "max_retries": -1}, "max_retries must be"),
         ({"base_url": "http://h/v1", "model": "m", "max_connections": 0}, "max_connections"),
         ({"base_url": "http://h/v1", "model": "m", "circuit_breaker": 0}, "circuit_breaker must"),
+        ({"base_url": "http://h/v1", "model": "m", "http_client": "requests"}, "http_client must"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -226,13 +242,37 @@ def test_bad_json_body(server):
 
 
 def test_model_reusable_across_event_loops(server):
-    # httpx pools are bound to their event loop: after `async with` closes the pool in one
-    # asyncio.run, the next run opens a new one
+    # both clients bind their pools to the event loop: after `async with` closes the pool in
+    # one asyncio.run, the next run opens a new one
     m = CompletionModel(cfg(server, "cheap"))
     a = gen(m, "P")
-    assert m.transport._client is None
+    assert m.transport.backend is None
     b = gen(m, "P")
     assert a.text == b.text and len(server.requests("completions")) == 2
+
+
+def test_unclosed_pool_of_an_ended_loop_is_dropped_quietly(server, recwarn, caplog):
+    # a user who never closes the model and calls asyncio.run twice: the second run must open
+    # a fresh pool, and the stale one must not raise, nor make aiohttp log an "Unclosed client
+    # session/connector" error.  (The stale sockets themselves are only freed by the garbage
+    # collector, with Python's ResourceWarning, which is ignored by default; httpx does the
+    # same.  Closing the model in its own loop, as run_batch and `async with` do, avoids it.)
+    m = CompletionModel(cfg(server, "cheap"))
+
+    async def one():
+        return await m.generate_step("P", [])
+
+    a = asyncio.run(one())
+    first = m.transport.backend
+    b = asyncio.run(one())
+    assert m.transport.backend is not first and a.text == b.text
+    asyncio.run(m.aclose())
+    del first
+    import gc
+
+    gc.collect()
+    messages = [str(w.message) for w in recwarn] + [caplog.text]
+    assert not [t for t in messages if "Unclosed client session" in t or "Unclosed connector" in t]
 
 
 # ---- chat ------------------------------------------------------------------------------------
@@ -273,18 +313,34 @@ def test_generator_argument_errors():
         CompletionModel("http://h/v1")
 
 
-def test_sharded_pool_serves_all_requests_concurrently(server):
+def test_sharded_httpx_pool_serves_all_requests_concurrently():
     # 20 connections -> 3 httpx pools of 7; 20 simultaneous requests must all be in flight
     # together (none queued behind another), and each pool must be used
-    server.latency = {"completions": 0.3}
-    m = CompletionModel(cfg(server, "cheap", max_connections=20))
+    with FakeServer(latency={"completions": 0.3}) as server:
+        m = CompletionModel(cfg(server, "cheap", max_connections=20, http_client="httpx"))
+
+        async def go():
+            async with m:
+                out = await asyncio.gather(*[m.generate_step(f"P{i}", []) for i in range(20)])
+                n_pools = len(m.transport.backend.clients)
+                return out, n_pools
+
+        out, n_pools = asyncio.run(go())
+        assert len(out) == 20 and n_pools == 3
+        assert server.max_in_flight["completions"] == 20
+
+
+@pytest.mark.parametrize("max_connections, expected", [(20, 20), (5, 5)])
+def test_pool_size_bounds_requests_in_flight(server, max_connections, expected):
+    # 20 simultaneous requests: all in flight when the pool has room, never more than
+    # max_connections otherwise (the rest wait for a free connection, then succeed)
+    server.latency = {"completions": 0.2}
+    m = CompletionModel(cfg(server, "cheap", max_connections=max_connections))
 
     async def go():
         async with m:
-            out = await asyncio.gather(*[m.generate_step(f"P{i}", []) for i in range(20)])
-            n_pools = len(m.transport._clients)
-            return out, n_pools
+            return await asyncio.gather(*[m.generate_step(f"P{i}", []) for i in range(20)])
 
-    out, n_pools = asyncio.run(go())
-    assert len(out) == 20 and n_pools == 3
-    assert server.max_in_flight["completions"] == 20
+    out = asyncio.run(go())
+    assert len(out) == 20 and all(s.text.startswith("[cheap] step 1") for s in out)
+    assert server.max_in_flight["completions"] == expected

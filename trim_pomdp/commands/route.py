@@ -60,6 +60,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument(f"--{who}-api-key-env", metavar="VAR", help=f"API-key env var for {who}")
     p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                    help="extra HTTP header for every endpoint (repeatable)")
+    p.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp",
+                   help="HTTP library (default aiohttp: ~6x less client CPU per request)")
     p.add_argument("--cheap-chat", action="store_true", help="cheap model via /chat/completions")
     p.add_argument("--strong-chat", action="store_true",
                    help="strong model via /chat/completions")
@@ -162,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
             circuit_breaker=args.circuit_breaker,
             circuit_cooldown=args.circuit_cooldown,
             name=who,
+            http_client=args.http_client,
         )
 
     gen = dict(max_tokens=args.max_tokens, temperature=args.temperature)

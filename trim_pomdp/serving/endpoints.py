@@ -1,8 +1,9 @@
 """OpenAI-compatible model endpoints: configuration, a retrying async JSON transport, and
 step generators for raw completion (``/v1/completions``) and chat (``/v1/chat/completions``).
 
-Nothing here opens a connection when imported, and ``httpx`` itself is imported only when the
-first request is made, so ``import trim_pomdp.serving`` stays light.
+Nothing here opens a connection when imported, and the HTTP client library (aiohttp by default,
+or httpx) is imported only when the first request is made, so ``import trim_pomdp.serving``
+stays light.
 
 A *step* is one paragraph of a worked solution: the text a model writes before it emits the
 step separator ``"\\n\\n"`` (the stop string).  A step is *final* when it carries the answer
@@ -13,6 +14,7 @@ step separator ``"\\n\\n"`` (the stop string).  A step is *final* when it carrie
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +48,7 @@ QWEN_MATH_PROMPT = (
 )
 
 STEP_SEPARATOR = "\n\n"
+HTTP_CLIENTS = ("aiohttp", "httpx")  # EndpointConfig.http_client; the first is the default
 
 
 class EndpointConfigError(TrimPomdpError, ValueError):
@@ -117,14 +120,21 @@ class EndpointConfig:
     max_connections : int
         Size of the connection pool (all kept alive), default 128.
     trust_env : bool
-        Let httpx read proxy/certificate settings from the environment (default False, so a
-        stray ``HTTP_PROXY`` never reroutes traffic meant for a local server).
+        Let the HTTP client read proxy settings (and, for httpx, certificate settings) from the
+        environment (default False, so a stray ``HTTP_PROXY`` never reroutes traffic meant for
+        a local server).
+    http_client : {"aiohttp", "httpx"}
+        The HTTP library (default ``"aiohttp"``, installed by the ``http`` extra).  Both are
+        tested against the same fake server; aiohttp needs ~6x less client CPU per request
+        (docs/readme_http.md), which matters when one process drives many episodes against
+        fast models.
     circuit_breaker : int or None
         After this many consecutive failed calls (each after its retries), fail fast: further
         calls raise :class:`EndpointError` at once, without a request, for
         ``circuit_cooldown`` seconds; after that calls go through again, the next failure
-        reopens the circuit and a success closes it.  None (default): never.  Stops a dead strong model from costing every
-        episode its full retry schedule before the fallback applies.
+        reopens the circuit and a success closes it.  None (default): never.  Stops a dead
+        strong model from costing every episode its full retry schedule before the fallback
+        applies.
     circuit_cooldown : float
         Seconds the circuit stays open (default 30).
     name : str
@@ -144,6 +154,7 @@ class EndpointConfig:
     circuit_breaker: int | None = None
     circuit_cooldown: float = 30.0
     name: str = ""
+    http_client: str = "aiohttp"
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -171,6 +182,10 @@ class EndpointConfig:
         if not isinstance(self.max_connections, int) or self.max_connections < 1:
             raise EndpointConfigError(
                 f"max_connections must be an int >= 1; got {self.max_connections!r}"
+            )
+        if self.http_client not in HTTP_CLIENTS:
+            raise EndpointConfigError(
+                f"http_client must be one of {HTTP_CLIENTS}; got {self.http_client!r}"
             )
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         object.__setattr__(self, "headers", dict(self.headers))
@@ -239,15 +254,88 @@ class RequestStats:
     seconds: float = 0.0
 
 
-class JsonTransport:
-    """POST JSON to one endpoint with retries and exponential backoff (async, httpx).
+class _Timeout(Exception):
+    """A backend's request timed out (internal: the retry loop turns it into a message)."""
 
-    Connection pools are created lazily inside the running event loop on the first request,
-    and recreated if a later call runs in a different loop (e.g. a second ``asyncio.run``),
-    because httpx clients are bound to the loop that opened them.
 
-    The pool is sharded: ``ceil(max_connections / SHARD)`` small ``httpx.AsyncClient`` pools,
-    each request going to the least busy one.  httpcore's pool scans every connection on each
+class _ConnectionFailed(Exception):
+    """A backend could not connect, or the connection broke mid-request (internal)."""
+
+
+def _import_client(name: str) -> Any:
+    try:
+        if name == "aiohttp":
+            import aiohttp
+
+            return aiohttp
+        import httpx
+
+        return httpx
+    except ImportError as exc:
+        other = "httpx" if name == "aiohttp" else "aiohttp"
+        raise ModuleNotFoundError(
+            f"EndpointConfig(http_client={name!r}) needs the {name} package, which is not "
+            f"installed: pip install 'trim_pomdp[http]' (aiohttp) or pip install {name}, or set "
+            f"http_client={other!r}",
+            name=name,
+        ) from exc
+
+
+class _AiohttpBackend:
+    """One ``aiohttp.ClientSession`` with a pool of ``max_connections`` kept-alive connections.
+
+    The default backend: it costs ~0.17 ms of client CPU per request here against ~1.0 ms for
+    httpx (``benchmarks/bench_serving.py``), and that CPU, not the runner, is what limits how
+    many concurrent episodes one event loop can drive at short model latencies.
+    """
+
+    def __init__(self, config: EndpointConfig) -> None:
+        aiohttp = _import_client("aiohttp")
+        self._aiohttp = aiohttp
+        # limit_per_host=0: the pool size is the only cap (every request goes to one host);
+        # timeout: ``total`` covers waiting for a pooled connection, connecting, sending and
+        # reading, i.e. the whole request as EndpointConfig.timeout documents
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=config.max_connections, limit_per_host=0),
+            timeout=aiohttp.ClientTimeout(total=config.timeout),
+            trust_env=config.trust_env,
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    async def post(
+        self, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> tuple[int, bytes, str | None]:
+        aiohttp = self._aiohttp
+        try:
+            async with self.session.post(url, json=payload, headers=headers) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+        except asyncio.TimeoutError as exc:  # before ClientError: ServerTimeoutError is both
+            raise _Timeout(type(exc).__name__) from exc
+        except aiohttp.ClientError as exc:
+            raise _ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+    def discard(self) -> None:
+        """Drop a session whose event loop has ended, without the unclosed-session warning."""
+        connector = self.session.connector
+        self.session.detach()
+        if connector is not None:
+            # the loop is gone, so nothing can be awaited; _close() only drops the sockets
+            # aiohttp kept for that loop (it returns at once for a closed loop)
+            close = getattr(connector, "_close", None)
+            if close is not None:
+                close()
+
+
+class _HttpxBackend:
+    """httpx, as ``ceil(max_connections / SHARD)`` small ``httpx.AsyncClient`` pools.
+
+    Each request goes to the least busy pool: httpcore's pool scans every connection on each
     request event (O(connections) per event, O(n^2) per burst; encode/httpcore#1035), which
     made 64 concurrent episodes several times slower than their latencies allow; shards of
     8 connections keep that scan short.
@@ -256,49 +344,93 @@ class JsonTransport:
     SHARD = 8
 
     def __init__(self, config: EndpointConfig) -> None:
+        httpx = _import_client("httpx")
+        self._httpx = httpx
+        n = -(-config.max_connections // self.SHARD)
+        size = -(-config.max_connections // n)
+        # one SSL context for all shards (building one costs milliseconds)
+        verify = _ssl_context(config.trust_env)
+        self.clients = [
+            httpx.AsyncClient(
+                verify=verify,
+                timeout=httpx.Timeout(config.timeout),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                trust_env=config.trust_env,
+            )
+            for _ in range(n)
+        ]
+        self.busy = [0] * n
+
+    @property
+    def closed(self) -> bool:
+        return self.clients[0].is_closed
+
+    async def post(
+        self, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> tuple[int, bytes, str | None]:
+        httpx = self._httpx
+        busy = self.busy
+        i = busy.index(min(busy))
+        busy[i] += 1
+        try:
+            resp = await self.clients[i].post(url, json=payload, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise _Timeout(type(exc).__name__) from exc
+        except httpx.TransportError as exc:
+            raise _ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            busy[i] -= 1  # the body is read: the connection is free again
+        return resp.status_code, resp.content, resp.headers.get("retry-after")
+
+    async def aclose(self) -> None:
+        for c in self.clients:
+            await c.aclose()
+
+    def discard(self) -> None:
+        """httpx pools of an ended loop hold nothing that warns; let them be collected."""
+
+
+class JsonTransport:
+    """POST JSON to one endpoint with retries and exponential backoff (async).
+
+    The HTTP client is ``config.http_client``: aiohttp (default) or httpx, imported on the first
+    request.  Its connection pool is created lazily inside the running event loop, and
+    recreated if a later call runs in a different loop (e.g. a second ``asyncio.run``),
+    because both libraries bind their pools to the loop that opened them.
+    """
+
+    def __init__(self, config: EndpointConfig) -> None:
         self.config = config
         self.stats = RequestStats()
-        self._clients: list[Any] = []
-        self._busy: list[int] = []
+        self._backend: _AiohttpBackend | _HttpxBackend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consecutive_failures = 0
         self._open_until = 0.0
 
     @property
-    def _client(self) -> Any:
-        """The first pool (None before the first request / after ``aclose``)."""
-        return self._clients[0] if self._clients else None
+    def backend(self) -> _AiohttpBackend | _HttpxBackend | None:
+        """The open HTTP client (None before the first request and after ``aclose``)."""
+        return self._backend
 
-    def _pick_client(self) -> int:
+    def _get_backend(self) -> _AiohttpBackend | _HttpxBackend:
         loop = asyncio.get_running_loop()
-        if not self._clients or self._loop is not loop or self._clients[0].is_closed:
-            import httpx  # imported here so that nothing network-related loads at import
-
-            cfg = self.config
-            n = -(-cfg.max_connections // self.SHARD)
-            size = -(-cfg.max_connections // n)
-            # one SSL context for all shards (building one costs milliseconds)
-            verify = _ssl_context(cfg.trust_env)
-            self._clients = [
-                httpx.AsyncClient(
-                    verify=verify,
-                    timeout=httpx.Timeout(cfg.timeout),
-                    limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                    trust_env=cfg.trust_env,
-                )
-                for _ in range(n)
-            ]
-            self._busy = [0] * n
+        b = self._backend
+        if b is None or self._loop is not loop or b.closed:
+            if b is not None and self._loop is not loop:
+                b.discard()
+            cls = _AiohttpBackend if self.config.http_client == "aiohttp" else _HttpxBackend
+            b = self._backend = cls(self.config)
             self._loop = loop
-        busy = self._busy
-        return busy.index(min(busy))
+        return b
 
     async def aclose(self) -> None:
-        """Close the connection pools (safe to call twice)."""
-        clients, self._clients = self._clients, []
-        if clients and self._loop is asyncio.get_running_loop():
-            for c in clients:
-                await c.aclose()
+        """Close the connection pool (safe to call twice)."""
+        b, self._backend = self._backend, None
+        if b is not None:
+            if self._loop is asyncio.get_running_loop():
+                await b.aclose()
+            else:
+                b.discard()
 
     async def post(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``payload`` to ``url``; return the decoded JSON object.
@@ -308,8 +440,6 @@ class JsonTransport:
         the retries are exhausted or the server answers another 4xx, and
         :class:`ResponseFormatError` when a 200 body is not a JSON object.
         """
-        import httpx
-
         cfg = self.config
         headers = cfg.auth_headers()
         if cfg.circuit_breaker is not None and time.monotonic() < self._open_until:
@@ -332,28 +462,21 @@ class JsonTransport:
                 attempts += 1
                 self.stats.requests += 1
                 retry_after: float | None = None
-                i = self._pick_client()
-                busy = self._busy
-                busy[i] += 1
-                resp = None
+                backend = self._get_backend()
                 try:
-                    resp = await self._clients[i].post(url, json=payload, headers=headers)
-                except httpx.TimeoutException as exc:
-                    status, last = None, f"timed out after {cfg.timeout:g} s ({type(exc).__name__})"
-                except httpx.TransportError as exc:
-                    status, last = None, f"connection error ({type(exc).__name__}: {exc})"
+                    status, raw, retry_after_header = await backend.post(url, payload, headers)
+                except _Timeout as exc:
+                    status, last = None, f"timed out after {cfg.timeout:g} s ({exc})"
+                except _ConnectionFailed as exc:
+                    status, last = None, f"connection error ({exc})"
                 else:
-                    status = resp.status_code
-                finally:
-                    busy[i] -= 1  # the body is read: the connection is free again
-                if resp is not None:
                     if status < 300:
                         try:
-                            body = resp.json()
+                            body = json.loads(raw)
                         except ValueError as exc:
                             raise ResponseFormatError(
                                 f"{cfg.name}: {url} returned a body that is not JSON: "
-                                f"{resp.text[:200]!r}"
+                                f"{_preview(raw)!r}"
                             ) from exc
                         if not isinstance(body, dict):
                             raise ResponseFormatError(
@@ -362,7 +485,7 @@ class JsonTransport:
                             )
                         self._consecutive_failures = 0
                         return body
-                    last = f"HTTP {status}: {resp.text[:200]}"
+                    last = f"HTTP {status}: {_preview(raw)}"
                     if status != 429 and status < 500:
                         raise EndpointError(
                             f"{cfg.name}: POST {url} failed with {last} (not retried)",
@@ -371,7 +494,7 @@ class JsonTransport:
                             status=status,
                             attempts=attempts,
                         )
-                    retry_after = _parse_retry_after(resp.headers.get("retry-after"))
+                    retry_after = _parse_retry_after(retry_after_header)
                 if attempt < cfg.max_retries:
                     self.stats.retries += 1
                     await asyncio.sleep(cfg.backoff(attempt, retry_after))
@@ -391,6 +514,10 @@ class JsonTransport:
             )
         finally:
             self.stats.seconds += time.perf_counter() - t0
+
+
+def _preview(raw: bytes, n: int = 200) -> str:
+    return raw[:n].decode("utf-8", "replace")
 
 
 _SSL_CONTEXTS: dict[bool, Any] = {}

@@ -234,20 +234,22 @@ async def run_episode(
             try:
                 draft = await cheap.generate_step(problem.text, texts)
             except (EndpointError, ResponseFormatError) as exc:
-                raise EpisodeError(f"problem {problem.id!r} step {t}: cheap model: {exc}", res)
+                raise EpisodeError(
+                    f"problem {problem.id!r} step {t}: cheap model: {exc}", res
+                ) from exc
             timing["cheap"] = draft.latency_s
             res.cheap_tokens += draft.tokens
             t0 = perf()
             try:
                 scores = await prm.score(problem.text, texts + [draft.text])
             except (EndpointError, ResponseFormatError) as exc:
-                raise EpisodeError(f"problem {problem.id!r} step {t}: PRM: {exc}", res)
+                raise EpisodeError(f"problem {problem.id!r} step {t}: PRM: {exc}", res) from exc
             timing["prm"] = perf() - t0
             score = scores[-1]
             # A step-reward model re-scores the whole prefix: fill in scores of strong steps,
             # which were executed without being scored.
             if len(scores) == len(texts) + 1:
-                for rec, sc in zip(steps, scores):
+                for rec, sc in zip(steps, scores, strict=False):  # one fewer step than scores
                     if rec["prm_score"] is None:
                         rec["prm_score"] = sc
             is_final = draft.is_final or t == max_steps
@@ -393,7 +395,9 @@ def load_problems(path: str | os.PathLike[str]) -> list[Problem]:
             except json.JSONDecodeError as exc:
                 raise ProblemFormatError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
-                raise ProblemFormatError(f"{path}:{n}: expected a JSON object; got {type(obj).__name__}")
+                raise ProblemFormatError(
+                    f"{path}:{n}: expected a JSON object; got {type(obj).__name__}"
+                )
             text = obj.get("problem", obj.get("question"))
             if not isinstance(text, str) or not text.strip():
                 raise ProblemFormatError(f"{path}:{n}: field 'problem' must be a non-empty string")
