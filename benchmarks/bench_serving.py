@@ -192,6 +192,13 @@ def start_server(latency: dict[str, float], n_steps: int) -> tuple[subprocess.Po
     return proc, int(line.split()[1])
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process plus its reaped children (route workers are joined when
+    run_batch returns; the fake server is reaped only at the end, so it is not counted)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a child process so far (Linux /proc; NaN elsewhere)."""
     try:
@@ -203,7 +210,7 @@ def _proc_cpu_s(pid: int) -> float:
 
 def concurrent_episodes(n_episodes: int = 64, n_steps: int = 8, l_cheap: float = 0.2,
                         l_prm: float = 0.05, l_strong: float = 0.4, repeats: int = 3,
-                        http_client: str = "aiohttp") -> dict:
+                        http_client: str = "aiohttp", processes: int = 1) -> dict:
     latency = {"completions:cheap": l_cheap, "completions:strong": l_strong, "pooling": l_prm}
     proc, port = start_server(latency, n_steps)
     cpu_client = 0.0
@@ -212,7 +219,7 @@ def concurrent_episodes(n_episodes: int = 64, n_steps: int = 8, l_cheap: float =
         ideal = n_steps * (l_cheap + l_prm) + 2 * l_strong
         walls = []
         for _ in range(repeats):
-            c0 = time.process_time()
+            c0 = _cpu_s()
             def cfg(m):
                 return EndpointConfig(base_url=f"http://127.0.0.1:{port}/v1", model=m,
                                       max_connections=2 * n_episodes, http_client=http_client)
@@ -220,16 +227,18 @@ def concurrent_episodes(n_episodes: int = 64, n_steps: int = 8, l_cheap: float =
             prm = VLLMPRMScorer(cfg("prm"))
             problems = [Problem(f"q{i}", f"Problem {i}?") for i in range(n_episodes)]
             s = asyncio.run(run_batch(problems, EveryThirdRouter, cheap, strong, prm,
-                                      concurrency=n_episodes, progress=False))
+                                      concurrency=n_episodes, progress=False,
+                                      processes=processes))
             assert s.n_done == n_episodes and s.max_in_flight == n_episodes
             assert all(r.n_regenerations == 2 and len(r.steps) == n_steps for r in s.results)
             walls.append(s.wall_s)
-            cpu_client += time.process_time() - c0
+            cpu_client += _cpu_s() - c0
             n_requests += sum(t.stats.requests for t in (cheap.transport, strong.transport,
                                                           prm.transport))
         med = statistics.median(walls)
         return {
             "http_client": http_client,
+            "processes": processes,
             "episodes": n_episodes,
             "steps_per_episode": n_steps,
             "latency_s": latency,

@@ -64,6 +64,28 @@ def test_row_score_rules():
         prm._row_score([0.3, float("nan")], 0)
 
 
+def _bf16(x):
+    """Round to bfloat16 (8-bit mantissa, round to nearest even), as a float."""
+    import numpy as np
+
+    u = np.array(x, dtype=np.float32).view(np.uint32)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return float(u.astype(np.uint32).view(np.float32))
+
+
+def test_auto_takes_bfloat16_probabilities_as_probabilities():
+    # vLLM ~0.7 applies the PRM's softmax in bfloat16: the pair no longer sums to 1 within
+    # 1e-3, and must not be mistaken for logits and softmaxed again
+    prm = VLLMPRMScorer(EndpointConfig(base_url="http://h/v1", model="p"))
+    ps = [i / 200 for i in range(1, 200)]
+    rows = [[_bf16(1 - p), _bf16(p)] for p in ps]
+    assert _bf16(0.8) != 0.8 and _bf16(1.0) == 1.0
+    off = sum(abs(sum(r) - 1) > 1e-3 for r in rows)
+    assert off > 40  # the rows a 1e-3 check would have softmaxed a second time
+    got = [prm._row_score(r, i) for i, r in enumerate(rows)]
+    assert got == pytest.approx(ps, abs=4e-3)  # bfloat16 resolution near 1 is 2^-8
+
+
 def test_pooling_wrong_row_count(server):
     # a separator inside a step's text makes the server return one row too many
     prm = VLLMPRMScorer(EndpointConfig(base_url=server.url, model="prm"))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from fake_server import FakeServer, ScriptedStep
 
-from trim_pomdp.errors import RouterStateError
 from trim_pomdp.baselines import ThresholdPolicy
+from trim_pomdp.errors import RouterStateError
 from trim_pomdp.serving import (
     CompletionModel,
     EndpointConfig,
@@ -370,7 +370,7 @@ def test_progress_bar_output(server):
     assert s.n_done == 3
     text = stream.getvalue()
     assert text.startswith("\r[") and text.endswith("\n")
-    assert "0/3" in text and f"3/3" in text.splitlines()[-1]
+    assert "0/3" in text and "3/3" in text.splitlines()[-1]
     bar = ProgressBar(4, stream=io.StringIO(), width=4, min_interval=0)
     bar.update()
     assert bar.stream.getvalue().startswith("\r[#...] 1/4")
@@ -450,3 +450,175 @@ def test_episode_with_chat_strong_model(server):
     assert r.final_correct is True and r.strong_tokens == 22
     (req,) = server.requests("chat", "strong")
     assert req.body["messages"][2] == {"role": "assistant", "content": "c1"}
+
+
+# ---- worker processes (run_batch(processes=N)) -----------------------------------------------
+# The fake server runs in a thread of this process, and the workers are forked from it; Python
+# >= 3.12 warns about forking a multi-threaded process, which is what these tests do on purpose.
+fork_ok = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
+
+def _strip_timing(rec):
+    rec = {k: v for k, v in rec.items() if k not in ("wall_s", "router_s")}
+    rec["steps"] = [{k: v for k, v in s.items() if k != "timing_s"} for s in rec["steps"]]
+    return rec
+
+
+@fork_ok
+def test_processes_write_the_same_traces_as_one_process(server, tmp_path):
+    server.latency = {"completions": 0.01, "pooling": 0.005}
+    script_p1(server)
+    ps = [Problem("p1", "P1", "5")] + problems(9)
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    s1 = batch(server, ps, lambda: ThresholdPolicy(0.5), out=one, concurrency=4)
+    n1 = len(server.log)
+    cheap, strong, prm = endpoints(server)
+    s2 = asyncio.run(run_batch(ps, lambda: ThresholdPolicy(0.5), cheap, strong, prm,
+                               checker=MathAnswerChecker(), out=two, concurrency=4,
+                               processes=2, progress=False, fsync=False))
+    assert s2.n_done == s1.n_done == 10 and s2.max_in_flight == 4
+    assert s2.accuracy() == s1.accuracy()
+    a = {r["id"]: _strip_timing(r) for r in map(json.loads, one.read_text().splitlines())}
+    b = {r["id"]: _strip_timing(r) for r in map(json.loads, two.read_text().splitlines())}
+    assert a == b
+    assert a["p1"]["n_regenerations"] == 1
+    # the workers' request counters were added into this process's endpoint objects
+    assert cheap.transport.stats.requests + strong.transport.stats.requests + \
+        prm.transport.stats.requests == len(server.log) - n1
+    assert {r.id for r in s2.results} == set(a)
+
+
+class PidRouter(ThresholdPolicy):
+    """Writes the id of the process it runs in into the trace (as its 'belief')."""
+
+    def __init__(self):
+        super().__init__(0.0)
+
+    @property
+    def belief(self):
+        import os
+
+        return [float(os.getpid())]
+
+
+@fork_ok
+def test_processes_run_episodes_in_that_many_other_processes(server, tmp_path):
+    import os
+
+    server.n_steps = 2
+    server.latency = {"completions": 0.02}
+    out = tmp_path / "t.jsonl"
+    s = batch(server, problems(8), PidRouter, out=out, processes=2, concurrency=4)
+    assert s.n_done == 8
+    pids = {st["belief"][0] for r in map(json.loads, out.read_text().splitlines())
+            for st in r["steps"]}
+    assert len(pids) == 2 and float(os.getpid()) not in pids
+
+
+@fork_ok
+def test_processes_progress_resume_and_errors(server, tmp_path):
+    server.n_steps = 2
+    out = tmp_path / "t.jsonl"
+    ps = problems(8)
+    batch(server, ps[:3], lambda: ThresholdPolicy(0.0), out=out)
+    stream = io.StringIO()
+    s = batch(server, ps, lambda: ThresholdPolicy(0.0), out=out, processes=3, concurrency=3,
+              progress=stream)
+    assert s.skipped == 3 and s.n_done == 5 and s.max_in_flight <= 3
+    assert "5/5" in stream.getvalue()
+    ids = sorted(json.loads(x)["id"] for x in out.read_text().splitlines())
+    assert ids == sorted(p.id for p in ps)
+
+
+@fork_ok
+def test_processes_episode_errors_go_to_side_file(server, tmp_path):
+    server.n_steps = 2
+    out = tmp_path / "t.jsonl"
+    server.fail("completions", model="cheap", times=None, error=503)
+    s = batch(server, problems(4), lambda: ThresholdPolicy(0.0), out=out, max_retries=0,
+              processes=2, concurrency=2)
+    assert len(s.errors) == 4 and s.results == []
+    errs = [json.loads(x) for x in (tmp_path / "t.jsonl.errors.jsonl").read_text().splitlines()]
+    assert sorted(e["id"] for e in errs) == [f"q{i}" for i in range(4)]
+    assert {e["status"] for e in errs} == {"error"}
+
+
+class ExplodingRouter(ThresholdPolicy):
+    def __init__(self):
+        super().__init__(0.0)
+
+    def step(self, score, tokens, is_final):
+        raise ValueError("router exploded on purpose")
+
+
+@fork_ok
+def test_processes_worker_exception_is_raised_here_and_workers_stop(server, tmp_path):
+    import multiprocessing
+
+    server.n_steps = 3
+    with pytest.raises(ValueError, match="router exploded on purpose"):
+        batch(server, problems(6), ExplodingRouter, out=tmp_path / "t.jsonl", processes=2,
+              concurrency=2)
+    assert multiprocessing.active_children() == []
+
+
+@fork_ok
+def test_processes_cancel_keeps_partial_episodes_and_resumes(server, tmp_path):
+    import multiprocessing
+
+    server.latency = {"completions": 0.05}
+    server.n_steps = 4
+    out = tmp_path / "t.jsonl"
+    ps = problems(12)
+    cheap, strong, prm = endpoints(server)
+
+    async def interrupted():
+        task = asyncio.ensure_future(run_batch(ps, lambda: ThresholdPolicy(0.0), cheap, strong,
+                                               prm, out=out, concurrency=4, processes=2,
+                                               progress=False))
+        while not out.exists() or len(out.read_text().splitlines()) < 4:
+            await asyncio.sleep(0.005)
+        task.cancel()  # what Ctrl-C does to asyncio.run
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupted())
+    assert multiprocessing.active_children() == []
+    first = read_finished(out)
+    assert 4 <= len(first) < 12
+    side = [json.loads(x) for x in (tmp_path / "t.jsonl.errors.jsonl").read_text().splitlines()]
+    # the episodes in flight in the workers came back with their paid-for steps
+    assert 1 <= len(side) <= 4 and {r["status"] for r in side} == {"interrupted"}
+    assert not {r["id"] for r in side} & set(first)
+    s = batch(server, ps, lambda: ThresholdPolicy(0.0), out=out, processes=2, concurrency=4)
+    assert s.skipped == len(first) and s.n_done == 12 - len(first)
+
+
+class SuicidalRouter(ThresholdPolicy):
+    def __init__(self):
+        super().__init__(0.0)
+
+    def step(self, score, tokens, is_final):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@fork_ok
+def test_processes_dead_worker_is_an_error_naming_it(server, tmp_path):
+    import multiprocessing
+
+    server.n_steps = 2
+    with pytest.raises(RuntimeError, match=r"route worker .* died with exit code -9"):
+        batch(server, problems(4), SuicidalRouter, out=tmp_path / "t.jsonl", processes=2,
+              concurrency=2)
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_processes_argument_checked(server, bad):
+    with pytest.raises(ValueError, match="processes must be an int >= 1"):
+        batch(server, problems(1), lambda: ThresholdPolicy(0.0), processes=bad)

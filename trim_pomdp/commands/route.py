@@ -45,6 +45,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="with --policy: the bank's lambda to use (nearest solved one)")
     p.add_argument("--out", required=True, help="trace file (JSONL, appended)")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight (default 16)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="run the episodes in N forked worker processes (default 1); for high "
+                        "request rates, where one event loop's CPU is the limit")
     p.add_argument("--max-steps", type=int, default=30, help="steps per episode (default 30)")
     p.add_argument("--max-tokens", type=int, default=1024, help="per step (default 1024)")
     p.add_argument("--temperature", type=float, default=0.0)
@@ -188,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             fallback=args.fallback.replace("-", "_"),
             label_steps=args.labels,
             progress=not args.no_progress,
+            processes=args.processes,
         )
     )
     report = summary.to_dict()

@@ -61,6 +61,9 @@ def _check_scores(values: Sequence[float], n_steps: int, where: str) -> list[flo
     return out
 
 
+AUTO_SUM_TOL = 0.02  # see VLLMPRMScorer: bfloat16 softmax output must still count as probs
+
+
 class VLLMPRMScorer:
     """Step-reward model served by vLLM (``vllm serve Qwen/Qwen2.5-Math-PRM-7B``), scored
     through its pooling route ``POST {root}/pooling`` where ``root`` is ``config.base_url``
@@ -73,6 +76,12 @@ class VLLMPRMScorer:
     ``P(correct) = row[positive_index]``.  If the rows are logits (``output="logits"``, or
     ``"auto"`` and a row is not a probability vector) the softmax is applied here:
     ``p_pos = exp(z_pos) / sum_j exp(z_j)``.
+
+    ``"auto"`` takes a row for probabilities when its entries lie in [0, 1] and sum to 1
+    within ``AUTO_SUM_TOL = 0.02``, and then renormalises it (``row[pos] / sum(row)``).
+    The tolerance is that loose because vLLM versions of about 0.7 apply the softmax in
+    bfloat16 (8-bit mantissa), whose rounded pairs miss a 1e-3 check ~40 % of the time; a
+    tight check would softmax those probabilities a second time (0.8 -> ~0.65).
 
     Parameters
     ----------
@@ -134,9 +143,12 @@ class VLLMPRMScorer:
             )
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in row):
             raise ResponseFormatError(f"{where} has non-finite or non-numeric values: {row!r:.100}")
-        is_probs = all(0.0 <= v <= 1.0 for v in row) and abs(sum(row) - 1.0) < 1e-3
-        if self.output == "probs" or (self.output == "auto" and is_probs):
+        total = sum(row)
+        is_probs = all(0.0 <= v <= 1.0 for v in row) and abs(total - 1.0) < AUTO_SUM_TOL
+        if self.output == "probs":
             return float(row[self.positive_index])
+        if self.output == "auto" and is_probs:
+            return float(row[self.positive_index]) / total
         m = max(row)
         exps = [math.exp(v - m) for v in row]
         return exps[self.positive_index] / sum(exps)
