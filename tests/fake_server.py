@@ -84,6 +84,7 @@ class FakeServer:
         self.log: list[Request] = []
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
+        self._synthetic_cache: dict[tuple[str, str, int], list[ScriptedStep]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -257,9 +258,14 @@ class FakeServer:
         return self.latency.get(f"{kind}:{model}", self.latency.get(kind, 0.0))
 
     def _synthetic(self, model: str, problem: str) -> list[ScriptedStep]:
+        key = (model, problem, self.n_steps)
+        cached = self._synthetic_cache.get(key)
+        if cached is not None:  # built once per (model, problem): cheap per request
+            return cached
         h = hashlib.sha1(problem.encode()).hexdigest()[:8]
         steps = [ScriptedStep(f"[{model}] step {k + 1} of {h}") for k in range(self.n_steps - 1)]
         steps.append(ScriptedStep(f"[{model}] so the answer is $\\boxed{{42}}$ ({h})"))
+        self._synthetic_cache[key] = steps
         return steps
 
     def _script(self, model: str, problem_text: str) -> list[ScriptedStep]:

@@ -147,17 +147,3 @@ def test_route_http_client_option(server, tmp_path, capsys, client, agent):
     agents = {r.headers.get("user-agent", "") for r in server.log}
     assert agents and all(agent in a for a in agents), agents
     assert len(out.read_text().splitlines()) == 2
-
-
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_route_processes_option(server, tmp_path, capsys):
-    probs, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
-    write_problems(probs, 6)
-    assert main(argv(server, probs, out, "--threshold", "0.5", "--processes", "2",
-                     "--concurrency", "4", "--json")) == 0
-    rep = json.loads(capsys.readouterr().out)
-    assert rep["done"] == 6 and rep["file_accuracy"] == 1.0
-    assert sorted(json.loads(x)["id"] for x in out.read_text().splitlines()) == [
-        f"p{i}" for i in range(6)]
-    assert main(argv(server, probs, out, "--threshold", "0.5", "--processes", "0")) != 0
-    assert "processes must be an int >= 1" in capsys.readouterr().err

@@ -45,9 +45,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="with --policy: the bank's lambda to use (nearest solved one)")
     p.add_argument("--out", required=True, help="trace file (JSONL, appended)")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight (default 16)")
-    p.add_argument("--processes", type=int, default=1, metavar="N",
-                   help="run the episodes in N forked worker processes (default 1); for high "
-                        "request rates, where one event loop's CPU is the limit")
     p.add_argument("--max-steps", type=int, default=30, help="steps per episode (default 30)")
     p.add_argument("--max-tokens", type=int, default=1024, help="per step (default 1024)")
     p.add_argument("--temperature", type=float, default=0.0)
@@ -112,7 +109,7 @@ def _select_policy(bank: Any, budget: float) -> Any:
 
     if hasattr(bank, "nearest"):
         return bank.nearest(budget)
-    lambdas = np.asarray(getattr(bank, "lambdas"), dtype=float)
+    lambdas = np.asarray(bank.lambdas, dtype=float)
     if lambdas.size == 0:
         raise TrimPomdpError("the policy bank holds no policies")
     i = int(np.argmin(np.abs(lambdas - budget)))
@@ -191,7 +188,6 @@ def run(args: argparse.Namespace) -> int:
             fallback=args.fallback.replace("-", "_"),
             label_steps=args.labels,
             progress=not args.no_progress,
-            processes=args.processes,
         )
     )
     report = summary.to_dict()

@@ -605,7 +605,6 @@ async def run_batch(
     progress: bool | IO[str] = True,
     fsync: bool = True,
     close: bool = True,
-    processes: int = 1,
 ) -> BatchSummary:
     """Run many episodes with at most ``concurrency`` in flight (coroutine).
 
@@ -619,33 +618,9 @@ async def run_batch(
     :func:`read_finished`), so an interrupted batch continues where it stopped.
     ``progress``: True draws on stderr, a stream draws there, False draws nothing.
     ``close``: close the endpoints' connection pools at the end.
-
-    ``processes``: run the episodes in this many forked worker processes (default 1: all in
-    this event loop).  One event loop spends ~0.2-0.3 ms of CPU per request (HTTP client,
-    JSON, runner), so it saturates one core at a few thousand requests per second; with
-    fast models and many episodes in flight, more processes keep the wall time at what the
-    model latencies allow.  The problems are dealt round-robin to the workers, and so is
-    ``concurrency``.  This process keeps the trace files, the progress bar and
-    the summary: the workers send each episode back as it ends, and nothing else writes
-    ``out``.  Each worker makes its own routers with ``router_factory`` and uses its own
-    copy of ``cheap``, ``strong`` and ``prm`` (fresh connection pools; request counters are
-    added back into this process's objects at the end; circuit breakers are per worker).
-    Needs the ``fork`` start method (Linux, macOS); endpoint objects of your own must not
-    hold open connections when the batch starts.  Ctrl-C stops every worker; the episodes
-    in flight are written to the errors file as in a single process.
     """
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1; got {concurrency!r}")
-    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
-        raise ValueError(f"processes must be an int >= 1; got {processes!r}")
-    if processes > 1:
-        import multiprocessing
-
-        if "fork" not in multiprocessing.get_all_start_methods():
-            raise ValueError(
-                "processes > 1 needs the 'fork' start method, which this platform lacks; "
-                "use processes=1"
-            )
     problems = list(problems)
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
@@ -667,364 +642,82 @@ async def run_batch(
         stream=progress if not isinstance(progress, bool) else None,
         enabled=progress is not False,
     )
-    sink = _BatchSink(writer, err_writer, bar)
-    episode_kw = dict(
-        max_steps=max_steps, checker=checker, fallback=fallback, label_steps=label_steps
-    )
-    endpoints = (cheap, strong, prm)
-    t0 = time.perf_counter()
-    try:
-        bar.render(force=True)
-        n_proc = min(processes, concurrency, len(todo))
-        if n_proc > 1:
-            await _drive_processes(todo, router_factory, endpoints, concurrency, episode_kw,
-                                   sink, n_proc)
-        else:
-            await _drive(todo, router_factory, endpoints, concurrency, episode_kw, sink)
-    finally:
-        if writer is not None:
-            writer.close()
-        if err_writer is not None:
-            err_writer.close()
-        if close:
-            for ep in _unique(endpoints):
-                await ep.aclose()
-    return BatchSummary(
-        results=sink.results,
-        skipped=skipped,
-        errors=sink.errors,
-        wall_s=time.perf_counter() - t0,
-        max_in_flight=sink.max_in_flight,
-    )
-
-
-class _BatchSink:
-    """Where a batch's episodes go as they start and end: the trace files, the progress bar,
-    the summary's lists.  Lives in the process that owns ``out`` (with ``processes > 1``
-    the workers' episodes arrive here through pipes)."""
-
-    def __init__(
-        self, writer: TraceWriter | None, err_writer: TraceWriter | None, bar: ProgressBar
-    ) -> None:
-        self.writer = writer
-        self.err_writer = err_writer
-        self.bar = bar
-        self.results: list[EpisodeResult] = []
-        self.errors: list[EpisodeResult] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-
-    def started(self) -> None:
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-
-    def stopped(self) -> None:
-        self.in_flight -= 1
-
-    def finished(self, r: EpisodeResult) -> None:
-        self.results.append(r)
-        if self.writer is not None:
-            self.writer.write(r.to_trace())
-        self.bar.update(ok=True)
-
-    def failed(self, r: EpisodeResult) -> None:
-        self.errors.append(r)
-        if self.err_writer is not None:
-            self.err_writer.write(r.to_trace())
-        self.bar.update(ok=False)
-
-    def interrupted(self, r: EpisodeResult) -> None:
-        """A cancelled episode: keep the steps already paid for."""
-        if self.err_writer is not None:
-            self.err_writer.write(r.to_trace())
-
-
-async def _drive(
-    todo: Sequence[Problem],
-    router_factory: Callable[[], RouterLike],
-    endpoints: tuple[StepGenerator, StepGenerator, StepScorer],
-    concurrency: int,
-    episode_kw: Mapping[str, Any],
-    sink: Any,
-) -> None:
-    """Run ``todo`` in this event loop with ``concurrency`` workers, reporting to ``sink``."""
-    cheap, strong, prm = endpoints
+    results: list[EpisodeResult] = []
+    errors: list[EpisodeResult] = []
     queue: asyncio.Queue[Problem] = asyncio.Queue()
     for p in todo:
         queue.put_nowait(p)
+    in_flight = 0
+    max_in_flight = 0
+    t0 = time.perf_counter()
+
+    def keep_partial(r: EpisodeResult) -> None:
+        if err_writer is not None:
+            err_writer.write(r.to_trace())
 
     async def worker() -> None:
+        nonlocal in_flight, max_in_flight
         router = None
         while True:
             try:
                 p = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            sink.started()
+            in_flight += 1
+            max_in_flight = max(max_in_flight, in_flight)
+            if router is None:
+                router = router_factory()
             try:
-                if router is None:
-                    router = router_factory()
-                try:
-                    r = await run_episode(
-                        p, router, cheap, strong, prm, episode_kw["max_steps"],
-                        checker=episode_kw["checker"], fallback=episode_kw["fallback"],
-                        label_steps=episode_kw["label_steps"], on_cancel=sink.interrupted,
-                    )
-                except EpisodeError as exc:
-                    sink.failed(exc.result)
-                else:
-                    sink.finished(r)
+                r = await run_episode(
+                    p,
+                    router,
+                    cheap,
+                    strong,
+                    prm,
+                    max_steps,
+                    checker=checker,
+                    fallback=fallback,
+                    label_steps=label_steps,
+                    on_cancel=keep_partial,
+                )
+            except EpisodeError as exc:
+                errors.append(exc.result)
+                if err_writer is not None:
+                    err_writer.write(exc.result.to_trace())
+                bar.update(ok=False)
+            else:
+                results.append(r)
+                if writer is not None:
+                    writer.write(r.to_trace())
+                bar.update(ok=True)
             finally:
-                sink.stopped()
-
-    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        raise
-
-
-# ---- worker processes -----------------------------------------------------------------------
-# Protocol, child -> parent, one pickled tuple per message over a one-way pipe:
-#   ("start",) an episode began; ("done" | "error" | "partial", EpisodeResult) it ended;
-#   ("end", [RequestStats | None, ...]) the worker finished (or was interrupted) cleanly;
-#   ("raise", exception, traceback text) the worker failed with an unexpected exception.
-# The parent unpickles only what its own forked workers wrote.
-
-_INHERITED: list[Any] = []  # a worker's copies of the parent's connection pools (see below)
-
-
-class _PipeSink:
-    """The worker side of :class:`_BatchSink`: every event goes down the pipe."""
-
-    def __init__(self, conn: Any) -> None:
-        self.send = conn.send
-
-    def started(self) -> None:
-        self.send(("start",))
-
-    def stopped(self) -> None:
-        pass  # the parent counts an episode as stopped when its result arrives
-
-    def finished(self, r: EpisodeResult) -> None:
-        self.send(("done", r))
-
-    def failed(self, r: EpisodeResult) -> None:
-        self.send(("error", r))
-
-    def interrupted(self, r: EpisodeResult) -> None:
-        self.send(("partial", r))
-
-
-def _transport_stats(endpoints: Sequence[Any]) -> list[Any]:
-    return [getattr(getattr(ep, "transport", None), "stats", None) for ep in endpoints]
-
-
-def _worker_main(
-    conn: Any,
-    shard: Sequence[Problem],
-    router_factory: Callable[[], RouterLike],
-    endpoints: tuple[StepGenerator, StepGenerator, StepScorer],
-    concurrency: int,
-    episode_kw: Mapping[str, Any],
-) -> None:
-    """Entry point of a forked worker process."""
-    import signal
-    import traceback
-
-    from trim_pomdp.serving.endpoints import JsonTransport, RequestStats
-
-    # The parent forked from inside its event loop, so its SIGINT handler (asyncio.run's,
-    # bound to the parent's loop) came along.  Workers ignore SIGINT: Ctrl-C in a terminal
-    # reaches the whole process group, and the parent, which owns the trace files, decides;
-    # it stops a worker with SIGTERM, which cancels the worker's episodes exactly once.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    unique = _unique(endpoints)
-    for ep in unique:
-        t = getattr(ep, "transport", None)
-        if isinstance(t, JsonTransport):
-            # Connections the parent had open are shared sockets now: never use or close
-            # them here (closing could send on the parent's connections); keep them
-            # referenced so no finaliser runs before os._exit, and start from a fresh pool.
-            _INHERITED.append(t._backend)
-            t._backend, t._loop = None, None
-            t.stats = RequestStats()
-    sink = _PipeSink(conn)
-
-    async def main() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        stopping = []
-
-        def stop() -> None:
-            if not stopping:  # a second cancel could cut short the cancelled episodes' cleanup
-                stopping.append(True)
-                task.cancel()
-
-        loop.add_signal_handler(signal.SIGTERM, stop)
-        try:
-            await _drive(shard, router_factory, endpoints, concurrency, episode_kw, sink)
-        finally:
-            for ep in unique:
-                await ep.aclose()
+                in_flight -= 1
 
     try:
-        asyncio.run(main())
-    except asyncio.CancelledError:
-        pass  # stopped by the parent: the episodes in flight were sent as "partial"
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which re-raises
-        tb = traceback.format_exc()
+        bar.render(force=True)
+        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
         try:
-            conn.send(("raise", exc, tb))
-        except Exception:  # noqa: BLE001 - the exception itself does not pickle
-            conn.send(("raise", RuntimeError(f"{type(exc).__name__}: {exc}"), tb))
-        conn.close()
-        return
-    conn.send(("end", _transport_stats(unique)))
-    conn.close()
-
-
-async def _drive_processes(
-    todo: Sequence[Problem],
-    router_factory: Callable[[], RouterLike],
-    endpoints: tuple[StepGenerator, StepGenerator, StepScorer],
-    concurrency: int,
-    episode_kw: Mapping[str, Any],
-    sink: _BatchSink,
-    n_proc: int,
-) -> None:
-    """Fork ``n_proc`` workers, deal them the problems, and feed their episodes to ``sink``."""
-    import multiprocessing
-    from multiprocessing.connection import wait
-
-    from trim_pomdp.serving.endpoints import JsonTransport, _import_client
-
-    ctx = multiprocessing.get_context("fork")
-    loop = asyncio.get_running_loop()
-    unique = _unique(endpoints)
-    for ep in unique:
-        t = getattr(ep, "transport", None)
-        if isinstance(t, JsonTransport):
-            _import_client(t.config.http_client)  # once here, not once per worker
-    workers: list[tuple[Any, Any]] = []  # (process, read end of its pipe)
-    for i in range(n_proc):
-        shard = todo[i::n_proc]
-        conc = concurrency // n_proc + (i < concurrency % n_proc)
-        r, w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(
-            target=_worker_main,
-            args=(w, shard, router_factory, endpoints, conc, episode_kw),
-            name=f"trim-pomdp-route-{i}",
-            daemon=True,
-        )
-        proc.start()
-        w.close()  # the parent's copy: EOF on r then means the worker has gone
-        workers.append((proc, r))
-
-    open_conns = {r: proc for proc, r in workers}
-    clean: set[Any] = set()  # workers that sent "end"
-    failure: list[BaseException] = []
-    all_closed = loop.create_future()
-
-    def handle(conn: Any, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == "start":
-            sink.started()
-        elif kind in ("done", "error", "partial"):
-            sink.stopped()
-            {"done": sink.finished, "error": sink.failed, "partial": sink.interrupted}[kind](
-                msg[1]
-            )
-        elif kind == "end":
-            clean.add(conn)
-            for ep, st in zip(unique, msg[1], strict=True):
-                _add_stats(ep, st)
-        elif kind == "raise":
-            exc = msg[1]
-            if hasattr(exc, "add_note"):  # Python >= 3.11
-                exc.add_note(f"(raised in route worker {open_conns[conn].name}:)\n{msg[2]}")
-            failure.append(exc)
-
-    def drain(conn: Any) -> bool:
-        """Read what ``conn`` has; False once it is at EOF."""
-        try:
-            while conn.poll():
-                handle(conn, conn.recv())
-        except (EOFError, OSError):
-            return False
-        return True
-
-    def on_readable(conn: Any) -> None:
-        try:
-            alive = drain(conn)
-        except BaseException as exc:  # e.g. a trace that fails validation: stop the batch
-            failure.append(exc)
-            alive = False
-        if failure:
-            _interrupt(workers)
-        if not alive:
-            loop.remove_reader(conn.fileno())
-            proc = open_conns.pop(conn)
-            proc.join(5)
-            if conn not in clean and not failure and proc.exitcode not in (0, None):
-                failure.append(RuntimeError(
-                    f"route worker {proc.name} (pid {proc.pid}) died with exit code "
-                    f"{proc.exitcode}; its unfinished episodes were not written and run "
-                    "again on resume"))
-                _interrupt(workers)
-            conn.close()
-            if not open_conns and not all_closed.done():
-                all_closed.set_result(None)
-
-    for _, r in workers:
-        loop.add_reader(r.fileno(), on_readable, r)
-    try:
-        await all_closed
-    except BaseException:
-        # cancelled (Ctrl-C in this process, or a task cancelled by the caller): stop the
-        # workers, then collect what they send back (interrupted episodes) before raising
-        for conn in list(open_conns):
-            loop.remove_reader(conn.fileno())
-        _interrupt(workers)
-        deadline = time.monotonic() + 30.0
-        while open_conns and time.monotonic() < deadline:
-            for conn in wait(list(open_conns), timeout=max(0.0, deadline - time.monotonic())):
-                try:
-                    alive = drain(conn)
-                except BaseException:  # noqa: BLE001 - already stopping; keep collecting
-                    alive = False
-                if not alive:
-                    open_conns.pop(conn).join(5)
-                    conn.close()
-        for proc, _ in workers:
-            if proc.is_alive():
-                proc.kill()
-            proc.join(5)
-        raise
+            await asyncio.gather(*workers)
+        except BaseException:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
     finally:
-        for proc, _ in workers:
-            proc.join(5)
-    if failure:
-        raise failure[0]
-
-
-def _interrupt(workers: Sequence[tuple[Any, Any]]) -> None:
-    """Ask every live worker to stop (SIGTERM: it cancels its episodes, which are sent back
-    as "partial", and exits).  Safe to repeat: a worker acts on the first one only."""
-    for proc, _ in workers:
-        if proc.is_alive():
-            proc.terminate()
-
-
-def _add_stats(endpoint: Any, stats: Any) -> None:
-    mine = getattr(getattr(endpoint, "transport", None), "stats", None)
-    if mine is None or stats is None:
-        return
-    for name in ("requests", "retries", "failures", "fast_failures", "seconds"):
-        setattr(mine, name, getattr(mine, name) + getattr(stats, name))
+        if writer is not None:
+            writer.close()
+        if err_writer is not None:
+            err_writer.close()
+        if close:
+            for ep in _unique((cheap, strong, prm)):
+                await ep.aclose()
+    return BatchSummary(
+        results=results,
+        skipped=skipped,
+        errors=errors,
+        wall_s=time.perf_counter() - t0,
+        max_in_flight=max_in_flight,
+    )
 
 
 def _unique(objs: Sequence[Any]) -> list[Any]:
