@@ -1,8 +1,9 @@
 """A scripted fake OpenAI-compatible + vLLM-pooling server for tests and benchmarks.
 
-Plain asyncio HTTP/1.1 (keep-alive, Content-Length bodies) on 127.0.0.1 with an ephemeral port,
-run on its own event loop in a background thread (``FakeServer``) or as a separate process
-(``python tests/fake_server.py --n-steps 8 ...`` prints ``PORT <n>`` and serves until killed).
+Plain asyncio HTTP/1.1 (``asyncio.Protocol``; keep-alive, Content-Length bodies) on 127.0.0.1
+with an ephemeral port, run on its own event loop in a background thread (``FakeServer``) or
+as a separate process (``python tests/fake_server.py --n-steps 8 ...`` prints ``PORT <n>``
+and serves until killed).
 
 Routes
 ------
@@ -30,6 +31,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +72,76 @@ class Request:
     status: int | str = 0
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: parse a request, let the server answer it, write
+    the response, then parse the next (requests on a connection are answered in order)."""
+
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.waiting = False  # a request of this connection is being answered
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.waiting:
+            self._next()
+
+    def _next(self) -> None:
+        buf = self.buf
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            return
+        try:
+            line, *lines = buf[:i].decode("latin-1").split("\r\n")
+            method, target, _ = line.split(" ", 2)
+            headers: dict[str, str] = {}
+            for h in lines:
+                if h:
+                    k, v = h.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            n = int(headers.get("content-length", "0"))
+        except ValueError:  # not HTTP: drop the connection
+            if self.transport is not None:
+                self.transport.close()
+            return
+        end = i + 4 + n
+        if len(buf) < end:
+            return  # the body has not all arrived yet
+        raw = bytes(buf[i + 4 : end])
+        del buf[:end]
+        self.waiting = True
+        self.server._dispatch(method, target, headers, raw, self._respond)
+
+    def _respond(self, status: int | str, payload: Any) -> None:
+        self.waiting = False
+        t = self.transport
+        if t is None or t.is_closing():
+            return  # the client went away (e.g. it timed out) while we held the request
+        if status == "disconnect":
+            t.close()
+            return
+        extra = ""
+        if isinstance(payload, dict) and "retry_after" in payload:
+            payload = dict(payload)
+            extra = f"Retry-After: {payload.pop('retry_after')}\r\n"
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        t.write(
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n".encode() + data
+        )
+        if self.buf:
+            self._next()
+
+
 @dataclass
 class FakeServer:
     default_score: float = 0.9
@@ -85,6 +157,7 @@ class FakeServer:
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
         self._synthetic_cache: dict[tuple[str, str, int], list[ScriptedStep]] = {}
+        self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -129,12 +202,15 @@ class FakeServer:
             self._loop = loop
             asyncio.set_event_loop(loop)
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", 0)
+                loop.create_server(lambda: _Connection(self), "127.0.0.1", 0)
             )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             loop.run_forever()
             self._server.close()
+            for conn in list(self._connections):  # kept-alive client connections
+                if conn.transport is not None:
+                    conn.transport.abort()
             loop.run_until_complete(self._server.wait_closed())
             tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for t in tasks:
@@ -161,46 +237,9 @@ class FakeServer:
         self.stop()
 
     # ---- HTTP ------------------------------------------------------------------------------
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                # the request line and headers in one read (one await per request, not one
-                # per header line: the server's CPU per request is part of what the
-                # concurrency benchmark measures)
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    if exc.partial.strip():
-                        raise
-                    return  # the client closed a kept-alive connection
-                line, *lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = line.split(" ", 2)
-                headers: dict[str, str] = {}
-                for h in lines:
-                    if h:
-                        k, v = h.split(":", 1)
-                        headers[k.strip().lower()] = v.strip()
-                n = int(headers.get("content-length", "0"))
-                raw = await reader.readexactly(n) if n else b""
-                status, payload = await self._dispatch(method, target, headers, raw)
-                if status == "disconnect":
-                    return
-                extra = ""
-                if isinstance(payload, dict) and "retry_after" in payload:
-                    extra = f"Retry-After: {payload.pop('retry_after')}\r\n"
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                writer.write(
-                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}"
-                    f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n".encode()
-                    + data
-                )
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            return
-        except asyncio.CancelledError:
-            return  # server shutting down with a keep-alive connection still open
-        finally:
-            writer.close()
+    # A bare asyncio.Protocol and loop.call_later for the latencies, not streams and a task per
+    # request: the server's own CPU per request delays every response queued behind it, and
+    # the concurrency benchmark is meant to see the fixed latencies, not this server's cost.
 
     def _match_failure(self, kind: str, model: str) -> Failure | None:
         for f in self.failures:
@@ -212,47 +251,60 @@ class FakeServer:
                     return f
         return None
 
-    async def _dispatch(
-        self, method: str, target: str, headers: dict, raw: bytes
-    ) -> tuple[int | str, Any]:
+    def _dispatch(
+        self,
+        method: str,
+        target: str,
+        headers: dict,
+        raw: bytes,
+        respond: Callable[[int | str, Any], None],
+    ) -> None:
+        """Answer one request through ``respond(status, payload)``, now or after its delay."""
         kind = KINDS.get(target)
         if method != "POST" or kind is None:
-            return 404, {"error": f"no route {method} {target}"}
+            respond(404, {"error": f"no route {method} {target}"})
+            return
         try:
             body = json.loads(raw)
         except json.JSONDecodeError:
-            return 400, {"error": "body is not JSON"}
+            respond(400, {"error": "body is not JSON"})
+            return
         model = str(body.get("model", ""))
         req = Request(kind, model, body, headers, time.perf_counter())
         self.log.append(req)
         self.in_flight[kind] = self.in_flight.get(kind, 0) + 1
         self.max_in_flight[kind] = max(self.max_in_flight.get(kind, 0), self.in_flight[kind])
-        try:
-            fail = self._match_failure(kind, model)
-            if fail is not None:
-                req.status = fail.error
-                if fail.error == "timeout":
-                    await asyncio.sleep(fail.hold_s)
-                    return 504, {"error": "held"}
-                if fail.error == "disconnect":
-                    return "disconnect", None
-                if fail.error == "badjson":
-                    return 200, b"not json"
-                body_out: dict[str, Any] = {"error": {"message": "scripted failure"}}
-                if fail.retry_after is not None:
-                    body_out["retry_after"] = fail.retry_after
-                return int(fail.error), body_out
-            if kind == "pooling":
-                status, payload, delay = self._pooling(model, body)
-            else:
-                status, payload, delay = self._generate(kind, model, body)
-            if delay:
-                await asyncio.sleep(delay)
-            req.status = status
-            return status, payload
-        finally:
+
+        def finish(status: int | str, payload: Any) -> None:
             req.end = time.perf_counter()
             self.in_flight[kind] -= 1
+            if req.status == 0:  # failures set their kind when they were chosen
+                req.status = status
+            respond(status, payload)
+
+        delay = 0.0
+        fail = self._match_failure(kind, model)
+        if fail is not None:
+            req.status = fail.error
+            if fail.error == "timeout":
+                status, payload, delay = 504, {"error": "held"}, fail.hold_s
+            elif fail.error == "disconnect":
+                status, payload = "disconnect", None
+            elif fail.error == "badjson":
+                status, payload = 200, b"not json"
+            else:
+                payload = {"error": {"message": "scripted failure"}}
+                if fail.retry_after is not None:
+                    payload["retry_after"] = fail.retry_after
+                status = int(fail.error)
+        elif kind == "pooling":
+            status, payload, delay = self._pooling(model, body)
+        else:
+            status, payload, delay = self._generate(kind, model, body)
+        if delay:
+            self._loop.call_later(delay, finish, status, payload)
+        else:
+            finish(status, payload)
 
     def _latency(self, kind: str, model: str) -> float:
         return self.latency.get(f"{kind}:{model}", self.latency.get(kind, 0.0))
