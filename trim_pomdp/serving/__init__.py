@@ -1,7 +1,8 @@
 """Route real models: OpenAI-compatible / vLLM endpoints, a PRM scorer, an async runner.
 
-Requires the ``http`` extra (``pip install trim_pomdp[http]``, i.e. httpx).  Nothing connects
-and httpx is not imported until the first request.
+Requires the ``http`` extra (``pip install trim_pomdp[http]``, i.e. aiohttp; httpx works too,
+with ``EndpointConfig(http_client="httpx")``).  Nothing connects and no HTTP library is
+imported until the first request.
 
 Example (three servers; the policy may be any router, e.g. ``trim_pomdp.Router``)::
 
