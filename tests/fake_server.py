@@ -16,10 +16,12 @@ Routes
 
 Scripts: ``add_solution(model, problem, [ScriptedStep, ...])``; unscripted problems get a
 synthetic solution of ``n_steps`` steps (text ``"[model] step k of <hash>"``, the last one
-``\\boxed{42}``).  Failures: ``fail(kind, model=None, times=1, error=503)`` where ``error`` is an
-HTTP status, ``"timeout"`` (hold the request ``hold_s`` seconds), ``"disconnect"`` (close the
-socket without answering) or ``"badjson"``.  Every request is logged (``log``) with its parsed
-body, headers and start/end times; ``max_in_flight`` counts concurrent requests per kind.
+``\\boxed{42}``).  Failures: ``fail(kind, model=None, times=1, error=503, skip=0,
+message=...)``, applied after ``skip`` matching requests have gone through, where ``error`` is
+an HTTP status (the body carries ``message``), ``"timeout"`` (hold the request ``hold_s``
+seconds), ``"disconnect"`` (close the socket without answering) or ``"badjson"``.  Every
+request is logged (``log``) with its parsed body, headers and start/end times;
+``max_in_flight`` counts concurrent requests per kind.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Failure:
     error: int | str
     hold_s: float = 5.0
     retry_after: float | None = None  # sent as a Retry-After header with status errors
+    message: str = "scripted failure"  # the error body's message (status errors)
+    skip: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -179,8 +183,12 @@ class FakeServer:
         error: int | str = 503,
         hold_s: float = 5.0,
         retry_after: float | None = None,
+        message: str = "scripted failure",
+        skip: int = 0,
     ) -> None:
-        self.failures.append(Failure(kind, model, times, error, hold_s, retry_after))
+        self.failures.append(
+            Failure(kind, model, times, error, hold_s, retry_after, message, skip)
+        )
 
     def requests(self, kind: str | None = None, model: str | None = None) -> list[Request]:
         return [
@@ -244,6 +252,9 @@ class FakeServer:
     def _match_failure(self, kind: str, model: str) -> Failure | None:
         for f in self.failures:
             if (f.kind is None or f.kind == kind) and (f.model is None or f.model == model):
+                if f.skip > 0:
+                    f.skip -= 1
+                    return None
                 if f.times is None:
                     return f
                 if f.times > 0:
@@ -293,7 +304,7 @@ class FakeServer:
             elif fail.error == "badjson":
                 status, payload = 200, b"not json"
             else:
-                payload = {"error": {"message": "scripted failure"}}
+                payload = {"error": {"message": fail.message, "code": fail.error}}
                 if fail.retry_after is not None:
                     payload["retry_after"] = fail.retry_after
                 status = int(fail.error)

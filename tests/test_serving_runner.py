@@ -450,3 +450,58 @@ def test_episode_with_chat_strong_model(server):
     assert r.final_correct is True and r.strong_tokens == 22
     (req,) = server.requests("chat", "strong")
     assert req.body["messages"][2] == {"role": "assistant", "content": "c1"}
+
+
+# ---- context window overflow ------------------------------------------------------------------
+VLLM_OLD = ("This model's maximum context length is 4096 tokens. However, you requested 5120 "
+            "tokens (4096 in the messages, 1024 in the completion). Please reduce the length.")
+VLLM_NEW = ("The decoder prompt (length 4200) is longer than the maximum model length of 4096. "
+            "Make sure that `max_model_len` is no smaller than the number of text tokens.")
+
+
+@pytest.mark.parametrize("kind, model", [("completions", "cheap"), ("pooling", None)])
+@pytest.mark.parametrize("message", [VLLM_OLD, VLLM_NEW])
+def test_context_overflow_ends_the_episode_instead_of_failing_it(server, tmp_path, kind, model,
+                                                                 message):
+    # a 400 saying the prompt no longer fits: retrying (now or on resume) cannot help, so the
+    # episode is finished as aborted (no answer, counted wrong) rather than left to be retried
+    server.n_steps = 3
+    # both episodes' first step goes through; their second request of this kind overflows
+    server.fail(kind, model=model, times=None, error=400, message=message, skip=2)
+    out = tmp_path / "t.jsonl"
+    s = batch(server, problems(2), lambda: ThresholdPolicy(0.0), out=out)
+    assert s.errors == [] and s.n_aborted == 2 and s.accuracy() == 0.0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {r["status"] for r in recs} == {"aborted"}
+    assert all("step 2" in r["error"] and "context length exceeded" in r["error"]
+               and "4096" in r["error"] for r in recs)
+    assert all(r["final_correct"] is None and len(r["steps"]) == 1 for r in recs)
+    # the second draft was written (and paid for) before the PRM refused it
+    assert all(r["cheap_tokens"] == (20 if kind == "pooling" else 10) for r in recs)
+    n = len(server.log)
+    s2 = batch(server, problems(2), lambda: ThresholdPolicy(0.0), out=out)
+    assert s2.skipped == 2 and len(server.log) == n  # not retried on resume
+
+
+@pytest.mark.parametrize("message, skip", [("bad 'stop' value", 1), (VLLM_OLD, 0)])
+def test_other_client_errors_still_fail_the_episode(server, tmp_path, message, skip):
+    # any other 400, and an overflow before the first step (the problem alone does not fit;
+    # a trace needs a step), go to the errors file as before
+    server.fail("completions", model="cheap", times=None, error=400, message=message, skip=skip)
+    s = batch(server, problems(1), lambda: ThresholdPolicy(0.0), out=tmp_path / "t.jsonl")
+    assert len(s.errors) == 1 and s.results == []
+    assert len(s.errors[0].steps) == skip
+
+
+def test_context_exceeded_recognises_server_wordings():
+    from trim_pomdp.serving import EndpointError, context_exceeded
+
+    def err(status, text):
+        return EndpointError(f"cheap: POST u failed with HTTP {status}: {text}", endpoint="c",
+                             url="u", status=status, attempts=1)
+
+    assert context_exceeded(err(400, VLLM_OLD)) and context_exceeded(err(400, VLLM_NEW))
+    assert context_exceeded(err(400, '{"error": {"code": "context_length_exceeded"}}'))
+    assert not context_exceeded(err(500, VLLM_OLD))  # a 5xx is retried, whatever it says
+    assert not context_exceeded(err(400, "invalid stop sequence"))
+    assert not context_exceeded(ValueError(VLLM_OLD))

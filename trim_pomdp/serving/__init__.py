@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "ProgressBar": "trim_pomdp.serving.runner",
     "TraceWriter": "trim_pomdp.serving.runner",
     "load_problems": "trim_pomdp.serving.runner",
+    "context_exceeded": "trim_pomdp.serving.runner",
     "read_finished": "trim_pomdp.serving.runner",
     "run_episode": "trim_pomdp.serving.runner",
     "run_batch": "trim_pomdp.serving.runner",

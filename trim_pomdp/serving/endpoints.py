@@ -516,7 +516,7 @@ class JsonTransport:
             self.stats.seconds += time.perf_counter() - t0
 
 
-def _preview(raw: bytes, n: int = 200) -> str:
+def _preview(raw: bytes, n: int = 300) -> str:
     return raw[:n].decode("utf-8", "replace")
 
 

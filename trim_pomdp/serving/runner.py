@@ -16,7 +16,12 @@ strong model still fails, ``fallback="keep_cheap"`` keeps the draft (and calls
 actually executed), ``fallback="abort"`` ends the episode with ``status="aborted"``; either way
 the step records ``"fallback"`` and the error.  A cheap-model or PRM failure ends the episode
 with :class:`EpisodeError` (the partial episode is attached and, in a batch, written to the
-``.errors.jsonl`` side file; the problem is retried on resume).
+``.errors.jsonl`` side file; the problem is retried on resume).  Except when the server says
+the request no longer fits the model's context window (HTTP 400, :func:`context_exceeded`):
+retrying could never help, so the episode ends with ``status="aborted"`` (no answer; counted
+as wrong) and is written with the finished ones; if that happens before any step was executed
+(the problem alone does not fit) it is an :class:`EpisodeError` like the others, since a trace
+needs at least one step.
 
 When the cheap draft was final and is regenerated but the strong step is not final, the strong
 model finishes the solution on its own (steps with ``"decision": null``): the router's episode
@@ -32,6 +37,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +57,7 @@ __all__ = [
     "ProblemFormatError",
     "ProgressBar",
     "TraceWriter",
+    "context_exceeded",
     "load_problems",
     "read_finished",
     "run_batch",
@@ -149,6 +156,25 @@ class EpisodeResult:
         }
 
 
+# How servers word "the prompt plus max_tokens do not fit": vLLM ("This model's maximum
+# context length is 4096 tokens...", "...longer than the maximum model length of 4096...
+# `max_model_len`...") and OpenAI (code "context_length_exceeded").
+_CONTEXT_EXCEEDED = re.compile(
+    r"maximum context length|context_length_exceeded|maximum model length|max_model_len",
+    re.IGNORECASE,
+)
+
+
+def context_exceeded(exc: BaseException) -> bool:
+    """True when ``exc`` is a server's HTTP 400 saying the request does not fit the model's
+    context window (retrying cannot help: the solution so far is too long)."""
+    return (
+        isinstance(exc, EndpointError)
+        and exc.status == 400
+        and _CONTEXT_EXCEEDED.search(str(exc)) is not None
+    )
+
+
 def _belief(router: Any) -> list[float] | None:
     b = getattr(router, "belief", None)
     if b is None:
@@ -234,6 +260,10 @@ async def run_episode(
             try:
                 draft = await cheap.generate_step(problem.text, texts)
             except (EndpointError, ResponseFormatError) as exc:
+                if steps and context_exceeded(exc):
+                    res.status = "aborted"
+                    res.error = f"step {t}: cheap model: context length exceeded: {exc}"
+                    break
                 raise EpisodeError(
                     f"problem {problem.id!r} step {t}: cheap model: {exc}", res
                 ) from exc
@@ -243,6 +273,10 @@ async def run_episode(
             try:
                 scores = await prm.score(problem.text, texts + [draft.text])
             except (EndpointError, ResponseFormatError) as exc:
+                if steps and context_exceeded(exc):
+                    res.status = "aborted"
+                    res.error = f"step {t}: PRM: context length exceeded: {exc}"
+                    break
                 raise EpisodeError(f"problem {problem.id!r} step {t}: PRM: {exc}", res) from exc
             timing["prm"] = perf() - t0
             score = scores[-1]
