@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     # issue 4: the router
     "TrimModel": "trim_pomdp.trim",
     "PolicyBank": "trim_pomdp.trim",
+    "load_bank": "trim_pomdp.trim",
     "solve_grid": "trim_pomdp.trim",
     "calibrate": "trim_pomdp.trim",
     "Router": "trim_pomdp.router",

@@ -114,6 +114,8 @@ class LatentTrimModel(BudgetArrays):
         ``3 D B``.
     """
 
+    FAMILY_NAME = "trim-pomdp+"  # PolicyBank.family()'s default name for banks of this model
+
     def __init__(self, base: TrimModel, *, p_w: ArrayLike | None = None,
                  p_s: ArrayLike | None = None, difficulty_prior: ArrayLike | None = None,
                  obs_matrices: ArrayLike | None = None,

@@ -651,11 +651,15 @@ class PolicyBank:
             i = int(np.argmin(np.abs(lams - lam)))
         return self.policies[i]
 
-    def family(self, name: str = "trim-pomdp"):
+    def family(self, name: str | None = None):
         """The budget-sweep :class:`~trim_pomdp.evaluate.Family` (parameter ``lambda``)
-        for :func:`trim_pomdp.evaluate.evaluate`."""
+        for :func:`trim_pomdp.evaluate.evaluate`, named ``name`` (default ``"trim-pomdp"``,
+        or ``"trim-pomdp+"`` for a bank of a :class:`~trim_pomdp.latent.LatentTrimModel`)."""
         from trim_pomdp.evaluate import Family
         from trim_pomdp.router import TrimBatchPolicy
+
+        if name is None:
+            name = getattr(self.model, "FAMILY_NAME", "trim-pomdp")
 
         by_lam = {float(p.lam): p for p in self.policies}
 
@@ -715,6 +719,10 @@ class PolicyBank:
                 f"{meta_path}: not a PolicyBank of format_version {FORMAT_VERSION} "
                 f"(got kind={kind!r}, format_version={version!r})"
             )
+        if isinstance(meta.get("model"), dict) and meta["model"].get("latent") is True:
+            from trim_pomdp.latent import load_latent_bank  # TRIM-POMDP+ (issue 7)
+
+            return load_latent_bank(path)
         try:
             with np.load(npz, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
@@ -740,6 +748,46 @@ class PolicyBank:
                 raise
             raise PolicyFormatError(f"{npz}: malformed PolicyBank arrays: {exc}") from exc
         return cls(model, policies)
+
+
+def load_bank(path: str | Path) -> Any:
+    """Load any saved bank of routers, one per budget, whatever wrote it.
+
+    * a :class:`PolicyBank` (``bank.save(path)``: ``.npz`` + ``.json`` sidecar) of a
+      :class:`TrimModel` (TRIM-POMDP) or of a :class:`~trim_pomdp.latent.LatentTrimModel`
+      (TRIM-POMDP+);
+    * a :class:`~trim_pomdp.rl.grid.RLRouterBank` (TRIM-Agg / TRIM-Seq: one ``.npz``, as
+      ``trim-pomdp train`` writes it).
+
+    Every kind has ``.family()`` for :func:`trim_pomdp.evaluate.evaluate` and ``lambdas``.
+    Nothing is unpickled.
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither ``path`` nor ``path.npz`` exists.
+    PolicyFormatError
+        The file is none of these (the message says what was found).
+    """
+    npz, meta_path = PolicyBank._paths(path)
+    if meta_path.exists():
+        try:
+            kind = json.loads(meta_path.read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind == "trim_pomdp.PolicyBank":
+            return PolicyBank.load(npz)
+    if not npz.exists():
+        raise FileNotFoundError(f"{path}: no such router bank (looked for {npz})")
+    from trim_pomdp.rl.grid import RLRouterBank
+
+    try:
+        return RLRouterBank.load(npz)
+    except PolicyFormatError as exc:
+        raise PolicyFormatError(
+            f"{npz}: not a saved router bank: no PolicyBank sidecar {meta_path.name} and not "
+            f"an RL router bank ({exc})"
+        ) from exc
 
 
 def _parameters_from_fitted(

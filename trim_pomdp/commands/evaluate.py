@@ -22,6 +22,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated families (trim-pomdp, trim-thr, random, oracle, "
                    "query-oracle, automix, always-cheap, always-strong, or module:function); "
                    "default: all available")
+    p.add_argument("--bank", action="append", default=[], metavar="[NAME=]PATH",
+                   help="also evaluate a saved router bank (PolicyBank .npz+.json from "
+                   "solve-grid/demo, TRIM-POMDP+ banks, RL banks from `trim-pomdp train`), "
+                   "without rebuilding or retraining it; it stands in for the family it "
+                   "would be built as (trim-pomdp, trim-pomdp+, trim-agg, trim-seq). "
+                   "NAME= names it in the report instead. Repeatable")
     p.add_argument("--n-problems", type=int, default=None, help="override the scenario's")
     p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     p.add_argument("--n-params", type=int, default=None,
@@ -45,6 +51,41 @@ def run(args: argparse.Namespace) -> int:
     families = None
     if args.policies:
         families = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if args.bank:
+        import dataclasses
+
+        from trim_pomdp.errors import PolicyFormatError
+        from trim_pomdp.evaluate import DEFAULT_FAMILIES
+        from trim_pomdp.trim import load_bank
+
+        loaded, replaces = [], set()
+        for spec in args.bank:
+            name, sep, path = spec.partition("=")
+            if not sep:
+                name, path = "", spec
+            try:
+                bank = load_bank(path)
+            except (FileNotFoundError, PolicyFormatError) as exc:
+                print(f"trim-pomdp evaluate: error: --bank {spec}: {exc}", file=sys.stderr)
+                return 2
+            fam = bank.family()
+            # the registry name this bank would have been built under (RL banks report
+            # themselves as "TRIM-Agg"/"TRIM-Seq" but are registered as trim-agg/trim-seq)
+            kind = getattr(bank, "kind", None)
+            replaces.add(f"trim-{kind}" if isinstance(kind, str) else fam.name)
+            replaces.add(fam.name)
+            if name:
+                fam = dataclasses.replace(fam, name=name)
+            loaded.append(fam)
+        names = [f.name for f in loaded]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            print(f"trim-pomdp evaluate: error: two --bank families are named {dup}; "
+                  "give them names with NAME=PATH", file=sys.stderr)
+            return 2
+        # a saved bank stands in for the family it would be built as (no rebuild/retraining)
+        families = [f for f in (families or list(DEFAULT_FAMILIES)) if f not in replaces]
+        families += loaded
     if args.bootstrap < 0:
         print(f"trim-pomdp evaluate: error: --bootstrap must be >= 0; got {args.bootstrap}",
               file=sys.stderr)
