@@ -284,9 +284,10 @@ def _import_client(name: str) -> Any:
 class _AiohttpBackend:
     """One ``aiohttp.ClientSession`` with a pool of ``max_connections`` kept-alive connections.
 
-    The default backend: it costs ~0.17 ms of client CPU per request here against ~1.0 ms for
-    httpx (``benchmarks/bench_serving.py``), and that CPU, not the runner, is what limits how
-    many concurrent episodes one event loop can drive at short model latencies.
+    The default backend: it costs 0.11-0.16 ms of client CPU per request here against
+    0.7-1.1 ms for httpx (``client_floor`` in ``benchmarks/bench_serving.py``), and that CPU,
+    not the runner, is what limits how many concurrent episodes one event loop can drive at
+    short model latencies.
     """
 
     def __init__(self, config: EndpointConfig) -> None:
