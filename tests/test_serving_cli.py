@@ -147,3 +147,49 @@ def test_route_http_client_option(server, tmp_path, capsys, client, agent):
     agents = {r.headers.get("user-agent", "") for r in server.log}
     assert agents and all(agent in a for a in agents), agents
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_route_with_rl_and_latent_banks(server, tmp_path, capsys):
+    # any saved bank routes: an RL bank whose routers are constants (the largest lambda always
+    # regenerates, the others never), and a TRIM-POMDP+ bank (latent classes; the Router
+    # filters over its 3 x D x B hidden states)
+    np = pytest.importorskip("numpy")
+    from trim_pomdp.latent import LatentTrimModel
+    from trim_pomdp.rl import nn
+    from trim_pomdp.rl.agents import RLRouter
+    from trim_pomdp.rl.grid import RLRouterBank
+    from trim_pomdp.trim import TrimModel, solve_grid
+
+    routers = []
+    for i, lam in enumerate([1e-4, 1e-2]):
+        p = nn.init_actor_critic(5, (4, 4), seed=i)
+        p["Wpi"][:] = 0.0
+        p["bpi"][:] = [0.0, 1.0] if i == 1 else [1.0, 0.0]
+        routers.append(RLRouter("agg", p, lam=lam))
+    RLRouterBank(routers).save(tmp_path / "trim-agg.npz")
+    probs = tmp_path / "p.jsonl"
+    write_problems(probs, 3)
+    for lam, decision in ((1e-2, "regenerate"), (1e-4, "continue")):
+        out = tmp_path / f"rl{lam:g}.jsonl"
+        assert main(argv(server, probs, out, "--policy", str(tmp_path / "trim-agg.npz"),
+                         "--budget", str(lam), "--concurrency", "2", "--json")) == 0
+        rep = json.loads(capsys.readouterr().out)
+        assert rep["policy"].startswith("trim-agg(trim-agg.npz")
+        recs = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len(recs) == 3
+        assert {s["decision"] for r in recs for s in r["steps"]} == {decision}
+
+    base = TrimModel.from_parameters(
+        p_w=0.85, p_s=0.95, hazard=np.full(30, 0.25),
+        obs_matrix=np.array([[0.05, 0.15, 0.3, 0.5], [0.5, 0.3, 0.15, 0.05],
+                             [0.6, 0.25, 0.1, 0.05]]))
+    latent = LatentTrimModel(base, p_w=[0.7, 0.95], p_s=[0.9, 0.97])
+    solve_grid(latent, [1e-3]).save(tmp_path / "plus.npz")
+    out = tmp_path / "plus.jsonl"
+    assert main(argv(server, probs, out, "--policy", str(tmp_path / "plus.npz"),
+                     "--budget", "1e-3", "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["policy"].startswith("trim-pomdp+(plus.npz")
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 3
+    assert all(len(s["belief"]) == 6 and abs(sum(s["belief"]) - 1) < 1e-9
+               for r in recs for s in r["steps"] if s["belief"] is not None)

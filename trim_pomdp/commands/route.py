@@ -38,7 +38,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--prm", required=True, metavar="URL/MODEL", help="vLLM PRM endpoint")
     pol = p.add_mutually_exclusive_group(required=True)
     pol.add_argument("--policy", metavar="BANK.npz",
-                     help="POMDP policy bank (trim-pomdp solve-grid)")
+                     help="a saved router bank: TRIM-POMDP or TRIM-POMDP+ (solve-grid, demo) "
+                     "or TRIM-Agg/TRIM-Seq (trim-pomdp train)")
     pol.add_argument("--threshold", type=float, metavar="K",
                      help="TRIM-Thr: regenerate when the PRM score is below K")
     p.add_argument("--budget", type=float, metavar="LAMBDA",
@@ -86,21 +87,28 @@ def _headers(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _bank_router_factory(path: str, budget: float | None) -> Any:
-    """Router factory for a POMDP policy bank (pieces trim/router)."""
-    try:
-        from trim_pomdp.router import Router
-        from trim_pomdp.trim import PolicyBank
-    except ImportError as exc:  # the router piece is not installed in this build
-        raise TrimPomdpError(
-            f"--policy needs trim_pomdp.trim.PolicyBank and trim_pomdp.router.Router ({exc}); "
-            "use --threshold K instead"
-        ) from None
-    bank = PolicyBank.load(path)
+def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str]:
+    """Router factory and display name for a saved bank (any kind :func:`load_bank` reads)."""
+    from trim_pomdp.trim import load_bank
+
+    bank = load_bank(path)
     if budget is None:
         raise TrimPomdpError("--policy needs --budget LAMBDA (one of the bank's lambdas)")
+    if hasattr(bank, "router"):  # an RL bank (TRIM-Agg / TRIM-Seq)
+        from trim_pomdp.rl.agents import RLRouter
+
+        r = bank.router(budget)
+
+        def make_rl() -> RLRouter:
+            # one per worker: a router keeps its episode's state; the weights are shared
+            return RLRouter(r.kind, r.params, lam=r.lam, token_scale=r.token_scale,
+                            metadata=r.metadata)
+
+        return make_rl, f"trim-{r.kind}"
+    from trim_pomdp.router import Router
+
     policy = _select_policy(bank, budget)
-    return lambda: Router(policy)
+    return (lambda: Router(policy)), bank.family().name
 
 
 def _select_policy(bank: Any, budget: float) -> Any:
@@ -144,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
         factory = lambda: ThresholdPolicy(k)  # noqa: E731
         policy_name = f"threshold(k={k:g})"
     else:
-        factory = _bank_router_factory(args.policy, args.budget)
-        policy_name = f"pomdp({os.path.basename(args.policy)}, lambda~{args.budget:g})"
+        factory, family = _bank_router_factory(args.policy, args.budget)
+        policy_name = f"{family}({os.path.basename(args.policy)}, lambda~{args.budget:g})"
     if args.no_resume and os.path.exists(args.out) and os.path.getsize(args.out) > 0:
         raise TrimPomdpError(f"{args.out} exists and --no-resume was given")
 
