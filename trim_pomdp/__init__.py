@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "TransitionModel": "trim_pomdp.transition",
     "ObservationModel": "trim_pomdp.observation",
     "calibration_report": "trim_pomdp.calibration",
+    "OutcomeEM": "trim_pomdp.outcome",
     # issue 4: the router
     "TrimModel": "trim_pomdp.trim",
     "PolicyBank": "trim_pomdp.trim",

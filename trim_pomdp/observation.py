@@ -587,6 +587,32 @@ class ObservationModel:
             self.components_.append((f_atom, f_cont))
         return self
 
+    @classmethod
+    def from_histograms(cls, hist: ArrayLike, n_samples: ArrayLike | None = None,
+                        *, pseudocount: float = 0.0) -> ObservationModel:
+        """A fitted ``estimator="hist"``, ``features="score"`` model from given per-state
+        histograms ``hist`` of shape ``(3, n_bins)`` (rows S0, S1, S2; equal-width bins on
+        [0, 1]), e.g. the ones :class:`trim_pomdp.outcome.OutcomeEM` estimates.
+        ``n_samples``: (expected) steps behind each row, kept for :meth:`describe`."""
+        P = np.asarray(hist, dtype=np.float64)
+        if P.ndim != 2 or P.shape[0] != 3 or P.shape[1] < 1:
+            raise ValueError(f"hist must have shape (3, n_bins); got {P.shape}")
+        if not np.all(np.isfinite(P)) or (P < 0).any():
+            raise ValueError("hist must hold finite, non-negative numbers")
+        sums = P.sum(axis=1)
+        if (sums <= 0).any():
+            raise ValueError(f"every row of hist needs positive mass; row sums {sums.tolist()}")
+        self = cls(estimator="hist", features="score", hist_bins=P.shape[1],
+                   hist_pseudocount=pseudocount, min_samples_per_state=0)
+        self.components_ = [_Hist1D(row / row.sum()) for row in P]
+        counts = np.zeros(3) if n_samples is None else np.asarray(n_samples, np.float64)
+        if counts.shape != (3,):
+            raise ValueError(f"n_samples must have shape (3,); got {counts.shape}")
+        self.n_samples_ = np.rint(counts).astype(np.int64)
+        self.atom_weight_ = np.zeros(3)
+        self.n_missing_score_ = 0
+        return self
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "components_"):
             raise NotFittedError(

@@ -365,6 +365,10 @@ class TransitionModel:
     p_s : float, optional
         The strong model's next-step accuracy when no strong traces are given (if given,
         it is used even when strong traces are passed; its interval is then (p_s, p_s)).
+    p_w : float, optional
+        The cheap model's next-step accuracy, when estimated elsewhere (e.g. by
+        :class:`trim_pomdp.outcome.OutcomeEM` from outcome-labelled traces); used instead of
+        the step labels, interval (p_w, p_w).
     strong_cheap_ratio : float, optional
         Overrides the estimated ratio of strong to cheap step lengths.
     token_shrinkage : float, default 20.0
@@ -387,12 +391,14 @@ class TransitionModel:
     def __init__(self, *, max_steps: int = MAX_STEPS, ci: float = 0.95,
                  hazard_smoothing: float = 20.0, hazard_bandwidth: float = 2.0,
                  p_s: float | None = None,
-                 strong_cheap_ratio: float | None = None, token_shrinkage: float = 20.0) -> None:
+                 strong_cheap_ratio: float | None = None, token_shrinkage: float = 20.0,
+                 p_w: float | None = None) -> None:
         self.max_steps = max_steps
         self.ci = ci
         self.hazard_smoothing = hazard_smoothing
         self.hazard_bandwidth = hazard_bandwidth
         self.p_s = p_s
+        self.p_w = p_w
         self.strong_cheap_ratio = strong_cheap_ratio
         self.token_shrinkage = token_shrinkage
 
@@ -404,6 +410,8 @@ class TransitionModel:
             raise ValueError(f"ci must be in (0, 1); got {self.ci!r}")
         if self.p_s is not None and not (0.0 <= self.p_s <= 1.0):
             raise ValueError(f"p_s must be in [0, 1]; got {self.p_s!r}")
+        if self.p_w is not None and not (0.0 <= self.p_w <= 1.0):
+            raise ValueError(f"p_w must be in [0, 1]; got {self.p_w!r}")
         if self.strong_cheap_ratio is not None and not (self.strong_cheap_ratio > 0):
             raise ValueError(f"strong_cheap_ratio must be > 0; got {self.strong_cheap_ratio!r}")
         if not (self.token_shrinkage >= 0):
@@ -431,14 +439,19 @@ class TransitionModel:
         if strong is not None and strong.n_traces == 0:
             raise InsufficientDataError("TransitionModel.fit: strong_traces is empty")
 
-        w = step_accuracy(cheap, self.ci, writer=0)
-        if w.n == 0:
-            raise InsufficientDataError(
-                "TransitionModel.fit: no cheap step with a known-correct prefix and a label "
-                "(p_w has no data)"
-            )
-        self.p_w_, self.p_w_ci_ = w.p, np.array([w.lo, w.hi])
-        self.n_w_, self.k_w_ = w.n, w.k
+        if self.p_w is not None:  # given, e.g. estimated by trim_pomdp.outcome.OutcomeEM
+            self.p_w_ = float(self.p_w)
+            self.p_w_ci_ = np.array([self.p_w_, self.p_w_])
+            self.n_w_, self.k_w_ = 0, 0
+        else:
+            w = step_accuracy(cheap, self.ci, writer=0)
+            if w.n == 0:
+                raise InsufficientDataError(
+                    "TransitionModel.fit: no cheap step with a known-correct prefix and a label "
+                    "(p_w has no data)"
+                )
+            self.p_w_, self.p_w_ci_ = w.p, np.array([w.lo, w.hi])
+            self.n_w_, self.k_w_ = w.n, w.k
 
         if self.p_s is not None:
             self.p_s_ = float(self.p_s)

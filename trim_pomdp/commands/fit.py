@@ -56,6 +56,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--first-error-only", action="store_true",
                    help="labels follow first-error annotation: reject 'correct' after "
                         "'incorrect'")
+    p.add_argument("--outcome-em", choices=("auto", "on", "off"), default="auto",
+                   help="fit p_w, p_s and the score model by EM over the hidden first wrong "
+                        "step, from answer outcomes (final_correct) alone; auto (default): when "
+                        "some answers are wrong but no step is labelled incorrect, as in the "
+                        "traces trim-pomdp route writes")
+    p.add_argument("--em-bins", type=int, default=20,
+                   help="outcome EM: score histogram bins (default 20)")
+    p.add_argument("--em-bootstrap", type=int, default=100,
+                   help="outcome EM: bootstrap replicates for the p_w/p_s intervals "
+                        "(default 100; 0: none)")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return p
@@ -110,10 +120,16 @@ def run(args: argparse.Namespace) -> int:
            if strong_table is not None else "")
         + f" in {time.perf_counter() - t0:.2f} s")
 
-    if strong_table is None and args.p_s is None:
+    routed_strong = bool((cheap_table.writer == 1).any())  # routed traces hold strong steps
+    if strong_table is None and args.p_s is None and not routed_strong:
         print("trim-pomdp fit: error: no strong traces; give --strong STRONG or --p-s P",
               file=sys.stderr)
         return 2
+    n_wrong_answers = sum(t.final_correct is False for t in cheap)
+    if args.outcome_em == "on" or (
+        args.outcome_em == "auto" and n_wrong_answers and not (cheap_table.label == 0).any()
+    ):
+        return _run_outcome_em(args, cheap, strong, cheap_table, strong_table, out, log, t0)
     try:
         tm = TransitionModel(p_s=args.p_s if strong_table is None else None,
                              hazard_smoothing=args.hazard_smoothing,
@@ -212,6 +228,81 @@ def run(args: argparse.Namespace) -> int:
 
     with open(out / "summary.json", "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=1, allow_nan=False, default=_nan_safe)
+    log("")
+    log(f"models and summary written to {out} ({time.perf_counter() - t0:.2f} s)")
+    if args.json:
+        print(json.dumps(summary, default=_nan_safe))
+    return 0
+
+
+def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any] | None,
+                    cheap_table: Any, strong_table: Any, out: Path, log: Any,
+                    t0: float) -> int:
+    """``fit`` when only the answers are labelled: :class:`trim_pomdp.outcome.OutcomeEM`."""
+    import numpy as np
+
+    from trim_pomdp.errors import InsufficientDataError
+    from trim_pomdp.outcome import OutcomeEM
+    from trim_pomdp.transition import TransitionModel
+
+    n_wrong = sum(t.final_correct is False for t in cheap)
+    n_right = sum(t.final_correct is True for t in cheap)
+    log("")
+    log(f"outcome EM: {n_right} correct and {n_wrong} wrong answers and no step labelled "
+        "incorrect, so the first wrong step of each wrong answer is a hidden variable")
+    if args.features != "score":
+        log("  (the outcome EM models the PRM score alone: --features score)")
+    log(f"  fitting, then {args.em_bootstrap} bootstrap refits for the intervals "
+        "(~3 s per 1,000 traces)" if args.em_bootstrap else "  fitting")
+    try:
+        em = OutcomeEM(n_bins=args.em_bins, p_s=args.p_s, n_bootstrap=args.em_bootstrap,
+                       seed=0).fit(cheap, strong)
+        tm = TransitionModel(p_w=em.p_w_, p_s=em.p_s_, hazard_smoothing=args.hazard_smoothing,
+                             hazard_bandwidth=args.hazard_bandwidth)
+        tm.fit(cheap_table, strong_table)
+    except (InsufficientDataError, ValueError) as exc:
+        print(f"trim-pomdp fit: error: {exc}", file=sys.stderr)
+        return 1
+    tm.p_w_ci_ = np.asarray(em.p_w_ci_, dtype=float)
+    tm.p_s_ci_ = np.asarray(em.p_s_ci_, dtype=float)
+    tm.save(out / "transition.npz")
+    om = em.observation_model()
+    om.save(out / "observation.npz")
+    Z = om.discretize(args.score_bins, None)
+    np.save(out / "observation_matrix.npy", Z)
+    em_sum = em.summary()
+    summary: dict[str, Any] = {"transition": tm.summary(), "outcome_em": em_sum,
+                               "observation": om.describe()}
+    summary["observation"].update(n_score_bins=args.score_bins, n_min_bins=None,
+                                  matrix=Z.tolist())
+
+    def ci(v: Any) -> str:
+        return ("" if np.isnan(v).any()
+                else f"  95% CI [{v[0]:.4f}, {v[1]:.4f}] ({args.em_bootstrap} bootstraps)")
+
+    log(f"  converged: {em.converged_} after {em.n_iter_} iterations, log-likelihood "
+        f"{em.loglik_:.2f}")
+    log("")
+    log("Transition model")
+    log(f"  p_w = {tm.p_w_:.4f}{ci(em.p_w_ci_)}")
+    log(f"  p_s = {tm.p_s_:.4f}" + ("  (given)" if args.p_s is not None else ci(em.p_s_ci_)))
+    log("  hazard h(t), t = 1..30: " + " ".join(f"{v:.3f}" for v in tm.hazard_))
+    if tm.cheap_tokens_ is not None:
+        s = f"  tokens/step: cheap mean {tm.cheap_tokens_.mean_all:.1f}"
+        if tm.strong_tokens_ is not None:
+            s += f", strong mean {tm.strong_tokens_.mean_all:.1f}"
+        log(s + f"; expected strong tokens = {tm.strong_cheap_ratio_:.3f} x cheap tokens")
+    log("")
+    log(f"Observation model (histograms of {args.em_bins} bins, features score; expected "
+        "scored steps per state " + ", ".join(f"{n} {c:.0f}" for n, c in
+                                              zip(("S0", "S1", "S2"), em.expected_counts_,
+                                                  strict=True)) + ")")
+    for st, row in zip(("S0", "S1", "S2"), Z, strict=True):
+        log(f"  P(score bin | {st}) = " + " ".join(f"{v:.3f}" for v in row))
+    log(f"  observation matrix {Z.shape} -> {out / 'observation_matrix.npy'}")
+    log("  (no calibration report: it needs step labels)")
+    with open(out / "summary.json", "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=1, allow_nan=True, default=_nan_safe)
     log("")
     log(f"models and summary written to {out} ({time.perf_counter() - t0:.2f} s)")
     if args.json:
