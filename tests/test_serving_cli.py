@@ -193,3 +193,38 @@ def test_route_with_rl_and_latent_banks(server, tmp_path, capsys):
     assert len(recs) == 3
     assert all(len(s["belief"]) == 6 and abs(sum(s["belief"]) - 1) < 1e-9
                for r in recs for s in r["steps"] if s["belief"] is not None)
+
+
+def test_route_fit_solve_route_closes_the_loop(server, tmp_path, capsys):
+    # the loop: traces written by `route` (answers checked, no step labels) feed
+    # `fit` directly (outcome EM), whose models feed `solve-grid`, whose bank feeds `route`
+    probs = tmp_path / "p.jsonl"
+    write_problems(probs, 40)
+    for i in range(40):
+        wrong = i % 3 == 0
+        server.add_solution("org/cheap", f"Problem {i}?", [
+            ScriptedStep(f"start {i}", score=0.8 if i % 2 else 0.6),
+            ScriptedStep(f"{'bad' if wrong else 'good'} {i}", score=0.2 if wrong else 0.9),
+            ScriptedStep(f"so \\boxed{{{41 if wrong else 42}}} {i}", score=0.3 if wrong else 0.8),
+        ])
+    traces = tmp_path / "t.jsonl"
+    assert main(argv(server, probs, traces, "--threshold", "0.1")) == 0
+    capsys.readouterr()
+    fitted = tmp_path / "fit"
+    assert main(["fit", str(traces), "--out", str(fitted), "--p-s", "0.95", "--em-bins", "5",
+                 "--em-bootstrap", "0", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # 14 of 40 answers are wrong, each after one wrong step among three: p_w ~ 1 - 14/120
+    assert summary["outcome_em"]["n_wrong"] == 14
+    assert 0.8 < summary["transition"]["p_w"] < 0.95
+    bank = tmp_path / "bank.npz"
+    assert main(["solve-grid", "--transition", str(fitted / "transition.npz"),
+                 "--observation", str(fitted / "observation.npz"), "--n-score-bins", "5",
+                 "--lambdas", "4", "--out", str(bank)]) == 0
+    capsys.readouterr()
+    again = tmp_path / "again.jsonl"
+    assert main(argv(server, probs, again, "--policy", str(bank), "--budget", "1e-6")) == 0
+    recs = [json.loads(x) for x in again.read_text().splitlines()]
+    assert len(recs) == 40
+    # at a tiny lambda the POMDP regenerates the drafts the PRM scores low
+    assert any(s["decision"] == "regenerate" for r in recs for s in r["steps"])
