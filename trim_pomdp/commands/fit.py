@@ -226,13 +226,7 @@ def run(args: argparse.Namespace) -> int:
                 plot_state_histograms(rep, out / "state_histograms.png")
                 log(f"  plots: {out / 'reliability.png'}, {out / 'state_histograms.png'}")
 
-    with open(out / "summary.json", "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=1, allow_nan=False, default=_nan_safe)
-    log("")
-    log(f"models and summary written to {out} ({time.perf_counter() - t0:.2f} s)")
-    if args.json:
-        print(json.dumps(summary, default=_nan_safe))
-    return 0
+    return _write_summary(summary, out, args, log, t0)
 
 
 def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any] | None,
@@ -301,13 +295,31 @@ def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any
         log(f"  P(score bin | {st}) = " + " ".join(f"{v:.3f}" for v in row))
     log(f"  observation matrix {Z.shape} -> {out / 'observation_matrix.npy'}")
     log("  (no calibration report: it needs step labels)")
+    return _write_summary(summary, out, args, log, t0)
+
+
+def _write_summary(summary: dict[str, Any], out: Path, args: argparse.Namespace, log: Any,
+                   t0: float) -> int:
+    """Write ``summary.json`` (strict JSON: a NaN, e.g. an interval not computed, is null)
+    and print it with ``--json``."""
+    summary = _nan_to_none(summary)
     with open(out / "summary.json", "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=1, allow_nan=True, default=_nan_safe)
+        json.dump(summary, fh, indent=1, allow_nan=False, default=_nan_safe)
     log("")
     log(f"models and summary written to {out} ({time.perf_counter() - t0:.2f} s)")
     if args.json:
-        print(json.dumps(summary, default=_nan_safe))
+        print(json.dumps(summary, default=_nan_safe, allow_nan=False))
     return 0
+
+
+def _nan_to_none(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_nan_to_none(v) for v in o]
+    if isinstance(o, float) and o != o:
+        return None
+    return o
 
 
 def _nan_safe(o: Any) -> Any:
