@@ -30,7 +30,8 @@ class PomdpFormatError(TrimPomdpError, ValueError):
 
 
 class ModelValidationError(TrimPomdpError, ValueError):
-    """Model arrays are inconsistent: wrong shape, non-finite, negative, or rows not summing to 1."""
+    """Model arrays are inconsistent: wrong shape, non-finite, negative, or rows not summing
+    to 1."""
 
 
 class ZeroProbabilityObservationError(TrimPomdpError, ValueError):
@@ -38,7 +39,8 @@ class ZeroProbabilityObservationError(TrimPomdpError, ValueError):
 
 
 class PolicyFormatError(TrimPomdpError, ValueError):
-    """A saved policy (``.npz``/JSON or SARSOP ``.policy``) is malformed or does not fit the model."""
+    """A saved policy (``.npz``/JSON or SARSOP ``.policy``) is malformed or does not fit the
+    model."""
 
 
 class MemoryLimitError(TrimPomdpError, MemoryError):

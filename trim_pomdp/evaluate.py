@@ -23,11 +23,11 @@ Every curve gets the metrics of :mod:`trim_pomdp.metrics` (CPT at 50/80/95 %, Δ
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
 import importlib
 import math
+import sys
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,8 +209,8 @@ FAMILY_FACTORIES: dict[str, FamilyFactory | str] = {
 }
 
 #: families evaluated when none are named (unavailable ones are skipped)
-DEFAULT_FAMILIES = ("trim-pomdp", "trim-pomdp+", "trim-thr", "random", "oracle", "query-oracle", "automix",
-                    "always-cheap", "always-strong")
+DEFAULT_FAMILIES = ("trim-pomdp", "trim-pomdp+", "trim-thr", "random", "oracle", "query-oracle",
+                    "automix", "always-cheap", "always-strong")
 
 
 def register_family(name: str, factory: FamilyFactory | str) -> None:
