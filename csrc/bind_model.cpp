@@ -13,31 +13,11 @@ namespace {
 using trim_bind::DArray;
 using Names = std::optional<std::vector<std::string>>;
 
-// Checks the shapes of the model arrays (messages give expected and received shapes) and
-// copies them into a trim::Pomdp.
+// The shared shape-checked copy (bind_common.hpp) plus the optional names.
 trim::Pomdp pomdp_from_arrays(const DArray& T, const DArray& Z, const DArray& R, double discount,
                               const DArray& b0, const Names& state_names,
                               const Names& action_names, const Names& obs_names) {
-    if (T.ndim() != 3)
-        throw py::value_error("T must have shape (n_actions, n_states, n_states); got " +
-                              trim_bind::shape_str({T.shape(), T.shape() + T.ndim()}));
-    if (Z.ndim() != 3)
-        throw py::value_error("Z must have shape (n_actions, n_states, n_observations); got " +
-                              trim_bind::shape_str({Z.shape(), Z.shape() + Z.ndim()}));
-    const py::ssize_t A = T.shape(0), S = T.shape(1), O = Z.shape(2);
-    trim_bind::require_shape(T, "T", "n_actions, n_states, n_states", {A, S, S});
-    trim_bind::require_shape(Z, "Z", "n_actions, n_states, n_observations", {A, S, O});
-    trim_bind::require_shape(R, "R", "n_actions, n_states", {A, S});
-    trim_bind::require_shape(b0, "b0", "n_states", {S});
-    trim::Pomdp m;
-    m.n_states = static_cast<int>(S);
-    m.n_actions = static_cast<int>(A);
-    m.n_obs = static_cast<int>(O);
-    m.discount = discount;
-    m.T = trim_bind::to_vector<double>(T);
-    m.Z = trim_bind::to_vector<double>(Z);
-    m.R = trim_bind::to_vector<double>(R);
-    m.b0 = trim_bind::to_vector<double>(b0);
+    trim::Pomdp m = trim_bind::pomdp_from_arrays(T, Z, R, discount, b0);
     if (state_names) m.state_names = *state_names;
     if (action_names) m.action_names = *action_names;
     if (obs_names) m.obs_names = *obs_names;

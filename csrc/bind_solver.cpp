@@ -17,47 +17,16 @@ using namespace trim_bind;
 
 namespace {
 
-void require_ndim(const DArray& arr, const char* name, const char* dims, py::ssize_t ndim) {
-    if (arr.ndim() != ndim) {
-        std::vector<py::ssize_t> got(arr.shape(), arr.shape() + arr.ndim());
-        throw py::value_error(std::string(name) + " must have shape (" + dims + "); got " +
-                              shape_str(got));
-    }
-}
-
-// The core model from already shape-checked arrays (shared by the solve and the test hook).
-trim::Pomdp make_pomdp(py::ssize_t S, py::ssize_t A, py::ssize_t O, double discount,
-                       const DArray& T, const DArray& Z, const DArray& R, const DArray& b) {
-    trim::Pomdp model;
-    model.n_states = static_cast<int>(S);
-    model.n_actions = static_cast<int>(A);
-    model.n_obs = static_cast<int>(O);
-    model.discount = discount;
-    model.T = to_vector<double>(T);
-    model.Z = to_vector<double>(Z);
-    model.R = to_vector<double>(R);
-    model.b0 = to_vector<double>(b);
-    return model;
-}
-
 py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, double time_limit,
                      double target_gap, long long max_iterations, double max_memory_mb,
                      int n_threads, py::object progress, double tol) {
-    require_ndim(T, "T", "n_actions, n_states, n_states", 3);
-    const py::ssize_t A = T.shape(0), S = T.shape(1);
-    require_shape(T, "T", "n_actions, n_states, n_states", {A, S, S});
-    require_ndim(Z, "Z", "n_actions, n_states, n_observations", 3);
-    const py::ssize_t O = Z.shape(2);
-    require_shape(Z, "Z", "n_actions, n_states, n_observations", {A, S, O});
-    require_shape(R, "R", "n_actions, n_states", {A, S});
-    require_shape(b0, "b0", "n_states", {S});
+    trim::Pomdp model = pomdp_from_arrays(T, Z, R, discount, b0);
+    const py::ssize_t A = model.n_actions, S = model.n_states, O = model.n_obs;
     if (A == 0 || S == 0 || O == 0)
         throw py::value_error("model must have at least one state, action and observation");
     if (!(time_limit > 0.0)) throw py::value_error("time_limit must be > 0");
     if (!(tol >= 0.0 && tol < 1.0)) throw py::value_error("tol must be in [0, 1)");
     if (n_threads < 1) throw py::value_error("n_threads must be >= 1");
-
-    trim::Pomdp model = make_pomdp(S, A, O, discount, T, Z, R, b0);
 
     trim::HsviConfig cfg;
     cfg.time_limit = time_limit;
@@ -151,19 +120,12 @@ py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, d
 // Test hook: one point-based backup at b (both bounds) with the solver's own code.
 py::dict hsvi_backup(DArray T, DArray Z, DArray R, double discount, DArray alphas, IArray actions,
                      DArray b) {
-    require_ndim(T, "T", "n_actions, n_states, n_states", 3);
-    const py::ssize_t A = T.shape(0), S = T.shape(1);
-    require_shape(T, "T", "n_actions, n_states, n_states", {A, S, S});
-    require_ndim(Z, "Z", "n_actions, n_states, n_observations", 3);
-    const py::ssize_t O = Z.shape(2);
-    require_shape(Z, "Z", "n_actions, n_states, n_observations", {A, S, O});
-    require_shape(R, "R", "n_actions, n_states", {A, S});
-    require_shape(b, "b", "n_states", {S});
+    trim::Pomdp model = pomdp_from_arrays(T, Z, R, discount, b, "b");
+    const py::ssize_t A = model.n_actions, S = model.n_states;
     require_ndim(alphas, "alphas", "K, n_states", 2);
     const py::ssize_t K = alphas.shape(0);
     require_shape(alphas, "alphas", "K, n_states", {K, S});
     require_shape(actions, "actions", "K", {K});
-    trim::Pomdp model = make_pomdp(S, A, O, discount, T, Z, R, b);
     std::vector<int> acts(actions.data(), actions.data() + K);
     auto res = trim::HsviSolver::backup_at(model, to_vector<double>(alphas), acts, model.b0);
     py::dict out;
