@@ -345,50 +345,22 @@ def latent_belief_points(model: LatentTrimModel) -> NDArray[np.float64]:
 
 def load_latent_bank(path: Any):
     """Load a :class:`~trim_pomdp.trim.PolicyBank` of a :class:`LatentTrimModel` written by
-    ``bank.save(path)`` (``.npz`` without pickles + JSON sidecar with ``format_version``).
+    ``bank.save(path)``; the same as :meth:`PolicyBank.load <trim_pomdp.trim.PolicyBank.load>`
+    (which reads either kind), but refusing a bank of a plain ``TrimModel``.
 
     Raises
     ------
     PolicyFormatError
         Not a PolicyBank file, not a latent one, or malformed arrays.
     """
-    import json
-    from pathlib import Path
-
     from trim_pomdp.errors import PolicyFormatError
-    from trim_pomdp.trim import FORMAT_VERSION, PolicyBank, TrimPolicy
+    from trim_pomdp.trim import FORMAT_VERSION, PolicyBank
 
-    npz, meta_path = PolicyBank._paths(path)
-    try:
-        meta = json.loads(Path(meta_path).read_text())
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise PolicyFormatError(f"{meta_path}: cannot read JSON metadata: {exc}") from exc
-    ok = (isinstance(meta, dict) and meta.get("kind") == "trim_pomdp.PolicyBank"
-          and meta.get("format_version") == FORMAT_VERSION
-          and isinstance(meta.get("model"), dict) and meta["model"].get("latent") is True)
-    if not ok:
-        raise PolicyFormatError(f"{meta_path}: not a latent-model PolicyBank of format_version "
-                                f"{FORMAT_VERSION}")
-    try:
-        with np.load(npz, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        model = LatentTrimModel._from_saved(meta["model"], arrays)
-        counts = arrays["counts"]
-        ends = np.cumsum(counts)
-        policies = [
-            TrimPolicy(model=model, lam=float(lam),
-                       alphas=arrays["alphas"][ends[i] - counts[i]:ends[i]],
-                       actions=arrays["actions"][ends[i] - counts[i]:ends[i]],
-                       offsets=arrays["offsets"][i], value_b0=float(arrays["value_b0"][i]),
-                       upper_bound=float(arrays["upper_bound"][i]))
-            for i, lam in enumerate(arrays["lambdas"])]
-    except (KeyError, IndexError, ValueError) as exc:
-        if isinstance(exc, PolicyFormatError):
-            raise
-        raise PolicyFormatError(f"{npz}: malformed latent PolicyBank arrays: {exc}") from exc
-    return PolicyBank(model, policies)
+    bank = PolicyBank.load(path)
+    if not isinstance(bank.model, LatentTrimModel):
+        raise PolicyFormatError(f"{PolicyBank._paths(path)[1]}: not a latent-model PolicyBank "
+                                f"of format_version {FORMAT_VERSION}")
+    return bank
 
 
 def solve_latent_grid(model: LatentTrimModel, lambdas: ArrayLike | None = None, *,

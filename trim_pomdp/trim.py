@@ -719,14 +719,15 @@ class PolicyBank:
                 f"{meta_path}: not a PolicyBank of format_version {FORMAT_VERSION} "
                 f"(got kind={kind!r}, format_version={version!r})"
             )
+        model_cls: Any = TrimModel
         if isinstance(meta.get("model"), dict) and meta["model"].get("latent") is True:
-            from trim_pomdp.latent import load_latent_bank  # TRIM-POMDP+ (issue 7)
+            from trim_pomdp.latent import LatentTrimModel  # TRIM-POMDP+ (issue 7)
 
-            return load_latent_bank(path)
+            model_cls = LatentTrimModel
         try:
             with np.load(npz, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-            model = TrimModel._from_saved(meta["model"], arrays)
+            model = model_cls._from_saved(meta["model"], arrays)
             counts = arrays["counts"]
             ends = np.cumsum(counts)
             policies = []
