@@ -31,6 +31,7 @@ __all__ = [
     "EndpointConfigError",
     "EndpointError",
     "GeneratedStep",
+    "HttpEndpoint",
     "JsonTransport",
     "ResponseFormatError",
     "StepGenerator",
@@ -600,30 +601,15 @@ def _usage_tokens(body: Mapping[str, Any], text: str) -> tuple[int, int | None, 
     return max(1, -(-len(text) // 4)) if text else 0, None, True
 
 
-class _BaseModel:
-    def __init__(
-        self,
-        config: EndpointConfig,
-        *,
-        stop: Sequence[str] = (STEP_SEPARATOR,),
-        max_tokens: int = 1024,
-        temperature: float = 0.0,
-        final_markers: Sequence[str] = ("\\boxed{",),
-        extra_body: Mapping[str, Any] | None = None,
-    ) -> None:
+class HttpEndpoint:
+    """What every HTTP-backed model or scorer shares: its :class:`EndpointConfig`, its name
+    and its retrying :class:`JsonTransport`; closed with ``aclose()`` or ``async with``."""
+
+    def __init__(self, config: EndpointConfig) -> None:
         if not isinstance(config, EndpointConfig):
             raise TypeError(f"config must be an EndpointConfig; got {type(config).__name__}")
-        if isinstance(stop, str) or not stop:
-            raise EndpointConfigError(f"stop must be a non-empty sequence of strings; got {stop!r}")
-        if not isinstance(max_tokens, int) or max_tokens < 1:
-            raise EndpointConfigError(f"max_tokens must be an int >= 1; got {max_tokens!r}")
         self.config = config
         self.name = config.name
-        self.stop = tuple(stop)
-        self.max_tokens = max_tokens
-        self.temperature = float(temperature)
-        self.final_markers = tuple(final_markers)
-        self.extra_body = dict(extra_body or {})
         self.transport = JsonTransport(config)
 
     async def aclose(self) -> None:
@@ -634,6 +620,29 @@ class _BaseModel:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _BaseModel(HttpEndpoint):
+    def __init__(
+        self,
+        config: EndpointConfig,
+        *,
+        stop: Sequence[str] = (STEP_SEPARATOR,),
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        final_markers: Sequence[str] = ("\\boxed{",),
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(config)
+        if isinstance(stop, str) or not stop:
+            raise EndpointConfigError(f"stop must be a non-empty sequence of strings; got {stop!r}")
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise EndpointConfigError(f"max_tokens must be an int >= 1; got {max_tokens!r}")
+        self.stop = tuple(stop)
+        self.max_tokens = max_tokens
+        self.temperature = float(temperature)
+        self.final_markers = tuple(final_markers)
+        self.extra_body = dict(extra_body or {})
 
     def _is_final(self, text: str, choice: Mapping[str, Any]) -> bool:
         """Final when the answer is present, or the model did not stop on our stop string.

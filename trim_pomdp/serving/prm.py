@@ -19,7 +19,7 @@ from trim_pomdp.serving.endpoints import (
     QWEN_MATH_SYSTEM,
     EndpointConfig,
     EndpointConfigError,
-    JsonTransport,
+    HttpEndpoint,
     ResponseFormatError,
 )
 
@@ -64,7 +64,7 @@ def _check_scores(values: Sequence[float], n_steps: int, where: str) -> list[flo
 AUTO_SUM_TOL = 0.02  # see VLLMPRMScorer: bfloat16 softmax output must still count as probs
 
 
-class VLLMPRMScorer:
+class VLLMPRMScorer(HttpEndpoint):
     """Step-reward model served by vLLM (``vllm serve Qwen/Qwen2.5-Math-PRM-7B``), scored
     through its pooling route ``POST {root}/pooling`` where ``root`` is ``config.base_url``
     without a trailing ``/v1``.
@@ -107,22 +107,18 @@ class VLLMPRMScorer:
         output: str = "auto",
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(config, EndpointConfig):
-            raise TypeError(f"config must be an EndpointConfig; got {type(config).__name__}")
+        super().__init__(config)
         if "{problem}" not in template or "{steps}" not in template:
             raise EndpointConfigError("template must contain '{problem}' and '{steps}'")
         if output not in ("auto", "probs", "logits"):
             raise EndpointConfigError(f"output must be 'auto', 'probs' or 'logits'; got {output!r}")
         if not step_separator:
             raise EndpointConfigError("step_separator must be a non-empty string")
-        self.config = config
-        self.name = config.name
         self.step_separator = step_separator
         self.template = template
         self.positive_index = int(positive_index)
         self.output = output
         self.extra_body = dict(extra_body or {})
-        self.transport = JsonTransport(config)
         root = config.base_url
         self.url = (root[: -len("/v1")] if root.endswith("/v1") else root) + "/pooling"
         self.last_latency_s = 0.0
@@ -172,14 +168,6 @@ class VLLMPRMScorer:
         scores = [self._row_score(r, i) for i, r in enumerate(rows)]
         return _check_scores(scores, len(steps), f"{self.name}: {self.url}")
 
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    async def __aenter__(self) -> Any:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 class CallableScorer:
