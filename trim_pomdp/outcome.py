@@ -185,11 +185,11 @@ class OutcomeEM:
             raise InsufficientDataError(
                 "OutcomeEM.fit: no strong-written step, so p_s has no data; pass p_s=")
         p_w, p_s, hist = self._init(ep)
-        p_w, p_s, hist, ll, it, conv, post = self._em(ep, p_w, p_s, hist, has_strong)
+        p_w, p_s, hist, ll, it, conv, post, counts = self._em(ep, p_w, p_s, hist, has_strong)
         self.p_w_, self.p_s_, self.hist_ = p_w, p_s, hist
         self.loglik_, self.n_iter_, self.converged_ = ll, it, conv
         self.first_error_ = [post[i, : ep.length[i] + 1] for i in range(len(traces))]
-        self.expected_counts_ = self._stats(ep, p_w, hist, post)[4].sum(axis=1)
+        self.expected_counts_ = counts.sum(axis=1)
         self.p_w_ci_ = np.full(2, np.nan)
         self.p_s_ci_ = np.full(2, np.nan) if has_strong else np.array([p_s, p_s])
         if self.n_bootstrap:
@@ -251,8 +251,7 @@ class OutcomeEM:
         L[wrong, ep.length[wrong]] = _NEG
         return L, r
 
-    def _stats(self, ep: _Episodes, p_w: float, hist: NDArray[np.float64],
-               post: NDArray[np.float64], r: NDArray[np.float64] | None = None) -> tuple:
+    def _stats(self, ep: _Episodes, post: NDArray[np.float64], r: NDArray[np.float64]) -> tuple:
         """Expected counts: (cheap correct, cheap trials, strong correct, strong trials,
         histogram counts (3, n_bins))."""
         n, t = ep.mask.shape
@@ -262,17 +261,12 @@ class OutcomeEM:
         p_gt = 1.0 - p_lt - p_eq  # P(k > j+1)
         p_ge = p_gt + p_eq
         m = ep.mask
-        if r is None:
-            lh = hist
-            d0 = lh[0][np.maximum(ep.draft, 0)]
-            d2 = lh[2][np.maximum(ep.draft, 0)]
-            r = p_w * d0 / (p_w * d0 + (1 - p_w) * d2)
         has_d = m & (ep.draft >= 0)
         cheap, strong = m & (ep.writer == 0), m & (ep.writer == 1)
         kw = p_gt[cheap].sum() + (p_ge * r)[has_d].sum()
-        nw = (p_gt + p_eq)[cheap].sum() + p_ge[has_d].sum()
+        nw = p_ge[cheap].sum() + p_ge[has_d].sum()
         ks = p_gt[strong].sum()
-        ns = (p_gt + p_eq)[strong].sum()
+        ns = p_ge[strong].sum()
         counts = np.zeros((3, self.n_bins))
         so = m & (ep.obs >= 0)
         o = ep.obs[so]
@@ -288,11 +282,11 @@ class OutcomeEM:
     def _em(self, ep: _Episodes, p_w: float, p_s: float, hist: NDArray[np.float64],
             has_strong: bool, tol: float | None = None) -> tuple:
         tol = self.tol if tol is None else tol
-        n_ep = max(int((ep.outcome >= -1).sum()), 1)
+        n_ep = max(ep.length.size, 1)
         ll_old = -np.inf
         conv = False
         n_iter = 0
-        post = None
+        post = counts = None
         ll = -np.inf
         for it in range(1, self.max_iter + 1):
             n_iter = it
@@ -302,7 +296,7 @@ class OutcomeEM:
             z = w.sum(axis=1, keepdims=True)
             post = w / z
             ll = float((mx[:, 0] + np.log(z[:, 0])).sum())
-            kw, nw, ks, ns, counts = self._stats(ep, p_w, hist, post, r)
+            kw, nw, ks, ns, counts = self._stats(ep, post, r)
             p_w = float(np.clip(kw / nw, 1e-6, 1 - 1e-6)) if nw > 0 else p_w
             if has_strong and self.p_s is None and ns > 0:
                 p_s = float(np.clip(ks / ns, 1e-6, 1 - 1e-6))
@@ -313,7 +307,8 @@ class OutcomeEM:
                 conv = True
                 break
             ll_old = ll
-        return p_w, p_s, hist, ll, n_iter, conv, post
+        # counts: the last E-step's expected scored steps per state (at convergence)
+        return p_w, p_s, hist, ll, n_iter, conv, post, counts
 
     # ------------------------------------------------------------------ outputs
     def _check_fitted(self) -> None:

@@ -125,11 +125,13 @@ def run(args: argparse.Namespace) -> int:
         print("trim-pomdp fit: error: no strong traces; give --strong STRONG or --p-s P",
               file=sys.stderr)
         return 2
-    n_wrong_answers = sum(t.final_correct is False for t in cheap)
+    n_wrong = sum(t.final_correct is False for t in cheap)
     if args.outcome_em == "on" or (
-        args.outcome_em == "auto" and n_wrong_answers and not (cheap_table.label == 0).any()
+        args.outcome_em == "auto" and n_wrong and not (cheap_table.label == 0).any()
     ):
-        return _run_outcome_em(args, cheap, strong, cheap_table, strong_table, out, log, t0)
+        n_right = sum(t.final_correct is True for t in cheap)
+        return _run_outcome_em(args, cheap, strong, cheap_table, strong_table, out, log, t0,
+                               n_right, n_wrong)
     try:
         tm = TransitionModel(p_s=args.p_s if strong_table is None else None,
                              hazard_smoothing=args.hazard_smoothing,
@@ -149,15 +151,7 @@ def run(args: argparse.Namespace) -> int:
             f"({tm.k_s_} correct of {tm.n_s_})")
     else:
         log(f"  p_s = {tm.p_s_:.4f}  (given)")
-    h = tm.hazard_
-    log("  hazard h(t), t = 1..30: " + " ".join(f"{v:.3f}" for v in h))
-    if tm.n_truncated_:
-        log(f"  {tm.n_truncated_} traces longer than {tm.max_steps} steps were capped")
-    if tm.cheap_tokens_ is not None:
-        s = (f"  tokens/step: cheap mean {tm.cheap_tokens_.mean_all:.1f}")
-        if tm.strong_tokens_ is not None:
-            s += f", strong mean {tm.strong_tokens_.mean_all:.1f}"
-        log(s + f"; expected strong tokens = {tm.strong_cheap_ratio_:.3f} x cheap tokens")
+    _log_hazard_and_tokens(tm, log)
 
     n_scored = int((~np.isnan(cheap_table.score) & (cheap_table.state >= 0)).sum())
     if n_scored == 0:
@@ -229,9 +223,21 @@ def run(args: argparse.Namespace) -> int:
     return _write_summary(summary, out, args, log, t0)
 
 
+def _log_hazard_and_tokens(tm: Any, log: Any) -> None:
+    """The fitted hazard and step lengths of a TransitionModel, as both fit paths print them."""
+    log("  hazard h(t), t = 1..30: " + " ".join(f"{v:.3f}" for v in tm.hazard_))
+    if tm.n_truncated_:
+        log(f"  {tm.n_truncated_} traces longer than {tm.max_steps} steps were capped")
+    if tm.cheap_tokens_ is not None:
+        s = f"  tokens/step: cheap mean {tm.cheap_tokens_.mean_all:.1f}"
+        if tm.strong_tokens_ is not None:
+            s += f", strong mean {tm.strong_tokens_.mean_all:.1f}"
+        log(s + f"; expected strong tokens = {tm.strong_cheap_ratio_:.3f} x cheap tokens")
+
+
 def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any] | None,
                     cheap_table: Any, strong_table: Any, out: Path, log: Any,
-                    t0: float) -> int:
+                    t0: float, n_right: int, n_wrong: int) -> int:
     """``fit`` when only the answers are labelled: :class:`trim_pomdp.outcome.OutcomeEM`."""
     import numpy as np
 
@@ -239,8 +245,6 @@ def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any
     from trim_pomdp.outcome import OutcomeEM
     from trim_pomdp.transition import TransitionModel
 
-    n_wrong = sum(t.final_correct is False for t in cheap)
-    n_right = sum(t.final_correct is True for t in cheap)
     log("")
     log(f"outcome EM: {n_right} correct and {n_wrong} wrong answers and no step labelled "
         "incorrect, so the first wrong step of each wrong answer is a hidden variable")
@@ -280,12 +284,7 @@ def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any
     log("Transition model")
     log(f"  p_w = {tm.p_w_:.4f}{ci(em.p_w_ci_)}")
     log(f"  p_s = {tm.p_s_:.4f}" + ("  (given)" if args.p_s is not None else ci(em.p_s_ci_)))
-    log("  hazard h(t), t = 1..30: " + " ".join(f"{v:.3f}" for v in tm.hazard_))
-    if tm.cheap_tokens_ is not None:
-        s = f"  tokens/step: cheap mean {tm.cheap_tokens_.mean_all:.1f}"
-        if tm.strong_tokens_ is not None:
-            s += f", strong mean {tm.strong_tokens_.mean_all:.1f}"
-        log(s + f"; expected strong tokens = {tm.strong_cheap_ratio_:.3f} x cheap tokens")
+    _log_hazard_and_tokens(tm, log)
     log("")
     log(f"Observation model (histograms of {args.em_bins} bins, features score; expected "
         "scored steps per state " + ", ".join(f"{n} {c:.0f}" for n, c in
