@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from trim_pomdp import cli
-from trim_pomdp.errors import InsufficientDataError
+from trim_pomdp.errors import InsufficientDataError, TraceFormatError
 from trim_pomdp.observation import ObservationModel
 from trim_pomdp.outcome import OutcomeEM, _Episodes
 from trim_pomdp.traces import Step, Trace, save_traces
@@ -150,6 +150,13 @@ def test_input_errors():
         OutcomeEM(n_bins=1).fit(simulate(5))
     with pytest.raises(Exception, match="not fitted"):
         OutcomeEM().observation_model()
+    bad = simulate(20, seed=3)
+    strong = next((t, j) for t in bad for j, s in enumerate(t.steps)
+                  if "draft_prm_score" in s.extra)
+    strong[0].steps[strong[1]].extra["draft_prm_score"] = 1.5
+    with pytest.raises(TraceFormatError, match=rf"trace '{strong[0].id}' step {strong[1] + 1}: "
+                       r"extra field 'draft_prm_score' must be a number in \[0, 1\]"):
+        OutcomeEM().fit(bad)
 
 
 def test_observation_model_from_histograms(routed, tmp_path):

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from trim_pomdp.errors import InsufficientDataError, NotFittedError
+from trim_pomdp.errors import InsufficientDataError, NotFittedError, TraceFormatError
 
 __all__ = ["OutcomeEM"]
 
@@ -77,7 +77,12 @@ class _Episodes:
                 if st.prm_score is not None and math.isfinite(st.prm_score):
                     self.obs[i, j] = _bin(st.prm_score, n_bins)
                 d = extra.get("draft_prm_score")
-                if isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d):
+                if d is not None:
+                    if (not isinstance(d, (int, float)) or isinstance(d, bool)
+                            or not 0.0 <= d <= 1.0):  # also rejects NaN
+                        raise TraceFormatError(
+                            f"trace {tr.id!r} step {j + 1}: extra field 'draft_prm_score' "
+                            f"must be a number in [0, 1] or null; got {d!r}")
                     self.draft[i, j] = _bin(float(d), n_bins)
 
 
