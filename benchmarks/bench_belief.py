@@ -26,15 +26,15 @@ sys.path[:0] = [str(_REPO), str(_REPO / "tests")]  # in-place build + the brute-
 
 from brute_force import random_pomdp, tiger  # noqa: E402
 
-from trim_pomdp.belief import (  # noqa: E402
+from trim_pomdp.engine.belief import (
     BeliefUpdater,
     belief_update_kernel,
     update_belief,
     update_belief_numpy,
     update_beliefs,
 )
-from trim_pomdp.policy import AlphaVectorPolicy  # noqa: E402
-from trim_pomdp.simulate import simulate  # noqa: E402
+from trim_pomdp.engine.montecarlo import simulate
+from trim_pomdp.engine.policy import AlphaVectorPolicy
 
 SIZES = {"S=2 (tiger)": (2, 3, 2), "S=3 (TRIM)": (3, 2, 20), "S=257 (RockSample_4_4)": (257, 9, 2)}
 
@@ -104,8 +104,8 @@ def _rocksample():
     path = path / "pomdp" / "problems" / "RockSample_4_4.pomdp"
     if not path.exists():
         return None
-    from trim_pomdp.model import POMDP
-    from trim_pomdp.solver import SolverConfig, solve
+    from trim_pomdp.engine.model import POMDP
+    from trim_pomdp.engine.solver import SolverConfig, solve
 
     model = POMDP.from_file(path)
     return model, solve(model, SolverConfig(time_limit=10, target_gap=1e-3))

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trim_pomdp.finite import FiniteHorizonPOMDP, solve_finite, solve_finite_many  # noqa: E402
+from trim_pomdp.engine.finite import FiniteHorizonPOMDP, solve_finite, solve_finite_many
 
 MAX_STEPS = 30
 LAMBDAS = np.linspace(0.0, 0.01, 32)

@@ -33,8 +33,8 @@ SEED = 20260101
 def make_file(path: Path, n_steps: int) -> int:
     """Write synthetic traces with about ``n_steps`` steps; returns the exact step count."""
     sys.path.insert(0, str(REPO))
-    from trim_pomdp.synthetic import generate_traces
-    from trim_pomdp.traces import save_traces
+    from trim_pomdp.traces.records import save_traces
+    from trim_pomdp.traces.synthetic import generate_traces
 
     hazard = 0.15  # mean length ~ 1 / 0.15 = 6.7 steps (ProcessBench median: 7)
     n_traces = int(n_steps * hazard / (1 - (1 - hazard) ** 30))
@@ -49,9 +49,9 @@ def timed_run(path: str) -> dict:
     import resource
 
     t0 = time.perf_counter()
-    from trim_pomdp.observation import ObservationModel
-    from trim_pomdp.traces import load_traces, traces_to_table
-    from trim_pomdp.transition import TransitionModel
+    from trim_pomdp.fit.observation import ObservationModel
+    from trim_pomdp.fit.transition import TransitionModel
+    from trim_pomdp.traces.records import load_traces, traces_to_table
 
     t_import = time.perf_counter()
     traces = load_traces(path)

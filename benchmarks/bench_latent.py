@@ -22,10 +22,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trim_pomdp.latent import LatentTrimModel, solve_latent_grid  # noqa: E402
-from trim_pomdp.router import Router  # noqa: E402
-from trim_pomdp.scenario import load_scenario  # noqa: E402
-from trim_pomdp.trim import default_lambdas  # noqa: E402
+from trim_pomdp.routing.bank import default_lambdas, solve_latent_grid
+from trim_pomdp.routing.latent_model import LatentTrimModel
+from trim_pomdp.routing.router import Router
+from trim_pomdp.simulation.scenario import load_scenario
 
 SIZES = {"D1B1": (1, 1), "D3B1": (3, 1), "D1B3": (1, 3), "D3B3": (3, 3)}
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_outcome import simulate  # noqa: E402
 
-from trim_pomdp.outcome import OutcomeEM  # noqa: E402
+from trim_pomdp.fit.outcome import OutcomeEM
 
 
 def main(argv=None) -> int:

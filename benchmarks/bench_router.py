@@ -24,10 +24,11 @@ import time
 import numpy as np
 import pytest
 
-from trim_pomdp.router import Router, TrimBatchPolicy
-from trim_pomdp.scenario import default_scenario
-from trim_pomdp.simulator import sample_world, simulate_routing
-from trim_pomdp.trim import TrimModel, default_lambdas, solve_grid
+from trim_pomdp.routing.bank import default_lambdas, solve_grid
+from trim_pomdp.routing.model import TrimModel
+from trim_pomdp.routing.router import Router, TrimBatchPolicy
+from trim_pomdp.simulation.scenario import default_scenario
+from trim_pomdp.simulation.world import sample_world, simulate_routing
 
 N_PROBLEMS = 128_000  # ~1.0M decision steps
 

@@ -34,7 +34,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trim_pomdp.baselines import ThresholdPolicy  # noqa: E402
+from trim_pomdp.routing.baselines import ThresholdPolicy
 from trim_pomdp.serving import (  # noqa: E402
     CompletionModel,
     EndpointConfig,
@@ -125,8 +125,9 @@ async def _episodes(router_factory, n_episodes: int, n_steps: int) -> tuple[floa
 
 def pomdp_router():
     """The project's TRIM-POMDP Router (Numba filter) on a solved TRIM-sized model."""
-    from trim_pomdp.router import Router
-    from trim_pomdp.trim import TrimModel, solve_grid
+    from trim_pomdp.routing.bank import solve_grid
+    from trim_pomdp.routing.model import TrimModel
+    from trim_pomdp.routing.router import Router
 
     rng = np.random.default_rng(0)
     obs = rng.dirichlet(np.ones(12), size=3)  # 4 score bins x 3 min-previous-score bins

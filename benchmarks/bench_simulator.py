@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from trim_pomdp.baselines import AlwaysCheap, OraclePolicy, RandomPolicy, ThresholdPolicy
-from trim_pomdp.scenario import default_scenario
-from trim_pomdp.simulator import sample_world, simulate_routing
+from trim_pomdp.routing.baselines import AlwaysCheap, OraclePolicy, RandomPolicy, ThresholdPolicy
+from trim_pomdp.simulation.scenario import default_scenario
+from trim_pomdp.simulation.world import sample_world, simulate_routing
 
 N_PROBLEMS = 128_000  # ~1.0M decision steps on the default scenario
 POLICIES = {

@@ -48,13 +48,13 @@ CONVERGED = [name for name, (_, _, t) in SARSOP.items() if t is not None]
 
 
 def _load(name: str):
-    from trim_pomdp.model import POMDP
+    from trim_pomdp.engine.model import POMDP
 
     return POMDP.from_file(PROBLEMS / name)
 
 
 def _solve(model, time_limit: float, gap: float):
-    from trim_pomdp.solver import SolverConfig, solve_info
+    from trim_pomdp.engine.solver import SolverConfig, solve_info
 
     return solve_info(model, SolverConfig(time_limit=time_limit, target_gap=gap))[1]
 
@@ -154,7 +154,7 @@ try:
         """FIB + blind-policy start on a random sparse model (S=1000, A=8, O=10, nnz
         transitions per row; 6.4e6 / 2.6e7 multiply-adds per FIB sweep, the second above the
         threading threshold): one thread vs two."""
-        from trim_pomdp.solver import SolverConfig, _solve_arrays
+        from trim_pomdp.engine.solver import SolverConfig, _solve_arrays
 
         m = _sparse_model(1000, nnz=nnz)
         cfg = SolverConfig(time_limit=600.0, max_iterations=0, n_threads=n_threads)

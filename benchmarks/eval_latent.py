@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_pomdp.evaluate import FamilyOptions, compare, evaluate, paired_bootstrap
-from trim_pomdp.latent import fit_latent_model
-from trim_pomdp.scenario import load_scenario
+from trim_pomdp.evaluation.from_scenario import fit_latent_model
+from trim_pomdp.evaluation.sweep import FamilyOptions, compare, evaluate, paired_bootstrap
+from trim_pomdp.simulation.scenario import load_scenario
 
-FAMILIES = ["trim_pomdp.latent:pomdp_plus_family", "trim-pomdp", "trim-thr",
-            "trim_pomdp.latent:pomdp_plus_exact_family",
-            "trim_pomdp.latent:pomdp_mean_exact_family"]
+FAMILIES = ["trim-pomdp+", "trim-pomdp", "trim-thr",
+            "trim_pomdp.evaluation.families:pomdp_plus_exact_family",
+            "trim_pomdp.evaluation.families:pomdp_mean_exact_family"]
 
 
 def scenarios() -> dict:

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 def outcome_only(traces):
     """What trim-pomdp route writes, without step labels: a strong-written step's score is
     the draft's (kept as draft_prm_score); the strong step itself is unscored here."""
-    from trim_pomdp.traces import Step, Trace
+    from trim_pomdp.traces.records import Step, Trace
 
     out = []
     for t in traces:
@@ -57,14 +57,17 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
-    from trim_pomdp.baselines import ThresholdPolicy
-    from trim_pomdp.evaluate import evaluate
-    from trim_pomdp.outcome import OutcomeEM
-    from trim_pomdp.scenario import default_scenario
-    from trim_pomdp.simulator import routed_traces, sample_world, simulate_routing
-    from trim_pomdp.traces import traces_to_table
-    from trim_pomdp.transition import TransitionModel
-    from trim_pomdp.trim import FitConfig, TrimModel, default_lambdas, fit_from_scenario, solve_grid
+    from trim_pomdp.evaluation.from_scenario import FitConfig, fit_from_scenario
+    from trim_pomdp.evaluation.sweep import evaluate
+    from trim_pomdp.fit.outcome import OutcomeEM
+    from trim_pomdp.fit.transition import TransitionModel
+    from trim_pomdp.routing.bank import default_lambdas, solve_grid
+    from trim_pomdp.routing.baselines import ThresholdPolicy
+    from trim_pomdp.routing.model import TrimModel
+    from trim_pomdp.simulation.scenario import default_scenario
+    from trim_pomdp.simulation.synth_traces import routed_traces
+    from trim_pomdp.simulation.world import sample_world, simulate_routing
+    from trim_pomdp.traces.records import traces_to_table
 
     sc = default_scenario()
     t0 = time.perf_counter()

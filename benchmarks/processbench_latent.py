@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trim_pomdp.latent import LatentFitter  # noqa: E402
-from trim_pomdp.processbench import read_processbench  # noqa: E402
+from trim_pomdp.fit.latent import LatentFitter
+from trim_pomdp.traces.processbench import read_processbench
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,10 +21,10 @@ import numpy as np
 
 
 def main() -> int:
-    from trim_pomdp.evaluate import evaluate
+    from trim_pomdp.evaluation.sweep import evaluate
     from trim_pomdp.rl.grid import RLRouterBank, train_grid
     from trim_pomdp.rl.ppo import PPOConfig
-    from trim_pomdp.scenario import default_scenario
+    from trim_pomdp.simulation.scenario import default_scenario
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="rl_out")
@@ -57,12 +57,7 @@ def main() -> int:
     results = {}
     for name, sc in (("default", scen), ("harder", hard)):
         fams: list = ["trim-thr", "oracle", "query-oracle", "automix"]
-        try:
-            import trim_pomdp.trim  # noqa: F401
-
-            fams.insert(0, "trim-pomdp")
-        except ImportError:
-            pass
+        fams.insert(0, "trim-pomdp")
         fams += [b.family() for b in banks.values()]
         ev = evaluate(sc, fams, n_problems=args.n_problems, seed=777, keep_outcomes=True,
                       progress=lambda m: print(m, file=sys.stderr))
@@ -70,7 +65,7 @@ def main() -> int:
         res = ev.to_dict()
         # paired bootstrap over problems: 95 % intervals of each metric and of the
         # TRIM-Seq minus TRIM-Agg and TRIM-Agg minus TRIM-Thr differences
-        from trim_pomdp.evaluate import paired_bootstrap
+        from trim_pomdp.evaluation.sweep import paired_bootstrap
 
         boot = paired_bootstrap(ev, n_boot=200, seed=1)
         ci = {}

@@ -1,21 +1,24 @@
 import numpy as np
 import pytest
 
-from trim_pomdp.baselines import (
+from trim_pomdp.errors import RouterStateError
+from trim_pomdp.evaluation.query_routing import (
+    automix_escalate,
+    combine_query_routing,
+    query_min_scores,
+    query_oracle_order,
+)
+from trim_pomdp.routing.baselines import (
     AlwaysCheap,
     AlwaysStrong,
     EscalationPolicy,
     OraclePolicy,
     RandomPolicy,
     ThresholdPolicy,
-    automix_escalate,
-    combine_query_routing,
-    query_min_scores,
-    query_oracle_order,
 )
-from trim_pomdp.errors import RouterStateError
-from trim_pomdp.scenario import default_scenario
-from trim_pomdp.simulator import BatchPolicy, sample_world, simulate_routing
+from trim_pomdp.routing.protocols import BatchPolicy
+from trim_pomdp.simulation.scenario import default_scenario
+from trim_pomdp.simulation.world import sample_world, simulate_routing
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +145,7 @@ def test_escalation_policy_has_no_step_interface():
 
 
 def test_random_router_rate_through_python_reference(world):
-    from trim_pomdp.simulator import simulate_routing_python
+    from trim_pomdp.simulation.world import simulate_routing_python
 
     res = simulate_routing_python(world, RandomPolicy(0.3, seed=5), problems=range(800))
     n = res.steps.sum()

@@ -8,7 +8,7 @@ from brute_force import random_pomdp, tiger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trim_pomdp.belief import (
+from trim_pomdp.engine.belief import (
     BeliefUpdater,
     update_belief,
     update_belief_numpy,
@@ -77,7 +77,7 @@ def test_batched_matches_single_and_reference():
 def test_sparse_kernel_bit_identical_to_dense(sparsity):
     # The simulator's CSR kernel must give exactly the dense kernel's beliefs (same additions
     # in the same order, minus exact zeros) and the right support.
-    from trim_pomdp.belief import (
+    from trim_pomdp.engine.belief import (
         belief_update_kernel,
         belief_update_sparse_kernel,
         transition_csr,

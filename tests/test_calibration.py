@@ -4,7 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from trim_pomdp.calibration import (
+from trim_pomdp.errors import InsufficientDataError
+from trim_pomdp.fit.prm_calibration import (
     auroc,
     brier_score,
     calibration_report,
@@ -12,9 +13,8 @@ from trim_pomdp.calibration import (
     plot_reliability,
     plot_state_histograms,
 )
-from trim_pomdp.errors import InsufficientDataError
-from trim_pomdp.synthetic import generate_traces
-from trim_pomdp.traces import Step, Trace
+from trim_pomdp.traces.records import Step, Trace
+from trim_pomdp.traces.synthetic import generate_traces
 
 
 def _pairwise_auc(x, y):
@@ -93,8 +93,8 @@ def test_report_errors():
 
 
 def test_matplotlib_imported_only_when_plotting():
-    code = ("import sys; import trim_pomdp.calibration as c, trim_pomdp.observation, "
-            "trim_pomdp.transition, trim_pomdp.traces; print('matplotlib' in sys.modules)")
+    code = ("import sys; import trim_pomdp.fit.prm_calibration as c, trim_pomdp.fit.observation, "
+            "trim_pomdp.fit.transition, trim_pomdp.traces; print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -102,7 +102,7 @@ def test_matplotlib_imported_only_when_plotting():
 def test_midranks_match_scipy_rankdata():
     from scipy.stats import rankdata
 
-    from trim_pomdp.calibration import _midranks
+    from trim_pomdp.fit.prm_calibration import _midranks
 
     x = np.round(np.random.default_rng(5).random(2000), 2)
     assert np.array_equal(_midranks(x), rankdata(x))

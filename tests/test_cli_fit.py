@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from trim_pomdp.cli import main
-from trim_pomdp.observation import ObservationModel
-from trim_pomdp.synthetic import generate_traces
-from trim_pomdp.traces import load_traces, save_traces
-from trim_pomdp.transition import TransitionModel
+from trim_pomdp.fit.observation import ObservationModel
+from trim_pomdp.fit.transition import TransitionModel
+from trim_pomdp.traces.records import load_traces, save_traces
+from trim_pomdp.traces.synthetic import generate_traces
 
 
 @pytest.fixture(scope="module")

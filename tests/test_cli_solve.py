@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from trim_pomdp.cli import main
-from trim_pomdp.policy import AlphaVectorPolicy
+from trim_pomdp.engine.policy import AlphaVectorPolicy
 
 TIGER_EXACT = 19.37137  # /work/shared/pomdp/README.md (exact value iteration)
 TIGER_SARSOP_LB, TIGER_SARSOP_UB = 19.3711, 19.3721
@@ -55,7 +55,7 @@ def test_solve_json_fields_and_values(solved_tiger):
 
 def test_saved_policies_agree_with_solver(solved_tiger):
     problem, out, info = solved_tiger
-    from trim_pomdp.model import POMDP
+    from trim_pomdp.engine.model import POMDP
 
     model = POMDP.from_file(problem)
     pol = AlphaVectorPolicy.load(out / "tiger.npz").check_model(model)
@@ -230,9 +230,9 @@ def test_ctrl_c_returns_best_policy_so_far(tmp_path):
 # must fall inside [LB - 3 s.e., UB + 3 s.e.] (its true value lies in [LB, V*] within [LB, UB]).
 @pytest.mark.parametrize("name", ["cheese.95.POMDP", "shuttle.95.POMDP", "4x3.95.POMDP"])
 def test_simulated_return_within_solver_bounds(name, pomdp_problems_dir):
-    from trim_pomdp.model import POMDP
-    from trim_pomdp.simulate import simulate
-    from trim_pomdp.solver import SolverConfig, solve_info
+    from trim_pomdp.engine.model import POMDP
+    from trim_pomdp.engine.montecarlo import simulate
+    from trim_pomdp.engine.solver import SolverConfig, solve_info
 
     model = POMDP.from_file(pomdp_problems_dir / name)
     policy, info = solve_info(model, SolverConfig(time_limit=10, target_gap=1e-3))

@@ -11,8 +11,6 @@ from trim_pomdp.cli import main
 
 
 def test_demo_json_small(tmp_path, capsys):
-    pytest.importorskip("trim_pomdp.evaluate")
-    pytest.importorskip("trim_pomdp.finite")
     rc = main(["demo", "--n-problems", "1500", "--n-fit", "800", "--lambdas", "5", "--json",
                "--out", str(tmp_path)])
     assert rc == 0
@@ -30,14 +28,13 @@ def test_demo_json_small(tmp_path, capsys):
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     ev = json.loads((tmp_path / "evaluation.json").read_text())
     assert len(ev["curves"]["trim-pomdp"]["params"]) == 5
-    from trim_pomdp.trim import PolicyBank
+    from trim_pomdp.routing.bank import PolicyBank
 
     bank = PolicyBank.load(tmp_path / "policy_bank.npz")
     np.testing.assert_allclose(bank.lambdas, ev["curves"]["trim-pomdp"]["params"])
 
 
 def test_solve_grid_cli(tmp_path, capsys):
-    pytest.importorskip("trim_pomdp.finite")
     out = tmp_path / "bank.npz"
     rc = main(["solve-grid", "--scenario", "default", "--n-score-bins", "6", "--n-token-bins",
                "2", "--lambda-values", "0.0001,0.001,0.01", "--out", str(out), "--json"])
@@ -47,7 +44,7 @@ def test_solve_grid_cli(tmp_path, capsys):
     values = [p["value_b0"] for p in res["policies"]]
     assert values == sorted(values, reverse=True)  # a larger price never raises the value
     assert all(p["gap"] >= -1e-9 for p in res["policies"])
-    from trim_pomdp.trim import PolicyBank
+    from trim_pomdp.routing.bank import PolicyBank
 
     assert len(PolicyBank.load(out)) == 3
 

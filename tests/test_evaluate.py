@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from trim_pomdp import cli
-from trim_pomdp.baselines import ThresholdPolicy
-from trim_pomdp.evaluate import (
+from trim_pomdp.evaluation.metrics import curve_metrics
+from trim_pomdp.evaluation.sweep import (
     FAMILY_FACTORIES,
-    Family,
     FamilyOptions,
     FamilyUnavailableError,
     QueryFamily,
@@ -15,9 +14,10 @@ from trim_pomdp.evaluate import (
     register_family,
     resolve_family,
 )
-from trim_pomdp.metrics import curve_metrics
-from trim_pomdp.scenario import default_scenario
-from trim_pomdp.simulator import sample_world, simulate_routing
+from trim_pomdp.routing.baselines import ThresholdPolicy
+from trim_pomdp.routing.protocols import Family
+from trim_pomdp.simulation.scenario import default_scenario
+from trim_pomdp.simulation.world import sample_world, simulate_routing
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def ev(world):
 
 
 def test_default_family_list():
-    from trim_pomdp.evaluate import DEFAULT_FAMILIES
+    from trim_pomdp.evaluation.sweep import DEFAULT_FAMILIES
 
     assert set(BASELINES) < set(DEFAULT_FAMILIES) and "trim-pomdp" in DEFAULT_FAMILIES
 
@@ -94,7 +94,7 @@ def test_custom_family_and_registry(world):
     register_family("thr-registered", lambda opts: Family("thr-registered", [0.5],
                                                           lambda k: ThresholdPolicy(k)))
     try:
-        ev2 = evaluate(world, ["thr-registered", "trim_pomdp.evaluate:random_family"])
+        ev2 = evaluate(world, ["thr-registered", "trim_pomdp.evaluation.sweep:random_family"])
         assert set(ev2.curves) == {"thr-registered", "random"}
     finally:
         del FAMILY_FACTORIES["thr-registered"]
@@ -109,7 +109,7 @@ def test_family_errors(world):
     with pytest.raises(FamilyUnavailableError, match="not available"):
         resolve_family("no_such_module_xyz:make")
     with pytest.raises(FamilyUnavailableError, match="has no 'missing'"):
-        resolve_family("trim_pomdp.evaluate:missing")
+        resolve_family("trim_pomdp.evaluation.sweep:missing")
     with pytest.raises(ValueError, match="duplicate family names"):
         evaluate(world, ["random", "random"])
     with pytest.raises(ValueError, match="no budget parameters"):
@@ -117,7 +117,7 @@ def test_family_errors(world):
 
 
 def test_plot_png(ev, tmp_path):
-    from trim_pomdp.plots import plot_curves
+    from trim_pomdp.evaluation.plots import plot_curves
 
     p = plot_curves(ev, tmp_path / "c.png")
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -158,7 +158,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_paired_bootstrap(world):
-    from trim_pomdp.evaluate import compare, paired_bootstrap
+    from trim_pomdp.evaluation.sweep import compare, paired_bootstrap
 
     ev = evaluate(world, ["trim-thr", "random", "automix"],
                   family_options=FamilyOptions(n_params=11), keep_outcomes=True)
@@ -188,11 +188,3 @@ def test_cli_bootstrap_json(capsys):
     lo, hi = data["bootstrap_ci95"]["trim-thr"]["delta_ibc"]
     assert isinstance(lo, float) and lo < hi
     assert cli.main(["evaluate", "--bootstrap", "-1"]) == 2
-
-
-def test_package_level_evaluate_is_callable_after_submodule_import():
-    import trim_pomdp
-    import trim_pomdp.evaluate  # binds the package attribute to the submodule
-
-    ev = trim_pomdp.evaluate("default", ["trim-thr"], n_problems=300, seed=1)
-    assert ev.n_problems == 300 and "TRIM-Thr" in ev.curves or "trim-thr" in ev.curves

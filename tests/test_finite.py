@@ -18,14 +18,14 @@ import json
 import numpy as np
 import pytest
 
-from trim_pomdp.errors import ModelValidationError, PolicyFormatError
-from trim_pomdp.finite import (
+from trim_pomdp.engine.finite import (
     FiniteHorizonPolicy,
     FiniteHorizonPOMDP,
     FiniteSolveInfo,
     solve_finite,
     solve_finite_many,
 )
+from trim_pomdp.errors import ModelValidationError, PolicyFormatError
 
 
 # --------------------------------------------------------------------------- helpers
@@ -341,7 +341,6 @@ def test_flatten_arrays_fixed_x0():
 
 
 def test_flatten_returns_pomdp():
-    pytest.importorskip("trim_pomdp.model")
     model = random_model(12, H=2, X=2, S=2, O=2)
     pomdp = model.flatten()
     f = model.flatten_arrays()
@@ -666,7 +665,7 @@ def _tiny_trim_like(lam: float) -> FiniteHorizonPOMDP:
 @pytest.mark.parametrize("lam", [0.02, 0.15])
 def test_flattened_model_matches_generic_solver(lam):
     """Value at b0 of solve_finite == the flattened plain POMDP solved by the HSVI solver."""
-    solver = pytest.importorskip("trim_pomdp.solver")
+    import trim_pomdp.engine.solver as solver
     model = _tiny_trim_like(lam)
     exact, reach = brute_force(model)
     pol = solve_finite(model, belief_points=reach, n_samples=0, n_refine=0)
@@ -684,7 +683,7 @@ def test_flattened_model_matches_generic_solver(lam):
 
 def test_flattened_model_pomdp_file_round_trip(tmp_path):
     """The flattened model written as a .pomdp file (for SARSOP) reads back the same."""
-    model_mod = pytest.importorskip("trim_pomdp.model")
+    import trim_pomdp.engine.model as model_mod
     flat = _tiny_trim_like(0.05).flatten()
     path = tmp_path / "trim_tiny.pomdp"
     flat.to_file(path)

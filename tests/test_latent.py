@@ -10,16 +10,13 @@ import pytest
 from scipy.special import betainc, expit, logit
 
 from trim_pomdp.errors import ModelValidationError, NotFittedError
-from trim_pomdp.latent import (
-    LatentFitter,
-    LatentTrimModel,
-    shifted_beta_obs_matrix,
-    solve_latent_grid,
-)
-from trim_pomdp.router import Router, TrimBatchPolicy
-from trim_pomdp.scenario import load_scenario
-from trim_pomdp.traces import Step, Trace
-from trim_pomdp.trim import TrimModel, solve_grid
+from trim_pomdp.fit.latent import LatentFitter
+from trim_pomdp.routing.bank import solve_grid, solve_latent_grid
+from trim_pomdp.routing.latent_model import LatentTrimModel, shifted_beta_obs_matrix
+from trim_pomdp.routing.model import TrimModel
+from trim_pomdp.routing.router import Router, TrimBatchPolicy
+from trim_pomdp.simulation.scenario import load_scenario
+from trim_pomdp.traces.records import Step, Trace
 
 EDGES = [0.2, 0.4, 0.6, 0.8]
 BETAS = ((4.0, 1.6), (2.0, 2.6), (1.6, 3.0))
@@ -334,7 +331,7 @@ def test_fit_without_scores_or_strong_runs_fits_difficulty_only():
 def test_processbench_one_class_fit_is_the_closed_form(processbench_dir):
     """D = 1: p_w = (sum k + 1/2) / (sum (k + m) + 1) over solutions (k correct steps before
     the first wrong one, m = 1 if one is reached) -- the M-step's Beta(1/2, 1/2) smoothing."""
-    from trim_pomdp.processbench import read_processbench
+    from trim_pomdp.traces.processbench import read_processbench
 
     traces = read_processbench(processbench_dir / "gsm8k.json")
     k = m = 0
@@ -349,7 +346,7 @@ def test_processbench_one_class_fit_is_the_closed_form(processbench_dir):
 
 def test_latent_bank_save_load_round_trip(tmp_path):
     from trim_pomdp.errors import PolicyFormatError
-    from trim_pomdp.latent import load_latent_bank
+    from trim_pomdp.routing.bank import load_latent_bank
 
     m = latent_model(2, 2)
     bank = solve_latent_grid(m, [0.002, 0.01])

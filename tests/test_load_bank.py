@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from trim_pomdp import cli
+from trim_pomdp.banks import load_bank
 from trim_pomdp.errors import PolicyFormatError
-from trim_pomdp.latent import LatentTrimModel
 from trim_pomdp.rl import nn
 from trim_pomdp.rl.agents import RLRouter
 from trim_pomdp.rl.grid import RLRouterBank
-from trim_pomdp.scenario import default_scenario
-from trim_pomdp.trim import PolicyBank, TrimModel, load_bank, solve_grid
+from trim_pomdp.routing.bank import PolicyBank, solve_grid
+from trim_pomdp.routing.latent_model import LatentTrimModel
+from trim_pomdp.routing.model import TrimModel
+from trim_pomdp.simulation.scenario import default_scenario
 
 LAMS = [1e-4, 1e-3, 1e-2]
 

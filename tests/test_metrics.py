@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trim_pomdp.metrics import (
+from trim_pomdp.evaluation.metrics import (
     accuracy,
     apgr,
     cost_fraction,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trim_pomdp import POMDP, ModelValidationError, PomdpFormatError
-from trim_pomdp.model import FILE_TOL
+from trim_pomdp.engine.model import FILE_TOL
 
 
 def tiger_arrays():

@@ -3,9 +3,9 @@ import pytest
 from scipy.special import betainc, ndtr
 
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
-from trim_pomdp.observation import ObservationModel, observation_index
-from trim_pomdp.synthetic import generate_traces
-from trim_pomdp.traces import Step, Trace, traces_to_table
+from trim_pomdp.fit.observation import ObservationModel, observation_index
+from trim_pomdp.traces.records import Step, Trace, traces_to_table
+from trim_pomdp.traces.synthetic import generate_traces
 
 SCORE = ((6.0, 2.0), (2.0, 4.0), (2.5, 3.5))
 
@@ -119,7 +119,7 @@ def test_kde_reflection_keeps_uniform_flat_at_the_edges():
 
 
 def test_kde_2d_matches_brute_force():
-    from trim_pomdp.observation import _KDE2D
+    from trim_pomdp.fit.observation import _KDE2D
 
     rng = np.random.default_rng(2)
     x, m = rng.beta(3, 2, 300), rng.beta(2, 2, 300)
@@ -220,7 +220,7 @@ def test_errors(traces, tmp_path):
     with pytest.raises(ValueError, match=r"X must lie in \[0, 1\]"):
         om.pdf([[0.1, 1.2]], 0)
     om.save(tmp_path / "o.npz")
-    from trim_pomdp.transition import TransitionModel
+    from trim_pomdp.fit.transition import TransitionModel
 
     with pytest.raises(ModelValidationError, match="expected 'TransitionModel'"):
         TransitionModel.load(tmp_path / "o.npz")
@@ -235,7 +235,7 @@ def test_missing_scores_are_counted_not_silent(traces):
 def test_beta_non_convergence_warns_with_scipy_message(monkeypatch):
     import scipy.optimize
 
-    from trim_pomdp.observation import beta_mle
+    from trim_pomdp.fit.observation import beta_mle
 
     real = scipy.optimize.minimize
 

@@ -12,10 +12,10 @@ from scipy import stats
 
 from trim_pomdp import cli
 from trim_pomdp.errors import InsufficientDataError, TraceFormatError
-from trim_pomdp.observation import ObservationModel
-from trim_pomdp.outcome import OutcomeEM, _Episodes
-from trim_pomdp.traces import Step, Trace, save_traces
-from trim_pomdp.transition import TransitionModel
+from trim_pomdp.fit.observation import ObservationModel
+from trim_pomdp.fit.outcome import OutcomeEM, _Episodes
+from trim_pomdp.fit.transition import TransitionModel
+from trim_pomdp.traces.records import Step, Trace, save_traces
 
 BETA = ((6, 2), (2, 3), (2, 4))  # score law in S0, S1, S2
 
@@ -121,7 +121,7 @@ def test_recovers_known_parameters_from_outcomes_alone(routed):
         truth = np.diff(stats.beta.cdf(edges, a, b))
         assert np.abs(em.hist_[s] - truth).max() < 0.03, (s, em.hist_[s], truth)
     # what the step-label fit sees in the same traces: only correct answers' steps, p_w = 1
-    from trim_pomdp.traces import traces_to_table
+    from trim_pomdp.traces.records import traces_to_table
 
     naive = TransitionModel().fit(traces_to_table(routed))
     assert naive.p_w_ == 1.0
@@ -193,7 +193,7 @@ def test_fit_cli_uses_outcome_em_and_solve_grid_takes_its_models(routed, tmp_pat
     assert cli.main(["solve-grid", "--transition", str(out / "transition.npz"),
                      "--observation", str(out / "observation.npz"), "--lambdas", "4",
                      "--out", str(bank)]) == 0
-    from trim_pomdp.trim import PolicyBank
+    from trim_pomdp.routing.bank import PolicyBank
 
     b = PolicyBank.load(bank)
     assert len(b) == 4 and abs(b.model.p_w - summary["transition"]["p_w"]) < 1e-12

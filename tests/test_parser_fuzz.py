@@ -71,7 +71,7 @@ def mutate(text: str, rng: np.random.Generator) -> str:
 def fuzz(files: list[str], n_mutants: int, seed: int, time_budget: float) -> dict:
     """Run the loop; returns counts.  Raises AssertionError on any contract violation."""
     from trim_pomdp import POMDP, PomdpFormatError, _core
-    from trim_pomdp.model import FILE_TOL
+    from trim_pomdp.engine.model import FILE_TOL
 
     rng = np.random.default_rng(seed)
     texts = [Path(f).read_text(encoding="latin-1") for f in files]

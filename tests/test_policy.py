@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from trim_pomdp.engine.policy import FORMAT_VERSION, AlphaVectorPolicy
 from trim_pomdp.errors import PolicyFormatError
-from trim_pomdp.policy import FORMAT_VERSION, AlphaVectorPolicy
 
 # ---------------------------------------------------------------------------- evaluation
 

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from trim_pomdp.errors import TraceFormatError
-from trim_pomdp.processbench import (
+from trim_pomdp.fit.transition import TransitionModel
+from trim_pomdp.traces.processbench import (
     accuracy_by_model,
     estimate_tokens,
     format_table,
     read_processbench,
 )
-from trim_pomdp.traces import hidden_state_labels, traces_to_table
-from trim_pomdp.transition import TransitionModel
+from trim_pomdp.traces.records import hidden_state_labels, traces_to_table
 
 REC = {"id": "math-0", "generator": "G", "problem": "2+2?",
        "steps": ["a" * 9, "bbbb", "c", "d"], "final_answer_correct": False, "label": 1}
@@ -58,7 +58,7 @@ def test_bad_records(tmp_path, patch, match):
 
 
 def test_lenient_skips_and_reports(tmp_path):
-    from trim_pomdp.traces import LoadReport
+    from trim_pomdp.traces.records import LoadReport
 
     p = _write(tmp_path, [REC, {**REC, "label": 9}, {**REC, "id": "math-2"}])
     rep = LoadReport()

@@ -15,7 +15,7 @@ from trim_pomdp.rl.agents import RLRouter
 from trim_pomdp.rl.env import VectorRoutingEnv
 from trim_pomdp.rl.grid import RLRouterBank, train_grid
 from trim_pomdp.rl.ppo import PPOConfig, train_router
-from trim_pomdp.simulator import sample_world, simulate_routing
+from trim_pomdp.simulation.world import sample_world, simulate_routing
 
 TINY = PPOConfig(iterations=3, n_envs=64, epochs=2, minibatch_size=128, hidden=(8, 8),
                  rnn_hidden=4, eval_every=1, n_val_problems=200, seed=3)
@@ -92,7 +92,7 @@ def test_single_env_passes_gymnasium_checker():
 @pytest.mark.parametrize("kind", ["agg", "seq"])
 def test_constant_routers_reproduce_always_cheap_and_always_strong(kind):
     world = sample_world("default", n_problems=2000, seed=5)
-    from trim_pomdp.baselines import AlwaysCheap, AlwaysStrong
+    from trim_pomdp.routing.baselines import AlwaysCheap, AlwaysStrong
 
     for regen, ref in ((False, AlwaysCheap()), (True, AlwaysStrong())):
         a = simulate_routing(world, _const_router(kind, regen))
@@ -191,8 +191,8 @@ def test_cli_train(tmp_path, capsys):
 def test_rl_families_resolve_by_name_and_evaluate(monkeypatch):
     # `evaluate --policies trim-agg` / `demo --rl`: the registry trains a bank on the scenario
     import trim_pomdp.rl.grid as grid
-    from trim_pomdp.evaluate import FamilyOptions, evaluate, resolve_family
-    from trim_pomdp.scenario import default_scenario
+    from trim_pomdp.evaluation.sweep import FamilyOptions, evaluate, resolve_family
+    from trim_pomdp.simulation.scenario import default_scenario
 
     monkeypatch.setattr(grid, "PPOConfig", lambda seed=0: TINY)
     opts = FamilyOptions(scenario=default_scenario(), n_params=2, seed=0)

@@ -13,8 +13,9 @@ from trim_pomdp.errors import (
     RouterStateError,
     ZeroProbabilityObservationError,
 )
-from trim_pomdp.router import Router, TrimBatchPolicy
-from trim_pomdp.trim import TrimModel, TrimPolicy
+from trim_pomdp.routing.model import TrimModel
+from trim_pomdp.routing.policy import TrimPolicy
+from trim_pomdp.routing.router import Router, TrimBatchPolicy
 
 
 def make_model(uses_min: bool = True, seed: int = 0) -> TrimModel:

@@ -4,16 +4,16 @@ import math
 import numpy as np
 import pytest
 
-from trim_pomdp.baselines import AlwaysCheap, AlwaysStrong
 from trim_pomdp.errors import ScenarioError
-from trim_pomdp.scenario import (
+from trim_pomdp.routing.baselines import AlwaysCheap, AlwaysStrong
+from trim_pomdp.simulation.scenario import (
     Scenario,
     builtin_scenario,
     default_scenario,
     expected_end_points,
     load_scenario,
 )
-from trim_pomdp.simulator import sample_world, simulate_routing
+from trim_pomdp.simulation.world import sample_world, simulate_routing
 
 
 def test_default_round_trip(tmp_path):

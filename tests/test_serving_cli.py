@@ -108,18 +108,16 @@ def test_select_policy_nearest_lambda():
 
 
 def test_route_with_pomdp_policy_bank(server, tmp_path, capsys):
-    # runs once the router piece (TrimModel/solve_grid/PolicyBank/Router) and the finite-horizon
-    # solver are in the build; known answers: at lambda = 1e6 a regeneration costs 1e6 per
+    # known answers: at lambda = 1e6 a regeneration costs 1e6 per
     # strong token, so the policy never regenerates; at lambda = 0 a draft with a score that is
     # 12x likelier under S2 than under S0 is regenerated (continuing it can only fail).
     np = pytest.importorskip("numpy")
-    trim = pytest.importorskip("trim_pomdp.trim")
-    pytest.importorskip("trim_pomdp.router")
-    pytest.importorskip("trim_pomdp.finite")
+    from trim_pomdp.routing.bank import solve_grid
+    from trim_pomdp.routing.model import TrimModel
     obs = np.array([[0.05, 0.15, 0.3, 0.5], [0.5, 0.3, 0.15, 0.05], [0.6, 0.25, 0.1, 0.05]])
-    model = trim.TrimModel.from_parameters(p_w=0.85, p_s=0.95, hazard=np.full(30, 0.25),
+    model = TrimModel.from_parameters(p_w=0.85, p_s=0.95, hazard=np.full(30, 0.25),
                                            obs_matrix=obs)
-    bank_path = trim.solve_grid(model, [0.0, 1e6]).save(tmp_path / "bank.npz")
+    bank_path = solve_grid(model, [0.0, 1e6]).save(tmp_path / "bank.npz")
     probs = tmp_path / "p.jsonl"
     write_problems(probs, 2)
     server.add_solution("org/cheap", "Problem 1?", [
@@ -154,11 +152,12 @@ def test_route_with_rl_and_latent_banks(server, tmp_path, capsys):
     # regenerates, the others never), and a TRIM-POMDP+ bank (latent classes; the Router
     # filters over its 3 x D x B hidden states)
     np = pytest.importorskip("numpy")
-    from trim_pomdp.latent import LatentTrimModel
     from trim_pomdp.rl import nn
     from trim_pomdp.rl.agents import RLRouter
     from trim_pomdp.rl.grid import RLRouterBank
-    from trim_pomdp.trim import TrimModel, solve_grid
+    from trim_pomdp.routing.bank import solve_grid
+    from trim_pomdp.routing.latent_model import LatentTrimModel
+    from trim_pomdp.routing.model import TrimModel
 
     routers = []
     for i, lam in enumerate([1e-4, 1e-2]):

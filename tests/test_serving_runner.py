@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from fake_server import FakeServer, ScriptedStep
 
-from trim_pomdp.baselines import ThresholdPolicy
 from trim_pomdp.errors import RouterStateError
+from trim_pomdp.routing.baselines import ThresholdPolicy
 from trim_pomdp.serving import (
     CompletionModel,
     EndpointConfig,
@@ -396,7 +396,7 @@ def test_load_problems(tmp_path):
 
 
 def test_written_traces_load_with_the_trace_reader(server, tmp_path):
-    from trim_pomdp.traces import hidden_state_labels, load_traces, traces_to_table
+    from trim_pomdp.traces.records import hidden_state_labels, load_traces, traces_to_table
 
     script_p1(server)
     out = tmp_path / "t.jsonl"

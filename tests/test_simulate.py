@@ -17,9 +17,9 @@ from brute_force import (
     tiger,
 )
 
+from trim_pomdp.engine.montecarlo import SimulationResult, default_horizon, simulate
+from trim_pomdp.engine.policy import AlphaVectorPolicy
 from trim_pomdp.errors import PolicyFormatError
-from trim_pomdp.policy import AlphaVectorPolicy
-from trim_pomdp.simulate import SimulationResult, default_horizon, simulate
 
 
 def _discounted(rewards, discount):
@@ -207,7 +207,7 @@ def test_kernel_reports_impossible_observation():
     # The sampler's world (T_cum) moves to state 1, the filter's T says the state never
     # changes and Z reveals it: the observation is impossible under the belief, and the
     # kernel must report (episode, step, a, o) instead of producing a NaN belief.
-    from trim_pomdp.simulate import simulate_kernel
+    from trim_pomdp.engine.montecarlo import simulate_kernel
 
     T = np.array([np.eye(2)])
     Z = np.array([np.eye(2)])
@@ -216,7 +216,7 @@ def test_kernel_reports_impossible_observation():
     b0 = np.array([1.0, 0.0])
     returns = np.zeros(3)
     fail = np.full(4, -1, dtype=np.int64)
-    from trim_pomdp.belief import transition_csr
+    from trim_pomdp.engine.belief import transition_csr
 
     simulate_kernel(
         *transition_csr(T), Z, R, world_T_cum, np.cumsum(Z, axis=2), b0, np.cumsum(b0),
@@ -230,7 +230,7 @@ def test_kernel_reports_impossible_observation():
 
 
 def test_tiger_helper_equals_shared_file(pomdp_problems_dir):
-    from trim_pomdp.model import POMDP
+    from trim_pomdp.engine.model import POMDP
 
     model = POMDP.from_file(pomdp_problems_dir / "tiger.95.POMDP")
     ref = tiger()
@@ -243,8 +243,8 @@ def test_tiger_helper_equals_shared_file(pomdp_problems_dir):
 def test_simulate_parsed_model_matches_exact_evaluation(pomdp_problems_dir):
     # The exact 4-step value function of tiger as a stationary policy, run for 8 steps on
     # the parsed model: Monte Carlo mean vs exact enumeration of the 2^8 observation paths.
-    from trim_pomdp.belief import BeliefUpdater
-    from trim_pomdp.model import POMDP
+    from trim_pomdp.engine.belief import BeliefUpdater
+    from trim_pomdp.engine.model import POMDP
 
     model = POMDP.from_file(pomdp_problems_dir / "tiger.95.POMDP")
     alphas, actions = exact_value_iteration(model.T, model.Z, model.R, model.discount, 4)
@@ -260,9 +260,9 @@ def test_simulate_parsed_model_matches_exact_evaluation(pomdp_problems_dir):
 
 
 def test_zero_probability_names_from_parsed_model():
-    from trim_pomdp.belief import BeliefUpdater
+    from trim_pomdp.engine.belief import BeliefUpdater
+    from trim_pomdp.engine.model import POMDP
     from trim_pomdp.errors import ZeroProbabilityObservationError
-    from trim_pomdp.model import POMDP
 
     text = (
         "discount: 0.9\nvalues: reward\nstates: left right\nactions: look\n"

@@ -4,24 +4,17 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from trim_pomdp.baselines import (
+from trim_pomdp.routing.baselines import (
     AlwaysCheap,
     AlwaysStrong,
     OraclePolicy,
     RandomPolicy,
     ThresholdPolicy,
 )
-from trim_pomdp.scenario import Scenario, default_scenario
-from trim_pomdp.simulator import (
-    S0,
-    S1,
-    S2,
-    routed_traces,
-    sample_world,
-    simulate_routing,
-    simulate_routing_python,
-    simulate_traces,
-)
+from trim_pomdp.simulation.scenario import Scenario, default_scenario
+from trim_pomdp.simulation.synth_traces import routed_traces, simulate_traces
+from trim_pomdp.simulation.world import sample_world, simulate_routing, simulate_routing_python
+from trim_pomdp.steps import S0, S1, S2
 
 
 def _plain(**kw):
@@ -251,17 +244,14 @@ def test_step_correlation_lowers_fix_rate_keeps_end_points():
 def test_traces_work_with_fit_piece(tmp_path):
     # the emitted traces are trim_pomdp.traces objects: hidden states, save/load, and a
     # TransitionModel fit recovers the generating p_w / p_s on a TRIM-exact scenario
-    from trim_pomdp.traces import Trace, hidden_state_labels, load_traces, save_traces
-    from trim_pomdp.transition import TransitionModel
+    from trim_pomdp.fit.transition import TransitionModel
+    from trim_pomdp.traces.records import Trace, hidden_state_labels, load_traces, save_traces
 
     sc = _plain(n_problems=4000)
     w = sample_world(sc, seed=8)
     cheap = simulate_traces(w, model="cheap")
     strong = simulate_traces(w, model="strong")
     assert isinstance(cheap[0], Trace)
-    from trim_pomdp.simulator import generate_traces  # the former name stays available
-
-    assert generate_traces is simulate_traces
     rec = simulate_routing(w, AlwaysCheap(), record=True).record
     for i in range(200):
         np.testing.assert_array_equal(hidden_state_labels(cheap[i]),

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from trim_pomdp.engine.solver import SolveInfo, SolverConfig, _solve_arrays, solve, solve_info
 from trim_pomdp.errors import MemoryLimitError, ModelValidationError
-from trim_pomdp.solver import SolveInfo, SolverConfig, _solve_arrays, solve, solve_info
 
 TIGER_EXACT = 19.37137
 
@@ -113,7 +113,7 @@ def run(model: SimpleNamespace, progress=None, **config) -> dict:
 
 
 def load_problem(directory, name: str):
-    model_mod = pytest.importorskip("trim_pomdp.model", reason="needs the parser (piece parse)")
+    import trim_pomdp.engine.model as model_mod
     return model_mod.POMDP.from_file(directory / name)
 
 
@@ -440,7 +440,6 @@ def test_solve_rejects_non_model():
 
 
 def test_solve_info_returns_policy(capsys):
-    pytest.importorskip("trim_pomdp.policy", reason="needs AlphaVectorPolicy (piece pypolicy)")
     model = tiger()
     policy, info = solve_info(model, SolverConfig(time_limit=5.0, verbose=True))
     assert isinstance(info, SolveInfo)
@@ -455,8 +454,7 @@ def test_solve_info_returns_policy(capsys):
 
 def test_policy_value_matches_simulation(pomdp_problems_dir):
     """The policy's Monte Carlo return agrees with the converged bounds (4x3: gap 1e-3)."""
-    pytest.importorskip("trim_pomdp.simulate", reason="needs simulate (piece pypolicy)")
-    from trim_pomdp.simulate import simulate
+    from trim_pomdp.engine.montecarlo import simulate
 
     model = load_problem(pomdp_problems_dir, "4x3.95.POMDP")
     policy, info = solve_info(model, SolverConfig(time_limit=10.0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from trim_pomdp.errors import TraceFormatError
-from trim_pomdp.traces import (
+from trim_pomdp.traces.records import (
     LoadReport,
     Step,
     Trace,

@@ -1,16 +1,11 @@
 import numpy as np
 import pytest
 
+from trim_pomdp._io import save_npz
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
-from trim_pomdp.traces import Step, Trace
-from trim_pomdp.transition import (
-    TransitionModel,
-    kernel_hazard,
-    save_npz,
-    step_accuracy,
-    token_bin,
-    wilson_interval,
-)
+from trim_pomdp.fit.transition import TransitionModel, kernel_hazard, token_bin
+from trim_pomdp.traces.records import Step, Trace
+from trim_pomdp.traces.stats import step_accuracy, wilson_interval
 
 C, I, N = "correct", "incorrect", None  # noqa: E741
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from trim_pomdp.errors import ModelValidationError, PolicyFormatError
-from trim_pomdp.trim import PolicyBank, TrimModel, TrimPolicy
+from trim_pomdp.routing.bank import PolicyBank
+from trim_pomdp.routing.model import TrimModel
+from trim_pomdp.routing.policy import TrimPolicy
 
 
 def tiny(obs=((0.5, 0.5), (0.5, 0.5), (0.5, 0.5)), **kw) -> TrimModel:
@@ -219,8 +221,7 @@ def test_policy_shape_mismatch():
 
 # --------------------------------------------------------------------------- with the solver
 def test_solve_grid_brackets_exact_value():
-    pytest.importorskip("trim_pomdp.finite")
-    from trim_pomdp.trim import solve_grid
+    from trim_pomdp.routing.bank import solve_grid
 
     obs = ((0.7, 0.3), (0.4, 0.6), (0.2, 0.8))
     m = tiny(obs=obs, strong_tokens=[5.0])
@@ -237,11 +238,10 @@ def test_value_at_b0_matches_simulated_return():
     # The scenario matches the model exactly (no spread, no PRM bias or correlation):
     # the policy's value at b0, P(success) - lam E[strong tokens], must agree with the
     # simulated mean return within 2 standard errors.
-    pytest.importorskip("trim_pomdp.finite")
-    from trim_pomdp.router import TrimBatchPolicy
-    from trim_pomdp.scenario import default_scenario
-    from trim_pomdp.simulator import sample_world, simulate_routing
-    from trim_pomdp.trim import solve_grid
+    from trim_pomdp.routing.bank import solve_grid
+    from trim_pomdp.routing.router import TrimBatchPolicy
+    from trim_pomdp.simulation.scenario import default_scenario
+    from trim_pomdp.simulation.world import sample_world, simulate_routing
 
     sc = default_scenario().replace(p_w_concentration=None, p_s_concentration=None,
                                     difficulty_correlation=0.0, prm_bias_sd=0.0,
@@ -265,7 +265,7 @@ def test_value_at_b0_matches_simulated_return():
 def test_from_scenario_token_expectations():
     # q_k and c_k from the lognormal formulas against a Monte Carlo of the scenario's own
     # token model (cheap = max(1, round(exp(.))), correlated log-lengths).
-    from trim_pomdp.scenario import default_scenario
+    from trim_pomdp.simulation.scenario import default_scenario
 
     sc = default_scenario()
     m = TrimModel.from_scenario(sc, n_score_bins=5, n_token_bins=4)
@@ -290,11 +290,11 @@ def test_from_scenario_token_expectations():
 
 
 def test_calibrate_reports_achieved_fraction():
-    pytest.importorskip("trim_pomdp.finite")
-    from trim_pomdp.router import TrimBatchPolicy
-    from trim_pomdp.scenario import default_scenario
-    from trim_pomdp.simulator import simulate_routing
-    from trim_pomdp.trim import calibrate, default_lambdas, solve_grid
+    from trim_pomdp.evaluation.budget import calibrate
+    from trim_pomdp.routing.bank import default_lambdas, solve_grid
+    from trim_pomdp.routing.router import TrimBatchPolicy
+    from trim_pomdp.simulation.scenario import default_scenario
+    from trim_pomdp.simulation.world import simulate_routing
 
     sc = default_scenario()
     m = TrimModel.from_scenario(sc, n_score_bins=6, n_token_bins=2)
@@ -307,9 +307,9 @@ def test_calibrate_reports_achieved_fraction():
           for p in bank]
     assert abs(achieved - 0.1) == pytest.approx(min(abs(f - 0.1) for f in fr), rel=1e-12)
     # the replay on traces: cost counted exactly as the router decides on each trace
-    from trim_pomdp.trim import _trace_simulator
+    from trim_pomdp.simulation.synth_traces import simulate_traces
 
-    traces = _trace_simulator()(sc, model="cheap", n_problems=200, seed=4)
+    traces = simulate_traces(sc, model="cheap", n_problems=200, seed=4)
     lam2, achieved2 = calibrate(bank, traces=traces, target_cost_fraction=0.2)
     assert lam2 in bank.lambdas and 0.0 <= achieved2 <= 1.0
     with pytest.raises(ValueError, match="exactly one of scenario= or traces="):
@@ -320,12 +320,11 @@ def test_calibrate_reports_achieved_fraction():
 
 def test_from_fitted_models():
     # TrimModel(transition, observation) carries the fitted parameters over unchanged.
-    from trim_pomdp.observation import ObservationModel
-    from trim_pomdp.scenario import default_scenario
-    from trim_pomdp.transition import TransitionModel, token_bin
-    from trim_pomdp.trim import _trace_simulator
+    from trim_pomdp.fit.observation import ObservationModel
+    from trim_pomdp.fit.transition import TransitionModel, token_bin
+    from trim_pomdp.simulation.scenario import default_scenario
+    from trim_pomdp.simulation.synth_traces import simulate_traces as sim
 
-    sim = _trace_simulator()
     sc = default_scenario()
     cheap = sim(sc, model="cheap", n_problems=600, seed=1)
     strong = sim(sc, model="strong", n_problems=600, seed=2)
@@ -334,7 +333,7 @@ def test_from_fitted_models():
     m = TrimModel(tm, om, n_score_bins=5, n_min_bins=3, n_token_bins=4)
     assert (m.p_w, m.p_s) == (tm.p_w_, tm.p_s_)
     # carried over unchanged except for the documented floor away from 0 and 1 before the cap
-    from trim_pomdp.trim import HAZARD_FLOOR
+    from trim_pomdp.routing.model import HAZARD_FLOOR
 
     floored = np.r_[np.clip(tm.hazard_[:-1], HAZARD_FLOOR, 1 - HAZARD_FLOOR), 1.0]
     np.testing.assert_array_equal(m.hazard, floored)
@@ -352,10 +351,11 @@ def test_from_fitted_models():
 
 
 def test_pomdp_family_factory():
-    pytest.importorskip("trim_pomdp.evaluate")
-    from trim_pomdp.evaluate import Family, FamilyOptions
-    from trim_pomdp.scenario import default_scenario
-    from trim_pomdp.trim import FitConfig, pomdp_family
+    from trim_pomdp.evaluation.families import pomdp_family
+    from trim_pomdp.evaluation.from_scenario import FitConfig
+    from trim_pomdp.evaluation.sweep import FamilyOptions
+    from trim_pomdp.routing.protocols import Family
+    from trim_pomdp.simulation.scenario import default_scenario
 
     fam = pomdp_family(FamilyOptions(scenario=default_scenario(), seed=3),
                        FitConfig(n_fit_problems=400, seed=4, n_lambdas=3))

@@ -7,6 +7,8 @@ numerical failure; ``csrc/bindings.cpp`` maps its own subclasses onto the classe
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrimPomdpError(Exception):
     """Base class of every error raised by trim_pomdp."""
@@ -65,3 +67,63 @@ class RouterStateError(TrimPomdpError, RuntimeError):
 
 class InsufficientDataError(TrimPomdpError, ValueError):
     """Too few labelled examples to fit a model (e.g. a hidden state with too few steps)."""
+
+
+# -- evaluation ------------------------------------------------------------------------------
+class FamilyUnavailableError(LookupError):
+    """A registered family's module is not installed (for instance an optional extra).
+
+    A ``LookupError`` like ``KeyError`` (an unknown family name), not a
+    :class:`TrimPomdpError`: callers that skip unavailable families catch both."""
+
+
+# -- serving ---------------------------------------------------------------------------------
+class EndpointConfigError(TrimPomdpError, ValueError):
+    """An endpoint is misconfigured (bad URL, missing API-key variable, bad numbers)."""
+
+
+class EndpointError(TrimPomdpError, RuntimeError):
+    """A request failed for good: a non-retryable status, or retries exhausted.
+
+    Attributes
+    ----------
+    endpoint : str
+        The endpoint's name (``EndpointConfig.name``).
+    url : str
+        The URL requested.
+    status : int or None
+        The last HTTP status received (None for timeouts and connection errors).
+    attempts : int
+        How many requests were made.
+    """
+
+    def __init__(
+        self, message: str, *, endpoint: str, url: str, status: int | None, attempts: int
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.url = url
+        self.status = status
+        self.attempts = attempts
+
+
+class ResponseFormatError(TrimPomdpError, ValueError):
+    """A server answered 200 with a body that does not have the documented shape."""
+
+
+class ProblemFormatError(TrimPomdpError, ValueError):
+    """A problem file is malformed; the message names the file and line."""
+
+
+class EpisodeError(TrimPomdpError, RuntimeError):
+    """An episode could not finish (cheap model or PRM failed after its retries).
+
+    Attributes
+    ----------
+    result : trim_pomdp.serving.runner.EpisodeResult
+        The partial episode (``status == "error"``), steps so far included.
+    """
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message)
+        self.result = result

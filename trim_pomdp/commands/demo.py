@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _load_scenario(name: str):
-    from trim_pomdp.scenario import BUILTIN_SCENARIOS, builtin_scenario, load_scenario
+    from trim_pomdp.simulation.scenario import BUILTIN_SCENARIOS, builtin_scenario, load_scenario
 
     return builtin_scenario(name) if name in BUILTIN_SCENARIOS else load_scenario(name)
 
@@ -90,9 +90,10 @@ def _gt(a: float, b: float) -> bool:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from trim_pomdp.evaluate import evaluate
-    from trim_pomdp.simulator import sample_world
-    from trim_pomdp.trim import FitConfig, default_lambdas, fit_from_scenario, solve_grid
+    from trim_pomdp.evaluation.from_scenario import FitConfig, fit_from_scenario
+    from trim_pomdp.evaluation.sweep import evaluate
+    from trim_pomdp.routing.bank import default_lambdas, solve_grid
+    from trim_pomdp.simulation.world import sample_world
 
     log = sys.stderr if args.json else sys.stdout
     t_start = time.perf_counter()
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         (out / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=1) + "\n")
         written = [out / "policy_bank.npz", out / "evaluation.json"]
         try:
-            from trim_pomdp.plots import plot_curves
+            from trim_pomdp.evaluation.plots import plot_curves
 
             written.insert(0, plot_curves(ev, out / "pareto.png",
                                           title=f"TRIM routers on scenario {scenario.name!r}"))

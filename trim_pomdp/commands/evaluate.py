@@ -44,8 +44,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from trim_pomdp.evaluate import FamilyOptions, FamilyUnavailableError, evaluate
-    from trim_pomdp.scenario import load_scenario
+    from trim_pomdp.evaluation.sweep import FamilyOptions, FamilyUnavailableError, evaluate
+    from trim_pomdp.simulation.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
     families = None
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if args.bank:
         import dataclasses
 
+        from trim_pomdp.banks import load_bank
         from trim_pomdp.errors import PolicyFormatError
-        from trim_pomdp.evaluate import DEFAULT_FAMILIES
-        from trim_pomdp.trim import load_bank
+        from trim_pomdp.evaluation.sweep import DEFAULT_FAMILIES
 
         loaded, replaces = [], set()
         for spec in args.bank:
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bootstrap > 0:
         import numpy as np
 
-        from trim_pomdp.evaluate import paired_bootstrap
+        from trim_pomdp.evaluation.sweep import paired_bootstrap
 
         progress(f"paired bootstrap, {args.bootstrap} replicates")
         samples = paired_bootstrap(ev, n_boot=args.bootstrap, seed=opts.seed)
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         (d / "evaluation.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         scenario.to_json(d / "scenario.json")
         try:
-            from trim_pomdp.plots import plot_curves
+            from trim_pomdp.evaluation.plots import plot_curves
 
             png = plot_curves(ev, d / "curves.png")
             progress(f"wrote {d / 'evaluation.json'} and {png}")

@@ -73,8 +73,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _load(path: str, args: argparse.Namespace, generator: str | None, log: Any) -> list[Any]:
     from trim_pomdp.errors import TraceFormatError
-    from trim_pomdp.processbench import read_processbench
-    from trim_pomdp.traces import LoadReport, load_traces
+    from trim_pomdp.traces.processbench import read_processbench
+    from trim_pomdp.traces.records import LoadReport, load_traces
 
     if args.format == "processbench":
         pb_rep = LoadReport()
@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from trim_pomdp.errors import InsufficientDataError
-    from trim_pomdp.observation import ObservationModel
-    from trim_pomdp.traces import traces_to_table
-    from trim_pomdp.transition import TransitionModel
+    from trim_pomdp.fit.observation import ObservationModel
+    from trim_pomdp.fit.transition import TransitionModel
+    from trim_pomdp.traces.records import traces_to_table
 
     quiet = args.json
     out_stream = sys.stderr if quiet else sys.stdout
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                         f"{v['heldout_discrete_loglik_per_step']:8.4f}")
         log(f"  observation matrix {Z.shape} -> {out / 'observation_matrix.npy'}")
 
-        from trim_pomdp.calibration import (
+        from trim_pomdp.fit.prm_calibration import (
             calibration_report,
             plot_reliability,
             plot_state_histograms,
@@ -238,12 +238,12 @@ def _log_hazard_and_tokens(tm: Any, log: Any) -> None:
 def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any] | None,
                     cheap_table: Any, strong_table: Any, out: Path, log: Any,
                     t0: float, n_right: int, n_wrong: int) -> int:
-    """``fit`` when only the answers are labelled: :class:`trim_pomdp.outcome.OutcomeEM`."""
+    """``fit`` when only the answers are labelled: :class:`trim_pomdp.fit.outcome.OutcomeEM`."""
     import numpy as np
 
     from trim_pomdp.errors import InsufficientDataError
-    from trim_pomdp.outcome import OutcomeEM
-    from trim_pomdp.transition import TransitionModel
+    from trim_pomdp.fit.outcome import OutcomeEM
+    from trim_pomdp.fit.transition import TransitionModel
 
     log("")
     log(f"outcome EM: {n_right} correct and {n_wrong} wrong answers and no step labelled "

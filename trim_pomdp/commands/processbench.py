@@ -31,8 +31,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trim_pomdp.processbench import accuracy_by_model, format_table, read_processbench
-    from trim_pomdp.traces import save_traces
+    from trim_pomdp.traces.processbench import accuracy_by_model, format_table, read_processbench
+    from trim_pomdp.traces.records import save_traces
 
     if args.out is None and not args.table:
         print("trim-pomdp traces-from-processbench: error: give --out and/or --table",

@@ -89,7 +89,7 @@ def _headers(items: list[str]) -> dict[str, str]:
 
 def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str]:
     """Router factory and display name for a saved bank (any kind :func:`load_bank` reads)."""
-    from trim_pomdp.trim import load_bank
+    from trim_pomdp.banks import load_bank
 
     bank = load_bank(path)
     if budget is None:
@@ -105,7 +105,7 @@ def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str]:
                             metadata=r.metadata)
 
         return make_rl, f"trim-{r.kind}"
-    from trim_pomdp.router import Router
+    from trim_pomdp.routing.router import Router
 
     policy = _select_policy(bank, budget)
     return (lambda: Router(policy)), bank.family().name
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from trim_pomdp.baselines import ThresholdPolicy
+    from trim_pomdp.routing.baselines import ThresholdPolicy
     from trim_pomdp.serving import (
         ChatModel,
         CompletionModel,

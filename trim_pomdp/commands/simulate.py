@@ -37,9 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trim_pomdp.model import POMDP
-    from trim_pomdp.policy import AlphaVectorPolicy
-    from trim_pomdp.simulate import simulate
+    from trim_pomdp.engine.model import POMDP
+    from trim_pomdp.engine.montecarlo import simulate
+    from trim_pomdp.engine.policy import AlphaVectorPolicy
 
     problems = []
     if args.episodes < 2:

@@ -74,7 +74,7 @@ def _fmt_row(t: float, lb: float, ub: float, n_alpha: float, it: float) -> str:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from trim_pomdp.solver import SolverConfig
+    from trim_pomdp.engine.solver import SolverConfig
 
     kwargs: dict[str, Any] = {}
     if args.time_limit is not None:
@@ -95,8 +95,8 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trim_pomdp.model import POMDP
-    from trim_pomdp.solver import solve_info
+    from trim_pomdp.engine.model import POMDP
+    from trim_pomdp.engine.solver import solve_info
 
     path = Path(args.problem)
     try:

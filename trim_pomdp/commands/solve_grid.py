@@ -44,10 +44,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def build_model(args: argparse.Namespace):
-    from trim_pomdp.trim import TrimModel
+    from trim_pomdp.routing.model import TrimModel
 
     if args.scenario is not None:
-        from trim_pomdp.scenario import BUILTIN_SCENARIOS, builtin_scenario, load_scenario
+        from trim_pomdp.simulation.scenario import (
+            BUILTIN_SCENARIOS,
+            builtin_scenario,
+            load_scenario,
+        )
 
         sc = (builtin_scenario(args.scenario) if args.scenario in BUILTIN_SCENARIOS
               else load_scenario(args.scenario))
@@ -57,8 +61,8 @@ def build_model(args: argparse.Namespace):
         raise SystemExit(
             "trim-pomdp solve-grid: error: --observation is required with --transition"
         )
-    from trim_pomdp.observation import ObservationModel
-    from trim_pomdp.transition import TransitionModel
+    from trim_pomdp.fit.observation import ObservationModel
+    from trim_pomdp.fit.transition import TransitionModel
 
     return TrimModel(TransitionModel.load(args.transition), ObservationModel.load(args.observation),
                      n_score_bins=args.n_score_bins, n_min_bins=args.n_min_bins,
@@ -68,7 +72,7 @@ def build_model(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from trim_pomdp.trim import default_lambdas, solve_grid
+    from trim_pomdp.routing.bank import default_lambdas, solve_grid
 
     model = build_model(args)
     if args.lambda_values:

@@ -42,10 +42,10 @@ def _scenario_from_traces(path: str, strong: str | None, p_s: float | None) -> A
     """Fit p_w, p_s, hazard, token log-normals and per-state Beta score models."""
     import numpy as np
 
-    from trim_pomdp.observation import beta_mle
-    from trim_pomdp.scenario import Scenario
-    from trim_pomdp.traces import hidden_state_labels, load_traces
-    from trim_pomdp.transition import TransitionModel
+    from trim_pomdp.fit.observation import beta_mle
+    from trim_pomdp.fit.transition import TransitionModel
+    from trim_pomdp.simulation.scenario import Scenario
+    from trim_pomdp.traces.records import hidden_state_labels, load_traces
 
     cheap = list(load_traces(path))
     strong_tr = list(load_traces(strong)) if strong else None
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     from trim_pomdp.rl.grid import train_grid
     from trim_pomdp.rl.ppo import PPOConfig
-    from trim_pomdp.scenario import default_scenario, load_scenario
+    from trim_pomdp.simulation.scenario import default_scenario, load_scenario
 
     try:
         lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]

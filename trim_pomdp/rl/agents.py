@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from trim_pomdp.baselines import _StepPolicy
 from trim_pomdp.errors import PolicyFormatError
 from trim_pomdp.rl import nn
 from trim_pomdp.rl.env import AGG_FEATURES, DEFAULT_TOKEN_SCALE, agg_features
-from trim_pomdp.scenario import MAX_STEPS
+from trim_pomdp.routing.baselines import _StepPolicy
+from trim_pomdp.steps import MAX_STEPS
 
 FORMAT_VERSION = 1
 SEQ_INPUTS = ("score", "tokens_scaled", "step_frac", "is_final", "prev_regenerate")

@@ -8,7 +8,7 @@ agent sees the cheap model's draft of step t and chooses 0 (continue: keep the d
 * ``+1`` when the episode ends with a correct final answer.
 
 Undiscounted, at most 30 steps.  The dynamics are exactly the simulator's
-(:mod:`trim_pomdp.simulator`, same Numba kernels), so a policy trained here is evaluated
+(:mod:`trim_pomdp.simulation.world`, same Numba kernels), so a policy trained here is evaluated
 on the same world model as every other router.
 
 Observation features (``AGG_FEATURES``; scaled to O(1) for the networks)::
@@ -28,14 +28,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from trim_pomdp.scenario import MAX_STEPS, Scenario, load_scenario
-from trim_pomdp.simulator import (
+from trim_pomdp.simulation.scenario import Scenario, load_scenario
+from trim_pomdp.simulation.world import (
     World,
     _advance_kernel,
     _init_kernel,
     _observe_kernel,
     sample_world,
 )
+from trim_pomdp.steps import MAX_STEPS
 
 AGG_FEATURES = ("score", "min_prev", "tokens_scaled", "step_frac", "is_final")
 DEFAULT_TOKEN_SCALE = 100.0

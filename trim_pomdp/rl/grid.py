@@ -24,7 +24,7 @@ import numpy as np
 
 from trim_pomdp.rl.agents import FORMAT_VERSION, KINDS, RLRouter, read_npz_meta
 from trim_pomdp.rl.ppo import PPOConfig, _train_task
-from trim_pomdp.scenario import Scenario, load_scenario
+from trim_pomdp.simulation.scenario import Scenario, load_scenario
 
 
 class RLRouterBank:
@@ -86,9 +86,9 @@ class RLRouterBank:
         return cls(routers, hists)
 
     def family(self) -> Any:
-        """This bank as an evaluation family (:class:`trim_pomdp.evaluate.Family`),
-        sweeping lambda, for :func:`trim_pomdp.evaluate.evaluate`."""
-        from trim_pomdp.evaluate import Family
+        """This bank as an evaluation family (:class:`trim_pomdp.routing.protocols.Family`),
+        sweeping lambda, for :func:`trim_pomdp.evaluation.sweep.evaluate`."""
+        from trim_pomdp.routing.protocols import Family
 
         return Family(KINDS[self.kind], list(self.lambdas), self.router, param_name="lambda")
 

@@ -22,7 +22,8 @@ from trim_pomdp.rl import nn
 from trim_pomdp.rl.agents import SEQ_INPUTS, RLRouter, seq_inputs
 from trim_pomdp.rl.env import AGG_FEATURES, DEFAULT_TOKEN_SCALE, VectorRoutingEnv
 from trim_pomdp.rl.ppo_math import gae, ppo_loss_and_grads
-from trim_pomdp.scenario import MAX_STEPS, Scenario, load_scenario
+from trim_pomdp.simulation.scenario import Scenario, load_scenario
+from trim_pomdp.steps import MAX_STEPS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,7 +235,7 @@ def train_router(scenario: Scenario | str, lam: float, *, kind: str = "agg",
     TrainingResult
         The best checkpoint on the validation world, with the learning curve.
     """
-    from trim_pomdp.simulator import sample_world, simulate_routing
+    from trim_pomdp.simulation.world import sample_world, simulate_routing
 
     cfg = config or PPOConfig()
     if not isinstance(scenario, Scenario):

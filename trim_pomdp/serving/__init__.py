@@ -7,7 +7,7 @@ imported until the first request.
 Example (three servers; the policy may be any router, e.g. ``trim_pomdp.Router``)::
 
     import asyncio
-    from trim_pomdp.baselines import ThresholdPolicy
+    from trim_pomdp.routing.baselines import ThresholdPolicy
     from trim_pomdp.serving import (EndpointConfig, CompletionModel, VLLMPRMScorer,
                                     MathAnswerChecker, run_episode)
 
@@ -21,14 +21,13 @@ Example (three servers; the policy may be any router, e.g. ``trim_pomdp.Router``
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from trim_pomdp._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "EndpointConfig": "trim_pomdp.serving.endpoints",
-    "EndpointConfigError": "trim_pomdp.serving.endpoints",
-    "EndpointError": "trim_pomdp.serving.endpoints",
-    "ResponseFormatError": "trim_pomdp.serving.endpoints",
+    "EndpointConfigError": "trim_pomdp.errors",
+    "EndpointError": "trim_pomdp.errors",
+    "ResponseFormatError": "trim_pomdp.errors",
     "CompletionModel": "trim_pomdp.serving.endpoints",
     "ChatModel": "trim_pomdp.serving.endpoints",
     "GeneratedStep": "trim_pomdp.serving.endpoints",
@@ -42,9 +41,9 @@ _EXPORTS: dict[str, str] = {
     "normalize_answer": "trim_pomdp.serving.checker",
     "answers_equal": "trim_pomdp.serving.checker",
     "Problem": "trim_pomdp.serving.runner",
-    "ProblemFormatError": "trim_pomdp.serving.runner",
+    "ProblemFormatError": "trim_pomdp.errors",
     "EpisodeResult": "trim_pomdp.serving.runner",
-    "EpisodeError": "trim_pomdp.serving.runner",
+    "EpisodeError": "trim_pomdp.errors",
     "BatchSummary": "trim_pomdp.serving.runner",
     "ProgressBar": "trim_pomdp.serving.runner",
     "TraceWriter": "trim_pomdp.serving.runner",
@@ -57,15 +56,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'trim_pomdp.serving' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from trim_pomdp.errors import TrimPomdpError
+from trim_pomdp.errors import EndpointConfigError, EndpointError, ResponseFormatError
 
 __all__ = [
     "ChatModel",
@@ -50,39 +50,6 @@ QWEN_MATH_PROMPT = (
 
 STEP_SEPARATOR = "\n\n"
 HTTP_CLIENTS = ("aiohttp", "httpx")  # EndpointConfig.http_client; the first is the default
-
-
-class EndpointConfigError(TrimPomdpError, ValueError):
-    """An endpoint is misconfigured (bad URL, missing API-key variable, bad numbers)."""
-
-
-class EndpointError(TrimPomdpError, RuntimeError):
-    """A request failed for good: a non-retryable status, or retries exhausted.
-
-    Attributes
-    ----------
-    endpoint : str
-        The endpoint's name (``EndpointConfig.name``).
-    url : str
-        The URL requested.
-    status : int or None
-        The last HTTP status received (None for timeouts and connection errors).
-    attempts : int
-        How many requests were made.
-    """
-
-    def __init__(
-        self, message: str, *, endpoint: str, url: str, status: int | None, attempts: int
-    ) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.url = url
-        self.status = status
-        self.attempts = attempts
-
-
-class ResponseFormatError(TrimPomdpError, ValueError):
-    """A server answered 200 with a body that does not have the documented shape."""
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:

@@ -45,9 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from trim_pomdp.errors import TrimPomdpError
+from trim_pomdp.errors import EpisodeError, ProblemFormatError
 from trim_pomdp.serving.endpoints import EndpointError, ResponseFormatError, StepGenerator
 from trim_pomdp.serving.prm import StepScorer
+from trim_pomdp.steps import MAX_STEPS
 
 __all__ = [
     "BatchSummary",
@@ -64,7 +65,6 @@ __all__ = [
     "run_episode",
 ]
 
-MAX_STEPS = 30
 FALLBACKS = ("keep_cheap", "abort")
 LABEL_MODES = ("outcome", "none")
 
@@ -75,24 +75,6 @@ class RouterLike(Protocol):
     def step(self, prm_score: float, tokens: int, is_final: bool) -> str: ...
 
     def executed(self, action: str) -> None: ...
-
-
-class ProblemFormatError(TrimPomdpError, ValueError):
-    """A problem file is malformed; the message names the file and line."""
-
-
-class EpisodeError(TrimPomdpError, RuntimeError):
-    """An episode could not finish (cheap model or PRM failed after its retries).
-
-    Attributes
-    ----------
-    result : EpisodeResult
-        The partial episode (``status == "error"``), steps so far included.
-    """
-
-    def __init__(self, message: str, result: EpisodeResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True)
@@ -131,7 +113,7 @@ class EpisodeResult:
 
     def as_trace(self) -> Any:
         """This episode as a validated :class:`trim_pomdp.traces.Trace` (extras kept)."""
-        from trim_pomdp.traces import trace_from_dict
+        from trim_pomdp.traces.records import trace_from_dict
 
         return trace_from_dict(self.to_trace(), f"episode {self.id!r}")
 
@@ -496,7 +478,7 @@ class TraceWriter:
 
     def write(self, record: Mapping[str, Any]) -> None:
         if self.validate:
-            from trim_pomdp.traces import trace_from_dict, trace_to_dict
+            from trim_pomdp.traces.records import trace_from_dict, trace_to_dict
 
             record = trace_to_dict(trace_from_dict(dict(record), f"trace {record.get('id')!r}"))
         if self._fh is None:

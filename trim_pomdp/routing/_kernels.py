@@ -1,6 +1,6 @@
 """Numba kernels of the online TRIM router: the Bayes filter over the hidden step states
-and the alpha-vector lookup, for one trace (:class:`~trim_pomdp.router.Router`) and for a
-batch of traces in lockstep (:class:`~trim_pomdp.router.TrimBatchPolicy`).
+and the alpha-vector lookup, for one trace (:class:`~trim_pomdp.routing.router.Router`) and for a
+batch of traces in lockstep (:class:`~trim_pomdp.routing.router.TrimBatchPolicy`).
 
 Everything is preallocated by the caller; the kernels write into the arrays they get and
 return a status code, so a router step allocates nothing.

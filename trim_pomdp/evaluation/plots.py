@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "plot_curves",
+]
+
 _STYLES = {
     "trim-pomdp": dict(color="tab:red", marker="o"),
     "trim-thr": dict(color="tab:blue", marker="s"),
@@ -19,8 +23,7 @@ _STYLES = {
 
 def plot_curves(evaluation: Any, path: str | Path, *, x: str = "cost_fraction",
                 title: str | None = None, frontier_only: bool = True) -> Path:
-    """Plot accuracy against cost for every family of an :class:`~trim_pomdp.evaluate.
-    Evaluation` and save it as PNG.
+    """Plot accuracy against cost for every family of an :class:`~trim_pomdp.evaluation.sweep.Evaluation` and save it as PNG.
 
     Parameters
     ----------

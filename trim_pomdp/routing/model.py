@@ -1,10 +1,12 @@
-"""The TRIM routing POMDP, budgets and policy banks.
+"""The TRIM routing POMDP: its parameters and its finite-horizon arrays.
 
 TRIM (Kapoor et al., ICLR 2026) routes each step of a cheap model's reasoning trace: after
 the cheap model drafts step t and a process reward model (PRM) scores it, a router either
 *continues* (keeps the draft) or *regenerates* it with a strong model at a cost.  This
 module turns fitted models of that process into a finite-horizon POMDP with mixed
-observability (piece ``finite``), one per budget multiplier lambda.
+observability (:mod:`trim_pomdp.engine.finite`), one per budget multiplier lambda.
+Its solved policies are :mod:`trim_pomdp.routing.policy`, one per lambda in a
+:class:`~trim_pomdp.routing.bank.PolicyBank`.
 
 Model
 -----
@@ -44,17 +46,14 @@ of a policy at the start is ``P(success) - lambda * E[strong tokens]``.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trim_pomdp.errors import ModelValidationError, PolicyFormatError
+from trim_pomdp.errors import ModelValidationError
+from trim_pomdp.steps import CONTINUE, MAX_STEPS, REGENERATE, S0, S1, S2
 
 __all__ = [
     "MAX_STEPS",
@@ -63,22 +62,16 @@ __all__ = [
     "S2",
     "CONTINUE",
     "REGENERATE",
+    "N_HIDDEN",
+    "N_ACTIONS",
+    "BudgetArrays",
     "TrimModel",
-    "TrimPolicy",
-    "PolicyBank",
-    "solve_grid",
-    "default_lambdas",
-    "calibrate",
 ]
 
-MAX_STEPS = 30
-S0, S1, S2 = 0, 1, 2
 #: smallest termination hazard before the cap (see TrimModel)
 HAZARD_FLOOR = 1e-9
-CONTINUE, REGENERATE = 0, 1
 N_HIDDEN = 3
 N_ACTIONS = 2
-FORMAT_VERSION = 1
 
 
 def _as_1d(name: str, value: ArrayLike, length: int | None = None) -> NDArray[np.float64]:
@@ -113,7 +106,8 @@ def _check_edges(name: str, edges: ArrayLike | None, lo: float, hi: float) -> ND
 class BudgetArrays:
     """``arrays(lam)`` / ``to_finite(lam)`` for models whose reward is ``success - lam * cost``.
 
-    Shared by :class:`TrimModel` and :class:`trim_pomdp.latent.LatentTrimModel`; a subclass
+    Shared by :class:`TrimModel` and
+    :class:`trim_pomdp.routing.latent_model.LatentTrimModel`; a subclass
     provides ``_base_arrays() -> (T, Z, success, cost)`` and ``b0``.
     """
 
@@ -131,8 +125,8 @@ class BudgetArrays:
                 "b0": self.b0}  # type: ignore[attr-defined]
 
     def to_finite(self, lam: float):
-        """The :class:`~trim_pomdp.finite.FiniteHorizonPOMDP` at budget multiplier ``lam``."""
-        from trim_pomdp.finite import FiniteHorizonPOMDP
+        """The :class:`~trim_pomdp.engine.finite.FiniteHorizonPOMDP` at multiplier ``lam``."""
+        from trim_pomdp.engine.finite import FiniteHorizonPOMDP
 
         a = self.arrays(lam)
         return FiniteHorizonPOMDP(a["T"], a["Z"], a["R"], x0=a["x0"], b0=a["b0"])
@@ -141,7 +135,7 @@ class BudgetArrays:
 class TrimModel(BudgetArrays):
     """The TRIM routing POMDP (see the module docstring for the transition rules).
 
-    Build it from fitted models (piece ``fit``)::
+    Build it from fitted models (:mod:`trim_pomdp.fit`)::
 
         TrimModel(transition, observation, n_score_bins=10, n_min_bins=None, n_token_bins=4)
 
@@ -332,9 +326,10 @@ class TrimModel(BudgetArrays):
         n_min_bins: int | None = None,
         n_token_bins: int = 4,
     ) -> TrimModel:
-        """The model a scenario (piece ``sim``) implies when it has no problem-level spread,
-        no PRM bias and no within-trace correlation: ``p_w``/``p_s`` = the scenario means,
-        its hazard, Beta-bin observation probabilities, lognormal token bins.
+        """The model a scenario (:mod:`trim_pomdp.simulation.scenario`) implies when it has
+        no problem-level spread, no PRM bias and no within-trace correlation: ``p_w``/``p_s``
+        = the scenario means, its hazard, Beta-bin observation probabilities, lognormal token
+        bins.
 
         With spread, bias or correlation the result is the natural *approximation* (the
         means), not an exact match.  Token bins: cheap lengths are integers, so the inner
@@ -532,265 +527,6 @@ class TrimModel(BudgetArrays):
         )
 
 
-@dataclass(frozen=True, eq=False)
-class TrimPolicy:
-    """A solved TRIM policy at one budget multiplier: the finite-horizon alpha vectors of
-    epoch ``t`` and observed value ``x`` are ``alphas[offsets[t*X+x]:offsets[t*X+x+1]]``.
-
-    ``value_b0`` is the lower bound at the start (``P(success) - lam * E[strong tokens]``
-    for the policy the alpha vectors encode).
-    """
-
-    model: TrimModel
-    lam: float
-    alphas: NDArray[np.float64]
-    actions: NDArray[np.int64]
-    offsets: NDArray[np.int64]
-    value_b0: float = float("nan")
-    upper_bound: float = float("nan")
-
-    def __post_init__(self) -> None:
-        m = self.model
-        H, X = m.horizon, m.n_observed
-        alphas = np.ascontiguousarray(self.alphas, dtype=np.float64)
-        actions = np.ascontiguousarray(self.actions, dtype=np.int64)
-        offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
-        if alphas.ndim != 2 or alphas.shape[1] != m.n_hidden:
-            raise PolicyFormatError(
-                f"alphas must have shape (n_vectors, n_hidden) = (K, {m.n_hidden}); "
-                f"got {alphas.shape}"
-            )
-        if actions.shape != (alphas.shape[0],):
-            raise PolicyFormatError(
-                f"actions must have shape (n_vectors,) = ({alphas.shape[0]},); got {actions.shape}"
-            )
-        if offsets.shape != (H * X + 1,):
-            raise PolicyFormatError(
-                "policy does not fit the model: offsets must have shape (horizon * n_observed + 1,)"
-                f" = ({H * X + 1},) for horizon {H} and n_observed {X}; got {offsets.shape}"
-            )
-        if offsets[0] != 0 or offsets[-1] != alphas.shape[0] or np.any(np.diff(offsets) < 0):
-            raise PolicyFormatError("offsets must be non-decreasing from 0 to n_vectors")
-        if actions.size and (actions.min() < 0 or actions.max() >= m.n_actions):
-            raise PolicyFormatError(f"actions must lie in 0..{m.n_actions - 1}")
-        # every reachable decision (epochs 1..H-1, draft states) needs at least one vector
-        counts = np.diff(offsets).reshape(H, X)
-        missing = np.argwhere(counts[1:, 1 : X - 1] == 0)
-        if missing.size:
-            t, x = missing[0]
-            raise PolicyFormatError(f"policy has no alpha vector at epoch t={t + 1}, x={x + 1}")
-        for name, arr in (("alphas", alphas), ("actions", actions), ("offsets", offsets)):
-            arr.flags.writeable = False
-            object.__setattr__(self, name, arr)
-
-    @classmethod
-    def from_finite(cls, model: TrimModel, lam: float, policy: Any) -> TrimPolicy:
-        """Wrap a :class:`~trim_pomdp.finite.FiniteHorizonPolicy` solved for ``model``."""
-        for attr, want in (("horizon", model.horizon), ("n_observed", model.n_observed),
-                           ("n_hidden", model.n_hidden)):
-            got = getattr(policy, attr, want)
-            if got != want:
-                raise PolicyFormatError(
-                    f"policy does not fit the model: {attr} is {got}, model has {want}"
-                )
-        return cls(
-            model=model,
-            lam=float(lam),
-            alphas=policy.alphas,
-            actions=policy.actions,
-            offsets=policy.offsets,
-            value_b0=float(getattr(policy, "lower_bound", float("nan"))),
-            upper_bound=float(getattr(policy, "upper_bound", float("nan"))),
-        )
-
-    def action(self, t: int, x: int, b: ArrayLike) -> int:
-        """Greedy action of the alpha vectors of ``(t, x)`` at hidden belief ``b``."""
-        X = self.model.n_observed
-        lo, hi = self.offsets[t * X + x], self.offsets[t * X + x + 1]
-        vals = self.alphas[lo:hi] @ np.asarray(b, np.float64)
-        return int(self.actions[lo + int(np.argmax(vals))])
-
-    def value(self, t: int, x: int, b: ArrayLike) -> float:
-        X = self.model.n_observed
-        lo, hi = self.offsets[t * X + x], self.offsets[t * X + x + 1]
-        return float(np.max(self.alphas[lo:hi] @ np.asarray(b, np.float64)))
-
-
-class PolicyBank:
-    """One :class:`TrimPolicy` per budget multiplier lambda, sorted by lambda (increasing:
-    from the most to the least generous budget).  Indexable; ``save``/``load`` as
-    ``.npz`` + a JSON sidecar (``<path>.json``) with ``format_version``."""
-
-    def __init__(self, model: TrimModel, policies: Sequence[TrimPolicy]) -> None:
-        if not policies:
-            raise PolicyFormatError("a PolicyBank needs at least one policy")
-        for p in policies:
-            if p.model is not model:
-                raise PolicyFormatError("every policy of a PolicyBank must share its TrimModel")
-        order = np.argsort([p.lam for p in policies], kind="stable")
-        self.model = model
-        self.policies: list[TrimPolicy] = [policies[i] for i in order]
-        self.lambdas = np.array([p.lam for p in self.policies])
-        self.lambdas.flags.writeable = False
-
-    def __len__(self) -> int:
-        return len(self.policies)
-
-    def __getitem__(self, i: int) -> TrimPolicy:
-        return self.policies[i]
-
-    def __iter__(self):
-        return iter(self.policies)
-
-    def nearest(self, lam: float) -> TrimPolicy:
-        """The policy whose lambda is closest to ``lam`` (on a log scale when both > 0)."""
-        lams = self.lambdas
-        if lam > 0 and np.all(lams > 0):
-            i = int(np.argmin(np.abs(np.log(lams) - math.log(lam))))
-        else:
-            i = int(np.argmin(np.abs(lams - lam)))
-        return self.policies[i]
-
-    def family(self, name: str | None = None):
-        """The budget-sweep :class:`~trim_pomdp.evaluate.Family` (parameter ``lambda``)
-        for :func:`trim_pomdp.evaluate.evaluate`, named ``name`` (default ``"trim-pomdp"``,
-        or ``"trim-pomdp+"`` for a bank of a :class:`~trim_pomdp.latent.LatentTrimModel`)."""
-        from trim_pomdp.evaluate import Family
-        from trim_pomdp.router import TrimBatchPolicy
-
-        if name is None:
-            name = getattr(self.model, "FAMILY_NAME", "trim-pomdp")
-
-        by_lam = {float(p.lam): p for p in self.policies}
-
-        def make_policy(lam: float):
-            return TrimBatchPolicy(by_lam[float(lam)], name=name)
-
-        return Family(name, [float(p.lam) for p in self.policies], make_policy, "lambda")
-
-    # -- persistence -------------------------------------------------------------------------
-    @staticmethod
-    def _paths(path: str | Path) -> tuple[Path, Path]:
-        p = Path(path)
-        if p.suffix != ".npz":
-            p = p.with_name(p.name + ".npz")
-        return p, p.with_suffix(".json")
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (``.npz``, no pickles) and ``path`` with suffix ``.json``."""
-        npz, meta_path = self._paths(path)
-        counts = np.array([p.alphas.shape[0] for p in self.policies], dtype=np.int64)
-        arrays = self.model._to_arrays()
-        arrays.update(
-            lambdas=np.asarray(self.lambdas),
-            alphas=np.concatenate([p.alphas for p in self.policies], axis=0),
-            actions=np.concatenate([p.actions for p in self.policies]),
-            offsets=np.stack([p.offsets for p in self.policies]),
-            counts=counts,
-            value_b0=np.array([p.value_b0 for p in self.policies]),
-            upper_bound=np.array([p.upper_bound for p in self.policies]),
-        )
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        with open(npz, "wb") as fh:
-            np.savez(fh, **arrays)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "kind": "trim_pomdp.PolicyBank",
-            "n_policies": len(self),
-            "model": self.model._to_meta(),
-            "lambdas": [float(v) for v in self.lambdas],
-        }
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-        return npz
-
-    @classmethod
-    def load(cls, path: str | Path) -> PolicyBank:
-        npz, meta_path = cls._paths(path)
-        try:
-            meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise PolicyFormatError(f"{meta_path}: cannot read JSON metadata: {exc}") from exc
-        kind = meta.get("kind") if isinstance(meta, dict) else None
-        version = meta.get("format_version") if isinstance(meta, dict) else None
-        if kind != "trim_pomdp.PolicyBank" or version != FORMAT_VERSION:
-            raise PolicyFormatError(
-                f"{meta_path}: not a PolicyBank of format_version {FORMAT_VERSION} "
-                f"(got kind={kind!r}, format_version={version!r})"
-            )
-        model_cls: Any = TrimModel
-        if isinstance(meta.get("model"), dict) and meta["model"].get("latent") is True:
-            from trim_pomdp.latent import LatentTrimModel  # TRIM-POMDP+ (issue 7)
-
-            model_cls = LatentTrimModel
-        try:
-            with np.load(npz, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            model = model_cls._from_saved(meta["model"], arrays)
-            counts = arrays["counts"]
-            ends = np.cumsum(counts)
-            policies = []
-            for i, lam in enumerate(arrays["lambdas"]):
-                lo = int(ends[i] - counts[i])
-                policies.append(
-                    TrimPolicy(
-                        model=model,
-                        lam=float(lam),
-                        alphas=arrays["alphas"][lo : ends[i]],
-                        actions=arrays["actions"][lo : ends[i]],
-                        offsets=arrays["offsets"][i],
-                        value_b0=float(arrays["value_b0"][i]),
-                        upper_bound=float(arrays["upper_bound"][i]),
-                    )
-                )
-        except (KeyError, IndexError, ValueError) as exc:
-            if isinstance(exc, PolicyFormatError):
-                raise
-            raise PolicyFormatError(f"{npz}: malformed PolicyBank arrays: {exc}") from exc
-        return cls(model, policies)
-
-
-def load_bank(path: str | Path) -> Any:
-    """Load any saved bank of routers, one per budget, whatever wrote it.
-
-    * a :class:`PolicyBank` (``bank.save(path)``: ``.npz`` + ``.json`` sidecar) of a
-      :class:`TrimModel` (TRIM-POMDP) or of a :class:`~trim_pomdp.latent.LatentTrimModel`
-      (TRIM-POMDP+);
-    * a :class:`~trim_pomdp.rl.grid.RLRouterBank` (TRIM-Agg / TRIM-Seq: one ``.npz``, as
-      ``trim-pomdp train`` writes it).
-
-    Every kind has ``.family()`` for :func:`trim_pomdp.evaluate.evaluate` and ``lambdas``.
-    Nothing is unpickled.
-
-    Raises
-    ------
-    FileNotFoundError
-        Neither ``path`` nor ``path.npz`` exists.
-    PolicyFormatError
-        The file is none of these (the message says what was found).
-    """
-    npz, meta_path = PolicyBank._paths(path)
-    if meta_path.exists():
-        try:
-            kind = json.loads(meta_path.read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind == "trim_pomdp.PolicyBank":
-            return PolicyBank.load(npz)
-    if not npz.exists():
-        raise FileNotFoundError(f"{path}: no such router bank (looked for {npz})")
-    from trim_pomdp.rl.grid import RLRouterBank
-
-    try:
-        return RLRouterBank.load(npz)
-    except PolicyFormatError as exc:
-        raise PolicyFormatError(
-            f"{npz}: not a saved router bank: no PolicyBank sidecar {meta_path.name} and not "
-            f"an RL router bank ({exc})"
-        ) from exc
-
-
 def _parameters_from_fitted(
     transition: Any, observation: Any, *, n_score_bins: int, n_min_bins: int | None,
     n_token_bins: int, max_steps: int,
@@ -842,203 +578,3 @@ def _parameters_from_fitted(
     }
 
 
-def default_lambdas(model: TrimModel, n: int = 32) -> NDArray[np.float64]:
-    """A geometric grid of budget multipliers spanning "regenerate whenever it helps at
-    all" to "never regenerate": ``lam * c_bar`` from 1e-3 to 1, with ``c_bar`` the mean
-    strong tokens of one regeneration."""
-    c_bar = float(model.token_probs @ model.strong_tokens)
-    if c_bar <= 0:
-        raise ModelValidationError("expected strong tokens per step must be > 0 for a lambda grid")
-    return np.geomspace(1e-3, 1.0, n) / c_bar
-
-
-def solve_grid(
-    model: TrimModel, lambdas: ArrayLike | None = None, **solver_opts: Any
-) -> PolicyBank:
-    """Solve the TRIM POMDP for every ``lambda`` (in parallel in C++ through
-    :func:`trim_pomdp.finite.solve_finite_many`) and return the :class:`PolicyBank`.
-
-    ``solver_opts`` go to ``solve_finite_many`` (``belief_points``, ``grid_resolution``,
-    ``n_samples``, ``n_refine``, ``n_threads``, ``seed``); the engine's defaults otherwise.
-    """
-    from trim_pomdp.finite import solve_finite_many
-
-    lams = default_lambdas(model) if lambdas is None else np.asarray(lambdas, dtype=np.float64)
-    if lams.ndim != 1 or lams.size == 0:
-        raise ModelValidationError(
-            f"lambdas must be a non-empty 1-D sequence; got shape {lams.shape}"
-        )
-    base = model.to_finite(float(lams[0]))
-    models = [base] + [base.with_rewards(model.arrays(float(v))["R"]) for v in lams[1:]]
-    solved = solve_finite_many(models, **solver_opts)
-    policies = [TrimPolicy.from_finite(model, float(v), p)
-                for v, p in zip(lams, solved, strict=True)]
-    return PolicyBank(model, policies)
-
-
-def calibrate(
-    bank: PolicyBank,
-    *,
-    target_cost_fraction: float,
-    scenario: Any = None,
-    traces: Sequence[Any] | None = None,
-    n_problems: int | None = None,
-    seed: int | None = None,
-) -> tuple[float, float]:
-    """Pick the lambda whose cost fraction is closest to ``target_cost_fraction``.
-
-    Returns ``(lambda, achieved_cost_fraction)`` -- the fraction actually measured for that
-    lambda, never the target.  The cost fraction is mean strong tokens per query divided by
-    that of always-strong.
-
-    With ``scenario`` each policy runs in the simulator (piece ``sim``) on the scenario's
-    problems (``n_problems``/``seed`` override the scenario's); always-strong runs on the
-    same problems (common random numbers).  With ``traces`` (labelled or not, cheap model)
-    each trace is replayed through the router: a regenerated step costs ``c_k`` of its
-    token bin and the trace continues as written.  This replay is an approximation (after a
-    regeneration the real trace would differ) and is documented as such; always-strong
-    costs ``c_k`` on every step.
-    """
-    tcf = float(target_cost_fraction)
-    if not (0.0 <= tcf <= 1.0):
-        raise ValueError(f"target_cost_fraction must be in [0, 1]; got {target_cost_fraction!r}")
-    if (scenario is None) == (traces is None):
-        raise ValueError("calibrate needs exactly one of scenario= or traces=")
-    if scenario is not None:
-        fractions = _cost_fractions_scenario(bank, scenario, n_problems, seed)
-    else:
-        fractions = _cost_fractions_traces(bank, traces)
-    i = int(np.argmin(np.abs(fractions - tcf)))
-    return float(bank.lambdas[i]), float(fractions[i])
-
-
-def _cost_fractions_scenario(bank: PolicyBank, scenario: Any, n_problems, seed) -> NDArray:
-    from trim_pomdp.router import TrimBatchPolicy
-    from trim_pomdp.simulator import simulate_routing
-
-    kw: dict[str, Any] = {}
-    if n_problems is not None:
-        kw["n_problems"] = n_problems
-    if seed is not None:
-        kw["seed"] = seed
-    from trim_pomdp.baselines import AlwaysStrong
-
-    strong = simulate_routing(scenario, AlwaysStrong(), **kw)
-    denom = float(np.mean(strong.strong_tokens))
-    out = np.empty(len(bank))
-    for i, p in enumerate(bank):
-        res = simulate_routing(scenario, TrimBatchPolicy(p), **kw)
-        out[i] = float(np.mean(res.strong_tokens)) / denom
-    return out
-
-
-def _cost_fractions_traces(bank: PolicyBank, traces: Sequence[Any]) -> NDArray:
-    from trim_pomdp.router import Router
-
-    m = bank.model
-    seqs = []
-    for tr in traces:
-        steps = tr.steps[: m.max_steps]
-        if not steps:
-            continue
-        for j, st in enumerate(steps):
-            if st.prm_score is None or st.tokens is None:
-                raise ValueError(
-                    f"trace {getattr(tr, 'id', '?')!r} step {j + 1}: calibration needs "
-                    "prm_score and tokens on every step"
-                )
-        seqs.append([(float(st.prm_score), float(st.tokens)) for st in steps])
-    if not seqs:
-        raise ValueError("calibrate: no non-empty traces")
-    denom = sum(float(np.sum(m.strong_tokens[m.token_bin([c for _, c in s])])) for s in seqs)
-    out = np.empty(len(bank))
-    for i, p in enumerate(bank):
-        r = Router(p)
-        spent = 0.0
-        for s in seqs:
-            r.reset()
-            n = len(s)
-            for j, (score, tok) in enumerate(s):
-                if r.step(score, tok, j == n - 1) == "regenerate":
-                    spent += float(m.strong_tokens[int(m.token_bin(tok))])
-        out[i] = spent / denom
-    return out
-
-
-@dataclass(frozen=True, kw_only=True)
-class FitConfig:
-    """How :func:`fit_from_scenario` (the demo's pipeline) builds the TRIM model.
-
-    Attributes
-    ----------
-    n_fit_problems : int
-        Problems simulated for the labelled training traces (cheap and strong runs).
-    seed : int
-        Seed of the training world (use one different from the evaluation world's).
-    estimator : {"kde", "beta", "hist"}
-        ObservationModel estimator.
-    features : {"score", "score+min"}
-        Observation features (current PRM score, optionally the min of earlier scores).
-    n_score_bins, n_min_bins, n_token_bins : int
-        Discretisation of the TRIM model (``n_min_bins`` only with ``"score+min"``).
-    n_lambdas : int
-        Size of the default geometric lambda grid.
-    """
-
-    n_fit_problems: int = 4000
-    seed: int = 1
-    estimator: str = "kde"
-    features: str = "score"
-    n_score_bins: int = 10
-    n_min_bins: int | None = 4
-    n_token_bins: int = 4
-    n_lambdas: int = 32
-
-
-def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig()) -> tuple[TrimModel, Any, Any]:
-    """Simulate labelled cheap and strong traces of ``scenario`` (piece ``sim``), fit the
-    TransitionModel and ObservationModel (piece ``fit``) and build the TrimModel.
-
-    Returns ``(model, transition, observation)``.
-    """
-    from trim_pomdp.observation import ObservationModel
-    from trim_pomdp.transition import TransitionModel
-
-    generate_traces = _trace_simulator()
-    cheap = generate_traces(scenario, model="cheap", n_problems=config.n_fit_problems,
-                            seed=config.seed)
-    strong = generate_traces(scenario, model="strong", n_problems=config.n_fit_problems,
-                             seed=config.seed + 1)
-    transition = TransitionModel().fit(cheap, strong)
-    observation = ObservationModel(estimator=config.estimator, features=config.features).fit(cheap)
-    model = TrimModel(transition, observation, n_score_bins=config.n_score_bins,
-                      n_min_bins=config.n_min_bins if config.features == "score+min" else None,
-                      n_token_bins=config.n_token_bins)
-    return model, transition, observation
-
-
-def _trace_simulator():
-    """The simulator's labelled-trace generator (``simulate_traces``; ``generate_traces``
-    in its first version)."""
-    from trim_pomdp import simulator
-
-    fn = getattr(simulator, "simulate_traces", None) or getattr(simulator, "generate_traces", None)
-    if fn is None:  # pragma: no cover - depends on piece sim
-        raise ImportError("trim_pomdp.simulator has no simulate_traces/generate_traces")
-    return fn
-
-
-def pomdp_family(options: Any = None, config: FitConfig | None = None):
-    """Factory of the ``"trim-pomdp"`` family for :func:`trim_pomdp.evaluate.evaluate`:
-    fits the models on traces simulated from ``options.scenario`` with seed
-    ``options.seed + 1`` (never the evaluation world), solves the lambda grid
-    (``options.n_params`` lambdas, default 32) and returns the family."""
-    scenario = getattr(options, "scenario", None)
-    if scenario is None:
-        raise ValueError(
-            "the trim-pomdp family needs FamilyOptions(scenario=...) to fit its models"
-        )
-    cfg = config or FitConfig(seed=int(getattr(options, "seed", 0)) + 1,
-                              n_lambdas=getattr(options, "n_params", None) or 32)
-    model, _, _ = fit_from_scenario(scenario, cfg)
-    return solve_grid(model, default_lambdas(model, cfg.n_lambdas)).family()

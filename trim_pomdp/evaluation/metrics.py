@@ -45,6 +45,20 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+__all__ = [
+    "DEFAULT_CPT_LEVELS",
+    "accuracy",
+    "mean_strong_tokens",
+    "cost_fraction",
+    "pgr",
+    "pareto_frontier",
+    "frontier_curve",
+    "cpt",
+    "delta_ibc",
+    "apgr",
+    "curve_metrics",
+]
+
 DEFAULT_CPT_LEVELS = (0.5, 0.8, 0.95)
 # PGR levels within this of the curve's maximum count as reached (floating-point rounding
 # of (A - A_w) / (A_s - A_w) must not decide whether a level is reached)

@@ -51,6 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trim_pomdp.errors import TraceFormatError
+from trim_pomdp.steps import MAX_STEPS, S0, S1, S2
 
 __all__ = [
     "MAX_STEPS",
@@ -67,9 +68,7 @@ __all__ = [
     "traces_to_table",
 ]
 
-MAX_STEPS = 30
 
-S0, S1, S2 = 0, 1, 2
 LABELS = ("correct", "incorrect")
 _STEP_KEYS = frozenset(("text", "prm_score", "tokens", "label"))
 _TRACE_KEYS = frozenset(("id", "problem", "model", "steps", "final_correct"))

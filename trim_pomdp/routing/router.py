@@ -16,7 +16,7 @@ Usage from a generation loop::
             if is_final(draft): break
 
 :class:`TrimBatchPolicy` is the same policy for the simulator's ``BatchPolicy`` protocol
-(piece ``sim``), advancing a batch of episodes in lockstep.
+(:class:`~trim_pomdp.routing.protocols.BatchPolicy`), advancing a batch of episodes in lockstep.
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trim_pomdp import _kernels as K
 from trim_pomdp.errors import (
     PolicyFormatError,
     RouterStateError,
     ZeroProbabilityObservationError,
 )
-from trim_pomdp.trim import TrimModel, TrimPolicy
+from trim_pomdp.routing import _kernels as K
+from trim_pomdp.routing.model import TrimModel
+from trim_pomdp.routing.policy import TrimPolicy
+from trim_pomdp.steps import ACTION_NAMES
 
 __all__ = ["Router", "TrimBatchPolicy", "ACTION_NAMES"]
 
-ACTION_NAMES = ("continue", "regenerate")
 _ACTION_INDEX = {"continue": 0, "regenerate": 1, 0: 0, 1: 1}
 
 
@@ -60,7 +61,7 @@ class Router:
     Parameters
     ----------
     policy : TrimPolicy
-        A policy from :func:`~trim_pomdp.trim.solve_grid` (``bank[i]`` or
+        A policy from :func:`~trim_pomdp.routing.bank.solve_grid` (``bank[i]`` or
         ``bank.nearest(lam)``); or a ``FiniteHorizonPolicy`` together with ``model``.
     model : TrimModel, optional
         Only with a bare finite-horizon policy; its shape must match the policy.

@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 from trim_pomdp.errors import ModelValidationError, PolicyFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from trim_pomdp.model import POMDP
+    from trim_pomdp.engine.model import POMDP
 
 __all__ = [
     "FiniteHorizonPOMDP",
@@ -449,7 +449,7 @@ class FiniteHorizonPOMDP:
         extra step's discounting).  The value at ``b0`` equals this model's optimal value;
         write it with ``.to_file(path)`` to check it with SARSOP.
         """
-        from trim_pomdp.model import POMDP
+        from trim_pomdp.engine.model import POMDP
 
         f = self.flatten_arrays()
         return POMDP(

@@ -35,8 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from trim_pomdp.model import POMDP
-    from trim_pomdp.policy import AlphaVectorPolicy
+    from trim_pomdp.engine.model import POMDP
+    from trim_pomdp.engine.policy import AlphaVectorPolicy
 
 __all__ = ["SolverConfig", "SolveInfo", "solve", "solve_info"]
 
@@ -268,7 +268,7 @@ def solve_info(
     tol = float(getattr(model, "tol", 1e-6))  # files are read with a looser tolerance
     result = _solve_arrays(T, Z, R, discount, b0, config, progress, tol)
 
-    from trim_pomdp.policy import AlphaVectorPolicy
+    from trim_pomdp.engine.policy import AlphaVectorPolicy
 
     names = getattr(model, "action_names", None)
     policy = AlphaVectorPolicy(

@@ -29,12 +29,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from trim_pomdp.errors import InsufficientDataError
-from trim_pomdp.traces import Trace, TraceTable, as_table
+from trim_pomdp.steps import STATE_NAMES
+from trim_pomdp.traces.records import Trace, TraceTable, as_table
 
 __all__ = ["CalibrationReport", "calibration_report", "auroc", "expected_calibration_error",
            "brier_score", "plot_reliability", "plot_state_histograms"]
 
-STATE_NAMES = ("S0", "S1", "S2")
 
 
 def _xy(scores: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -1,6 +1,6 @@
 """TRIM's transition model fitted from labelled traces.
 
-The model (Kapoor et al., 2026, hidden states S0/S1/S2 as in :mod:`trim_pomdp.traces`):
+The model (Kapoor et al., 2026, hidden states S0/S1/S2 as in :mod:`trim_pomdp.steps`):
 
 * a cheap draft written after a correct prefix is correct with probability ``p_w``;
   a strong step written after a correct prefix is correct with probability ``p_s``;
@@ -43,19 +43,24 @@ strong token counts are available).
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trim_pomdp._io import _need, load_npz, save_npz
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
-from trim_pomdp.traces import MAX_STEPS, Trace, TraceTable, as_table
+from trim_pomdp.steps import MAX_STEPS
+from trim_pomdp.traces.records import Trace, TraceTable, as_table
+from trim_pomdp.traces.stats import (
+    BinomialEstimate,
+    step_accuracy,
+    wilson_interval,
+)
 
 __all__ = [
     "BinomialEstimate",
@@ -67,121 +72,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-
-
-# ----------------------------------------------------------------------------- npz + JSON I/O
-
-
-def save_npz(path: str | os.PathLike[str], kind: str, arrays: dict[str, np.ndarray],
-             meta: dict[str, Any], format_version: int) -> None:
-    """Write ``arrays`` plus JSON metadata (``kind``, ``format_version``) to one ``.npz``.
-
-    The metadata is stored as a unicode string array ``metadata_json`` so the file loads with
-    ``allow_pickle=False``.
-    """
-    meta = {"kind": kind, "format_version": format_version, **meta}
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload["metadata_json"] = np.array(json.dumps(meta, allow_nan=False))
-    with open(path, "wb") as fh:
-        np.savez(fh, **payload)
-
-
-def load_npz(path: str | os.PathLike[str], kind: str,
-             format_version: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Inverse of :func:`save_npz`; checks ``kind`` and ``format_version``."""
-    name = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ModelValidationError(f"{name}: not a readable .npz file ({exc})") from None
-    if "metadata_json" not in arrays:
-        raise ModelValidationError(f"{name}: missing 'metadata_json' (not a trim_pomdp model file)")
-    try:
-        meta = json.loads(str(arrays.pop("metadata_json")))
-    except json.JSONDecodeError as exc:
-        raise ModelValidationError(f"{name}: 'metadata_json' is not valid JSON ({exc})") from None
-    if meta.get("kind") != kind:
-        raise ModelValidationError(f"{name}: holds a {meta.get('kind')!r}, expected {kind!r}")
-    if meta.get("format_version") != format_version:
-        raise ModelValidationError(
-            f"{name}: format_version {meta.get('format_version')!r} is not supported "
-            f"(this version reads {format_version})"
-        )
-    return arrays, meta
-
-
-def _need(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...] | None,
-          name: str) -> np.ndarray:
-    if key not in arrays:
-        raise ModelValidationError(f"{name}: missing array {key!r}")
-    a = arrays[key]
-    if shape is not None and a.shape != shape:
-        raise ModelValidationError(f"{name}: array {key!r} must have shape {shape}; got {a.shape}")
-    return a
-
-
-# ----------------------------------------------------------------------------- estimators
-
-
-@dataclass(frozen=True)
-class BinomialEstimate:
-    """A proportion ``p = k / n`` with its Wilson interval ``(lo, hi)`` at level ``ci``."""
-
-    p: float
-    lo: float
-    hi: float
-    k: int
-    n: int
-    ci: float
-
-
-def wilson_interval(k: int, n: int, ci: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes in ``n`` trials (module docstring)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    z = NormalDist().inv_cdf(0.5 + ci / 2.0)
-    z2 = z * z
-    centre = (k + z2 / 2.0) / (n + z2)
-    half = z / (n + z2) * float(np.sqrt(k * (n - k) / n + z2 / 4.0))
-    # at k = 0 (k = n) the bound is exactly 0 (1); avoid rounding residue
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return (lo, hi)
-
-
-def _trial_mask(table: TraceTable) -> NDArray[np.bool_]:
-    """Steps that are Bernoulli trials for the next-step accuracy: known label, known-correct
-    prefix.  With first-error semantics a prefix is known correct iff the step's hidden state
-    is S0 or S2 (both need every earlier step labelled correct)."""
-    return (table.state == 0) | (table.state == 2)
-
-
-def step_accuracy(traces: Iterable[Trace] | TraceTable, ci: float = 0.95, *,
-                  writer: int | None = None) -> BinomialEstimate:
-    """Next-step accuracy of the model that wrote ``traces``: trials are steps with a known
-    correct prefix and a known label; success = the step is correct.
-
-    Parameters
-    ----------
-    traces : traces or TraceTable
-    ci : float
-        Level of the Wilson interval.
-    writer : {None, 0, 1}
-        Restrict to steps written by the cheap (0) or strong (1) model
-        (``Step.extra["writer"]``; steps without it count as written by the trace's model,
-        code 0).  None: every step.
-    """
-    table = as_table(traces)
-    mask = _trial_mask(table)
-    if writer is not None:
-        mask &= table.writer == writer
-    n = int(mask.sum())
-    k = int((table.state[mask] == 0).sum())
-    lo, hi = wilson_interval(k, n, ci)
-    return BinomialEstimate(p=k / n if n else float("nan"), lo=lo, hi=hi, k=k, n=n, ci=ci)
 
 
 def _local_linear(ended: NDArray[np.int64], at_risk: NDArray[np.int64],
@@ -367,7 +257,7 @@ class TransitionModel:
         it is used even when strong traces are passed; its interval is then (p_s, p_s)).
     p_w : float, optional
         The cheap model's next-step accuracy, when estimated elsewhere (e.g. by
-        :class:`trim_pomdp.outcome.OutcomeEM` from outcome-labelled traces); used instead of
+        :class:`trim_pomdp.fit.outcome.OutcomeEM` from outcome-labelled traces); used instead of
         the step labels, interval (p_w, p_w).
     strong_cheap_ratio : float, optional
         Overrides the estimated ratio of strong to cheap step lengths.
@@ -439,7 +329,7 @@ class TransitionModel:
         if strong is not None and strong.n_traces == 0:
             raise InsufficientDataError("TransitionModel.fit: strong_traces is empty")
 
-        if self.p_w is not None:  # given, e.g. estimated by trim_pomdp.outcome.OutcomeEM
+        if self.p_w is not None:  # given, e.g. estimated by trim_pomdp.fit.outcome.OutcomeEM
             self.p_w_ = float(self.p_w)
             self.p_w_ci_ = np.array([self.p_w_, self.p_w_])
             self.n_w_, self.k_w_ = 0, 0

@@ -60,14 +60,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trim_pomdp._io import _need, load_npz, save_npz
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
-from trim_pomdp.traces import Trace, TraceTable, as_table
-from trim_pomdp.transition import _need, load_npz, save_npz
+from trim_pomdp.steps import STATE_NAMES
+from trim_pomdp.traces.records import Trace, TraceTable, as_table
 
 __all__ = ["ObservationModel", "observation_index", "score_bin"]
 
 FORMAT_VERSION = 1
-STATE_NAMES = ("S0", "S1", "S2")
 _BETA_EPS = 1e-6
 _G1 = 1024
 _G2 = 256
@@ -592,7 +592,7 @@ class ObservationModel:
                         *, pseudocount: float = 0.0) -> ObservationModel:
         """A fitted ``estimator="hist"``, ``features="score"`` model from given per-state
         histograms ``hist`` of shape ``(3, n_bins)`` (rows S0, S1, S2; equal-width bins on
-        [0, 1]), e.g. the ones :class:`trim_pomdp.outcome.OutcomeEM` estimates.
+        [0, 1]), e.g. the ones :class:`trim_pomdp.fit.outcome.OutcomeEM` estimates.
         ``n_samples``: (expected) steps behind each row, kept for :meth:`describe`."""
         P = np.asarray(hist, dtype=np.float64)
         if P.ndim != 2 or P.shape[0] != 3 or P.shape[1] < 1:

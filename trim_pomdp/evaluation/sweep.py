@@ -3,9 +3,10 @@
 A *family* is a router with a budget knob.  Two kinds:
 
 * :class:`Family` (step level): ``Family(name, params, make_policy)`` where
-  ``make_policy(param)`` returns a :class:`~trim_pomdp.simulator.BatchPolicy`; every
+  ``make_policy(param)`` returns a :class:`~trim_pomdp.routing.protocols.BatchPolicy`; every
   parameter value is simulated on the same world (paired).  TRIM-Thr sweeps ``k``,
-  random sweeps ``q``, the POMDP family sweeps ``lambda`` (plugged in by piece router).
+  random sweeps ``q``, the POMDP family sweeps ``lambda``
+  (:mod:`trim_pomdp.evaluation.families`).
 * :class:`QueryFamily` (query level): ``QueryFamily(name, params, escalate)`` where
   ``escalate(param, ctx)`` returns the boolean mask of queries sent to the strong model;
   the outcome is read off the paired always-cheap / always-strong runs in ``ctx``.
@@ -16,7 +17,7 @@ family; a registry value may also be a ``"module:function"`` string imported on 
 and :func:`resolve_family` accepts ``"module:function"`` names directly, so a new family can
 be added without editing this file.
 
-Every curve gets the metrics of :mod:`trim_pomdp.metrics` (CPT at 50/80/95 %, ΔIBC over
+Every curve gets the metrics of :mod:`trim_pomdp.evaluation.metrics` (CPT at 50/80/95 %, ΔIBC over
 100 PGR levels, APGR), relative to the always-cheap and always-strong runs on the same world.
 """
 
@@ -25,9 +26,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-import sys
 import time
-import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,45 +34,53 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from trim_pomdp.baselines import (
-    AlwaysCheap,
-    AlwaysStrong,
-    OraclePolicy,
-    RandomPolicy,
-    ThresholdPolicy,
+from trim_pomdp.errors import FamilyUnavailableError
+from trim_pomdp.evaluation.metrics import DEFAULT_CPT_LEVELS, curve_metrics, pareto_frontier, pgr
+from trim_pomdp.evaluation.query_routing import (
     automix_escalate,
     combine_query_routing,
     query_min_scores,
     query_oracle_order,
 )
-from trim_pomdp.metrics import DEFAULT_CPT_LEVELS, curve_metrics, pareto_frontier, pgr
-from trim_pomdp.scenario import Scenario
-from trim_pomdp.simulator import BatchPolicy, RoutingResult, World, as_world, simulate_routing
+from trim_pomdp.routing.baselines import (
+    AlwaysCheap,
+    AlwaysStrong,
+    OraclePolicy,
+    RandomPolicy,
+    ThresholdPolicy,
+)
+from trim_pomdp.routing.protocols import Family
+from trim_pomdp.simulation.scenario import Scenario
+from trim_pomdp.simulation.world import RoutingResult, World, as_world, simulate_routing
+
+__all__ = [
+    "EvalContext",
+    "QueryFamily",
+    "AnyFamily",
+    "FamilyOptions",
+    "threshold_family",
+    "random_family",
+    "oracle_family",
+    "always_cheap_family",
+    "always_strong_family",
+    "query_oracle_family",
+    "query_oracle_cheapest_family",
+    "automix_family",
+    "FamilyFactory",
+    "FAMILY_FACTORIES",
+    "DEFAULT_FAMILIES",
+    "register_family",
+    "FamilyUnavailableError",
+    "resolve_family",
+    "Curve",
+    "Evaluation",
+    "evaluate",
+    "paired_bootstrap",
+    "compare",
+]
 
 
 # ============================================================================ families
-@dataclass(frozen=True)
-class Family:
-    """A step-level router family: one BatchPolicy per budget parameter.
-
-    Parameters
-    ----------
-    name : str
-    params : sequence of float
-        Budget parameter values to sweep (e.g. thresholds ``k``, rates ``q``, ``lambda``).
-    make_policy : callable
-        ``make_policy(param) -> BatchPolicy``.
-    param_name : str
-        Label of the parameter in tables/JSON.
-    """
-
-    name: str
-    params: Sequence[float]
-    make_policy: Callable[[float], BatchPolicy]
-    param_name: str = "param"
-    kind: str = field(default="step", init=False)
-
-
 @dataclass(frozen=True)
 class EvalContext:
     """What a query-level family sees: the world and the paired reference runs."""
@@ -198,10 +205,10 @@ FAMILY_FACTORIES: dict[str, FamilyFactory | str] = {
     "query-oracle": query_oracle_family,
     "query-oracle-cheapest": query_oracle_cheapest_family,
     "automix": automix_family,
-    # piece router provides the POMDP family with this factory signature
-    "trim-pomdp": "trim_pomdp.trim:pomdp_family",
-    # the POMDP that learns the problem's difficulty and the PRM's bias as it goes (issue 7)
-    "trim-pomdp+": "trim_pomdp.latent:pomdp_plus_family",
+    # model-based families: they fit and solve when built, so they load on first use
+    "trim-pomdp": "trim_pomdp.evaluation.families:pomdp_family",
+    # the POMDP that learns the problem's difficulty and the PRM's bias as it goes
+    "trim-pomdp+": "trim_pomdp.evaluation.families:pomdp_plus_family",
     # RL routers, trained on the scenario when the family is built (not in the defaults:
     # training takes a minute or more; `trim-pomdp demo --rl`, `evaluate --policies trim-agg`)
     "trim-agg": "trim_pomdp.rl.grid:agg_family",
@@ -216,10 +223,6 @@ DEFAULT_FAMILIES = ("trim-pomdp", "trim-pomdp+", "trim-thr", "random", "oracle",
 def register_family(name: str, factory: FamilyFactory | str) -> None:
     """Make ``name`` resolvable by :func:`resolve_family` (and the CLI's ``--policies``)."""
     FAMILY_FACTORIES[name] = factory
-
-
-class FamilyUnavailableError(LookupError):
-    """A registered family's module is not installed/merged yet."""
 
 
 def resolve_family(name: str, options: FamilyOptions = FamilyOptions()) -> AnyFamily:
@@ -546,16 +549,3 @@ def compare(samples: Mapping[str, Mapping[str, NDArray[np.float64]]], a: str, b:
     return {"diff": float(np.mean(d[ok])) if ok.any() else math.nan,
             "ci_low": float(lo), "ci_high": float(hi),
             "p_better": float(np.mean(better & ok)), "n": float(ok.sum())}
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``trim_pomdp.evaluate(...)`` call :func:`evaluate` even after the submodule
-    ``trim_pomdp.evaluate`` was imported (the import system then binds the package attribute
-    ``evaluate`` to this module, shadowing the lazily exported function); the same device as
-    in :mod:`trim_pomdp.simulate`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Evaluation:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -3,7 +3,7 @@
 Each episode draws ``s_0 ~ b0`` and then, for ``t = 0 .. horizon-1``, takes
 ``a_t = pi(b_t)``, collects the expected immediate reward ``R[a_t, s_t]``, draws
 ``s_{t+1} ~ T[a_t, s_t, :]`` and ``o_t ~ Z[a_t, s_{t+1}, :]`` and updates the belief with
-the Bayes filter of :mod:`trim_pomdp.belief`.  The episode's return is
+the Bayes filter of :mod:`trim_pomdp.engine.belief`.  The episode's return is
 
     G = sum_{t < horizon} discount^t R[a_t, s_t],
 
@@ -20,8 +20,6 @@ deviation (ddof=1) divided by ``sqrt(episodes)``.
 from __future__ import annotations
 
 import math
-import sys
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +27,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from trim_pomdp.belief import (
+from trim_pomdp.engine.belief import (
     belief_update_kernel,
     belief_update_sparse_kernel,
     transition_csr,
@@ -119,7 +117,7 @@ def simulate_kernel(
 ):  # pragma: no cover - compiled
     """Fill ``returns[e]`` for every episode, drawing from the ``np.random.Generator`` ``rng``
     (one uniform per episode start, three per step).  ``T`` comes in CSR form
-    (:func:`~trim_pomdp.belief.transition_csr`) and both the action choice and the filter
+    (:func:`~trim_pomdp.engine.belief.transition_csr`) and both the action choice and the filter
     only visit the belief's support, so a step costs O(K |supp| + S + nnz) rather than
     O(K S + S^2).  On an impossible observation (only from floating-point underflow of the
     true state in the belief) writes (episode, step, a, o) to ``fail`` and returns early."""
@@ -261,7 +259,7 @@ def simulate(
     ValueError
         Bad ``episodes``, ``horizon`` or ``seed``.
     """
-    from trim_pomdp.policy import AlphaVectorPolicy
+    from trim_pomdp.engine.policy import AlphaVectorPolicy
 
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 2:
         raise ValueError(f"episodes must be an integer >= 2; got {episodes!r}")
@@ -340,22 +338,3 @@ def simulate(
         seed=int(seed),
         truncation_bound=float(trunc),
     )
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``trim_pomdp.simulate(...)`` call the function even after the submodule
-    ``trim_pomdp.simulate`` was imported (the import system then binds the package
-    attribute ``simulate`` to this module, shadowing the lazily exported function)."""
-
-    def __call__(
-        self,
-        model: Any,
-        policy: Any,
-        episodes: int = 1000,
-        horizon: int | None = None,
-        seed: int = 0,
-    ) -> SimulationResult:
-        return simulate(model, policy, episodes, horizon, seed)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -2,8 +2,8 @@ r"""Fit TRIM's step accuracies and PRM score model from traces labelled only by 
 
 Traces that come back from routing real models (:mod:`trim_pomdp.serving`) carry a checked
 final answer, ``final_correct``, but no step labels: a wrong answer does not say which step was
-wrong.  The supervised fits (:class:`~trim_pomdp.transition.TransitionModel`,
-:class:`~trim_pomdp.observation.ObservationModel`) then see only correct episodes and learn
+wrong.  The supervised fits (:class:`~trim_pomdp.fit.transition.TransitionModel`,
+:class:`~trim_pomdp.fit.observation.ObservationModel`) then see only correct episodes and learn
 ``p_w = 1``.  :class:`OutcomeEM` fits the same quantities by expectation-maximisation over the
 hidden position of the first wrong step.
 
@@ -321,10 +321,10 @@ class OutcomeEM:
             raise NotFittedError("This OutcomeEM instance is not fitted yet; call 'fit' first")
 
     def observation_model(self) -> Any:
-        """The fitted score model as an :class:`~trim_pomdp.observation.ObservationModel`
+        """The fitted score model as an :class:`~trim_pomdp.fit.observation.ObservationModel`
         (estimator ``"hist"``, features ``"score"``), e.g. for ``TrimModel`` or ``save``."""
         self._check_fitted()
-        from trim_pomdp.observation import ObservationModel
+        from trim_pomdp.fit.observation import ObservationModel
 
         return ObservationModel.from_histograms(self.hist_, self.expected_counts_)
 

@@ -72,10 +72,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trim_pomdp.errors import ScenarioError
+from trim_pomdp.steps import MAX_STEPS, STATE_NAMES
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BUILTIN_SCENARIOS",
+    "Scenario",
+    "load_scenario",
+    "builtin_scenario",
+    "default_scenario",
+    "expected_end_points",
+]
 
 FORMAT_VERSION = 1
-MAX_STEPS = 30
-STATE_NAMES = ("S0", "S1", "S2")
 BUILTIN_SCENARIOS = {
     "default": "default_scenario.json",
     "noisy_prm": "noisy_prm_scenario.json",
@@ -118,7 +127,7 @@ class Scenario:
     prm_correlation : float
         Lag-1 correlation of the AR(1) latent of the scores along a trace.
     n_problems : int
-        Problems drawn by :func:`trim_pomdp.simulator.sample_world` by default.
+        Problems drawn by :func:`trim_pomdp.simulation.world.sample_world` by default.
     seed : int
         Default seed of the world.
     """
