@@ -23,7 +23,8 @@ _STYLES = {
 
 def plot_curves(evaluation: Any, path: str | Path, *, x: str = "cost_fraction",
                 title: str | None = None, frontier_only: bool = True) -> Path:
-    """Plot accuracy against cost for every family of an :class:`~trim_pomdp.evaluation.sweep.Evaluation` and save it as PNG.
+    """Plot accuracy against cost for every family of an
+    :class:`~trim_pomdp.evaluation.sweep.Evaluation` and save it as PNG.
 
     Parameters
     ----------
