@@ -145,7 +145,7 @@ def test_escalation_policy_has_no_step_interface():
 
 
 def test_random_router_rate_through_python_reference(world):
-    from trim_pomdp.simulation.world import simulate_routing_python
+    from reference_simulator import simulate_routing_python
 
     res = simulate_routing_python(world, RandomPolicy(0.3, seed=5), problems=range(800))
     n = res.steps.sum()

@@ -119,7 +119,7 @@ def test_kde_reflection_keeps_uniform_flat_at_the_edges():
 
 
 def test_kde_2d_matches_brute_force():
-    from trim_pomdp.fit.observation import _KDE2D
+    from trim_pomdp.fit._densities import _KDE2D
 
     rng = np.random.default_rng(2)
     x, m = rng.beta(3, 2, 300), rng.beta(2, 2, 300)

@@ -45,7 +45,7 @@ MOVED: dict[str, tuple[str, ...]] = {
                              "trim_pomdp.evaluation.query_routing"),
     "trim_pomdp.transition": ("trim_pomdp.fit.transition", "trim_pomdp.traces.stats",
                               "trim_pomdp._io"),
-    "trim_pomdp.observation": ("trim_pomdp.fit.observation",),
+    "trim_pomdp.observation": ("trim_pomdp.fit.observation", "trim_pomdp.fit._densities"),
     "trim_pomdp.outcome": ("trim_pomdp.fit.outcome",),
     "trim_pomdp.calibration": ("trim_pomdp.fit.prm_calibration",),
     "trim_pomdp.scenario": ("trim_pomdp.simulation.scenario",),
