@@ -210,7 +210,7 @@ def concurrent_episodes(n_episodes: int = 64, n_steps: int = 8, l_cheap: float =
     connections: 3 x 64 connects), then again on the pools the first run left open, as they
     are during a long batch.  Each run has its own problem ids, so nothing is skipped."""
     latency = {"completions:cheap": l_cheap, "completions:strong": l_strong, "pooling": l_prm}
-    from trim_pomdp.serving.endpoints import _import_client
+    from trim_pomdp.serving.http import _import_client
 
     _import_client(http_client)  # the library's import is a one-off, not part of a run
     proc, port = start_server(latency, n_steps)

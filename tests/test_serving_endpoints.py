@@ -19,7 +19,8 @@ from trim_pomdp.serving import (
     EndpointError,
     ResponseFormatError,
 )
-from trim_pomdp.serving.endpoints import HTTP_CLIENTS, QWEN_MATH_PROMPT
+from trim_pomdp.serving.endpoints import QWEN_MATH_PROMPT
+from trim_pomdp.serving.http import HTTP_CLIENTS
 
 
 @pytest.fixture(params=HTTP_CLIENTS)

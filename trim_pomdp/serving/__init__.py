@@ -24,7 +24,7 @@ from __future__ import annotations
 from trim_pomdp._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
-    "EndpointConfig": "trim_pomdp.serving.endpoints",
+    "EndpointConfig": "trim_pomdp.serving.http",
     "EndpointConfigError": "trim_pomdp.errors",
     "EndpointError": "trim_pomdp.errors",
     "ResponseFormatError": "trim_pomdp.errors",
@@ -40,16 +40,16 @@ _EXPORTS: dict[str, str] = {
     "extract_boxed": "trim_pomdp.serving.checker",
     "normalize_answer": "trim_pomdp.serving.checker",
     "answers_equal": "trim_pomdp.serving.checker",
-    "Problem": "trim_pomdp.serving.runner",
+    "Problem": "trim_pomdp.serving.problems",
     "ProblemFormatError": "trim_pomdp.errors",
-    "EpisodeResult": "trim_pomdp.serving.runner",
+    "EpisodeResult": "trim_pomdp.serving.records",
     "EpisodeError": "trim_pomdp.errors",
-    "BatchSummary": "trim_pomdp.serving.runner",
+    "BatchSummary": "trim_pomdp.serving.records",
     "ProgressBar": "trim_pomdp.serving.runner",
-    "TraceWriter": "trim_pomdp.serving.runner",
-    "load_problems": "trim_pomdp.serving.runner",
+    "TraceWriter": "trim_pomdp.serving.records",
+    "load_problems": "trim_pomdp.serving.problems",
     "context_exceeded": "trim_pomdp.serving.runner",
-    "read_finished": "trim_pomdp.serving.runner",
+    "read_finished": "trim_pomdp.serving.records",
     "run_episode": "trim_pomdp.serving.runner",
     "run_batch": "trim_pomdp.serving.runner",
 }

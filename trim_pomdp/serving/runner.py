@@ -29,25 +29,27 @@ ended with that final step, so it has nothing more to decide.
 
 Traces use the JSONL format of :mod:`trim_pomdp.traces` (one episode per line, appended and
 flushed when the episode ends, so an interrupted batch loses at most the episodes in flight).
+
+The problem files are read by :mod:`trim_pomdp.serving.problems`; episode records, trace
+files and the batch summary are :mod:`trim_pomdp.serving.records`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, Protocol
 
 from trim_pomdp.errors import EpisodeError, ProblemFormatError
 from trim_pomdp.serving.endpoints import EndpointError, ResponseFormatError, StepGenerator
 from trim_pomdp.serving.prm import StepScorer
+from trim_pomdp.serving.problems import Problem, load_problems
+from trim_pomdp.serving.records import BatchSummary, EpisodeResult, TraceWriter, read_finished
 from trim_pomdp.steps import MAX_STEPS
 
 __all__ = [
@@ -77,70 +79,6 @@ class RouterLike(Protocol):
     def executed(self, action: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One problem: ``id`` (unique in a batch), ``text``, optional reference ``answer``."""
-
-    id: str
-    text: str
-    answer: str | None = None
-
-
-@dataclass
-class EpisodeResult:
-    """Everything one episode produced.  ``to_trace()`` gives the JSONL record."""
-
-    id: str
-    problem: str
-    model: str
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "done"  # "done" | "aborted" | "error" | "interrupted"
-    final_correct: bool | None = None
-    answer: str | None = None
-    reference: str | None = None
-    cheap_tokens: int = 0
-    strong_tokens: int = 0
-    n_regenerations: int = 0
-    n_fallbacks: int = 0
-    wall_s: float = 0.0
-    router_s: float = 0.0
-    error: str | None = None
-
-    @property
-    def text(self) -> str:
-        """The solution as executed: steps joined by blank lines."""
-        return "\n\n".join(s["text"] for s in self.steps)
-
-    def as_trace(self) -> Any:
-        """This episode as a validated :class:`trim_pomdp.traces.Trace` (extras kept)."""
-        from trim_pomdp.traces.records import trace_from_dict
-
-        return trace_from_dict(self.to_trace(), f"episode {self.id!r}")
-
-    def to_trace(self) -> dict[str, Any]:
-        """The trace-format record: ``id, problem, model, steps, final_correct`` + extras."""
-        return {
-            "id": self.id,
-            "problem": self.problem,
-            "model": self.model,
-            "steps": self.steps,
-            "final_correct": self.final_correct,
-            "status": self.status,
-            "answer": self.answer,
-            "reference": self.reference,
-            "cheap_tokens": self.cheap_tokens,
-            "strong_tokens": self.strong_tokens,
-            "n_regenerations": self.n_regenerations,
-            "n_fallbacks": self.n_fallbacks,
-            "wall_s": round(self.wall_s, 6),
-            "router_s": round(self.router_s, 9),
-            "error": self.error,
-        }
-
-
-# How servers word "the prompt plus max_tokens do not fit": vLLM ("This model's maximum
-# context length is 4096 tokens...", "...longer than the maximum model length of 4096...
-# `max_model_len`...") and OpenAI (code "context_length_exceeded").
 _CONTEXT_EXCEEDED = re.compile(
     r"maximum context length|context_length_exceeded|maximum model length|max_model_len",
     re.IGNORECASE,
@@ -389,120 +327,6 @@ async def run_episode(
 
 
 # --------------------------------------------------------------------------------------------
-# problems, trace files, resume
-
-
-def load_problems(path: str | os.PathLike[str]) -> list[Problem]:
-    """Read a JSONL problem set: one object per line with ``problem`` (or ``question``), an
-    optional ``id`` (or ``unique_id``; default ``"line-N"``) and optional ``answer``.
-
-    Raises :class:`ProblemFormatError` naming the file and line for malformed lines or
-    duplicate ids.
-    """
-    path = Path(path)
-    out: list[Problem] = []
-    seen: set[str] = set()
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ProblemFormatError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise ProblemFormatError(
-                    f"{path}:{n}: expected a JSON object; got {type(obj).__name__}"
-                )
-            text = obj.get("problem", obj.get("question"))
-            if not isinstance(text, str) or not text.strip():
-                raise ProblemFormatError(f"{path}:{n}: field 'problem' must be a non-empty string")
-            pid = obj.get("id", obj.get("unique_id", f"line-{n}"))
-            pid = str(pid)
-            if pid in seen:
-                raise ProblemFormatError(f"{path}:{n}: duplicate id {pid!r}")
-            seen.add(pid)
-            ans = obj.get("answer")
-            out.append(Problem(id=pid, text=text, answer=None if ans is None else str(ans)))
-    return out
-
-
-def read_finished(path: str | os.PathLike[str], *, repair: bool = True) -> dict[str, dict]:
-    """Episodes already written to a trace file: ``{id: record}`` (last record per id wins).
-
-    A last line without its newline is the remnant of an interrupted write.  With
-    ``repair=True`` it is moved to ``<path>.partial`` (kept, never deleted) and the file is
-    truncated after the last complete line, so appending resumes on a clean line boundary.
-    A malformed complete line raises ValueError naming the line.
-    """
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    cut = data.rfind(b"\n") + 1
-    if cut < len(data) and repair:
-        with open(str(path) + ".partial", "ab") as fh:
-            fh.write(data[cut:] + b"\n")
-        with path.open("r+b") as fh:
-            fh.truncate(cut)
-    out: dict[str, dict] = {}
-    for n, line in enumerate(data[:cut].decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or "id" not in obj:
-            raise ValueError(f"{path}:{n}: expected a trace object with an 'id'")
-        out[str(obj["id"])] = obj
-    return out
-
-
-class TraceWriter:
-    """Append-only JSONL writer: one line per episode, flushed (and fsync'ed) per write.
-
-    With ``validate=True`` every record is checked by :func:`trim_pomdp.traces.trace_from_dict`
-    (raising :class:`TraceFormatError` before anything is written) and written in the canonical
-    form of :func:`trim_pomdp.traces.trace_to_dict`, so the file loads with
-    :func:`trim_pomdp.traces.load_traces` and feeds ``trim-pomdp fit``.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], *, fsync: bool = True, validate: bool = True
-    ) -> None:
-        self.path = Path(path)
-        self.fsync = fsync
-        self.validate = validate
-        self._fh: IO[str] | None = None
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        if self.validate:
-            from trim_pomdp.traces.records import trace_from_dict, trace_to_dict
-
-            record = trace_to_dict(trace_from_dict(dict(record), f"trace {record.get('id')!r}"))
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
-        line = json.dumps(record, ensure_ascii=False, allow_nan=False)
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        if self.fsync:
-            os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def __enter__(self) -> TraceWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# --------------------------------------------------------------------------------------------
 # progress
 
 
@@ -559,49 +383,6 @@ class ProgressBar:
 
 # --------------------------------------------------------------------------------------------
 # batch
-
-
-@dataclass
-class BatchSummary:
-    """What a batch did (``results`` holds this run's episodes; skipped ones are only counted)."""
-
-    results: list[EpisodeResult]
-    skipped: int
-    errors: list[EpisodeResult]
-    wall_s: float
-    max_in_flight: int
-
-    @property
-    def n_done(self) -> int:
-        return sum(r.status == "done" for r in self.results)
-
-    @property
-    def n_aborted(self) -> int:
-        return sum(r.status == "aborted" for r in self.results)
-
-    def accuracy(self) -> float | None:
-        """Fraction correct among this run's finished (done + aborted) episodes with a label;
-        aborted episodes count as wrong."""
-        labelled = [r for r in self.results if r.final_correct is not None or r.status == "aborted"]
-        if not labelled:
-            return None
-        return sum(r.final_correct is True for r in labelled) / len(labelled)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "episodes": len(self.results),
-            "done": self.n_done,
-            "aborted": self.n_aborted,
-            "errors": len(self.errors),
-            "skipped": self.skipped,
-            "accuracy": self.accuracy(),
-            "cheap_tokens": sum(r.cheap_tokens for r in self.results),
-            "strong_tokens": sum(r.strong_tokens for r in self.results),
-            "regenerations": sum(r.n_regenerations for r in self.results),
-            "fallbacks": sum(r.n_fallbacks for r in self.results),
-            "wall_s": self.wall_s,
-            "max_in_flight": self.max_in_flight,
-        }
 
 
 async def run_batch(
