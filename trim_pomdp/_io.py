@@ -43,7 +43,7 @@ def save_npz(path: str | os.PathLike[str], kind: str, arrays: dict[str, np.ndarr
     ``allow_pickle=False``.
     """
     meta = {"kind": kind, "format_version": format_version, **meta}
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
     payload["metadata_json"] = np.array(json.dumps(meta, allow_nan=False))
     with open(path, "wb") as fh:
         np.savez(fh, **payload)

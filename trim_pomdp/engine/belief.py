@@ -41,7 +41,8 @@ BELIEF_TOL = 1e-6
 
 # ---------------------------------------------------------------------------- kernels
 @njit(cache=True, nogil=True)
-def belief_update_kernel(T, Z, b, a, o, out):  # pragma: no cover - compiled
+def belief_update_kernel(T: Any, Z: Any, b: Any, a: int, o: int,
+                         out: Any) -> float:  # pragma: no cover - compiled
     """Write ``b'`` into ``out`` and return ``P(o | b, a)``.
 
     ``out`` is left unnormalised (and the return value is 0.0) when the observation has
@@ -70,8 +71,9 @@ def belief_update_kernel(T, Z, b, a, o, out):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def belief_update_sparse_kernel(
-    T_indptr, T_indices, T_data, Z, b, supp, n_supp, a, o, out, out_supp
-):  # pragma: no cover - compiled
+    T_indptr: Any, T_indices: Any, T_data: Any, Z: Any, b: Any, supp: Any, n_supp: int, a: int,
+    o: int, out: Any, out_supp: Any,
+) -> Any:  # pragma: no cover - compiled
     """:func:`belief_update_kernel` with ``T`` in CSR form and the belief's support listed.
 
     Row ``(a, s)`` of ``T`` is ``T_data[T_indptr[a*S + s] : T_indptr[a*S + s + 1]]`` at columns
@@ -120,7 +122,8 @@ def transition_csr(T: NDArray[np.float64]) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 @njit(cache=True, nogil=True)
-def belief_update_batch_kernel(T, Z, B, actions, obs, out, norms):  # pragma: no cover
+def belief_update_batch_kernel(T: Any, Z: Any, B: Any, actions: Any, obs: Any, out: Any,
+                               norms: Any) -> int:  # pragma: no cover
     """Row-wise :func:`belief_update_kernel`: writes ``out[i]`` and
     ``norms[i] = P(obs[i] | B[i], actions[i])``.
 
@@ -141,7 +144,8 @@ def update_belief_numpy(
     """Plain-NumPy reference of :func:`update_belief` (no checks; NaN if P(o|b,a) = 0)."""
     unnorm = Z[a, :, o] * (b @ T[a])
     with np.errstate(invalid="ignore", divide="ignore"):
-        return unnorm / unnorm.sum()
+        out: NDArray[np.float64] = unnorm / unnorm.sum()
+    return out
 
 
 # ---------------------------------------------------------------------------- validation
@@ -383,7 +387,8 @@ class BeliefUpdater:
         """A copy of the model's initial belief ``b0`` (uniform if the model has none)."""
         if self._b0 is None:
             return np.full(self.n_states, 1.0 / self.n_states)
-        return self._b0.copy()
+        b0: NDArray[np.float64] = self._b0.copy()
+        return b0
 
     def update(
         self, b: ArrayLike, a: int, o: int, *, out: NDArray[np.float64] | None = None
@@ -424,7 +429,8 @@ class BeliefUpdater:
         if b.shape != (self.n_states,):
             raise ValueError(f"b must have shape (n_states,) = ({self.n_states},); got {b.shape}")
         a = _check_index(a, self.n_actions, "a")
-        return (b @ self.T[a]) @ self.Z[a]
+        p: NDArray[np.float64] = (b @ self.T[a]) @ self.Z[a]
+        return p
 
 
 def _names(x: Any) -> list[str] | None:

@@ -201,6 +201,7 @@ class FiniteHorizonPOMDP:
                 )
             _check_stochastic(x0_dist, "x0", (), 1, tol)
 
+        b0_arr: NDArray[np.float64]
         if b0 is None:
             b0_arr = np.full((X, S), 1.0 / S)
         else:

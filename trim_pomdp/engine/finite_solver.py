@@ -11,6 +11,7 @@ budget lambda) in parallel on a C++ thread pool with the GIL released.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,7 @@ def _solver_kwargs(
     }
 
 
-def _policy_from_result(res: dict[str, Any], model: FiniteHorizonPOMDP) -> FiniteHorizonPolicy:
+def _policy_from_result(res: Mapping[str, Any], model: FiniteHorizonPOMDP) -> FiniteHorizonPolicy:
     info = FiniteSolveInfo(
         lower_bound=float(res["lower_bound"]),
         upper_bound=float(res["upper_bound"]),

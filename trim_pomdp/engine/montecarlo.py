@@ -81,7 +81,7 @@ class SimulationResult:
 
 
 @njit(cache=True, nogil=True)
-def _sample(cum, u):  # pragma: no cover - compiled
+def _sample(cum: Any, u: float) -> int:  # pragma: no cover - compiled
     # First index whose cumulative mass exceeds u * total: zero-probability entries have the
     # same cumulative value as their predecessor and so are never chosen.
     x = u * cum[cum.shape[0] - 1]
@@ -98,23 +98,23 @@ def _sample(cum, u):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def simulate_kernel(
-    T_indptr,
-    T_indices,
-    T_data,
-    Z,
-    R,
-    T_cum,
-    Z_cum,
-    b0,
-    b0_cum,
-    alphas,
-    actions,
-    discount,
-    horizon,
-    rng,
-    returns,
-    fail,
-):  # pragma: no cover - compiled
+    T_indptr: Any,
+    T_indices: Any,
+    T_data: Any,
+    Z: Any,
+    R: Any,
+    T_cum: Any,
+    Z_cum: Any,
+    b0: Any,
+    b0_cum: Any,
+    alphas: Any,
+    actions: Any,
+    discount: Any,
+    horizon: Any,
+    rng: Any,
+    returns: Any,
+    fail: Any,
+) -> None:  # pragma: no cover - compiled
     """Fill ``returns[e]`` for every episode, drawing from the ``np.random.Generator`` ``rng``
     (one uniform per episode start, three per step).  ``T`` comes in CSR form
     (:func:`~trim_pomdp.engine.belief.transition_csr`) and both the action choice and the filter
@@ -169,7 +169,8 @@ def simulate_kernel(
 
 
 def _simulate_python(
-    T, Z, R, T_cum, Z_cum, b0, b0_cum, policy, discount, horizon, rng, returns
+    T: Any, Z: Any, R: Any, T_cum: Any, Z_cum: Any, b0: Any, b0_cum: Any, policy: Any,
+    discount: float, horizon: int, rng: np.random.Generator, returns: Any,
 ) -> None:
     """:func:`simulate_kernel` for a policy that is only a Python ``action(belief) -> int``
     (slow: one Python call per step).  It draws the same uniforms in the same order, so a

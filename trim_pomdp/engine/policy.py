@@ -217,14 +217,16 @@ class AlphaVectorPolicy:
         B = self._check_beliefs(B)
         if B.shape[0] == 0:
             return np.zeros(0)
-        return np.max(B @ self._alphas.T, axis=1)
+        values: NDArray[np.float64] = np.max(B @ self._alphas.T, axis=1)
+        return values
 
     def actions_for(self, B: ArrayLike) -> NDArray[np.int64]:
         """Batched :meth:`action`: ``B`` has shape (N, n_states); returns int64 shape (N,)."""
         B = self._check_beliefs(B)
         if B.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
-        return self._actions[np.argmax(B @ self._alphas.T, axis=1)]
+        acts: NDArray[np.int64] = self._actions[np.argmax(B @ self._alphas.T, axis=1)]
+        return acts
 
     # ------------------------------------------------------------------ model check
     def check_model(self, model: Any) -> AlphaVectorPolicy:
@@ -285,12 +287,9 @@ class AlphaVectorPolicy:
             "metadata": self.metadata,
         }
         text = json.dumps(meta, allow_nan=False, sort_keys=True)
-        np.savez(
-            path,
-            alphas=self._alphas,
-            actions=self._actions,
-            **{_METADATA_KEY: np.array(text)},
-        )
+        arrays: dict[str, Any] = {"alphas": self._alphas, "actions": self._actions,
+                                  _METADATA_KEY: np.array(text)}
+        np.savez(path, **arrays)
         return path
 
     @classmethod

@@ -197,7 +197,7 @@ def _solve_arrays(
             if progress is not None:
                 progress(t, lb, ub, n_alpha, it)
 
-    result: dict[str, Any] = _core.solve_pomdp(
+    result: Any = _core.solve_pomdp(
         T,
         Z,
         R,
@@ -221,7 +221,7 @@ def _solve_arrays(
         if result["interrupted"]:
             print("interrupted: returning the best policy found so far", file=sys.stderr,
                   flush=True)
-    return result
+    return dict(result)
 
 
 def solve_info(

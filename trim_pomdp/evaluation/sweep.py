@@ -402,6 +402,7 @@ def evaluate(source: Scenario | World | str,
     say(f"reference runs on {world.n_problems} problems ({world.n_steps} steps)")
     cheap = simulate_routing(world, AlwaysCheap(), record=True, min_prev_rule=min_prev_rule)
     strong = simulate_routing(world, AlwaysStrong(), min_prev_rule=min_prev_rule)
+    assert cheap.record is not None  # record=True above
     ctx = EvalContext(world=world, cheap=cheap, strong=strong,
                       cheap_min_score=query_min_scores(cheap.record.score))
     a_w, a_s = cheap.accuracy, strong.accuracy

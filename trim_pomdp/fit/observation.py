@@ -285,7 +285,8 @@ class ObservationModel:
         X = self._as_X(X)
         comp = self.components_[state]
         if self.n_features == 1:
-            return comp.pdf(X)
+            pdf: NDArray[np.float64] = comp.pdf(X)
+            return pdf
         f_atom, f_cont = comp
         pi = self.atom_weight_[state]
         x, m = X[:, 0], X[:, 1]
@@ -323,7 +324,8 @@ class ObservationModel:
                 rows.append(P.ravel())
             Z = np.stack(rows)
         Z = np.clip(Z, 0.0, None)
-        return Z / Z.sum(axis=1, keepdims=True)
+        out: NDArray[np.float64] = Z / Z.sum(axis=1, keepdims=True)
+        return out
 
     @staticmethod
     def observation_index(score: ArrayLike, min_prev: ArrayLike | None, n_score_bins: int,

@@ -431,8 +431,10 @@ class TransitionModel:
             raise InsufficientDataError("token_bin_probabilities: no cheap token counts")
         tk = self.cheap_tokens_
         b = token_bin(tk.values, edges)
-        p = np.bincount(b, weights=tk.value_counts, minlength=len(edges) - 1)
-        return p / p.sum()
+        n_bins = np.asarray(edges).shape[0] - 1
+        p = np.bincount(b, weights=tk.value_counts, minlength=n_bins)
+        out: NDArray[np.float64] = p / p.sum()
+        return out
 
     def expected_strong_tokens_per_bin(self, edges: ArrayLike) -> NDArray[np.float64]:
         """``expected_strong_tokens`` of the mean cheap length within each token bin (an

@@ -132,7 +132,8 @@ class Router:
     @property
     def belief(self) -> NDArray[np.float64]:
         """Current hidden belief ``(P(S0), P(S1), P(S2))`` (read-only view; copy to keep)."""
-        return self._belief_view
+        view: NDArray[np.float64] = self._belief_view
+        return view
 
     @property
     def t(self) -> int:
@@ -259,7 +260,8 @@ class TrimBatchPolicy:
                 f"episode {bad}, step {t}: evidence (score={score[bad]}, tokens={tokens[bad]}) "
                 f"has probability 0; belief {self._B[bad].tolist()}"
             )
-        return self._out.copy()
+        out: NDArray[np.int8] = self._out.copy()
+        return out
 
     def executed(self, actions: ArrayLike) -> None:
         a = np.asarray(actions)

@@ -244,7 +244,7 @@ class _AiohttpBackend:
 
     @property
     def closed(self) -> bool:
-        return self.session.closed
+        return bool(self.session.closed)
 
     async def post(
         self, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]
@@ -304,7 +304,7 @@ class _HttpxBackend:
 
     @property
     def closed(self) -> bool:
-        return self.clients[0].is_closed
+        return bool(self.clients[0].is_closed)
 
     async def post(
         self, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]

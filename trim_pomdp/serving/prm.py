@@ -199,8 +199,9 @@ class CallableScorer:
         where = f"scorer {self.name!r}"
         if isinstance(out, (int, float)) and not isinstance(out, bool):
             return _check_scores([out], 1, where)
+        seq: Any = out  # a sequence of floats, checked below
         try:
-            values = list(out)
+            values = list(seq)
         except TypeError:
             raise ResponseFormatError(
                 f"{where} returned {type(out).__name__}; expected a float or a sequence of floats"

@@ -72,7 +72,7 @@ class EpisodeResult:
 # `max_model_len`...") and OpenAI (code "context_length_exceeded").
 
 
-def read_finished(path: str | os.PathLike[str], *, repair: bool = True) -> dict[str, dict]:
+def read_finished(path: str | os.PathLike[str], *, repair: bool = True) -> dict[str, dict[str, Any]]:
     """Episodes already written to a trace file: ``{id: record}`` (last record per id wins).
 
     A last line without its newline is the remnant of an interrupted write.  With
@@ -90,7 +90,7 @@ def read_finished(path: str | os.PathLike[str], *, repair: bool = True) -> dict[
             fh.write(data[cut:] + b"\n")
         with path.open("r+b") as fh:
             fh.truncate(cut)
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for n, line in enumerate(data[:cut].decode("utf-8").splitlines(), 1):
         if not line.strip():
             continue

@@ -203,9 +203,9 @@ async def run_episode(
             # A step-reward model re-scores the whole prefix: fill in scores of strong steps,
             # which were executed without being scored.
             if len(scores) == len(texts) + 1:
-                for rec, sc in zip(steps, scores, strict=False):  # one fewer step than scores
-                    if rec["prm_score"] is None:
-                        rec["prm_score"] = sc
+                for prev, sc in zip(steps, scores, strict=False):  # one fewer step than scores
+                    if prev["prm_score"] is None:
+                        prev["prm_score"] = sc
             is_final = draft.is_final or t == max_steps
 
             t0 = perf()
@@ -423,7 +423,7 @@ async def run_batch(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"problem ids must be unique; {dup!r} appears more than once")
-    finished: dict[str, dict] = {}
+    finished: dict[str, dict[str, Any]] = {}
     if out is not None and resume:
         finished = read_finished(out)
     todo = [p for p in problems if p.id not in finished]

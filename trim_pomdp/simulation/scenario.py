@@ -63,6 +63,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -331,7 +332,7 @@ def _fail(source: str, path: str, expected: str, got: Any) -> ScenarioError:
 
 
 def _need_obj(data: Any, source: str, path: str, required: set[str],
-              optional: set[str] = frozenset()) -> None:
+              optional: AbstractSet[str] = frozenset()) -> None:
     if not isinstance(data, Mapping):
         raise _fail(source, path, "an object", data)
     missing = sorted(required - set(data))
@@ -441,9 +442,9 @@ def _hazard_values(h: Any, source: str) -> NDArray[np.float64]:
         out = np.asarray(vals, dtype=np.float64)
     else:
         raise _fail(source, "hazard.kind", '"constant" or "list"', kind)
-    out = out.copy()
-    out[-1] = 1.0  # every solution ends by step 30
-    return out
+    hazard: NDArray[np.float64] = out.copy()
+    hazard[-1] = 1.0  # every solution ends by step 30
+    return hazard
 
 
 # ---------------------------------------------------------------------- exact expectations

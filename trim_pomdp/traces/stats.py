@@ -54,7 +54,8 @@ def _trial_mask(table: TraceTable) -> NDArray[np.bool_]:
     """Steps that are Bernoulli trials for the next-step accuracy: known label, known-correct
     prefix.  With first-error semantics a prefix is known correct iff the step's hidden state
     is S0 or S2 (both need every earlier step labelled correct)."""
-    return (table.state == 0) | (table.state == 2)
+    mask: NDArray[np.bool_] = (table.state == 0) | (table.state == 2)
+    return mask
 
 
 def step_accuracy(traces: Iterable[Trace] | TraceTable, ci: float = 0.95, *,

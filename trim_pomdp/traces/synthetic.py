@@ -45,9 +45,9 @@ def _hazard_array(hazard: float | ArrayLike, max_steps: int) -> NDArray[np.float
         raise ValueError(f"hazard must be a number or have shape ({max_steps},); got {h.shape}")
     if np.any(~((h >= 0) & (h <= 1))):
         raise ValueError("hazard values must lie in [0, 1]")
-    h = h.copy()
-    h[-1] = 1.0
-    return h
+    out: NDArray[np.float64] = h.copy()
+    out[-1] = 1.0
+    return out
 
 
 def length_distribution(hazard: float | ArrayLike,
