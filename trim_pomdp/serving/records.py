@@ -72,7 +72,9 @@ class EpisodeResult:
 # `max_model_len`...") and OpenAI (code "context_length_exceeded").
 
 
-def read_finished(path: str | os.PathLike[str], *, repair: bool = True) -> dict[str, dict[str, Any]]:
+def read_finished(
+    path: str | os.PathLike[str], *, repair: bool = True
+) -> dict[str, dict[str, Any]]:
     """Episodes already written to a trace file: ``{id: record}`` (last record per id wins).
 
     A last line without its newline is the remnant of an interrupted write.  With
