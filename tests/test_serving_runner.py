@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -369,11 +371,24 @@ def test_progress_bar_output(server):
     s = batch(server, problems(3), lambda: ThresholdPolicy(0.0), progress=stream)
     assert s.n_done == 3
     text = stream.getvalue()
-    assert text.startswith("\r[") and text.endswith("\n")
+    assert text.endswith("\n")  # the bar is closed (and kept) when the batch ends
     assert "0/3" in text and "3/3" in text.splitlines()[-1]
-    bar = ProgressBar(4, stream=io.StringIO(), width=4, min_interval=0)
+    buf = io.StringIO()
+    bar = ProgressBar(4, stream=buf, min_interval=0)
     bar.update()
-    assert bar.stream.getvalue().startswith("\r[#...] 1/4")
+    bar.update(ok=False)
+    bar.close()
+    assert (bar.done, bar.failed) == (2, 1)
+    assert "2/4" in buf.getvalue() and "1 failed" in buf.getvalue()
+
+
+def test_no_progress_draws_and_imports_nothing():
+    code = ("import sys, io; from trim_pomdp.serving.runner import ProgressBar; "
+            "b = ProgressBar(3, stream=io.StringIO(), enabled=False); b.update(); b.close(); "
+            "print('tqdm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_load_problems(tmp_path):

@@ -37,7 +37,6 @@ files and the batch summary are :mod:`trim_pomdp.serving.records`.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import re
 import sys
@@ -331,54 +330,42 @@ async def run_episode(
 
 
 class ProgressBar:
-    """A dependency-free progress bar on stderr (redrawn at most every ``min_interval`` s)."""
+    """The batch's progress bar on stderr: a :mod:`tqdm` bar (imported on first use) counting
+    episodes, with the failed ones as a postfix.  ``enabled=False`` (``--no-progress``) draws
+    nothing and imports nothing."""
 
     def __init__(
         self,
         total: int,
         *,
         stream: IO[str] | None = None,
-        width: int = 30,
         min_interval: float = 0.1,
         enabled: bool = True,
     ) -> None:
         self.total = total
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.min_interval = min_interval
         self.enabled = enabled
         self.done = 0
         self.failed = 0
-        self.start = time.perf_counter()
-        self._last = -math.inf
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm
 
-    def update(self, *, ok: bool = True, force: bool = False) -> None:
+            self._bar = tqdm(total=total, file=stream if stream is not None else sys.stderr,
+                             unit="ep", mininterval=min_interval, dynamic_ncols=True,
+                             leave=True)
+
+    def update(self, *, ok: bool = True) -> None:
         self.done += 1
         if not ok:
             self.failed += 1
-        self.render(force=force or self.done == self.total)
+        if self._bar is not None:
+            if not ok:
+                self._bar.set_postfix_str(f"{self.failed} failed", refresh=False)
+            self._bar.update(1)
 
-    def render(self, *, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < self.min_interval:
-            return
-        self._last = now
-        frac = self.done / self.total if self.total else 1.0
-        fill = int(round(frac * self.width))
-        elapsed = now - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        eta_s = f"{eta:5.0f}s" if math.isfinite(eta) else "    ?"
-        failed = f" {self.failed} failed" if self.failed else ""
-        self.stream.write(
-            f"\r[{'#' * fill}{'.' * (self.width - fill)}] {self.done}/{self.total}"
-            f"{failed} {rate:5.2f} ep/s ETA {eta_s}"
-        )
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,7 +478,6 @@ async def run_batch(
                 in_flight -= 1
 
     try:
-        bar.render(force=True)
         workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
         try:
             await asyncio.gather(*workers)
@@ -501,6 +487,7 @@ async def run_batch(
             await asyncio.gather(*workers, return_exceptions=True)
             raise
     finally:
+        bar.close()
         if writer is not None:
             writer.close()
         if err_writer is not None:
