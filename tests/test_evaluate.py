@@ -84,6 +84,8 @@ def test_json_round_trip(ev):
     assert back["curves"]["trim-thr"]["metrics"]["cpt_50"] == pytest.approx(
         ev.curves["trim-thr"].metrics["cpt_50"])
     assert "CPT50" in ev.table()
+    head = ev.table().splitlines()[1].split()
+    assert head[head.index("dIBC%") - 1] == "dIBC"  # the ratio (paper units) beside the percent
 
 
 def test_custom_family_and_registry(world):

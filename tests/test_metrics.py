@@ -94,6 +94,11 @@ def test_curve_metrics_keys():
     assert m["apgr"] == pytest.approx(0.665)
     assert m["max_accuracy"] == 0.8 and m["max_pgr"] == pytest.approx(1.0)
     assert m["delta_ibc_levels"] == 100
+    # the paper's unit: the ratio (IBC_M - IBC_base) / IBC_base, i.e. the percent / 100
+    d, _ = delta_ibc(COST, ACC, acc_cheap=AW, acc_strong=AS)
+    assert m["delta_ibc_ratio"] == pytest.approx(d / 100, rel=1e-15)
+    d1 = curve_metrics([0.25], [0.7], acc_cheap=AW, acc_strong=AS)  # IBC twice the base
+    assert d1["delta_ibc_ratio"] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------- properties

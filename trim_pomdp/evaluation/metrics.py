@@ -29,7 +29,9 @@ the always-cheap (weak) and always-strong accuracies.
   ``100 (x_k / c_k - 1)`` over the levels the router reaches (their number is reported; a
   level never reached contributes nothing).  The paper's exact text could not be
   retrieved through the project's search tool; this follows AutoMix's IBC definition
-  applied at the frontier point of each PGR level.
+  applied at the frontier point of each PGR level.  The paper prints ΔIBC as the ratio
+  ``(IBC_M - IBC_base) / IBC_base`` (e.g. its 5.86), which is ``delta_ibc_ratio`` here:
+  the percent divided by 100.
 * **APGR** (average performance gap recovered, RouteLLM): the mean of PGR over the cost
   axis, ``APGR = ∫_0^1 f(c) dc``.  RouteLLM computes it by the trapezoid rule on its
   measured curve as ``(AUC - A_w) / (A_s - A_w)`` over the covered range of strong calls;
@@ -192,7 +194,8 @@ def curve_metrics(cost: ArrayLike, acc: ArrayLike, *, acc_cheap: float, acc_stro
                   cpt_levels: Sequence[float] = DEFAULT_CPT_LEVELS,
                   n_levels: int = 100) -> dict[str, float]:
     """All curve metrics of one router family: ``cpt_50`` etc. (cost fractions),
-    ``delta_ibc`` (percent), ``delta_ibc_levels`` (levels reached), ``apgr``,
+    ``delta_ibc`` (percent), ``delta_ibc_ratio`` (the same as a ratio, the paper's unit),
+    ``delta_ibc_levels`` (levels reached), ``apgr``,
     ``max_pgr`` and ``max_accuracy``."""
     out: dict[str, float] = {}
     for lv in cpt_levels:
@@ -201,6 +204,7 @@ def curve_metrics(cost: ArrayLike, acc: ArrayLike, *, acc_cheap: float, acc_stro
     d, nl = delta_ibc(cost, acc, acc_cheap=acc_cheap, acc_strong=acc_strong,
                       n_levels=n_levels)
     out["delta_ibc"] = d
+    out["delta_ibc_ratio"] = d / 100.0
     out["delta_ibc_levels"] = float(nl)
     out["apgr"] = apgr(cost, acc, acc_cheap=acc_cheap, acc_strong=acc_strong)
     a = np.asarray(acc, dtype=np.float64)

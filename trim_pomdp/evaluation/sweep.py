@@ -337,9 +337,10 @@ class Evaluation:
         }
 
     def table(self) -> str:
-        """Plain-text table: CPT(50/80/95 %) as cost fractions, ΔIBC (%), APGR per family."""
+        """Plain-text table: CPT(50/80/95 %) as cost fractions, ΔIBC as the paper prints it
+        (a ratio: ``dIBC``) and in percent, APGR per family."""
         head = (f"{'policy':<16} {'kind':<5} {'CPT50':>7} {'CPT80':>7} {'CPT95':>7} "
-                f"{'dIBC%':>8} {'APGR':>6} {'maxAcc':>7}")
+                f"{'dIBC':>7} {'dIBC%':>8} {'APGR':>6} {'maxAcc':>7}")
         lines = [f"scenario {self.scenario}: {self.n_problems} problems, always-cheap acc "
                  f"{self.acc_cheap:.4f}, always-strong acc {self.acc_strong:.4f}, "
                  f"{self.strong_tokens_always_strong:.1f} strong tokens/query", head,
@@ -352,7 +353,8 @@ class Evaluation:
             m = c.metrics
             lines.append(f"{name:<16} {c.kind:<5} {fmt(m['cpt_50'], '7.3f')} "
                          f"{fmt(m['cpt_80'], '7.3f')} {fmt(m['cpt_95'], '7.3f')} "
-                         f"{fmt(m['delta_ibc'], '8.1f')} {fmt(m['apgr'], '6.3f')} "
+                         f"{fmt(m['delta_ibc_ratio'], '7.2f')} {fmt(m['delta_ibc'], '8.1f')} "
+                         f"{fmt(m['apgr'], '6.3f')} "
                          f"{m['max_accuracy']:7.4f}")
         for name, why in self.skipped.items():
             lines.append(f"{name:<16} skipped: {why}")
