@@ -30,7 +30,8 @@ probability ``r``, decided by a hash of ``seed``, the request body and how many 
 body was seen: the same run of requests gives the same faults whatever the order in which
 concurrent episodes send them, and a retry (same body, next count) is an independent draw.
 Every request is logged (``log``) with its parsed body, headers and start/end times;
-``max_in_flight`` counts concurrent requests per kind.
+``max_in_flight`` counts concurrent requests per kind.  ``min_step=k`` limits a failure to
+requests about step ``k`` or later (0-based), whatever order concurrent episodes send them in.
 """
 
 from __future__ import annotations
@@ -77,6 +78,23 @@ class Failure:
     seed: int = 0
     huge_bytes: int = 64 * 1024 * 1024
     declare_length: bool = True
+    min_step: int = 0  # only requests for step >= this (0-based; see _step_of)
+
+
+def _step_of(kind: str, body: dict) -> int:
+    """0-based index of the step a request is about: the steps already written before it
+    (completions, chat), or the last step scored (pooling)."""
+    try:
+        if kind == "completions":
+            return str(body.get("prompt", "")).split(ASSISTANT, 1)[1].count("\n\n")
+        if kind == "pooling":
+            return max(str(body.get("input", "")).count(SEP) - 1, 0)
+        msgs = body.get("messages") or []
+        partial = next((m["content"] for m in msgs[2:] if m["role"] == "assistant"), "")
+        partial = partial.strip("\n")
+        return len(partial.split("\n\n")) if partial else 0
+    except (IndexError, KeyError, TypeError, AttributeError):
+        return 0
 
 
 def _mutate_usage(key: str, value: object) -> Callable[[dict], None]:
@@ -296,6 +314,7 @@ class FakeServer:
         seed: int = 0,
         huge_bytes: int = 64 * 1024 * 1024,
         declare_length: bool = True,
+        min_step: int = 0,
     ) -> None:
         if isinstance(error, str) and error not in (
             "timeout", "disconnect", "badjson", "truncate", "huge", *CORRUPTIONS
@@ -303,7 +322,7 @@ class FakeServer:
             raise ValueError(f"unknown failure {error!r}")
         self.failures.append(
             Failure(kind, model, times, error, hold_s, retry_after, message, skip, rate, seed,
-                    huge_bytes, declare_length)
+                    huge_bytes, declare_length, min_step)
         )
 
     def requests(self, kind: str | None = None, model: str | None = None) -> list[Request]:
@@ -373,8 +392,12 @@ class FakeServer:
         h = hashlib.sha256(f"{f.seed}|{key[1]}|{count}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2.0**64 < f.rate
 
-    def _match_failure(self, kind: str, model: str, raw: bytes = b"") -> Failure | None:
+    def _match_failure(
+        self, kind: str, model: str, raw: bytes = b"", body: dict | None = None
+    ) -> Failure | None:
         for i, f in enumerate(self.failures):
+            if f.min_step and _step_of(kind, body or {}) < f.min_step:
+                continue
             if isinstance(f.error, str) and f.error in CORRUPTIONS:
                 target = CORRUPTIONS[f.error][0]
                 if (target == "pooling") != (kind == "pooling"):
@@ -424,7 +447,7 @@ class FakeServer:
             respond(status, payload)
 
         delay = 0.0
-        fail = self._match_failure(kind, model, raw)
+        fail = self._match_failure(kind, model, raw, body)
         if fail is not None:
             req.status = fail.error
             if fail.error == "timeout":

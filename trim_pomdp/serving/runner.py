@@ -640,9 +640,7 @@ class TraceWriter:
                 self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115
             fd = self._fh.fileno()
             start = os.fstat(fd).st_size
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            self._write_all(fd, data)
             if self.fsync:
                 os.fsync(fd)
         except OSError as exc:
@@ -651,6 +649,12 @@ class TraceWriter:
                 f"cannot write {self.path}: {exc.strerror or exc}", exc.errno
             ) from None
         self.written += 1
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
 
     def _undo(self, start: int | None) -> None:
         fh, self._fh = self._fh, None
