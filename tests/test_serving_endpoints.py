@@ -333,7 +333,8 @@ def test_oversized_body_fails_typed_not_retried_and_memory_stays_bounded(server,
 
     async def go():
         async with m:
-            with pytest.raises(ResponseTooLargeError, match="over max_response_bytes=1048576") as ei:
+            with pytest.raises(ResponseTooLargeError,
+                               match="over max_response_bytes=1048576") as ei:
                 await m.generate_step("P", [])
             _, peak = tracemalloc.get_traced_memory()
             after = await m.generate_step("P", [])  # the dropped connection broke nothing
