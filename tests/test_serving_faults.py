@@ -123,6 +123,16 @@ def test_truncated_bodies_are_retried_and_counted_in_the_summary(server, tmp_pat
     assert sorted(r["id"] for r in records(out)) == sorted(p.id for p in problems(20))
 
 
+def test_route_summary_counts_retried_unusable_answers(server, tmp_path, capsys):
+    probs, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_problems(probs, 2)
+    server.fail("pooling", times=2, error="truncate")
+    server.fail("completions", times=1, error=503)
+    assert main(argv(server, probs, out)) == 0
+    text = capsys.readouterr().out
+    assert "requests retried 3 times (2 unusable 200 answers)" in text
+
+
 def bad_value_failures(srv, rate, seed=0):
     """Each generation or pooling answer carries one bad value with probability ~rate."""
     gen = [k for k, (target, _) in CORRUPTIONS.items() if target == "generate"]
@@ -392,7 +402,7 @@ def test_disk_full_during_route_one_line_finished_kept_no_warnings(
     assert out.read_bytes().endswith(b"\n") and len(records(out)) == 3
     assert not (tmp_path / "t.jsonl.partial").exists()
     messages = [str(w.message) for w in recwarn] + [caplog.text]
-    assert not [m for m in messages if "Unclosed" in m]
+    assert not [m for m in messages if "Unclosed" in m or "never retrieved" in m]
     # space again: the same command finishes the rest
     monkeypatch.setattr(TraceWriter, "_write_all", staticmethod(real))
     assert main(argv(server, probs, out)) == 0
