@@ -362,9 +362,9 @@ async def run_episode(
             # A step-reward model re-scores the whole prefix: fill in scores of strong steps,
             # which were executed without being scored.
             if len(scores) == len(texts) + 1:
-                for rec, sc in zip(steps, scores, strict=False):  # one fewer step than scores
-                    if rec["prm_score"] is None:
-                        rec["prm_score"] = sc
+                for prev, sc in zip(steps, scores, strict=False):  # one fewer step than scores
+                    if prev["prm_score"] is None:
+                        prev["prm_score"] = sc
             is_final = draft.is_final or t == max_steps
 
             t0 = perf()
