@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from math_answer_pairs import answer_pairs
 
 from trim_pomdp.serving import MathAnswerChecker, answers_equal, extract_boxed, normalize_answer

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from reference_simulator import simulate_routing_python
 from scipy import special, stats
 
 from trim_pomdp.routing.baselines import (
@@ -13,8 +14,6 @@ from trim_pomdp.routing.baselines import (
 )
 from trim_pomdp.simulation.scenario import Scenario, default_scenario
 from trim_pomdp.simulation.synth_traces import routed_traces, simulate_traces
-from reference_simulator import simulate_routing_python
-
 from trim_pomdp.simulation.world import sample_world, simulate_routing
 from trim_pomdp.steps import S0, S1, S2
 

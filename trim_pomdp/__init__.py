@@ -38,6 +38,10 @@ _EXPORTS: dict[str, str] = {
     "ResponseFormatError": "trim_pomdp.errors",
     "ProblemFormatError": "trim_pomdp.errors",
     "EpisodeError": "trim_pomdp.errors",
+    "ResponseTooLargeError": "trim_pomdp.errors",
+    "OutputLockedError": "trim_pomdp.errors",
+    "OutputWriteError": "trim_pomdp.errors",
+    "ResumeMismatchError": "trim_pomdp.errors",
     # engine: discrete POMDPs (infinite and finite horizon), solvers, policies, beliefs
     "POMDP": "trim_pomdp.engine.model",
     "SolverConfig": "trim_pomdp.engine.solver",

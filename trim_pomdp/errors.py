@@ -107,12 +107,53 @@ class EndpointError(TrimPomdpError, RuntimeError):
         self.attempts = attempts
 
 
+class ResponseTooLargeError(EndpointError):
+    """A response body exceeded ``EndpointConfig.max_response_bytes`` (not retried: the
+    connection is dropped as soon as the limit is crossed, so memory stays bounded)."""
+
+
 class ResponseFormatError(TrimPomdpError, ValueError):
-    """A server answered 200 with a body that does not have the documented shape."""
+    """A server answered 200 with a body that does not have the documented shape (not JSON,
+    a field missing, a value of the wrong type or out of range).
+
+    Raised by the response parsers; :meth:`trim_pomdp.serving.http.JsonTransport.post`
+    retries such a response like a 5xx and, when the retries are exhausted, raises a
+    ResponseFormatError whose message ends with the last parser message and whose
+    ``attempts`` says how many requests were made.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        url: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.url = url
+        self.attempts = attempts
 
 
 class ProblemFormatError(TrimPomdpError, ValueError):
     """A problem file is malformed; the message names the file and line."""
+
+
+class OutputLockedError(TrimPomdpError, RuntimeError):
+    """Another process holds the lock of this output (a second ``route`` on the same ``--out``)."""
+
+
+class OutputWriteError(TrimPomdpError, RuntimeError):
+    """A trace or errors file could not be written (disk full, I/O error); ``errno`` is kept."""
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+class ResumeMismatchError(TrimPomdpError, ValueError):
+    """The output already holds episodes under the same ids for different problems."""
 
 
 class EpisodeError(TrimPomdpError, RuntimeError):
@@ -120,7 +161,7 @@ class EpisodeError(TrimPomdpError, RuntimeError):
 
     Attributes
     ----------
-    result : trim_pomdp.serving.runner.EpisodeResult
+    result : trim_pomdp.serving.records.EpisodeResult
         The partial episode (``status == "error"``), steps so far included.
     """
 

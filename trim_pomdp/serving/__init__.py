@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "EndpointConfigError": "trim_pomdp.errors",
     "EndpointError": "trim_pomdp.errors",
     "ResponseFormatError": "trim_pomdp.errors",
+    "ResponseTooLargeError": "trim_pomdp.errors",
     "CompletionModel": "trim_pomdp.serving.endpoints",
     "ChatModel": "trim_pomdp.serving.endpoints",
     "GeneratedStep": "trim_pomdp.serving.endpoints",
@@ -44,6 +45,10 @@ _EXPORTS: dict[str, str] = {
     "ProblemFormatError": "trim_pomdp.errors",
     "EpisodeResult": "trim_pomdp.serving.records",
     "EpisodeError": "trim_pomdp.errors",
+    "OutputLockedError": "trim_pomdp.errors",
+    "OutputWriteError": "trim_pomdp.errors",
+    "ResumeMismatchError": "trim_pomdp.errors",
+    "problem_hash": "trim_pomdp.serving.problems",
     "BatchSummary": "trim_pomdp.serving.records",
     "ProgressBar": "trim_pomdp.serving.runner",
     "TraceWriter": "trim_pomdp.serving.records",
@@ -55,5 +60,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,11 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from trim_pomdp.errors import EndpointConfigError, EndpointError, ResponseFormatError
-from trim_pomdp.serving.http import (
-    EndpointConfig,
-    JsonTransport,
+from trim_pomdp.errors import (
+    EndpointConfigError,
+    EndpointError,
+    ResponseFormatError,
+    ResponseTooLargeError,
 )
+from trim_pomdp.serving.http import EndpointConfig, JsonTransport
 
 __all__ = [
     "ChatModel",
@@ -32,6 +34,7 @@ __all__ = [
     "HttpEndpoint",
     "JsonTransport",
     "ResponseFormatError",
+    "ResponseTooLargeError",
     "StepGenerator",
     "QWEN_MATH_PROMPT",
     "QWEN_MATH_SYSTEM",
@@ -47,6 +50,9 @@ QWEN_MATH_PROMPT = (
 )
 
 STEP_SEPARATOR = "\n\n"
+MAX_TOKENS_VALUE = 10**9  # a usage count above this is not a real count
+
+
 @dataclass(frozen=True)
 class GeneratedStep:
     """One step written by a model.
@@ -86,11 +92,52 @@ class StepGenerator(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _usage_tokens(body: Mapping[str, Any], text: str) -> tuple[int, int | None, bool]:
+def _count(value: Any, what: str, where: str) -> int:
+    """A token count from a response: an int (not a bool) in ``[0, MAX_TOKENS_VALUE]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+        0 <= value <= MAX_TOKENS_VALUE
+    ):
+        raise ResponseFormatError(
+            f"{where}: {what} is {value!r:.60}; expected an integer in [0, {MAX_TOKENS_VALUE}]"
+        )
+    return value
+
+
+def check_text(text: Any, what: str, where: str) -> str:
+    """``text`` if it is a string that UTF-8 can encode (no lone surrogates such as the valid
+    JSON escape ``"\\ud800"``, which could not be written to a trace file)."""
+    if not isinstance(text, str):
+        raise ResponseFormatError(f"{where}: {what} is {type(text).__name__}; expected a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ResponseFormatError(
+            f"{where}: {what} holds a lone surrogate {text[exc.start]!r} at character "
+            f"{exc.start}; expected UTF-8 text"
+        ) from None
+    return text
+
+
+def _usage_tokens(
+    body: Mapping[str, Any], text: str, where: str
+) -> tuple[int, int | None, bool]:
+    """``(completion_tokens, prompt_tokens, estimated)`` from ``body["usage"]``.
+
+    A server that sends no usage (or ``"usage": null``, or no ``completion_tokens``) gets the
+    documented estimate; a usage that is there but wrong (negative, a bool, a float, a
+    string, absurdly large) is a :class:`ResponseFormatError`, so the call is retried.
+    """
     usage = body.get("usage")
-    if isinstance(usage, Mapping) and isinstance(usage.get("completion_tokens"), int):
+    if usage is not None and not isinstance(usage, Mapping):
+        raise ResponseFormatError(
+            f"{where}: 'usage' is {type(usage).__name__}; expected an object or null"
+        )
+    if usage is not None and usage.get("completion_tokens") is not None:
+        completion = _count(usage["completion_tokens"], "usage.completion_tokens", where)
         prompt = usage.get("prompt_tokens")
-        return usage["completion_tokens"], prompt if isinstance(prompt, int) else None, False
+        if prompt is not None:
+            prompt = _count(prompt, "usage.prompt_tokens", where)
+        return completion, prompt, False
     # documented estimate (~4 characters per token) so that routing can still proceed
     return max(1, -(-len(text) // 4)) if text else 0, None, True
 
@@ -157,9 +204,12 @@ class _BaseModel(HttpEndpoint):
         return False
 
     def _parse(self, body: Mapping[str, Any], url: str, key: str, t0: float) -> GeneratedStep:
+        """One step from a response body; every value used later is checked here, so that a
+        bad response fails (and retries) this call rather than anything downstream."""
+        where = f"{self.name}: {url}"
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-            raise ResponseFormatError(f"{self.name}: {url} returned no 'choices': {body!r:.200}")
+            raise ResponseFormatError(f"{where} returned no 'choices': {body!r:.200}")
         choice = choices[0]
         if key == "text":
             text = choice.get("text")
@@ -167,18 +217,22 @@ class _BaseModel(HttpEndpoint):
             message = choice.get("message")
             text = message.get("content") if isinstance(message, Mapping) else None
         if not isinstance(text, str):
+            raise ResponseFormatError(f"{where} choice has no string {key!r}: {choice!r:.200}")
+        check_text(text, f"choices[0].{'text' if key == 'text' else 'message.content'}", where)
+        finish = choice.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
             raise ResponseFormatError(
-                f"{self.name}: {url} choice has no string {key!r}: {choice!r:.200}"
+                f"{where}: finish_reason is {finish!r:.60}; expected a string or null"
             )
         # A server that included the stop string (include_stop_str_in_output) or surrounding
         # blank lines must not change the step text we store and send back.
         text = text.strip("\n")
-        tokens, prompt_tokens, estimated = _usage_tokens(body, text)
+        tokens, prompt_tokens, estimated = _usage_tokens(body, text, where)
         return GeneratedStep(
             text=text,
             tokens=tokens,
             is_final=self._is_final(text, choice),
-            finish_reason=choice.get("finish_reason"),
+            finish_reason=finish,
             latency_s=time.perf_counter() - t0,
             prompt_tokens=prompt_tokens,
             tokens_estimated=estimated,
@@ -229,8 +283,9 @@ class CompletionModel(_BaseModel):
             **self.extra_body,
         }
         t0 = time.perf_counter()
-        body = await self.transport.post(url, payload)
-        return self._parse(body, url, "text", t0)
+        return await self.transport.post(  # type: ignore[no-any-return]
+            url, payload, parse=lambda body: self._parse(body, url, "text", t0)
+        )
 
 
 class ChatModel(_BaseModel):
@@ -294,5 +349,6 @@ class ChatModel(_BaseModel):
             payload["add_generation_prompt"] = False
         payload.update(self.extra_body)
         t0 = time.perf_counter()
-        body = await self.transport.post(url, payload)
-        return self._parse(body, url, "message", t0)
+        return await self.transport.post(  # type: ignore[no-any-return]
+            url, payload, parse=lambda body: self._parse(body, url, "message", t0)
+        )

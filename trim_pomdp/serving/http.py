@@ -1,6 +1,7 @@
 """Where and how to reach a model server (:class:`EndpointConfig`) and the retrying async
 JSON transport every endpoint shares (:class:`JsonTransport`: two client backends, aiohttp
-by default or httpx, retries with backoff and ``Retry-After``, timeouts, SSL, statistics).
+by default or httpx, retries with backoff and ``Retry-After``, timeouts, a response size
+limit, SSL, statistics).
 
 Nothing here opens a connection when imported, and the HTTP client library is imported only
 when the first request is made, so ``import trim_pomdp.serving`` stays light.
@@ -12,15 +13,23 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from trim_pomdp.errors import EndpointConfigError, EndpointError, ResponseFormatError
+from trim_pomdp.errors import (
+    EndpointConfigError,
+    EndpointError,
+    ResponseFormatError,
+    ResponseTooLargeError,
+)
 
-__all__ = ["HTTP_CLIENTS", "EndpointConfig", "RequestStats", "JsonTransport"]
+__all__ = ["HTTP_CLIENTS", "MAX_RESPONSE_BYTES", "EndpointConfig", "RequestStats",
+           "JsonTransport"]
 
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # EndpointConfig.max_response_bytes default
+_READ_CHUNK = 64 * 1024
 HTTP_CLIENTS = ("aiohttp", "httpx")  # EndpointConfig.http_client; the first is the default
 
 
@@ -77,6 +86,11 @@ class EndpointConfig:
         applies.
     circuit_cooldown : float
         Seconds the circuit stays open (default 30).
+    max_response_bytes : int
+        Largest response body read (default 16 MiB, after content decoding).  Bodies are read
+        in 64 KiB chunks and the connection is dropped once the limit is crossed, so a hostile
+        or broken server cannot make the client hold more than this; the call then fails with
+        :class:`ResponseTooLargeError` (not retried).
     name : str
         Label used in error messages, traces and timings (default: the model name).
     """
@@ -95,6 +109,7 @@ class EndpointConfig:
     circuit_cooldown: float = 30.0
     name: str = ""
     http_client: str = "aiohttp"
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -122,6 +137,14 @@ class EndpointConfig:
         if not isinstance(self.max_connections, int) or self.max_connections < 1:
             raise EndpointConfigError(
                 f"max_connections must be an int >= 1; got {self.max_connections!r}"
+            )
+        if (
+            not isinstance(self.max_response_bytes, int)
+            or isinstance(self.max_response_bytes, bool)
+            or self.max_response_bytes < 1
+        ):
+            raise EndpointConfigError(
+                f"max_response_bytes must be an int >= 1; got {self.max_response_bytes!r}"
             )
         if self.http_client not in HTTP_CLIENTS:
             raise EndpointConfigError(
@@ -191,7 +214,12 @@ class RequestStats:
     retries: int = 0
     failures: int = 0
     fast_failures: int = 0  # calls refused while the circuit was open
+    bad_responses: int = 0  # 200 answers whose body was not usable (each one retried)
+    too_large: int = 0  # bodies over max_response_bytes
     seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(vars(self))
 
 
 class _Timeout(Exception):
@@ -200,6 +228,16 @@ class _Timeout(Exception):
 
 class _ConnectionFailed(Exception):
     """A backend could not connect, or the connection broke mid-request (internal)."""
+
+
+class _TooLarge(Exception):
+    """A body crossed the size limit (internal: ``(status, n_bytes, declared)``)."""
+
+    def __init__(self, status: int, n_bytes: int, declared: bool) -> None:
+        super().__init__(status, n_bytes, declared)
+        self.status = status
+        self.n_bytes = n_bytes
+        self.declared = declared
 
 
 def _import_client(name: str) -> Any:
@@ -241,6 +279,7 @@ class _AiohttpBackend:
             timeout=aiohttp.ClientTimeout(total=config.timeout),
             trust_env=config.trust_env,
         )
+        self.limit = config.max_response_bytes
 
     @property
     def closed(self) -> bool:
@@ -250,9 +289,22 @@ class _AiohttpBackend:
         self, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]
     ) -> tuple[int, bytes, str | None]:
         aiohttp = self._aiohttp
+        limit = self.limit
         try:
             async with self.session.post(url, json=payload, headers=headers) as resp:
-                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+                declared = resp.content_length
+                if declared is not None and declared > limit:
+                    resp.close()  # drop the connection: the body is never read
+                    raise _TooLarge(resp.status, declared, True)
+                chunks: list[bytes] = []
+                n = 0
+                async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+                    n += len(chunk)
+                    if n > limit:
+                        resp.close()
+                        raise _TooLarge(resp.status, n, False)
+                    chunks.append(chunk)
+                return resp.status, b"".join(chunks), resp.headers.get("Retry-After")
         except asyncio.TimeoutError as exc:  # before ClientError: ServerTimeoutError is both
             raise _Timeout(type(exc).__name__) from exc
         except aiohttp.ClientError as exc:
@@ -301,6 +353,7 @@ class _HttpxBackend:
             for _ in range(n)
         ]
         self.busy = [0] * n
+        self.limit = config.max_response_bytes
 
     @property
     def closed(self) -> bool:
@@ -313,15 +366,32 @@ class _HttpxBackend:
         busy = self.busy
         i = busy.index(min(busy))
         busy[i] += 1
+        limit = self.limit
         try:
-            resp = await self.clients[i].post(url, json=payload, headers=headers)
+            async with self.clients[i].stream(
+                "POST", url, json=payload, headers=headers
+            ) as resp:
+                try:
+                    declared = int(resp.headers.get("content-length", ""))
+                except ValueError:
+                    declared = None
+                if declared is not None and declared > limit:
+                    raise _TooLarge(resp.status_code, declared, True)
+                chunks: list[bytes] = []
+                n = 0
+                # leaving the block before the body is read closes the connection
+                async for chunk in resp.aiter_bytes(_READ_CHUNK):
+                    n += len(chunk)
+                    if n > limit:
+                        raise _TooLarge(resp.status_code, n, False)
+                    chunks.append(chunk)
+                return resp.status_code, b"".join(chunks), resp.headers.get("retry-after")
         except httpx.TimeoutException as exc:
             raise _Timeout(type(exc).__name__) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.DecodingError) as exc:
             raise _ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             busy[i] -= 1  # the body is read: the connection is free again
-        return resp.status_code, resp.content, resp.headers.get("retry-after")
 
     async def aclose(self) -> None:
         for c in self.clients:
@@ -373,13 +443,24 @@ class JsonTransport:
             else:
                 b.discard()
 
-    async def post(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """POST ``payload`` to ``url``; return the decoded JSON object.
+    async def post(
+        self,
+        url: str,
+        payload: Mapping[str, Any],
+        *,
+        parse: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Any:
+        """POST ``payload`` to ``url``; return the decoded JSON object, or ``parse(body)``.
 
         Retries (up to ``max_retries`` times) on timeouts, connection errors, HTTP 429 and 5xx,
-        sleeping :meth:`EndpointConfig.backoff` in between; raises :class:`EndpointError` when
-        the retries are exhausted or the server answers another 4xx, and
-        :class:`ResponseFormatError` when a 200 body is not a JSON object.
+        and on 200 answers whose body is unusable: not JSON (e.g. cut off mid-body by a proxy
+        whose upstream reset), not an object, or rejected by ``parse`` with
+        :class:`ResponseFormatError` (a field missing or of the wrong type, a negative token
+        count, ...), sleeping :meth:`EndpointConfig.backoff` in between.  Raises
+        :class:`EndpointError` when the retries are exhausted or the server answers another
+        4xx, :class:`ResponseFormatError` when they are exhausted and the last fault was an
+        unusable body, and :class:`ResponseTooLargeError` (not retried) for a body over
+        ``max_response_bytes``.
         """
         cfg = self.config
         headers = cfg.auth_headers()
@@ -396,6 +477,7 @@ class JsonTransport:
             )
         status: int | None = None
         last = ""
+        bad_body = False  # the last fault was an unusable 200 body
         attempts = 0
         t0 = time.perf_counter()
         try:
@@ -403,6 +485,7 @@ class JsonTransport:
                 attempts += 1
                 self.stats.requests += 1
                 retry_after: float | None = None
+                bad_body = False
                 backend = self._get_backend()
                 try:
                     status, raw, retry_after_header = await backend.post(url, payload, headers)
@@ -410,51 +493,88 @@ class JsonTransport:
                     status, last = None, f"timed out after {cfg.timeout:g} s ({exc})"
                 except _ConnectionFailed as exc:
                     status, last = None, f"connection error ({exc})"
+                except _TooLarge as exc:
+                    self.stats.too_large += 1
+                    self._count_failure()
+                    size = (
+                        f"of {exc.n_bytes} bytes (Content-Length)"
+                        if exc.declared
+                        else f"reading stopped at {exc.n_bytes} bytes"
+                    )
+                    raise ResponseTooLargeError(
+                        f"{cfg.name}: POST {url} answered HTTP {exc.status} with a body over "
+                        f"max_response_bytes={cfg.max_response_bytes} ({size}; not retried)",
+                        endpoint=cfg.name,
+                        url=url,
+                        status=exc.status,
+                        attempts=attempts,
+                    ) from None
                 else:
                     if status < 300:
                         try:
-                            body = json.loads(raw)
-                        except ValueError as exc:
-                            raise ResponseFormatError(
-                                f"{cfg.name}: {url} returned a body that is not JSON: "
-                                f"{_preview(raw)!r}"
-                            ) from exc
-                        if not isinstance(body, dict):
-                            raise ResponseFormatError(
-                                f"{cfg.name}: {url} returned JSON {type(body).__name__}; "
-                                "expected an object"
+                            out = _decode(raw, url, cfg.name)
+                            if parse is not None:
+                                out = parse(out)
+                        except ResponseFormatError as exc:
+                            self.stats.bad_responses += 1
+                            bad_body, last = True, str(exc)
+                            prefix = f"{cfg.name}: {url}"
+                            if last.startswith(prefix):  # said once in the final message
+                                last = "HTTP 200 but " + last[len(prefix) :].lstrip(": ")
+                        else:
+                            self._consecutive_failures = 0
+                            return out
+                    else:
+                        last = f"HTTP {status}: {_preview(raw)}"
+                        if status != 429 and status < 500:
+                            raise EndpointError(
+                                f"{cfg.name}: POST {url} failed with {last} (not retried)",
+                                endpoint=cfg.name,
+                                url=url,
+                                status=status,
+                                attempts=attempts,
                             )
-                        self._consecutive_failures = 0
-                        return body
-                    last = f"HTTP {status}: {_preview(raw)}"
-                    if status != 429 and status < 500:
-                        raise EndpointError(
-                            f"{cfg.name}: POST {url} failed with {last} (not retried)",
-                            endpoint=cfg.name,
-                            url=url,
-                            status=status,
-                            attempts=attempts,
-                        )
-                    retry_after = _parse_retry_after(retry_after_header)
+                        retry_after = _parse_retry_after(retry_after_header)
                 if attempt < cfg.max_retries:
                     self.stats.retries += 1
                     await asyncio.sleep(cfg.backoff(attempt, retry_after))
-            self.stats.failures += 1
-            self._consecutive_failures += 1
-            if (
-                cfg.circuit_breaker is not None
-                and self._consecutive_failures >= cfg.circuit_breaker
-            ):
-                self._open_until = time.monotonic() + cfg.circuit_cooldown
+            self._count_failure()
+            message = f"{cfg.name}: POST {url} failed after {attempts} attempts; last: {last}"
+            if bad_body:
+                raise ResponseFormatError(message, endpoint=cfg.name, url=url, attempts=attempts)
             raise EndpointError(
-                f"{cfg.name}: POST {url} failed after {attempts} attempts; last: {last}",
-                endpoint=cfg.name,
-                url=url,
-                status=status,
-                attempts=attempts,
+                message, endpoint=cfg.name, url=url, status=status, attempts=attempts
             )
         finally:
             self.stats.seconds += time.perf_counter() - t0
+
+    def _count_failure(self) -> None:
+        cfg = self.config
+        self.stats.failures += 1
+        self._consecutive_failures += 1
+        if cfg.circuit_breaker is not None and self._consecutive_failures >= cfg.circuit_breaker:
+            self._open_until = time.monotonic() + cfg.circuit_cooldown
+
+
+def _decode(raw: bytes, url: str, name: str) -> dict[str, Any]:
+    """A 200 body as a JSON object, or :class:`ResponseFormatError`.
+
+    ``RecursionError`` (a body nested thousands deep) and the digit-limit ``ValueError`` of
+    huge integer literals are body faults like any other malformed JSON.
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else "not JSON"
+        raise ResponseFormatError(
+            f"{name}: {url} returned a body that is {reason} ({len(raw)} bytes): "
+            f"{_preview(raw, 120)!r}"
+        ) from None
+    if not isinstance(body, dict):
+        raise ResponseFormatError(
+            f"{name}: {url} returned JSON {type(body).__name__}; expected an object"
+        )
+    return body
 
 
 def _preview(raw: bytes, n: int = 300) -> str:

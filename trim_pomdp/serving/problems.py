@@ -1,25 +1,44 @@
 """Problem sets for the serving loop: JSONL, one problem per line (``problem`` or
-``question``, optional ``id`` and reference ``answer``)."""
+``question``, optional ``id`` and reference ``answer``), each with a content hash that a
+resumed batch checks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from trim_pomdp.errors import ProblemFormatError
+from trim_pomdp.errors import (
+    ProblemFormatError,
+)
 
-__all__ = ["Problem", "load_problems"]
+__all__ = ["Problem", "load_problems", "problem_hash"]
+
+
+def problem_hash(text: str, answer: str | None = None) -> str:
+    """The content key of a problem: the first 16 hex digits of SHA-256 over the JSON of
+    ``[text, answer]`` (the reference answer counts: it decides ``final_correct``)."""
+    raw = json.dumps([text, answer], ensure_ascii=True).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem: ``id`` (unique in a batch), ``text``, optional reference ``answer``."""
+    """One problem: ``id`` (unique in a batch), ``text``, optional reference ``answer``;
+    ``source`` (e.g. ``"problems.jsonl:3"``, set by :func:`load_problems`) is only used in
+    messages."""
 
     id: str
     text: str
     answer: str | None = None
+    source: str | None = field(default=None, compare=False)
+
+    @property
+    def content_hash(self) -> str:
+        """:func:`problem_hash` of this problem; recorded in its trace as ``problem_hash``."""
+        return problem_hash(self.text, self.answer)
 
 
 def load_problems(path: str | os.PathLike[str]) -> list[Problem]:
@@ -53,5 +72,12 @@ def load_problems(path: str | os.PathLike[str]) -> list[Problem]:
                 raise ProblemFormatError(f"{path}:{n}: duplicate id {pid!r}")
             seen.add(pid)
             ans = obj.get("answer")
-            out.append(Problem(id=pid, text=text, answer=None if ans is None else str(ans)))
+            out.append(
+                Problem(
+                    id=pid,
+                    text=text,
+                    answer=None if ans is None else str(ans),
+                    source=f"{path}:{n}",
+                )
+            )
     return out

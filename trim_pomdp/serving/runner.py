@@ -10,7 +10,10 @@ Per step ``t = 1, 2, ...`` of an episode:
 4. the executed step is appended; the episode ends after a final step or at ``max_steps``
    (step ``max_steps`` is always reported to the router as final).
 
-Failures.  Each request is retried with backoff (see :class:`EndpointConfig`).  When the
+Failures.  Each request is retried with backoff (see :class:`EndpointConfig`), including
+HTTP 200 answers whose body is unusable (cut off, not JSON, a field missing, a token count
+that is negative or not an integer, text that is not UTF-8, PRM rows of the wrong length or
+not finite): every value taken from a response is checked where it is parsed.  When the
 strong model still fails, ``fallback="keep_cheap"`` keeps the draft (and calls
 ``router.executed("continue")`` so a belief-tracking router filters with the action that was
 actually executed), ``fallback="abort"`` ends the episode with ``status="aborted"``; either way
@@ -25,13 +28,17 @@ needs at least one step.
 
 When the cheap draft was final and is regenerated but the strong step is not final, the strong
 model finishes the solution on its own (steps with ``"decision": null``): the router's episode
-ended with that final step, so it has nothing more to decide.
+ended with that final step, so it has nothing more to decide.  If the strong model fails there
+(after its retries), there is no draft to keep, so with ``fallback="keep_cheap"`` the episode is
+an :class:`EpisodeError` (errors file, redone on the next run) rather than a result; with
+``fallback="abort"`` it ends as ``"aborted"``, as that fallback says.  An episode is recorded as
+a result only when every call in it succeeded or the documented fallback ran.
 
 Traces use the JSONL format of :mod:`trim_pomdp.traces` (one episode per line, appended and
 flushed when the episode ends, so an interrupted batch loses at most the episodes in flight).
 
 The problem files are read by :mod:`trim_pomdp.serving.problems`; episode records, trace
-files and the batch summary are :mod:`trim_pomdp.serving.records`.
+files, the output lock and the batch summary are :mod:`trim_pomdp.serving.records`.
 """
 
 from __future__ import annotations
@@ -44,23 +51,49 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, Protocol
 
-from trim_pomdp.errors import EpisodeError, ProblemFormatError
-from trim_pomdp.serving.endpoints import EndpointError, ResponseFormatError, StepGenerator
+from trim_pomdp.errors import (
+    EpisodeError,
+    OutputLockedError,
+    OutputWriteError,
+    ProblemFormatError,
+    ResumeMismatchError,
+    TraceFormatError,
+)
+from trim_pomdp.serving.endpoints import (
+    MAX_TOKENS_VALUE,
+    EndpointError,
+    GeneratedStep,
+    ResponseFormatError,
+    StepGenerator,
+    check_text,
+)
 from trim_pomdp.serving.prm import StepScorer
-from trim_pomdp.serving.problems import Problem, load_problems
-from trim_pomdp.serving.records import BatchSummary, EpisodeResult, TraceWriter, read_finished
+from trim_pomdp.serving.problems import Problem, load_problems, problem_hash
+from trim_pomdp.serving.records import (
+    BatchSummary,
+    EpisodeResult,
+    TraceWriter,
+    _check_resume,
+    _clip,
+    _OutputLock,
+    read_finished,
+)
 from trim_pomdp.steps import MAX_STEPS
 
 __all__ = [
     "BatchSummary",
     "EpisodeError",
     "EpisodeResult",
+    "OutputLockedError",
+    "OutputWriteError",
     "Problem",
     "ProblemFormatError",
+    "ResumeMismatchError",
     "ProgressBar",
     "TraceWriter",
     "context_exceeded",
     "load_problems",
+    "problem_hash",
     "read_finished",
     "run_batch",
     "run_episode",
@@ -78,6 +111,9 @@ class RouterLike(Protocol):
     def executed(self, action: str) -> None: ...
 
 
+# How servers word "the prompt plus max_tokens do not fit": vLLM ("This model's maximum
+# context length is 4096 tokens...", "...longer than the maximum model length of 4096...
+# `max_model_len`...") and OpenAI (code "context_length_exceeded").
 _CONTEXT_EXCEEDED = re.compile(
     r"maximum context length|context_length_exceeded|maximum model length|max_model_len",
     re.IGNORECASE,
@@ -92,6 +128,23 @@ def context_exceeded(exc: BaseException) -> bool:
         and exc.status == 400
         and _CONTEXT_EXCEEDED.search(str(exc)) is not None
     )
+
+
+def _check_step(step: Any, who: str) -> GeneratedStep:
+    """What any :class:`StepGenerator` returned, checked before it reaches the router or a
+    trace (the HTTP models check their responses already; this covers user generators)."""
+    where = f"{who} model"
+    if not isinstance(step, GeneratedStep):
+        raise ResponseFormatError(
+            f"{where} returned {type(step).__name__}; expected a GeneratedStep"
+        )
+    check_text(step.text, "step text", where)
+    t = step.tokens
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_TOKENS_VALUE:
+        raise ResponseFormatError(
+            f"{where}: step tokens is {t!r:.60}; expected an integer in [0, {MAX_TOKENS_VALUE}]"
+        )
+    return step
 
 
 def _belief(router: Any) -> list[float] | None:
@@ -164,6 +217,7 @@ async def run_episode(
         problem=problem.text,
         model=f"routed:{cheap.name}+{strong.name}",
         reference=problem.answer,
+        problem_hash=problem.content_hash,
     )
     t_start = time.perf_counter()
     perf = time.perf_counter
@@ -177,7 +231,7 @@ async def run_episode(
             t += 1
             timing: dict[str, float] = {}
             try:
-                draft = await cheap.generate_step(problem.text, texts)
+                draft = _check_step(await cheap.generate_step(problem.text, texts), "cheap")
             except (EndpointError, ResponseFormatError) as exc:
                 if steps and context_exceeded(exc):
                     res.status = "aborted"
@@ -233,11 +287,11 @@ async def run_episode(
             strong_unfinished = False
             if decision == "regenerate":
                 try:
-                    s = await strong.generate_step(problem.text, texts)
+                    s = _check_step(await strong.generate_step(problem.text, texts), "strong")
                 except (EndpointError, ResponseFormatError) as exc:
                     res.n_fallbacks += 1
                     rec["fallback"] = fallback
-                    rec["error"] = str(exc)
+                    rec["error"] = _clip(str(exc))
                     if fallback == "abort":
                         rec["executed"] = False
                         steps.append(rec)
@@ -275,12 +329,26 @@ async def run_episode(
                 while t < max_steps:
                     t += 1
                     try:
-                        s = await strong.generate_step(problem.text, texts)
+                        s = _check_step(
+                            await strong.generate_step(problem.text, texts), "strong"
+                        )
                     except (EndpointError, ResponseFormatError) as exc:
-                        res.n_fallbacks += 1
-                        res.status = "aborted"
-                        res.error = f"strong model failed while finishing: {exc}"
-                        break
+                        if context_exceeded(exc):
+                            res.status = "aborted"
+                            res.error = f"step {t}: strong model: context length exceeded: {exc}"
+                            break
+                        if fallback == "abort":
+                            res.n_fallbacks += 1
+                            res.status = "aborted"
+                            res.error = f"strong model failed while finishing: {exc}"
+                            break
+                        # no draft to keep: a fault here (transient as a rule) must not cost
+                        # the problem; the errors file gets it and the next run redoes it
+                        raise EpisodeError(
+                            f"problem {problem.id!r} step {t}: strong model failed while "
+                            f"finishing the solution: {exc}",
+                            res,
+                        ) from exc
                     res.strong_tokens += s.tokens
                     steps.append(
                         {
@@ -364,8 +432,10 @@ class ProgressBar:
             self._bar.update(1)
 
     def close(self) -> None:
+        """End the bar's line (idempotent)."""
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,6 +459,7 @@ async def run_batch(
     progress: bool | IO[str] = True,
     fsync: bool = True,
     close: bool = True,
+    lock: bool = True,
 ) -> BatchSummary:
     """Run many episodes with at most ``concurrency`` in flight (coroutine).
 
@@ -396,12 +467,20 @@ async def run_batch(
     ``router_factory()`` (once; a POMDP Router is not free to build) and ``run_episode``
     resets it before each episode.
     Finished episodes (``done`` and ``aborted``) are appended to ``out`` as they end; episodes
-    that fail (:class:`EpisodeError`) or are cancelled mid-way (Ctrl-C) go to
-    ``<out>.errors.jsonl`` with their partial steps (``status`` "error" / "interrupted").
+    that fail (:class:`EpisodeError`, or a finished episode whose record fails trace
+    validation) or are cancelled mid-way (Ctrl-C) go to ``<out>.errors.jsonl`` with their
+    partial steps (``status`` "error" / "interrupted").
     With ``resume=True`` problems whose id is already in ``out`` are skipped (see
-    :func:`read_finished`), so an interrupted batch continues where it stopped.
+    :func:`read_finished`), so an interrupted batch continues where it stopped; every record
+    carries its problem's :func:`problem_hash`, and a problem whose id is recorded with other
+    content raises :class:`ResumeMismatchError` before anything runs.
+    ``lock``: hold an exclusive lock on ``<out>.lock`` for the whole batch; a second batch on
+    the same ``out`` raises :class:`OutputLockedError` at once.
     ``progress``: True draws on stderr, a stream draws there, False draws nothing.
     ``close``: close the endpoints' connection pools at the end.
+
+    A trace or errors file that cannot be written (disk full) stops the batch with
+    :class:`OutputWriteError`; the episodes written before are kept, the endpoints closed.
     """
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1; got {concurrency!r}")
@@ -410,9 +489,52 @@ async def run_batch(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"problem ids must be unique; {dup!r} appears more than once")
+    out_lock = _OutputLock(out) if out is not None and lock else None
+    if out_lock is not None:
+        out_lock.acquire()
+    try:
+        return await _run_batch(
+            problems, router_factory, cheap, strong, prm, out=out, concurrency=concurrency,
+            max_steps=max_steps, checker=checker, fallback=fallback, label_steps=label_steps,
+            resume=resume, progress=progress, fsync=fsync, close=close,
+        )
+    finally:
+        if out_lock is not None:
+            out_lock.release()
+
+
+def _stats(endpoints: Sequence[Any]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for ep in endpoints:
+        stats = getattr(getattr(ep, "transport", None), "stats", None)
+        if stats is not None and hasattr(stats, "as_dict"):
+            out[str(getattr(ep, "name", "?"))] = stats.as_dict()
+    return out
+
+
+async def _run_batch(
+    problems: list[Problem],
+    router_factory: Callable[[], RouterLike],
+    cheap: StepGenerator,
+    strong: StepGenerator,
+    prm: StepScorer,
+    *,
+    out: str | os.PathLike[str] | None,
+    concurrency: int,
+    max_steps: int,
+    checker: Callable[[str, str | None], bool | None] | None,
+    fallback: str,
+    label_steps: str,
+    resume: bool,
+    progress: bool | IO[str],
+    fsync: bool,
+    close: bool,
+) -> BatchSummary:
+    endpoints = _unique((cheap, strong, prm))
     finished: dict[str, dict[str, Any]] = {}
     if out is not None and resume:
         finished = read_finished(out)
+        _check_resume(problems, finished, out)
     todo = [p for p in problems if p.id not in finished]
     skipped = len(problems) - len(todo)
     writer = TraceWriter(out, fsync=fsync) if out is not None else None
@@ -433,11 +555,21 @@ async def run_batch(
         queue.put_nowait(p)
     in_flight = 0
     max_in_flight = 0
+    stats0 = _stats(endpoints)
     t0 = time.perf_counter()
 
     def keep_partial(r: EpisodeResult) -> None:
         if err_writer is not None:
+            try:
+                err_writer.write(r.to_trace())
+            except OutputWriteError:
+                pass  # cancelled because the disk is full: nothing more can be kept
+
+    def record_error(r: EpisodeResult) -> None:
+        errors.append(r)
+        if err_writer is not None:
             err_writer.write(r.to_trace())
+        bar.update(ok=False)
 
     async def worker() -> None:
         nonlocal in_flight, max_in_flight
@@ -465,42 +597,69 @@ async def run_batch(
                     on_cancel=keep_partial,
                 )
             except EpisodeError as exc:
-                errors.append(exc.result)
-                if err_writer is not None:
-                    err_writer.write(exc.result.to_trace())
-                bar.update(ok=False)
+                record_error(exc.result)
             else:
-                results.append(r)
-                if writer is not None:
-                    writer.write(r.to_trace())
-                bar.update(ok=True)
+                try:
+                    if writer is not None:
+                        writer.write(r.to_trace())
+                except TraceFormatError as exc:
+                    # a value no parser caught (e.g. from a user's generator): this episode
+                    # is redone on the next run; the batch goes on
+                    r.status = "error"
+                    r.error = f"the finished episode is not a valid trace: {exc}"
+                    record_error(r)
+                else:
+                    results.append(r)
+                    bar.update(ok=True)
             finally:
                 in_flight -= 1
 
+    failure: BaseException | None = None
     try:
         workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
         try:
             await asyncio.gather(*workers)
-        except BaseException:
+        except BaseException as exc:
+            failure = exc
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             raise
+    except OutputWriteError as exc:
+        bar.close()  # the error line must not land on the bar's line
+        kept = writer.written if writer is not None else 0
+        raise OutputWriteError(
+            f"{exc}; stopped the batch: the {kept} episodes finished in this run before it "
+            f"(and all earlier ones) are kept in {out}; re-run the same command when there "
+            "is space, it resumes",
+            exc.errno,
+        ) from None
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
-        if err_writer is not None:
-            err_writer.close()
+        for w_ in (writer, err_writer):
+            if w_ is not None:
+                w_.close()
         if close:
-            for ep in _unique((cheap, strong, prm)):
-                await ep.aclose()
+            for ep in endpoints:
+                try:
+                    await ep.aclose()
+                except Exception:
+                    # closing must not mask the error that ended the batch, nor leave the
+                    # other pools open (their "unclosed session" warnings)
+                    if failure is None:
+                        raise
+    stats1 = _stats(endpoints)
+    requests = {
+        name: {k: v - stats0.get(name, {}).get(k, 0) for k, v in d.items()}
+        for name, d in stats1.items()
+    }
     return BatchSummary(
         results=results,
         skipped=skipped,
         errors=errors,
         wall_s=time.perf_counter() - t0,
         max_in_flight=max_in_flight,
+        requests=requests,
     )
 
 
