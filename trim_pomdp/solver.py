@@ -182,7 +182,7 @@ def solver_memory_bytes(T: NDArray[np.float64], Z: NDArray[np.float64]) -> dict[
     ``bounds``: the blind lower bound, the fast informed bound and the scratch rows
     (``8 (3 A S + 8 S)``).  A lower bound on the peak, computed without allocating.
     """
-    A, S, O = T.shape[0], T.shape[1], Z.shape[2]
+    A, S, O = T.shape[0], T.shape[1], Z.shape[2]  # noqa: E741
     return {
         "model": 8.0 * (A * S * S + A * S * O + A * S + S),
         "sparse": 12.0 * (np.count_nonzero(T) + np.count_nonzero(Z)) + 16.0 * A * S,
@@ -197,7 +197,7 @@ def _check_memory(T: NDArray[np.float64], Z: NDArray[np.float64], max_memory_mb:
     parts = solver_memory_bytes(T, Z)
     total = sum(parts.values()) / 2**20
     if total > max_memory_mb:
-        A, S, O = T.shape[0], T.shape[1], Z.shape[2]
+        A, S, O = T.shape[0], T.shape[1], Z.shape[2]  # noqa: E741
         raise MemoryLimitError(
             f"the solver needs at least {total:.1f} MB for a model of {S} states, {A} actions "
             f"and {O} observations (dense copy {parts['model'] / 2**20:.1f} MB, sparse rows "
