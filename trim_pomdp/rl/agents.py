@@ -52,7 +52,8 @@ def read_npz_meta(path: Path, expected_type: str, what: str
     is not such a file, is of another ``type`` or of an unsupported ``format_version``.
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
+        # our own handle: np.load leaves its file open when the archive is corrupt
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             meta = json.loads(str(f["__meta__"]))
             arrays = {k: f[k] for k in f.files if k != "__meta__"}
     except FileNotFoundError:
