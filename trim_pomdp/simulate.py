@@ -355,7 +355,7 @@ def simulate(
         alphas = np.ascontiguousarray(policy.alphas)
         acts = np.ascontiguousarray(policy.actions)
         fail = np.full(4, -1, dtype=np.int64)
-    done, mean, m2 = 0, 0.0, 0.0
+    done, mean, m2, shift = 0, 0.0, 0.0, 0.0
     interrupted = False
     try:
         while done < episodes:
@@ -374,17 +374,22 @@ def simulate(
                     )
             if kept is not None:
                 kept[done : done + out.shape[0]] = out
-            # Chan et al.: merge this chunk's moments into the running ones.
+            # Chan et al.: merge this chunk's moments into the running ones.  Moments are of
+            # the returns minus the first one (shifted data), so equal returns give exactly
+            # zero spread instead of rounding noise.
+            if done == 0:
+                shift = float(out[0])
             n_b = out.shape[0]
-            mean_b = float(np.mean(out))
-            m2_b = float(np.sum((out - mean_b) ** 2))
+            dev = out - shift
+            mean_b = float(np.mean(dev))
+            m2_b = float(np.sum((dev - mean_b) ** 2))
             n = done + n_b
             delta = mean_b - mean
             mean += delta * n_b / n
             m2 += m2_b + delta * delta * done * n_b / n
             done = n
             if progress is not None:
-                progress(done, episodes, mean, math.sqrt(m2 / (done - 1) / done)
+                progress(done, episodes, shift + mean, math.sqrt(m2 / (done - 1) / done)
                          if done > 1 else math.nan)
     except KeyboardInterrupt:
         if done < 2:
@@ -398,6 +403,7 @@ def simulate(
         returns.flags.writeable = False
     else:
         returns = None
+        mean = shift + mean
         stderr = math.sqrt(m2 / (done - 1) / done)
     return SimulationResult(
         mean=float(mean),
