@@ -551,3 +551,19 @@ def test_policy_bank_rejects_non_finite_lambdas():
         with pytest.raises(PolicyFormatError, match=r"policy 1 of the PolicyBank has lambda "
                                                     rf"{bad}; every lambda must be finite"):
             PolicyBank(model, policies)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_out_of_memory_in_the_solver_is_one_typed_line(tmp_path):
+    # 4000 states: 122 MB of T parse within the 300 MB of address space left; the solver's
+    # dense copy and 183 MB of sparse rows do not (its 4096 MB limit would allow them).
+    path = tmp_path / "mid.pomdp"
+    path.write_text("discount: 0.95\nstates: 4000\nactions: 1\nobservations: 1\n"
+                    "T: * uniform\nO: * uniform\n")
+    proc = subprocess.run([sys.executable, "-c", _OOM, "solve", str(path), "--json",
+                           "--threads", "1"],  # few thread stacks under the limit
+                          capture_output=True, text=True, timeout=300, env=_env(), cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc.stderr)
+    assert line.startswith("trim-pomdp solve: error: out of memory in the solver "
+                           "(std::bad_alloc) below max_memory_mb=4096"), line

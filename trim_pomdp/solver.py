@@ -235,20 +235,32 @@ def _solve_arrays(
             if progress is not None:
                 progress(t, lb, ub, n_alpha, it)
 
-    result: dict[str, Any] = _core.solve_pomdp(
-        T,
-        Z,
-        R,
-        discount,
-        b0,
-        time_limit=config.time_limit if math.isfinite(config.time_limit) else 1e300,
-        target_gap=config.target_gap,
-        max_iterations=-1 if config.max_iterations is None else int(config.max_iterations),
-        max_memory_mb=config.max_memory_mb,
-        n_threads=config.n_threads if config.n_threads is not None else _default_threads(),
-        progress=callback,
-        tol=tol,
-    )
+    from trim_pomdp.errors import MemoryLimitError
+
+    try:
+        result: dict[str, Any] = _core.solve_pomdp(
+            T,
+            Z,
+            R,
+            discount,
+            b0,
+            time_limit=config.time_limit if math.isfinite(config.time_limit) else 1e300,
+            target_gap=config.target_gap,
+            max_iterations=-1 if config.max_iterations is None else int(config.max_iterations),
+            max_memory_mb=config.max_memory_mb,
+            n_threads=config.n_threads if config.n_threads is not None else _default_threads(),
+            progress=callback,
+            tol=tol,
+        )
+    except MemoryError as exc:
+        if isinstance(exc, MemoryLimitError):
+            raise
+        # std::bad_alloc: the machine has less memory than max_memory_mb promised
+        raise MemoryLimitError(
+            f"out of memory in the solver (std::bad_alloc) below max_memory_mb="
+            f"{config.max_memory_mb:g}: the machine has less free memory than the limit; "
+            "lower max_memory_mb or use a smaller model"
+        ) from None
     if config.verbose:
         lb, ub = result["lower_bound"], result["upper_bound"]
         print(
