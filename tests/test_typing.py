@@ -78,5 +78,9 @@ def test_core_stub_matches_the_compiled_module():
              if callable(getattr(_core, n)) and not n.startswith("__")}
     stub = _stub_signatures()
     assert sorted(stub) == sorted(bound)
+    consts = {n for n in dir(_core) if not n.startswith("__") and n not in bound}
+    stub_text = (ROOT / "trim_pomdp" / "_core.pyi").read_text()
+    for n in consts:
+        assert re.search(rf"^{n}: ", stub_text, re.M), f"_core.{n} has no type in _core.pyi"
     for name, fn in bound.items():
         assert stub[name] == _bound_signature(fn.__doc__), name

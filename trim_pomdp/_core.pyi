@@ -14,6 +14,9 @@ from numpy.typing import ArrayLike, NDArray
 _F = NDArray[np.float64]
 _I = NDArray[np.int64]
 
+#: largest magnitude a parsed or validated model value may have
+MAX_VALUE: float
+
 class ParsedPomdp(TypedDict):
     T: _F  # (n_actions, n_states, n_states)
     Z: _F  # (n_actions, n_states, n_observations)
@@ -64,7 +67,9 @@ def parse_pomdp(
     tol: float = 1e-6,
     max_entries: int = ...,
     validate: bool = True,
+    max_memory_mb: float | None = None,
 ) -> ParsedPomdp: ...
+def parse_memory_bytes(n_states: float, n_actions: float, n_observations: float) -> float: ...
 def write_pomdp(
     T: ArrayLike,
     Z: ArrayLike,
