@@ -21,7 +21,8 @@ message=...)``, applied after ``skip`` matching requests have gone through, wher
 an HTTP status (the body carries ``message``), ``"timeout"`` (hold the request ``hold_s``
 seconds), ``"disconnect"`` (close the socket without answering) or ``"badjson"``.  Every
 request is logged (``log``) with its parsed body, headers and start/end times;
-``max_in_flight`` counts concurrent requests per kind.
+``max_in_flight`` counts concurrent requests per kind; ``dropped`` counts requests whose
+client closed the connection before they were answered (a cancelled call).
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
+        if self.waiting:  # the client gave up on a request we were still answering
+            self.server.dropped += 1
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -160,6 +163,7 @@ class FakeServer:
         self.log: list[Request] = []
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
+        self.dropped = 0  # requests whose client closed the connection before the answer
         self._synthetic_cache: dict[tuple[str, str, int], list[ScriptedStep]] = {}
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

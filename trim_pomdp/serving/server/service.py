@@ -154,7 +154,8 @@ class ServeMetrics:
         self.upstream_errors = Counter("trim_upstream_errors",
                                        "Calls that failed after their retries", ["endpoint"],
                                        registry=r)
-        self.tokens = Counter("trim_tokens", "Tokens written by each model", ["model"],
+        self.tokens = Counter("trim_tokens", "Tokens written by each model (every call, "
+                              "failed episodes included)", ["model"],
                               registry=r)
         self.strong_fraction = Gauge("trim_strong_token_fraction",
                                      "strong / (cheap + strong) tokens over all episodes",
@@ -178,11 +179,13 @@ class ServeMetrics:
             self.steps.labels(m)
         self._cheap = self._strong = 0
 
-    def add_tokens(self, cheap: int, strong: int) -> None:
-        self._cheap += cheap
-        self._strong += strong
-        self.tokens.labels("cheap").inc(cheap)
-        self.tokens.labels("strong").inc(strong)
+    def add_tokens(self, model: str, tokens: int) -> None:
+        """Count what a model wrote, per call: failed and cancelled episodes cost too."""
+        if model == "cheap":
+            self._cheap += tokens
+        else:
+            self._strong += tokens
+        self.tokens.labels(model).inc(tokens)
         total = self._cheap + self._strong
         self.strong_fraction.set(self._strong / total if total else 0.0)
 
@@ -227,6 +230,7 @@ class _Recorder:
         self.last = g
         if self.metrics is not None:
             self.metrics.upstream.labels(self.role).observe(g.latency_s)
+            self.metrics.add_tokens(self.role, g.tokens)
         return g
 
     async def score(self, problem: str, steps: Sequence[str]) -> list[float]:
@@ -482,7 +486,6 @@ class RoutingService:
         self._write(self._log, res)
         if m is not None:
             m.episodes.labels(res.status).inc()
-            m.add_tokens(res.cheap_tokens, res.strong_tokens)
             m.regenerations.inc(res.n_regenerations)
             m.fallbacks.inc(res.n_fallbacks)
             for rec in res.steps:
