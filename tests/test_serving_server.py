@@ -549,3 +549,24 @@ def test_serve_cli_bad_arguments(tmp_path, capsys):
     assert "--target-cost needs --calibration-traces" in capsys.readouterr().err
     assert main(base + ["--threshold", "0.5", "--max-steps", "0"]) == 1
     assert "--max-steps must be in [1, 30]" in capsys.readouterr().err
+
+
+def test_serve_target_cost_calibrates_on_traces(tmp_path):
+    # known answers: on one trace whose step 2 scores 0.05, lambda = 0 regenerates that step
+    # (cost fraction > 0) and lambda = 1e6 regenerates nothing (fraction 0)
+    from types import SimpleNamespace
+
+    from trim_pomdp.commands.serve import _routers
+
+    bank = _bank(tmp_path).save(tmp_path / "bank.npz")
+    traces = tmp_path / "t.jsonl"
+    traces.write_text(json.dumps({"id": "a", "problem": "p", "model": "m", "final_correct": None,
+                                  "steps": [{"text": "a", "prm_score": 0.9, "tokens": 10},
+                                            {"text": "b", "prm_score": 0.05, "tokens": 10},
+                                            {"text": "c", "prm_score": 0.9, "tokens": 10}]})
+                      + "\n")
+    for target, lam in ((0.0, 1e6), (1.0, 0.0)):
+        args = SimpleNamespace(threshold=None, policy=str(bank), budget=None,
+                               target_cost=target, calibration_traces=str(traces))
+        routers = _routers(args)
+        assert routers.default_budget == lam and routers.budget_range == (0.0, 1e6)
