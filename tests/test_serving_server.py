@@ -352,6 +352,8 @@ def test_metrics_parse_and_count(serve, fake):
         fake.fail("pooling", times=1, error=503)
         with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(model="trim", messages=user("P1"))
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="other", messages=user("P1"))
     text = httpx.get(s.base + "/metrics", timeout=DEADLINE).text
     fams = {f.name: f for f in prom_parser.text_string_to_metric_families(text)}
 
@@ -372,7 +374,9 @@ def test_metrics_parse_and_count(serve, fake):
     assert value("trim_requests", "_total", route="/v1/chat/completions", status="200") == 1
     assert value("trim_requests", "_total", route="/v1/chat/completions", status="502") == 1
     assert value("trim_errors", "_total", type="upstream") == 1
-    assert value("trim_request_duration_seconds", "_count", route="/v1/chat/completions") == 2
+    assert value("trim_errors", "_total", type="bad_request") == 1
+    assert value("trim_requests", "_total", route="/v1/chat/completions", status="404") == 1
+    assert value("trim_request_duration_seconds", "_count", route="/v1/chat/completions") == 3
     assert value("trim_episodes_in_flight") == 0
 
 

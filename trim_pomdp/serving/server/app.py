@@ -61,8 +61,9 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except APIError as exc:
         headers = {"Retry-After": "1"} if exc.status == 429 else None
         resp = _json(exc.to_body(), exc.status, headers)
-        if service.metrics is not None and exc.status in (400, 404, 413):
-            service.metrics.errors.labels("bad_request").inc()
+        if service.metrics is not None and exc.status in (400, 404, 429):
+            # (upstream and routing errors are counted where they happen, in the service)
+            service.metrics.errors.labels("busy" if exc.status == 429 else "bad_request").inc()
     except web.HTTPException as exc:  # 404 no route, 405 method, 413 body too large
         if exc.status < 400:
             raise

@@ -178,6 +178,7 @@ class ServeMetrics:
             self.tokens.labels(m)
             self.steps.labels(m)
         self._cheap = self._strong = 0
+        self._token_children = {m: self.tokens.labels(m) for m in ("cheap", "strong")}
 
     def add_tokens(self, model: str, tokens: int) -> None:
         """Count what a model wrote, per call: failed and cancelled episodes cost too."""
@@ -185,7 +186,7 @@ class ServeMetrics:
             self._cheap += tokens
         else:
             self._strong += tokens
-        self.tokens.labels(model).inc(tokens)
+        self._token_children[model].inc(tokens)
         total = self._cheap + self._strong
         self.strong_fraction.set(self._strong / total if total else 0.0)
 
@@ -212,6 +213,8 @@ class _Recorder:
         self.first: GeneratedStep | None = None
         self.last: GeneratedStep | None = None
         self.failure: BaseException | None = None
+        # the labelled children, looked up once per request rather than once per call
+        self._latency = metrics.upstream.labels(role) if metrics is not None else None
 
     def _failed(self, exc: BaseException) -> None:
         self.failure = exc
@@ -229,7 +232,7 @@ class _Recorder:
             self.first = g
         self.last = g
         if self.metrics is not None:
-            self.metrics.upstream.labels(self.role).observe(g.latency_s)
+            self._latency.observe(g.latency_s)
             self.metrics.add_tokens(self.role, g.tokens)
         return g
 
@@ -242,7 +245,7 @@ class _Recorder:
             self._failed(exc)
             raise
         if self.metrics is not None:
-            self.metrics.upstream.labels(self.role).observe(time.perf_counter() - t0)
+            self._latency.observe(time.perf_counter() - t0)
         return list(out)
 
     async def aclose(self) -> None:
@@ -506,8 +509,6 @@ class RoutingService:
         if failed is None:  # not ours: report what the runner said
             failed = next((r for r in recs if r.failure is not None), recs[0])
         if cause is not None and context_exceeded(cause):
-            if self.metrics is not None:
-                self.metrics.errors.labels("bad_request").inc()
             return APIError(400, f"the problem does not fit the {failed.role} model's context "
                             f"window: {cause}", param="messages",
                             code="context_length_exceeded")
