@@ -1,6 +1,7 @@
 """Command-line options shared by the commands that talk to model endpoints (``route``,
 ``serve``): the three endpoints, how to reach them (keys, headers, timeouts, retries, circuit
-breaker, HTTP library), how the models are asked (completions or chat) and the fallback.
+breaker, response size limit, HTTP library), how the models are asked (completions or chat)
+and the fallback.
 
 ``add_endpoint_arguments(parser)`` declares them; ``build_endpoints(args, max_connections)``
 turns the parsed namespace into the cheap and strong step generators and the PRM scorer.
@@ -30,6 +31,9 @@ def add_endpoint_arguments(p: argparse.ArgumentParser) -> None:
                    help="after N consecutive failed calls to an endpoint, fail fast for "
                         "--circuit-cooldown seconds (default: off)")
     p.add_argument("--circuit-cooldown", type=float, default=30.0, metavar="S")
+    p.add_argument("--max-response-mb", type=float, default=16.0, metavar="MB",
+                   help="largest response body read, in MiB (default 16); a larger one fails "
+                        "that call")
     p.add_argument("--api-key-env", metavar="VAR", help="env var with the API key (all endpoints)")
     for who in ("cheap", "strong", "prm"):
         p.add_argument(f"--{who}-api-key-env", metavar="VAR", help=f"API-key env var for {who}")
@@ -60,6 +64,8 @@ def build_endpoints(args: argparse.Namespace, max_connections: int) -> tuple[Any
     each pool holds ``max_connections`` connections."""
     from trim_pomdp.serving import ChatModel, CompletionModel, EndpointConfig, VLLMPRMScorer
 
+    if not args.max_response_mb > 0:
+        raise TrimPomdpError(f"--max-response-mb must be > 0; got {args.max_response_mb}")
     headers = parse_headers(args.header)
 
     def config(spec: str, who: str) -> Any:
@@ -76,6 +82,7 @@ def build_endpoints(args: argparse.Namespace, max_connections: int) -> tuple[Any
             circuit_cooldown=args.circuit_cooldown,
             name=who,
             http_client=args.http_client,
+            max_response_bytes=max(1, int(args.max_response_mb * 1024 * 1024)),
         )
 
     gen = dict(max_tokens=args.max_tokens, temperature=args.temperature)

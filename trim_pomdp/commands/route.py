@@ -9,7 +9,10 @@ Example::
         --policy bank.npz --budget 0.002 --out traces.jsonl
 
 ``--threshold K`` routes with TRIM-Thr instead of a POMDP policy bank.  Re-running the same
-command resumes: problems already in ``--out`` are skipped.
+command resumes: problems already in ``--out`` are skipped (each record carries a hash of its
+problem's text and answer; an output written for another problem file is refused, exit 2).
+A second run on the same ``--out`` while one is running is refused too (exit 2): the run holds
+an ``fcntl`` lock on ``<out>.lock``, released when it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from trim_pomdp.baselines import ThresholdPolicy
     from trim_pomdp.serving import (
         MathAnswerChecker,
+        OutputLockedError,
+        ResumeMismatchError,
         load_problems,
         read_finished,
         run_batch,
@@ -122,22 +127,27 @@ def run(args: argparse.Namespace) -> int:
         raise TrimPomdpError(f"{args.out} exists and --no-resume was given")
 
     cheap, strong, prm = build_endpoints(args, max(args.concurrency, 1) * 2)
-    summary = asyncio.run(
-        run_batch(
-            problems,
-            factory,
-            cheap,
-            strong,
-            prm,
-            out=args.out,
-            concurrency=args.concurrency,
-            max_steps=args.max_steps,
-            checker=MathAnswerChecker(),
-            fallback=args.fallback.replace("-", "_"),
-            label_steps=args.labels,
-            progress=not args.no_progress,
+    try:
+        summary = asyncio.run(
+            run_batch(
+                problems,
+                factory,
+                cheap,
+                strong,
+                prm,
+                out=args.out,
+                concurrency=args.concurrency,
+                max_steps=args.max_steps,
+                checker=MathAnswerChecker(),
+                fallback=args.fallback.replace("-", "_"),
+                label_steps=args.labels,
+                progress=not args.no_progress,
+            )
         )
-    )
+    except (OutputLockedError, ResumeMismatchError) as exc:
+        # refused before anything ran: the output belongs to another run or problem file
+        print(f"trim-pomdp route: error: {exc}", file=sys.stderr)
+        return 2
     report = summary.to_dict()
     report["policy"] = policy_name
     report["out"] = args.out
@@ -168,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
             f"{report['file_strong_tokens_per_query']:.1f}, "
             f"regenerations {report['regenerations']}, fallbacks {report['fallbacks']}"
         )
+        if report["retries"]:
+            print(
+                f"requests retried {report['retries']} times "
+                f"({report['bad_responses']} unusable 200 answers)"
+            )
         if summary.errors:
             print(
                 f"{len(summary.errors)} problems failed (see {args.out}.errors.jsonl); "

@@ -506,8 +506,10 @@ class RoutingService:
     def _upstream_error(self, exc: EpisodeError, recs: Sequence[_Recorder]) -> APIError:
         failed = next((r for r in recs if r.failure is exc.__cause__), None)
         cause = exc.__cause__
-        if failed is None:  # not ours: report what the runner said
-            failed = next((r for r in recs if r.failure is not None), recs[0])
+        if failed is None:  # a step the runner refused after the call: its message names it
+            text = str(exc)
+            role = "prm" if ": PRM: " in text else "strong" if "strong model" in text else "cheap"
+            failed = next(r for r in recs if r.role == role)
         if cause is not None and context_exceeded(cause):
             return APIError(400, f"the problem does not fit the {failed.role} model's context "
                             f"window: {cause}", param="messages",
