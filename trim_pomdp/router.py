@@ -243,6 +243,29 @@ class Router:
             f"after action {ACTION_NAMES[int(self._ist[2])]!r}; belief support {support}"
         )
 
+    def set_policy(self, policy: Any) -> None:
+        """Swap in another policy of the same model (another budget of the same bank, e.g.
+        from a pacing controller) between episodes: before the first :meth:`step` after
+        :meth:`reset`, or after a final step (the next episode then uses it).
+
+        Raises
+        ------
+        PolicyFormatError
+            The policy was solved for another model.
+        RouterStateError
+            In the middle of an episode.
+        """
+        if not isinstance(policy, TrimPolicy) or policy.model is not self.model:
+            raise PolicyFormatError("set_policy: the policy must be a TrimPolicy of the "
+                                    "router's model (same bank)")
+        if self._ist[3] == K.RUNNING:
+            raise RouterStateError("set_policy() in the middle of an episode; call it "
+                                   "after the final step or after reset()")
+        self.policy = policy
+        self._alphas = policy.alphas
+        self._actions = policy.actions
+        self._offsets = policy.offsets
+
     def executed(self, action: str | int) -> None:
         """Tell the router the action actually executed at the last step (if it differs
         from the advice); the next prediction uses it."""
