@@ -86,6 +86,21 @@ def routed_features(policy, scenario, n: int, seed: int, chunk: int = 50_000) ->
     return np.concatenate(out)
 
 
+def scenario_auroc(n: int = 3000, seed: int = 5) -> dict[str, float]:
+    """AUROC of correct vs first-wrong cheap steps on labelled traces of each world
+    (the deployment world of the drift scenarios), by the Mann-Whitney statistic."""
+    from scipy.stats import rankdata
+
+    out = {}
+    for name in ("default", *DRIFT_SCENARIOS):
+        tr = simulate_traces(load_scenario(name), n_problems=n, seed=seed)
+        pos = np.array([s.prm_score for t in tr for s in t.steps if s.label == "correct"])
+        neg = np.array([s.prm_score for t in tr for s in t.steps if s.label == "incorrect"])
+        r = rankdata(np.concatenate([pos, neg]))[: len(pos)]
+        out[name] = float((r.sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return out
+
+
 def bench_step_us(bank) -> dict[str, float]:
     from bench_router import step_times_ns, trace_inputs
 
@@ -135,6 +150,12 @@ def refit_figures(bank, lam: float, *, quick: bool = False) -> dict:
                "delta_ibc": {k: c.metrics["delta_ibc"] for k, c in ev.curves.items()},
                "max_accuracy": {k: c.metrics["max_accuracy"] for k, c in ev.curves.items()},
                "paced_refit_cost_after_3000": float(s[3000:].sum() / a[3000:].sum())}
+        if name == "drift_noisy":  # the case that motivated tying S1 and S2
+            untied, _ = refit_bank(bank, served_format(routed_traces(w, res)), tie_wrong=False)
+            ev_u = evaluate(sc, ["trim-pomdp-deploy", untied.family("trim-pomdp-refit-untied")],
+                            n_problems=n_eval, seed=31337)
+            row["kept_untied"] = float(ev_u.gain_kept()["trim-pomdp-refit-untied"])
+            print(f"refit {name} untied: kept {100 * row['kept_untied']:.1f}%", flush=True)
         res_all[name] = row
         print(f"refit {name}: {dt:.1f} s, {row['em_iterations']} EM iterations; kept "
               + ", ".join(f"{k} {100 * v:.1f}%" for k, v in row["kept"].items())
@@ -142,6 +163,17 @@ def refit_figures(bank, lam: float, *, quick: bool = False) -> dict:
               + "; max acc " + ", ".join(f"{k} {v:.4f}" for k, v in row["max_accuracy"].items())
               + f"; paced refit cost {row['paced_refit_cost_after_3000']:.4f}", flush=True)
     return res_all
+
+
+def _strict(x):
+    """NaN/inf -> None, so the file is strict JSON (e.g. a CPT level never reached)."""
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def main() -> None:
@@ -161,6 +193,8 @@ def main() -> None:
     bank = solve_grid(model, default_lambdas(model, 32))
     out: dict = {"command": " ".join(sys.argv), "far_episodes": args.far_episodes,
                  "streams": args.streams, "max_delay": args.max_delay}
+    out["auroc"] = scenario_auroc()
+    print(f"AUROC of correct vs first-wrong cheap steps: {out['auroc']}", flush=True)
     out["router_step"] = bench_step_us(bank)
     print(f"Router.step: {out['router_step']}", flush=True)
 
@@ -211,7 +245,7 @@ def main() -> None:
         if pacing_figures is not None:
             out["pacing"] = pacing_figures(bank, quick=args.quick)
     out["time_s"] = time.perf_counter() - t0
-    text = json.dumps(out, indent=2)
+    text = json.dumps(_strict(out), indent=2, allow_nan=False)
     if args.json:
         Path(args.json).write_text(text + "\n")
     print(f"done in {out['time_s']:.0f} s")
