@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from trim_pomdp.evaluation.from_scenario import fit_latent_model
-from trim_pomdp.evaluation.sweep import FamilyOptions, compare, evaluate, paired_bootstrap
+from trim_pomdp.evaluation.registry import FamilyOptions
+from trim_pomdp.evaluation.sweep import compare, evaluate, paired_bootstrap
 from trim_pomdp.simulation.scenario import load_scenario
 
 FAMILIES = ["trim-pomdp+", "trim-pomdp", "trim-thr",

@@ -35,6 +35,9 @@ NAMES = {
     "trim_pomdp.evaluate": ("Family", "trim_pomdp.routing.protocols"),
     "trim_pomdp.metrics": ("delta_ibc", "trim_pomdp.evaluation.metrics"),
     "trim_pomdp.plots": ("plot_curves", "trim_pomdp.evaluation.plots"),
+    "trim_pomdp.drift": ("DriftMonitor", "trim_pomdp.routing.drift"),
+    "trim_pomdp.pacing": ("simulate_paced", "trim_pomdp.simulation.paced"),
+    "trim_pomdp.refit": ("refit_bank", "trim_pomdp.fit.refit"),
 }
 
 

@@ -5,15 +5,14 @@ import pytest
 
 from trim_pomdp import cli
 from trim_pomdp.evaluation.metrics import curve_metrics
-from trim_pomdp.evaluation.sweep import (
+from trim_pomdp.evaluation.registry import (
     FAMILY_FACTORIES,
     FamilyOptions,
-    FamilyUnavailableError,
     QueryFamily,
-    evaluate,
     register_family,
     resolve_family,
 )
+from trim_pomdp.evaluation.sweep import FamilyUnavailableError, evaluate
 from trim_pomdp.routing.baselines import ThresholdPolicy
 from trim_pomdp.routing.protocols import Family
 from trim_pomdp.simulation.scenario import default_scenario
@@ -36,7 +35,7 @@ def ev(world):
 
 
 def test_default_family_list():
-    from trim_pomdp.evaluation.sweep import DEFAULT_FAMILIES
+    from trim_pomdp.evaluation.registry import DEFAULT_FAMILIES
 
     assert set(BASELINES) < set(DEFAULT_FAMILIES) and "trim-pomdp" in DEFAULT_FAMILIES
 
@@ -96,7 +95,7 @@ def test_custom_family_and_registry(world):
     register_family("thr-registered", lambda opts: Family("thr-registered", [0.5],
                                                           lambda k: ThresholdPolicy(k)))
     try:
-        ev2 = evaluate(world, ["thr-registered", "trim_pomdp.evaluation.sweep:random_family"])
+        ev2 = evaluate(world, ["thr-registered", "trim_pomdp.evaluation.registry:random_family"])
         assert set(ev2.curves) == {"thr-registered", "random"}
     finally:
         del FAMILY_FACTORIES["thr-registered"]
@@ -111,7 +110,7 @@ def test_family_errors(world):
     with pytest.raises(FamilyUnavailableError, match="not available"):
         resolve_family("no_such_module_xyz:make")
     with pytest.raises(FamilyUnavailableError, match="has no 'missing'"):
-        resolve_family("trim_pomdp.evaluation.sweep:missing")
+        resolve_family("trim_pomdp.evaluation.registry:missing")
     with pytest.raises(ValueError, match="duplicate family names"):
         evaluate(world, ["random", "random"])
     with pytest.raises(ValueError, match="no budget parameters"):

@@ -102,8 +102,8 @@ def test_every_module_has_a_layer():
 
 
 def test_registry_strings_are_seen():
-    assert "trim_pomdp.evaluation.families" in GRAPH["trim_pomdp.evaluation.sweep"]
-    assert "trim_pomdp.rl.grid" in GRAPH["trim_pomdp.evaluation.sweep"]
+    assert "trim_pomdp.evaluation.families" in GRAPH["trim_pomdp.evaluation.registry"]
+    assert "trim_pomdp.rl.grid" in GRAPH["trim_pomdp.evaluation.registry"]
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))

@@ -191,7 +191,8 @@ def test_cli_train(tmp_path, capsys):
 def test_rl_families_resolve_by_name_and_evaluate(monkeypatch):
     # `evaluate --policies trim-agg` / `demo --rl`: the registry trains a bank on the scenario
     import trim_pomdp.rl.grid as grid
-    from trim_pomdp.evaluation.sweep import FamilyOptions, evaluate, resolve_family
+    from trim_pomdp.evaluation.registry import FamilyOptions, resolve_family
+    from trim_pomdp.evaluation.sweep import evaluate
     from trim_pomdp.simulation.scenario import default_scenario
 
     monkeypatch.setattr(grid, "PPOConfig", lambda seed=0: TINY)

@@ -353,7 +353,7 @@ def test_from_fitted_models():
 def test_pomdp_family_factory():
     from trim_pomdp.evaluation.families import pomdp_family
     from trim_pomdp.evaluation.from_scenario import FitConfig
-    from trim_pomdp.evaluation.sweep import FamilyOptions
+    from trim_pomdp.evaluation.registry import FamilyOptions
     from trim_pomdp.routing.protocols import Family
     from trim_pomdp.simulation.scenario import default_scenario
 

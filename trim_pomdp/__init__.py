@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "OutputLockedError": "trim_pomdp.errors",
     "OutputWriteError": "trim_pomdp.errors",
     "ResumeMismatchError": "trim_pomdp.errors",
+    "RefitError": "trim_pomdp.errors",
     # engine: discrete POMDPs (infinite and finite horizon), solvers, policies, beliefs
     "POMDP": "trim_pomdp.engine.model",
     "SolverConfig": "trim_pomdp.engine.solver",
@@ -77,12 +78,16 @@ _EXPORTS: dict[str, str] = {
     "AlwaysCheap": "trim_pomdp.routing.baselines",
     "AlwaysStrong": "trim_pomdp.routing.baselines",
     "Family": "trim_pomdp.routing.protocols",
+    "DriftMonitor": "trim_pomdp.routing.drift",
+    "BudgetPacer": "trim_pomdp.routing.pacing",
+    "PacedRouter": "trim_pomdp.routing.pacing",
     # fit: estimators fitted on traces
     "TransitionModel": "trim_pomdp.fit.transition",
     "ObservationModel": "trim_pomdp.fit.observation",
     "OutcomeEM": "trim_pomdp.fit.outcome",
     "LatentFitter": "trim_pomdp.fit.latent",
     "calibration_report": "trim_pomdp.fit.prm_calibration",
+    "refit_bank": "trim_pomdp.fit.refit",
     # simulation: the generative world of routing episodes
     "Scenario": "trim_pomdp.simulation.scenario",
     "load_scenario": "trim_pomdp.simulation.scenario",
@@ -93,7 +98,7 @@ _EXPORTS: dict[str, str] = {
     "load_bank": "trim_pomdp.banks",
     # evaluation: budget sweeps, metrics, calibration to a target cost
     "evaluate": "trim_pomdp.evaluation.sweep",
-    "FamilyOptions": "trim_pomdp.evaluation.sweep",
+    "FamilyOptions": "trim_pomdp.evaluation.registry",
     "calibrate": "trim_pomdp.evaluation.budget",
     "FitConfig": "trim_pomdp.evaluation.from_scenario",
     "fit_from_scenario": "trim_pomdp.evaluation.from_scenario",

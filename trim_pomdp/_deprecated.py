@@ -51,10 +51,13 @@ MOVED: dict[str, tuple[str, ...]] = {
     "trim_pomdp.scenario": ("trim_pomdp.simulation.scenario",),
     "trim_pomdp.simulator": ("trim_pomdp.simulation.world", "trim_pomdp.simulation.synth_traces",
                              "trim_pomdp.routing.protocols"),
-    "trim_pomdp.evaluate": ("trim_pomdp.evaluation.sweep", "trim_pomdp.routing.protocols",
-                            "trim_pomdp.evaluation.families"),
+    "trim_pomdp.evaluate": ("trim_pomdp.evaluation.sweep", "trim_pomdp.evaluation.registry",
+                            "trim_pomdp.routing.protocols", "trim_pomdp.evaluation.families"),
     "trim_pomdp.metrics": ("trim_pomdp.evaluation.metrics",),
     "trim_pomdp.plots": ("trim_pomdp.evaluation.plots",),
+    "trim_pomdp.drift": ("trim_pomdp.routing.drift", "trim_pomdp.routing._kernels"),
+    "trim_pomdp.pacing": ("trim_pomdp.routing.pacing", "trim_pomdp.simulation.paced"),
+    "trim_pomdp.refit": ("trim_pomdp.fit.refit",),
 }
 
 #: old modules that shared their name with a function exported by ``trim_pomdp``; once such

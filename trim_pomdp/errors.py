@@ -69,6 +69,10 @@ class InsufficientDataError(TrimPomdpError, ValueError):
     """Too few labelled examples to fit a model (e.g. a hidden state with too few steps)."""
 
 
+class RefitError(TrimPomdpError, RuntimeError):
+    """The refit EM did not converge; nothing was swapped."""
+
+
 # -- evaluation ------------------------------------------------------------------------------
 class FamilyUnavailableError(LookupError):
     """A registered family's module is not installed (for instance an optional extra).

@@ -2,7 +2,7 @@
 its model from ``options.scenario`` (never from the evaluation world), solves the lambda
 grid and returns the bank's :class:`~trim_pomdp.routing.protocols.Family`.
 
-Registered in :data:`trim_pomdp.evaluation.sweep.FAMILY_FACTORIES` as
+Registered in :data:`trim_pomdp.evaluation.registry.FAMILY_FACTORIES` as
 ``"trim_pomdp.evaluation.families:<factory>"`` strings, imported on first use.
 """
 
@@ -16,7 +16,7 @@ from trim_pomdp.routing.latent_model import LatentTrimModel
 from trim_pomdp.routing.model import TrimModel
 from trim_pomdp.routing.protocols import Family
 
-__all__ = ["pomdp_family", "pomdp_plus_family", "pomdp_plus_exact_family",
+__all__ = ["pomdp_family", "pomdp_deploy_family", "pomdp_plus_family", "pomdp_plus_exact_family",
            "pomdp_mean_exact_family"]
 
 
@@ -38,6 +38,23 @@ def pomdp_family(options: Any = None, config: FitConfig | None = None) -> Family
                               n_lambdas=getattr(options, "n_params", None) or 32)
     model, _, _ = fit_from_scenario(scenario, cfg)
     return solve_grid(model, default_lambdas(model, cfg.n_lambdas)).family()
+
+def pomdp_deploy_family(options: Any = None, config: FitConfig | None = None) -> Family:
+    """Factory of the ``"trim-pomdp-deploy"`` family: like :func:`pomdp_family` but fitted
+    on labelled traces of the *deployment* world (``options.deployment``, or
+    ``options.scenario`` when there is no drift) -- the POMDP of a router that knows the
+    deployment PRM, the reference of "gain kept" in
+    :func:`trim_pomdp.evaluation.sweep.evaluate`."""
+    scenario = getattr(options, "deployment", None) or getattr(options, "scenario", None)
+    if scenario is None:
+        raise ValueError(
+            "the trim-pomdp-deploy family needs FamilyOptions(scenario=...) to fit its models"
+        )
+    cfg = config or FitConfig(seed=int(getattr(options, "seed", 0)) + 1,
+                              n_lambdas=getattr(options, "n_params", None) or 32)
+    model, _, _ = fit_from_scenario(scenario, cfg, world="deployment")
+    return solve_grid(model, default_lambdas(model, cfg.n_lambdas)).family("trim-pomdp-deploy")
+
 
 def pomdp_plus_family(options: Any = None, *, n_fit_problems: int = 4000,
                       max_classes: int = 3):

@@ -49,12 +49,23 @@ class FitConfig:
     n_lambdas: int = 32
 
 
-def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig()) -> tuple[TrimModel, Any, Any]:
+def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig(), *,
+                      world: str = "training") -> tuple[TrimModel, Any, Any]:
     """Simulate labelled cheap and strong traces of ``scenario``, fit the TransitionModel
     and ObservationModel and build the TrimModel.
 
+    ``world="training"`` (default) fits on the scenario's training world, which is the
+    scenario itself unless it has a ``deployment`` section (PRM drift); ``"deployment"``
+    fits on labelled traces of the deployment world (the model a router would have with
+    the deployment PRM's labels: the reference of "value kept" under drift).
+
     Returns ``(model, transition, observation)``.
     """
+    if world not in ("training", "deployment"):
+        raise ValueError(f"world must be 'training' or 'deployment'; got {world!r}")
+    if world == "training" and hasattr(scenario, "training"):
+        scenario = scenario.training()
+
     cheap = simulate_traces(scenario, model="cheap", n_problems=config.n_fit_problems,
                             seed=config.seed)
     strong = simulate_traces(scenario, model="strong", n_problems=config.n_fit_problems,

@@ -1,30 +1,15 @@
 """Evaluate router families on a scenario: budget sweeps -> cost/accuracy curves -> metrics.
 
-A *family* is a router with a budget knob.  Two kinds:
+The families and their registry are :mod:`trim_pomdp.evaluation.registry`.
 
-* :class:`Family` (step level): ``Family(name, params, make_policy)`` where
-  ``make_policy(param)`` returns a :class:`~trim_pomdp.routing.protocols.BatchPolicy`; every
-  parameter value is simulated on the same world (paired).  TRIM-Thr sweeps ``k``,
-  random sweeps ``q``, the POMDP family sweeps ``lambda``
-  (:mod:`trim_pomdp.evaluation.families`).
-* :class:`QueryFamily` (query level): ``QueryFamily(name, params, escalate)`` where
-  ``escalate(param, ctx)`` returns the boolean mask of queries sent to the strong model;
-  the outcome is read off the paired always-cheap / always-strong runs in ``ctx``.
-
-Families are passed directly, or by name through the registry (:func:`register_family`,
-:data:`FAMILY_FACTORIES`): a factory is called with a :class:`FamilyOptions` and returns a
-family; a registry value may also be a ``"module:function"`` string imported on first use,
-and :func:`resolve_family` accepts ``"module:function"`` names directly, so a new family can
-be added without editing this file.
-
-Every curve gets the metrics of :mod:`trim_pomdp.evaluation.metrics` (CPT at 50/80/95 %, ΔIBC over
-100 PGR levels, APGR), relative to the always-cheap and always-strong runs on the same world.
+Every curve gets the metrics of :mod:`trim_pomdp.evaluation.metrics` (CPT at 50/80/95 %,
+ΔIBC over 100 PGR levels, APGR), relative to the always-cheap and always-strong runs on the
+same world.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,228 +22,32 @@ from numpy.typing import NDArray
 from trim_pomdp.errors import FamilyUnavailableError
 from trim_pomdp.evaluation.metrics import DEFAULT_CPT_LEVELS, curve_metrics, pareto_frontier, pgr
 from trim_pomdp.evaluation.query_routing import (
-    automix_escalate,
     combine_query_routing,
     query_min_scores,
-    query_oracle_order,
+)
+from trim_pomdp.evaluation.registry import (
+    DEFAULT_FAMILIES,
+    AnyFamily,
+    EvalContext,
+    FamilyOptions,
+    QueryFamily,
+    resolve_family,
 )
 from trim_pomdp.routing.baselines import (
     AlwaysCheap,
     AlwaysStrong,
-    OraclePolicy,
-    RandomPolicy,
-    ThresholdPolicy,
 )
-from trim_pomdp.routing.protocols import Family
 from trim_pomdp.simulation.scenario import Scenario
 from trim_pomdp.simulation.world import RoutingResult, World, as_world, simulate_routing
 
 __all__ = [
-    "EvalContext",
-    "QueryFamily",
-    "AnyFamily",
-    "FamilyOptions",
-    "threshold_family",
-    "random_family",
-    "oracle_family",
-    "always_cheap_family",
-    "always_strong_family",
-    "query_oracle_family",
-    "query_oracle_cheapest_family",
-    "automix_family",
-    "FamilyFactory",
-    "FAMILY_FACTORIES",
-    "DEFAULT_FAMILIES",
-    "register_family",
     "FamilyUnavailableError",
-    "resolve_family",
     "Curve",
     "Evaluation",
     "evaluate",
     "paired_bootstrap",
     "compare",
 ]
-
-
-# ============================================================================ families
-@dataclass(frozen=True)
-class EvalContext:
-    """What a query-level family sees: the world and the paired reference runs."""
-
-    world: World
-    cheap: RoutingResult  # always-cheap, recorded
-    strong: RoutingResult  # always-strong
-    cheap_min_score: NDArray[np.float64]  # min PRM score of each cheap solution
-
-
-@dataclass(frozen=True)
-class QueryFamily:
-    """A query-level router family: ``escalate(param, ctx) -> bool mask`` of the queries
-    sent (whole) to the strong model."""
-
-    name: str
-    params: Sequence[float]
-    escalate: Callable[[float, EvalContext], NDArray[np.bool_]]
-    param_name: str = "param"
-    kind: str = field(default="query", init=False)
-
-
-AnyFamily = Family | QueryFamily
-
-
-@dataclass(frozen=True)
-class FamilyOptions:
-    """Options handed to family factories.
-
-    Attributes
-    ----------
-    scenario : Scenario or None
-        The scenario being evaluated (factories that fit models may simulate their own
-        training traces from it with a different seed).
-    n_params : int or None
-        Requested number of budget values (None = the family's default).
-    seed : int
-        Seed for randomised policies / training data.
-    """
-
-    scenario: Scenario | None = None
-    n_params: int | None = None
-    seed: int = 0
-
-
-def threshold_family(options: FamilyOptions = FamilyOptions()) -> Family:
-    """TRIM-Thr swept over ``k`` in [0, 1] (plus k = 1.01, i.e. always strong)."""
-    n = options.n_params or 51
-    ks = np.concatenate((np.linspace(0.0, 1.0, n), [1.01]))
-    return Family("trim-thr", [float(k) for k in ks], lambda k: ThresholdPolicy(k), "k")
-
-
-def random_family(options: FamilyOptions = FamilyOptions()) -> Family:
-    """Random routing swept over the regeneration rate ``q`` in [0, 1]."""
-    n = options.n_params or 21
-    seed = options.seed
-    return Family("random", [float(q) for q in np.linspace(0.0, 1.0, n)],
-                  lambda q: RandomPolicy(q, seed=seed), "q")
-
-
-def oracle_family(options: FamilyOptions = FamilyOptions()) -> Family:
-    """Clairvoyant oracle regenerating each fixable wrong draft w.p. ``q`` (q = 1: full)."""
-    n = options.n_params or 11
-    seed = options.seed
-    return Family("oracle", [float(q) for q in np.linspace(0.0, 1.0, n)],
-                  lambda q: OraclePolicy(q, seed=seed), "q")
-
-
-def always_cheap_family(options: FamilyOptions = FamilyOptions()) -> Family:
-    """The cheap model alone (one point)."""
-    return Family("always-cheap", [0.0], lambda _: AlwaysCheap(), "-")
-
-
-def always_strong_family(options: FamilyOptions = FamilyOptions()) -> Family:
-    """The strong model alone (one point)."""
-    return Family("always-strong", [1.0], lambda _: AlwaysStrong(), "-")
-
-
-def query_oracle_family(options: FamilyOptions = FamilyOptions(), *,
-                        order: str = "random") -> QueryFamily:
-    """Oracle query router: escalates a fraction ``f`` of the queries the strong model
-    solves and the cheap one does not (f = 1: all of them, the oracle's operating point).
-    ``order="random"`` admits them in random order (straight line from always-cheap to the
-    oracle point); ``order="cheapest"`` (family ``query-oracle-cheapest``) cheapest first."""
-    n = options.n_params or 21
-    seed = options.seed
-
-    def esc(f: float, ctx: EvalContext) -> NDArray[np.bool_]:
-        idx = query_oracle_order(ctx.cheap, ctx.strong, order=order, seed=seed)
-        mask = np.zeros(ctx.world.n_problems, bool)
-        mask[idx[: int(round(f * len(idx)))]] = True
-        return mask
-
-    name = "query-oracle" if order == "random" else f"query-oracle-{order}"
-    return QueryFamily(name, [float(f) for f in np.linspace(0.0, 1.0, n)], esc, "f")
-
-
-def query_oracle_cheapest_family(options: FamilyOptions = FamilyOptions()) -> QueryFamily:
-    """Token-aware oracle query router (cheapest rescuable queries first)."""
-    return query_oracle_family(options, order="cheapest")
-
-
-def automix_family(options: FamilyOptions = FamilyOptions()) -> QueryFamily:
-    """AutoMix-style query router: escalate the whole query iff the minimum PRM score of
-    the cheap solution is below ``threshold`` (swept over [0, 1] plus 1.01 = all)."""
-    n = options.n_params or 51
-    ts = np.concatenate((np.linspace(0.0, 1.0, n), [1.01]))
-    return QueryFamily("automix",
-                       [float(t) for t in ts],
-                       lambda t, ctx: automix_escalate(ctx.cheap_min_score, t), "threshold")
-
-
-FamilyFactory = Callable[[FamilyOptions], AnyFamily]
-
-#: name -> factory (or "module:function" string imported on first use)
-FAMILY_FACTORIES: dict[str, FamilyFactory | str] = {
-    "trim-thr": threshold_family,
-    "random": random_family,
-    "oracle": oracle_family,
-    "always-cheap": always_cheap_family,
-    "always-strong": always_strong_family,
-    "query-oracle": query_oracle_family,
-    "query-oracle-cheapest": query_oracle_cheapest_family,
-    "automix": automix_family,
-    # model-based families: they fit and solve when built, so they load on first use
-    "trim-pomdp": "trim_pomdp.evaluation.families:pomdp_family",
-    # the POMDP that learns the problem's difficulty and the PRM's bias as it goes
-    "trim-pomdp+": "trim_pomdp.evaluation.families:pomdp_plus_family",
-    # RL routers, trained on the scenario when the family is built (not in the defaults:
-    # training takes a minute or more; `trim-pomdp demo --rl`, `evaluate --policies trim-agg`)
-    "trim-agg": "trim_pomdp.rl.grid:agg_family",
-    "trim-seq": "trim_pomdp.rl.grid:seq_family",
-}
-
-#: families evaluated when none are named (unavailable ones are skipped)
-DEFAULT_FAMILIES = ("trim-pomdp", "trim-pomdp+", "trim-thr", "random", "oracle", "query-oracle",
-                    "automix", "always-cheap", "always-strong")
-
-
-def register_family(name: str, factory: FamilyFactory | str) -> None:
-    """Make ``name`` resolvable by :func:`resolve_family` (and the CLI's ``--policies``)."""
-    FAMILY_FACTORIES[name] = factory
-
-
-def resolve_family(name: str, options: FamilyOptions = FamilyOptions()) -> AnyFamily:
-    """Build the family registered under ``name``, or from a ``"module:function"`` factory.
-
-    Raises
-    ------
-    KeyError
-        Unknown name.
-    FamilyUnavailableError
-        The factory's module or function does not exist (e.g. not merged yet).
-    """
-    factory = FAMILY_FACTORIES.get(name)
-    if factory is None:
-        if ":" not in name:
-            raise KeyError(f"unknown policy family {name!r}; known: {sorted(FAMILY_FACTORIES)} "
-                           "(or give a 'module:function' factory)")
-        factory = name
-    if isinstance(factory, str):
-        mod_name, _, fn_name = factory.partition(":")
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and mod_name.startswith(exc.name):
-                raise FamilyUnavailableError(f"family {name!r}: module {mod_name!r} is not "
-                                             "available") from None
-            raise
-        fn = getattr(mod, fn_name, None)
-        if fn is None:
-            raise FamilyUnavailableError(f"family {name!r}: {mod_name!r} has no {fn_name!r}")
-        factory = fn
-    fam = factory(options)
-    if not isinstance(fam, (Family, QueryFamily)):
-        raise TypeError(f"factory for {name!r} returned {type(fam).__name__}; expected a "
-                        "Family or QueryFamily")
-    return fam
 
 
 # ============================================================================ results
@@ -317,6 +106,12 @@ class Evaluation:
     curves: dict[str, Curve]
     skipped: dict[str, str]
     time_s: float
+    #: ``evaluate(..., target_cost_fraction=f)``: per family the budget calibrated to ``f``
+    #: on the training world and what it realizes on this (deployment) world
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    target_cost_fraction: float | None = None
+    #: family whose ΔIBC is the reference of ``gain_kept`` (None: not evaluated)
+    reference: str | None = None
     #: paired reference outcomes per problem (kept with ``keep_outcomes=True``)
     cheap_correct: NDArray[np.bool_] | None = None
     strong_correct: NDArray[np.bool_] | None = None
@@ -334,13 +129,31 @@ class Evaluation:
             "strong_tokens_always_strong": self.strong_tokens_always_strong,
             "curves": {n: c.to_dict() for n, c in self.curves.items()},
             "skipped": dict(self.skipped), "time_s": self.time_s,
+            "reference": self.reference,
+            "gain_kept": {n: _none_nan(v) for n, v in self.gain_kept().items()},
+            "target_cost_fraction": self.target_cost_fraction,
+            "targets": {n: {k: _none_nan(v) for k, v in t.items()}
+                        for n, t in self.targets.items()},
         }
+
+    def gain_kept(self) -> dict[str, float]:
+        """ΔIBC of every family as a fraction of the reference family's
+        (:attr:`reference`, the POMDP fitted on the deployment world), NaN without one."""
+        if self.reference is None or self.reference not in self.curves:
+            return {}
+        ref = self.curves[self.reference].metrics["delta_ibc"]
+        return {n: (c.metrics["delta_ibc"] / ref if ref > 0 else math.nan)
+                for n, c in self.curves.items()}
 
     def table(self) -> str:
         """Plain-text table: CPT(50/80/95 %) as cost fractions, ΔIBC as the paper prints it
         (a ratio: ``dIBC``) and in percent, APGR per family."""
+        kept = self.gain_kept()
         head = (f"{'policy':<16} {'kind':<5} {'CPT50':>7} {'CPT80':>7} {'CPT95':>7} "
-                f"{'dIBC':>7} {'dIBC%':>8} {'APGR':>6} {'maxAcc':>7}")
+                f"{'dIBC':>7} {'dIBC%':>8} {'APGR':>6} {'maxAcc':>7}"
+                + (f" {'kept%':>6}" if kept else "")
+                + (f" {'cost@' + format(self.target_cost_fraction, '.2f'):>9} {'acc@':>7}"
+                   if self.target_cost_fraction is not None else ""))
         lines = [f"scenario {self.scenario}: {self.n_problems} problems, always-cheap acc "
                  f"{self.acc_cheap:.4f}, always-strong acc {self.acc_strong:.4f}, "
                  f"{self.strong_tokens_always_strong:.1f} strong tokens/query", head,
@@ -355,10 +168,24 @@ class Evaluation:
                          f"{fmt(m['cpt_80'], '7.3f')} {fmt(m['cpt_95'], '7.3f')} "
                          f"{fmt(m['delta_ibc_ratio'], '7.2f')} {fmt(m['delta_ibc'], '8.1f')} "
                          f"{fmt(m['apgr'], '6.3f')} "
-                         f"{m['max_accuracy']:7.4f}")
+                         f"{m['max_accuracy']:7.4f}"
+                         + (f" {fmt(100 * kept[name], '6.1f')}" if kept else "")
+                         + (f" {fmt(self.targets[name]['realized_cost'], '9.4f')} "
+                            f"{fmt(self.targets[name]['realized_accuracy'], '7.4f')}"
+                            if name in self.targets else ""))
         for name, why in self.skipped.items():
             lines.append(f"{name:<16} skipped: {why}")
+        if kept:
+            lines.append(f"kept% = ΔIBC as % of {self.reference!r} (the POMDP fitted on the "
+                         "deployment world's labelled traces)")
+        if self.target_cost_fraction is not None:
+            lines.append(f"cost@/acc@ = cost fraction and accuracy on this world of the budget "
+                         f"calibrated to {self.target_cost_fraction:.2f} on the training world")
         return "\n".join(lines)
+
+
+def _none_nan(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
 # ============================================================================ evaluate
@@ -368,6 +195,7 @@ def evaluate(source: Scenario | World | str,
              family_options: FamilyOptions | None = None,
              cpt_levels: Sequence[float] = DEFAULT_CPT_LEVELS, n_levels: int = 100,
              min_prev_rule: str = "kept", keep_outcomes: bool = False,
+             target_cost_fraction: float | None = None, calibration_problems: int = 4000,
              progress: Callable[[str], None] | None = None) -> Evaluation:
     """Sweep every family's budget parameter on one world and compute curves and metrics.
 
@@ -386,54 +214,108 @@ def evaluate(source: Scenario | World | str,
         CPT levels and the number of PGR levels ΔIBC is averaged over.
     keep_outcomes : bool
         Keep the per-problem outcomes of every budget (needed by :func:`paired_bootstrap`).
+    target_cost_fraction : float, optional
+        Also calibrate every family's budget to this cost fraction the way a user would
+        (on ``calibration_problems`` problems of the *training* world, another seed) and
+        report what that budget realizes on the evaluated world (:attr:`Evaluation.targets`).
+    calibration_problems : int
+        Size of the calibration world.
     progress : callable, optional
         Called with one-line progress messages.
 
     Returns
     -------
     Evaluation
+
+    Notes
+    -----
+    With a drift scenario (a ``deployment`` section) the world is the deployment world and
+    the family factories get its training world as ``FamilyOptions.scenario`` (the
+    deployment scenario as ``FamilyOptions.deployment``): routers are fitted where they
+    were trained and evaluated where they are deployed.  When the ``trim-pomdp-deploy``
+    family is evaluated it is the reference of :meth:`Evaluation.gain_kept`.
     """
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
+    if target_cost_fraction is not None and not 0.0 <= float(target_cost_fraction) <= 1.0:
+        raise ValueError(f"target_cost_fraction must be in [0, 1]; got {target_cost_fraction!r}")
+    if int(calibration_problems) < 1:
+        raise ValueError(f"calibration_problems must be >= 1; got {calibration_problems!r}")
     world = as_world(source, n_problems=n_problems, seed=seed)
     opts = family_options or FamilyOptions(scenario=world.scenario)
     if opts.scenario is None and world.scenario is not None:
         opts = dataclasses.replace(opts, scenario=world.scenario)
+    if opts.scenario is not None and opts.scenario.has_drift:
+        opts = dataclasses.replace(opts, scenario=opts.scenario.training(),
+                                   deployment=opts.scenario)
     fams, skipped = _collect_families(families, opts, say)
 
     say(f"reference runs on {world.n_problems} problems ({world.n_steps} steps)")
-    cheap = simulate_routing(world, AlwaysCheap(), record=True, min_prev_rule=min_prev_rule)
-    strong = simulate_routing(world, AlwaysStrong(), min_prev_rule=min_prev_rule)
-    assert cheap.record is not None  # record=True above
-    ctx = EvalContext(world=world, cheap=cheap, strong=strong,
-                      cheap_min_score=query_min_scores(cheap.record.score))
+    ctx = _context(world, min_prev_rule)
+    cheap, strong = ctx.cheap, ctx.strong
     a_w, a_s = cheap.accuracy, strong.accuracy
     if not a_s > a_w:
         raise ValueError(f"always-strong accuracy {a_s:.4f} does not exceed always-cheap "
                          f"{a_w:.4f} on this world; PGR-based metrics are undefined")
+    cal_ctx = None
+    if target_cost_fraction is not None:
+        cal_scn = opts.scenario if opts.scenario is not None else world.scenario
+        if cal_scn is None:
+            raise ValueError("target_cost_fraction needs a scenario to calibrate on")
+        cal_seed = (0 if world.seed is None else int(world.seed)) + 7919
+        say(f"calibration world: {calibration_problems} problems of {cal_scn.name!r}, "
+            f"seed {cal_seed}")
+        cal_ctx = _context(as_world(cal_scn, n_problems=int(calibration_problems),
+                                    seed=cal_seed), min_prev_rule)
 
     curves: dict[str, Curve] = {}
+    targets: dict[str, dict[str, float]] = {}
     for fam in fams:
         t1 = time.perf_counter()
-        results = []
-        for p in fam.params:
-            if isinstance(fam, QueryFamily):
-                mask = np.asarray(fam.escalate(p, ctx), dtype=bool)
-                results.append(combine_query_routing(mask, cheap, strong, name=fam.name))
-            else:
-                results.append(simulate_routing(world, fam.make_policy(p),
-                                                min_prev_rule=min_prev_rule))
+        results = _sweep(fam, ctx, min_prev_rule)
         curves[fam.name] = _make_curve(fam, results, a_w, a_s, cpt_levels, n_levels,
                                        keep_outcomes)
+        if cal_ctx is not None and target_cost_fraction is not None:
+            cal = np.array([r.cost_fraction for r in _sweep(fam, cal_ctx, min_prev_rule)])
+            i = int(np.argmin(np.abs(cal - float(target_cost_fraction))))
+            targets[fam.name] = {"param": float(fam.params[i]),
+                                 "calibrated_cost": float(cal[i]),
+                                 "realized_cost": float(results[i].cost_fraction),
+                                 "realized_accuracy": float(results[i].accuracy)}
         say(f"{fam.name}: {len(fam.params)} budgets in {time.perf_counter() - t1:.2f} s")
     return Evaluation(
         scenario=world.scenario.name if world.scenario is not None else "<world>",
         n_problems=world.n_problems, seed=world.seed, acc_cheap=a_w, acc_strong=a_s,
         strong_tokens_always_strong=strong.mean_strong_tokens, curves=curves,
-        skipped=skipped, time_s=time.perf_counter() - t0,
+        skipped=skipped, time_s=time.perf_counter() - t0, targets=targets,
+        target_cost_fraction=None if target_cost_fraction is None else float(
+            target_cost_fraction),
+        reference="trim-pomdp-deploy" if "trim-pomdp-deploy" in curves else None,
         cheap_correct=cheap.correct if keep_outcomes else None,
         strong_correct=strong.correct if keep_outcomes else None,
         always_strong_tokens=strong.always_strong_tokens if keep_outcomes else None)
+
+
+def _context(world: World, min_prev_rule: str) -> EvalContext:
+    """The paired always-cheap (recorded) and always-strong runs of a world."""
+    cheap = simulate_routing(world, AlwaysCheap(), record=True, min_prev_rule=min_prev_rule)
+    strong = simulate_routing(world, AlwaysStrong(), min_prev_rule=min_prev_rule)
+    assert cheap.record is not None  # record=True above
+    return EvalContext(world=world, cheap=cheap, strong=strong,
+                       cheap_min_score=query_min_scores(cheap.record.score))
+
+
+def _sweep(fam: AnyFamily, ctx: EvalContext, min_prev_rule: str) -> list[RoutingResult]:
+    """One routing result per budget parameter of a family on ``ctx.world``."""
+    results = []
+    for p in fam.params:
+        if isinstance(fam, QueryFamily):
+            mask = np.asarray(fam.escalate(p, ctx), dtype=bool)
+            results.append(combine_query_routing(mask, ctx.cheap, ctx.strong, name=fam.name))
+        else:
+            results.append(simulate_routing(ctx.world, fam.make_policy(p),
+                                            min_prev_rule=min_prev_rule))
+    return results
 
 
 def _collect_families(families: Any, opts: FamilyOptions,

@@ -138,3 +138,92 @@ def batch_act(T, Z, alphas, actions, offsets, score_edges, min_edges, token_edge
         acts[i] = a
         out[i] = a
     return -1
+
+
+# ---------------------------------------------------------------------------- drift (PIT)
+# The router step fused with the probability integral transform of the live score under the
+# belief's predictive mixture (:mod:`trim_pomdp.routing.drift` holds the monitor).
+
+#: layout of a router's per-episode accumulator: sum(u - 1/2), sum((u - 1/2)^2 - 1/12), n
+A_LOC, A_SPREAD, A_N = 0, 1, 2
+
+
+@njit(cache=True)
+def _pit(T, Z, score_edges, min_edges, token_edges, uses_min, max_steps, t, x, a, b, m,
+         score, tokens, is_final):
+    """PIT of ``score`` under the predictive of the draft after epoch ``t`` (see module)."""
+    S = b.shape[0]
+    Kt = token_edges.shape[0] + 1
+    n_min = min_edges.shape[0] + 1
+    kk = _count_le(token_edges, tokens)
+    final = is_final or (t + 1 == max_steps)
+    x_new = 1 + (Kt if final else 0) + kk
+    im = _count_le(min_edges, m) if uses_min else 0
+    # predicted hidden state of the new draft (unnormalised; normalised through p below)
+    n_sb = score_edges.shape[0] + 1
+    tot = 0.0
+    below = 0.0
+    k = _count_le(score_edges, score)
+    pk = 0.0
+    for i in range(n_sb):
+        o = i * n_min + im
+        pi = 0.0
+        for s2 in range(S):
+            acc = 0.0
+            for s in range(S):
+                acc += T[t, a, x, s, x_new, s2] * b[s]
+            pi += acc * Z[a, x_new, s2, o]
+        tot += pi
+        if i < k:
+            below += pi
+        elif i == k:
+            pk = pi
+    if not (tot > 0.0):
+        return -1.0
+    lo = 0.0 if k == 0 else score_edges[k - 1]
+    hi = 1.0 if k == n_sb - 1 else score_edges[k]
+    frac = (score - lo) / (hi - lo) if hi > lo else 0.5
+    frac = min(max(frac, 0.0), 1.0)
+    return (below + pk * frac) / tot
+
+
+@njit(cache=True)
+def router_step_pit(T, Z, alphas, actions, offsets, score_edges, min_edges, token_edges,
+                    uses_min, max_steps, ist, b, fst, tmp, score, tokens, is_final, acc):
+    """:func:`trim_pomdp.routing._kernels.router_step` plus the PIT of ``score`` under the belief
+    before the step, added to the episode accumulator ``acc`` (only when the step is
+    accepted).  Returns what ``router_step`` returns."""
+    t = ist[I_T]
+    status = ist[I_STATUS]
+    u = -1.0
+    if t < max_steps and status != DONE:
+        m = fst[0]
+        if status == RUNNING and (ist[I_A] == 0 or fst[2] != 0.0) and fst[1] < m:
+            m = fst[1]
+        u = _pit(T, Z, score_edges, min_edges, token_edges, uses_min, max_steps, t,
+                 ist[I_X], ist[I_A], b, m, score, tokens, is_final)
+    code = router_step(T, Z, alphas, actions, offsets, score_edges, min_edges, token_edges,
+                         uses_min, max_steps, ist, b, fst, tmp, score, tokens, is_final)
+    if code >= 0 and u >= 0.0:
+        d = u - 0.5
+        acc[A_LOC] += d
+        acc[A_SPREAD] += d * d - 1.0 / 12.0
+        acc[A_N] += 1.0
+    return code
+
+
+@njit(cache=True)
+def batch_pit(T, Z, score_edges, min_edges, token_edges, uses_min, max_steps, t, score,
+              min_prev, tokens, is_final, active, xs, acts, B, acc):
+    """PIT of every active episode's score at step ``t`` (1-based) under its belief
+    *before* :func:`trim_pomdp.routing._kernels.batch_act` advances it; adds to ``acc`` (n, 3)."""
+    for i in range(score.shape[0]):
+        if not active[i]:
+            continue
+        u = _pit(T, Z, score_edges, min_edges, token_edges, uses_min, max_steps, t - 1,
+                 xs[i], acts[i], B[i], min_prev[i], score[i], tokens[i], is_final[i])
+        if u >= 0.0:
+            d = u - 0.5
+            acc[i, A_LOC] += d
+            acc[i, A_SPREAD] += d * d - 1.0 / 12.0
+            acc[i, A_N] += 1.0
