@@ -105,12 +105,12 @@ def float_array(value: Any, name: str, where: str, error: type[Exception], *,
     out = arr.astype(np.float64)
     if finite and out.size and not np.all(np.isfinite(out)):
         i = tuple(int(v) for v in np.argwhere(~np.isfinite(out))[0])
-        raise error(f"{where}: array {name!r} must be finite; got {out[i]!r} at index "
+        raise error(f"{where}: array {name!r} must be finite; got {float(out[i])!r} at index "
                     f"{i if len(i) != 1 else i[0]}")
     if lo is not None and out.size and np.nanmin(out) < lo:
-        raise error(f"{where}: array {name!r} must be >= {lo}; got {np.nanmin(out)!r}")
+        raise error(f"{where}: array {name!r} must be >= {lo}; got {float(np.nanmin(out))!r}")
     if hi is not None and out.size and np.nanmax(out) > hi:
-        raise error(f"{where}: array {name!r} must be <= {hi}; got {np.nanmax(out)!r}")
+        raise error(f"{where}: array {name!r} must be <= {hi}; got {float(np.nanmax(out))!r}")
     return out
 
 

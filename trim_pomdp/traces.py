@@ -454,9 +454,12 @@ def save_traces(traces: Iterable[Trace], path: str | os.PathLike[str]) -> int:
 
     NaN/inf cannot occur (Step validates scores), so the output is strict JSON.
     """
+    from trim_pomdp._io import atomic_files
+
     n = 0
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    with open(path, "w", encoding="utf-8") as fh:
+    # atomic: a failed save (disk full, a bad item) leaves the previous file intact
+    with atomic_files([path], "w", encoding="utf-8") as (fh,):
         for tr in traces:
             if not isinstance(tr, Trace):
                 raise TypeError(f"save_traces: item {n} is {type(tr).__name__}, not Trace")

@@ -125,7 +125,8 @@ def load_npz(path: str | os.PathLike[str], kind: str,
 
 
 def _need(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...] | None,
-          name: str, *, integer: bool = False, lo: float | None = None) -> np.ndarray:
+          name: str, *, integer: bool = False, lo: float | None = None,
+          finite: bool = True) -> np.ndarray:
     """A saved array, checked: present, real (or integer) dtype, shape, finite, ``>= lo``.
 
     Returns float64 (int64 with ``integer=True``, range-checked before the cast).
@@ -138,7 +139,7 @@ def _need(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...] | None
     if integer:
         return _v.int_array(a, key, name, ModelValidationError,
                             lo=None if lo is None else int(lo))
-    return _v.float_array(a, key, name, ModelValidationError, lo=lo)
+    return _v.float_array(a, key, name, ModelValidationError, lo=lo, finite=finite)
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -647,8 +648,9 @@ class TransitionModel:
         self.n_strong_traces_ = _v.json_int(meta, "n_strong_traces", w, E, lo=0)
         has_c = _v.json_bool(meta, "has_cheap_tokens", w, E)
         has_s = _v.json_bool(meta, "has_strong_tokens", w, E)
-        self.p_w_ci_ = _need(a, "p_w_ci", (2,), name).astype(np.float64)
-        self.p_s_ci_ = _need(a, "p_s_ci", (2,), name).astype(np.float64)
+        # NaN: an interval that was not computed (e.g. outcome EM without bootstrap)
+        self.p_w_ci_ = _need(a, "p_w_ci", (2,), name, finite=False)
+        self.p_s_ci_ = _need(a, "p_s_ci", (2,), name, finite=False)
         self.hazard_ = _need(a, "hazard", (H,), name).astype(np.float64)
         self.hazard_at_risk_ = _need(a, "hazard_at_risk", (H,), name, integer=True, lo=0)
         self.hazard_ended_ = _need(a, "hazard_ended", (H,), name, integer=True, lo=0)
