@@ -867,6 +867,8 @@ def load_bank(path: str | Path) -> Any:
     from trim_pomdp.rl.grid import RLRouterBank
 
     try:
+        # the archive is checked first: numpy leaves a corrupt archive's file open
+        _v.read_npz(npz, PolicyFormatError, "router bank")
         return RLRouterBank.load(npz)
     except (PolicyFormatError, *_v.NPZ_ERRORS) as exc:
         if isinstance(exc, FileNotFoundError):
