@@ -347,7 +347,7 @@ def test_fit_cli_on_bad_traces(tmp_path, capsys):
     bad_lines = [v if isinstance(v, bytes) else v.encode() for v, _ in TRACE_CASES.values()]
     data = b"\n".join(lines[:5] + bad_lines + lines[5:]) + b"\n"
     (tmp_path / "bad.jsonl").write_bytes(data)
-    for case, (line, msg) in TRACE_CASES.items():
+    for case, (line, _) in TRACE_CASES.items():
         one = b"\n".join(lines[:1] + [line if isinstance(line, bytes) else line.encode()]) + b"\n"
         if case == "duplicate id":
             one = lines[0] + b"\n" + lines[0] + b"\n"
@@ -399,6 +399,18 @@ def savers(tmp_path):
     ]
 
 
+def _failing_fdopen(fd, *a, real_fdopen=os.fdopen, **k):
+    """``os.fdopen`` whose files write half of the first chunk, then hit a full disk."""
+    fh = real_fdopen(fd, *a, **k)
+    real_write = fh.write
+
+    def write(chunk):
+        real_write(chunk[: len(chunk) // 2])
+        _enospc()
+    fh.write = write
+    return fh
+
+
 def test_every_save_is_atomic_on_enospc(tmp_path, monkeypatch):
     for name, path, save in savers(tmp_path):
         save(path)
@@ -411,19 +423,8 @@ def test_every_save_is_atomic_on_enospc(tmp_path, monkeypatch):
                                r"device; the previous file \(if any\) is unchanged"):
                 save(path)
         # ... or in the middle of the data (a write that fails after some bytes)
-        real_fdopen = os.fdopen
-
-        def failing_fdopen(fd, *a, **k):
-            fh = real_fdopen(fd, *a, **k)
-            real_write = fh.write
-
-            def write(data):
-                real_write(data[: len(data) // 2])
-                _enospc()
-            fh.write = write
-            return fh
         with monkeypatch.context() as m:
-            m.setattr(os, "fdopen", failing_fdopen)
+            m.setattr(os, "fdopen", _failing_fdopen)
             with pytest.raises(OutputWriteError, match="no space left on device"):
                 save(path)
         for p, data in before.items():
