@@ -80,6 +80,8 @@ CONTINUE, REGENERATE = 0, 1
 N_HIDDEN = 3
 N_ACTIONS = 2
 FORMAT_VERSION = 1
+#: largest |value| a loaded bank may hold (alpha vectors, bounds); see PolicyBank.load
+MAX_VALUE = 1e15
 
 
 def _as_1d(name: str, value: ArrayLike, length: int | None = None) -> NDArray[np.float64]:
@@ -784,7 +786,10 @@ class PolicyBank:
 
             model_cls = LatentTrimModel
         try:
-            model = model_cls._from_saved(mmeta, arrays)
+            # a hostile finite 1e308 overflows the row sums to inf, which the model then
+            # rejects; numpy's overflow warning on the way says nothing more
+            with np.errstate(over="ignore", invalid="ignore"):
+                model = model_cls._from_saved(mmeta, arrays)
         except (ModelValidationError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise E(f"{npz}: the saved model is invalid: {exc}") from None
         lams = _v.float_array(arrays["lambdas"], "lambdas", w, E, shape=(None,), lo=0.0)
@@ -796,13 +801,18 @@ class PolicyBank:
             raise E(f"{npz}: lambdas {lams.tolist()} differ from the sidecar's {lams_meta}")
         counts = _v.int_array(arrays["counts"], "counts", w, E, shape=(n,), lo=1)
         total = int(counts.sum())
-        alphas = _v.float_array(arrays["alphas"], "alphas", w, E, shape=(total, model.n_hidden))
+        # values are P(success) - lam * tokens: far inside +-1e15; the bound keeps every
+        # alpha . belief product finite
+        alphas = _v.float_array(arrays["alphas"], "alphas", w, E, shape=(total, model.n_hidden),
+                                lo=-MAX_VALUE, hi=MAX_VALUE)
         actions = _v.int_array(arrays["actions"], "actions", w, E, shape=(total,), lo=0,
                                hi=model.n_actions - 1)
         n_blocks = model.horizon * model.n_observed + 1
         offsets = _v.int_array(arrays["offsets"], "offsets", w, E, shape=(n, n_blocks), lo=0)
-        value_b0 = _v.float_array(arrays["value_b0"], "value_b0", w, E, shape=(n,))
-        upper = _v.float_array(arrays["upper_bound"], "upper_bound", w, E, shape=(n,))
+        value_b0 = _v.float_array(arrays["value_b0"], "value_b0", w, E, shape=(n,),
+                                  lo=-MAX_VALUE, hi=MAX_VALUE)
+        upper = _v.float_array(arrays["upper_bound"], "upper_bound", w, E, shape=(n,),
+                               lo=-MAX_VALUE, hi=MAX_VALUE)
         ends = np.cumsum(counts)
         policies = []
         for i in range(n):
