@@ -54,12 +54,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true",
                    help="refuse to append to an existing --out instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--drift-reference", metavar="TRACES.jsonl",
+                   help="watch for PRM drift (POMDP banks): calibrate a label-free drift "
+                   "monitor on these held-out in-distribution cheap-model traces, feed it "
+                   "every routed episode, warn when it alarms and put its state in the "
+                   "summary (\"drift\")")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return p
 
 
-def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str]:
-    """Router factory and display name for a saved bank (any kind :func:`load_bank` reads)."""
+def _bank_router_factory(path: str, budget: float | None,
+                         drift_reference: str | None = None) -> tuple[Any, str, Any]:
+    """Router factory, display name and drift monitor (or None) for a saved bank (any kind
+    :func:`load_bank` reads)."""
     from trim_pomdp.trim import load_bank
 
     bank = load_bank(path)
@@ -75,11 +82,26 @@ def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str]:
             return RLRouter(r.kind, r.params, lam=r.lam, token_scale=r.token_scale,
                             metadata=r.metadata)
 
-        return make_rl, f"trim-{r.kind}"
+        if drift_reference:
+            raise TrimPomdpError("--drift-reference needs a POMDP policy bank (the monitor "
+                                 "predicts scores from the bank's model)")
+        return make_rl, f"trim-{r.kind}", None
     from trim_pomdp.router import Router
 
     policy = _select_policy(bank, budget)
-    return (lambda: Router(policy)), bank.family().name
+    monitor = None
+    if drift_reference:
+        from trim_pomdp.drift import DriftMonitor
+        from trim_pomdp.traces import load_traces
+
+        if getattr(bank.model, "n_hidden", 3) != 3:
+            raise TrimPomdpError("--drift-reference supports TRIM-POMDP banks (3 hidden "
+                                 "states), not TRIM-POMDP+ banks")
+        try:
+            monitor = DriftMonitor.from_traces(policy, load_traces(drift_reference))
+        except ValueError as exc:
+            raise TrimPomdpError(f"--drift-reference {drift_reference}: {exc}") from None
+    return (lambda: Router(policy, drift=monitor)), bank.family().name, monitor
 
 
 def _select_policy(bank: Any, budget: float) -> Any:
@@ -116,12 +138,16 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise TrimPomdpError(f"--concurrency must be >= 1; got {args.concurrency}")
     problems = load_problems(args.problems)
+    monitor = None
     if args.threshold is not None:
+        if args.drift_reference:
+            raise TrimPomdpError("--drift-reference needs --policy (a POMDP bank)")
         k = args.threshold
         factory = lambda: ThresholdPolicy(k)  # noqa: E731
         policy_name = f"threshold(k={k:g})"
     else:
-        factory, family = _bank_router_factory(args.policy, args.budget)
+        factory, family, monitor = _bank_router_factory(args.policy, args.budget,
+                                                        args.drift_reference)
         policy_name = f"{family}({os.path.basename(args.policy)}, lambda~{args.budget:g})"
     if args.no_resume and os.path.exists(args.out) and os.path.getsize(args.out) > 0:
         raise TrimPomdpError(f"{args.out} exists and --no-resume was given")
@@ -163,6 +189,15 @@ def run(args: argparse.Namespace) -> int:
     )
     n = max(len(total), 1)
     report["file_strong_tokens_per_query"] = sum(r.get("strong_tokens", 0) for r in total) / n
+    if monitor is not None:
+        report["drift"] = monitor.summary()
+        if monitor.alarm:
+            z = report["drift"]["mean_z"]
+            print(f"trim-pomdp route: warning: PRM drift detected at episode "
+                  f"{monitor.alarm_episode} of this run: live scores do not follow the "
+                  f"bank's observation model (mean standardised location {z['location']:+.2f}"
+                  f", spread {z['spread']:+.2f}); consider refitting "
+                  "(trim_pomdp.refit.refit_bank on the routed traces)", file=sys.stderr)
     if args.json:
         print(json.dumps(report))
     else:
