@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "trim_pomdp"
 #: bottom to top; a module may import its own layer and the layers before it
 LAYERS: list[tuple[str, ...]] = [
     ("trim_pomdp.errors", "trim_pomdp.steps", "trim_pomdp._io", "trim_pomdp._lazy",
-     "trim_pomdp._core", "trim_pomdp._deprecated"),
+     "trim_pomdp._core", "trim_pomdp._deprecated", "trim_pomdp._validate"),
     ("trim_pomdp.engine",),
     ("trim_pomdp.traces",),
     ("trim_pomdp.routing",),

@@ -301,12 +301,12 @@ def _bank(tmp_path):
     # strong token, so the policy never regenerates; at lambda = 0 a draft whose score is
     # 12x likelier under S2 than under S0 is regenerated
     np = pytest.importorskip("numpy")
-    trim = pytest.importorskip("trim_pomdp.trim")
-    pytest.importorskip("trim_pomdp.finite")
+    from trim_pomdp.routing.bank import solve_grid
+    from trim_pomdp.routing.model import TrimModel
     obs = np.array([[0.05, 0.15, 0.3, 0.5], [0.5, 0.3, 0.15, 0.05], [0.6, 0.25, 0.1, 0.05]])
-    model = trim.TrimModel.from_parameters(p_w=0.85, p_s=0.95, hazard=np.full(30, 0.25),
-                                           obs_matrix=obs)
-    return trim.solve_grid(model, [0.0, 1e6])
+    model = TrimModel.from_parameters(p_w=0.85, p_s=0.95, hazard=np.full(30, 0.25),
+                                      obs_matrix=obs)
+    return solve_grid(model, [0.0, 1e6])
 
 
 def test_per_request_budget_changes_regenerations(serve, fake, tmp_path):
@@ -545,13 +545,14 @@ def test_serve_cli_bad_arguments(tmp_path, capsys):
     base = ["serve", "--cheap", "http://127.0.0.1:9/v1/c", "--strong", "http://127.0.0.1:9/v1/s",
             "--prm", "http://127.0.0.1:9/v1/p"]
     bank = _bank(tmp_path).save(tmp_path / "bank.npz")
-    assert main(base + ["--policy", str(bank)]) == 1
+    # bad arguments are bad input: one line, exit status 2
+    assert main(base + ["--policy", str(bank)]) == 2
     assert "--policy needs --budget LAMBDA or --target-cost F" in capsys.readouterr().err
-    assert main(base + ["--policy", str(bank), "--budget", "5e6"]) == 1
+    assert main(base + ["--policy", str(bank), "--budget", "5e6"]) == 2
     assert "outside the bank's lambdas [0, 1e+06]" in capsys.readouterr().err
-    assert main(base + ["--policy", str(bank), "--target-cost", "0.1"]) == 1
+    assert main(base + ["--policy", str(bank), "--target-cost", "0.1"]) == 2
     assert "--target-cost needs --calibration-traces" in capsys.readouterr().err
-    assert main(base + ["--threshold", "0.5", "--max-steps", "0"]) == 1
+    assert main(base + ["--threshold", "0.5", "--max-steps", "0"]) == 2
     assert "--max-steps must be in [1, 30]" in capsys.readouterr().err
 
 

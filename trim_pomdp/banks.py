@@ -5,10 +5,11 @@ so the routing layer does not have to know about the RL layer above it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from trim_pomdp import _validate as _v
+from trim_pomdp._io import read_json_file
 from trim_pomdp.errors import PolicyFormatError
 from trim_pomdp.routing.bank import PolicyBank
 
@@ -36,23 +37,26 @@ def load_bank(path: str | Path) -> Any:
         The file is none of these (the message says what was found).
     """
     npz, meta_path = PolicyBank._paths(path)
+    sidecar = "no PolicyBank sidecar " + meta_path.name
     if meta_path.exists():
         try:
-            kind = json.loads(meta_path.read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind == "trim_pomdp.PolicyBank":
+            meta = read_json_file(meta_path, PolicyFormatError, "metadata")
+        except PolicyFormatError as exc:
+            meta, sidecar = None, f"unreadable sidecar ({exc})"
+        if isinstance(meta, dict) and meta.get("kind") == "trim_pomdp.PolicyBank":
             return PolicyBank.load(npz)
     if not npz.exists():
         raise FileNotFoundError(f"{path}: no such router bank (looked for {npz})")
     from trim_pomdp.rl.grid import RLRouterBank  # NumPy-only, but not needed for PolicyBanks
 
     try:
+        # the archive is checked first: numpy leaves a corrupt archive's file open
+        _v.read_npz(npz, PolicyFormatError, "router bank")
         return RLRouterBank.load(npz)
-    except PolicyFormatError as exc:
+    except (PolicyFormatError, *_v.NPZ_ERRORS) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise PolicyFormatError(
-            f"{npz}: not a saved router bank: no PolicyBank sidecar {meta_path.name} and not "
-            f"an RL router bank ({exc})"
-        ) from exc
-
-
+            f"{npz}: not a saved router bank: {sidecar} and not an RL router bank ({detail})"
+        ) from None

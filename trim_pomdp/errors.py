@@ -69,6 +69,21 @@ class InsufficientDataError(TrimPomdpError, ValueError):
     """Too few labelled examples to fit a model (e.g. a hidden state with too few steps)."""
 
 
+class OutputPathError(TrimPomdpError, ValueError):
+    """An output path (``--out``) cannot be written: its folder is missing or not writable,
+    or the path is a folder.  Raised *before* any long computation, so nothing is lost."""
+
+
+class OutputWriteError(TrimPomdpError, OSError):
+    """Writing an output file failed (disk full, I/O error); ``errno`` is kept.  Saves are
+    atomic: the previous file at that path, if any, is unchanged and no partial file is left
+    behind (a routed trace file is cut back to its last whole line)."""
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
 class RefitError(TrimPomdpError, RuntimeError):
     """The refit EM did not converge; nothing was swapped."""
 
@@ -146,14 +161,6 @@ class ProblemFormatError(TrimPomdpError, ValueError):
 
 class OutputLockedError(TrimPomdpError, RuntimeError):
     """Another process holds the lock of this output (a second ``route`` on the same ``--out``)."""
-
-
-class OutputWriteError(TrimPomdpError, RuntimeError):
-    """A trace or errors file could not be written (disk full, I/O error); ``errno`` is kept."""
-
-    def __init__(self, message: str, errno_: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno_
 
 
 class ResumeMismatchError(TrimPomdpError, ValueError):

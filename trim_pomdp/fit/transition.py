@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trim_pomdp import _validate as _v
 from trim_pomdp._io import _need, load_npz, save_npz
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
 from trim_pomdp.steps import MAX_STEPS
@@ -218,10 +219,10 @@ class TokenSummary:
             mu=_need(a, f"{prefix}_mu", (max_steps,), name).astype(np.float64),
             sigma=_need(a, f"{prefix}_sigma", (max_steps,), name).astype(np.float64),
             mean=_need(a, f"{prefix}_mean", (max_steps,), name).astype(np.float64),
-            count=_need(a, f"{prefix}_count", (max_steps,), name).astype(np.int64),
+            count=_need(a, f"{prefix}_count", (max_steps,), name, integer=True, lo=0),
             mu_all=float(sc[0]), sigma_all=float(sc[1]), mean_all=float(sc[2]), n=int(sc[3]),
-            values=_need(a, f"{prefix}_values", None, name).astype(np.int64),
-            value_counts=_need(a, f"{prefix}_value_counts", None, name).astype(np.int64),
+            values=_need(a, f"{prefix}_values", None, name, integer=True, lo=0),
+            value_counts=_need(a, f"{prefix}_value_counts", None, name, integer=True, lo=0),
         )
 
 
@@ -233,6 +234,13 @@ def token_bin(tokens: ArrayLike, edges: ArrayLike) -> NDArray[np.int64]:
     nb = edges.size - 1
     b = np.searchsorted(edges[1:-1], np.asarray(tokens, dtype=np.float64), side="right")
     return np.clip(b, 0, nb - 1).astype(np.int64)
+
+
+def _number(meta: Any, key: str, where: str, error: type[Exception], **kw: Any) -> float:
+    """A required (not nullable) JSON number of the metadata, as a float."""
+    v = _v.json_number(meta, key, where, error, **kw)
+    assert v is not None  # json_number returns None only for nullable fields
+    return float(v)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -500,24 +508,33 @@ class TransitionModel:
         """Load a model written by :meth:`save` (``allow_pickle=False``)."""
         name = str(path)
         a, meta = load_npz(path, "TransitionModel", FORMAT_VERSION)
+        E, w = ModelValidationError, f"{name}: metadata"
+        params = _v.json_dict(meta, "params", w, E)
+        _v.json_int(params, "max_steps", f"{w}: params", E, lo=1, hi=100_000)
         try:
-            self = cls(**meta["params"])
+            self = cls(**params)
+            self._check_params()
             H = int(self.max_steps)
-            self.p_w_, self.p_s_ = float(meta["p_w"]), float(meta["p_s"])
-            self.n_w_, self.k_w_ = int(meta["n_w"]), int(meta["k_w"])
-            self.n_s_, self.k_s_ = int(meta["n_s"]), int(meta["k_s"])
-            self.n_truncated_ = int(meta["n_truncated"])
-            self.strong_cheap_ratio_ = float(meta["strong_cheap_ratio"])
-            self.n_cheap_traces_ = int(meta["n_cheap_traces"])
-            self.n_strong_traces_ = int(meta["n_strong_traces"])
-            has_c, has_s = bool(meta["has_cheap_tokens"]), bool(meta["has_strong_tokens"])
         except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ModelValidationError):
+                raise ModelValidationError(f"{name}: {exc}") from None
             raise ModelValidationError(f"{name}: bad TransitionModel metadata ({exc!r})") from None
-        self.p_w_ci_ = _need(a, "p_w_ci", (2,), name).astype(np.float64)
-        self.p_s_ci_ = _need(a, "p_s_ci", (2,), name).astype(np.float64)
+        self.p_w_ = _number(meta, "p_w", w, E, lo=0.0, hi=1.0)
+        self.p_s_ = _number(meta, "p_s", w, E, lo=0.0, hi=1.0)
+        self.n_w_, self.k_w_ = (_v.json_int(meta, k, w, E, lo=0) for k in ("n_w", "k_w"))
+        self.n_s_, self.k_s_ = (_v.json_int(meta, k, w, E, lo=0) for k in ("n_s", "k_s"))
+        self.n_truncated_ = _v.json_int(meta, "n_truncated", w, E, lo=0)
+        self.strong_cheap_ratio_ = _number(meta, "strong_cheap_ratio", w, E, lo=0.0)
+        self.n_cheap_traces_ = _v.json_int(meta, "n_cheap_traces", w, E, lo=0)
+        self.n_strong_traces_ = _v.json_int(meta, "n_strong_traces", w, E, lo=0)
+        has_c = _v.json_bool(meta, "has_cheap_tokens", w, E)
+        has_s = _v.json_bool(meta, "has_strong_tokens", w, E)
+        # NaN: an interval that was not computed (e.g. outcome EM without bootstrap)
+        self.p_w_ci_ = _need(a, "p_w_ci", (2,), name, finite=False)
+        self.p_s_ci_ = _need(a, "p_s_ci", (2,), name, finite=False)
         self.hazard_ = _need(a, "hazard", (H,), name).astype(np.float64)
-        self.hazard_at_risk_ = _need(a, "hazard_at_risk", (H,), name).astype(np.int64)
-        self.hazard_ended_ = _need(a, "hazard_ended", (H,), name).astype(np.int64)
+        self.hazard_at_risk_ = _need(a, "hazard_at_risk", (H,), name, integer=True, lo=0)
+        self.hazard_ended_ = _need(a, "hazard_ended", (H,), name, integer=True, lo=0)
         self.cheap_tokens_ = TokenSummary.from_arrays(a, "cheap_tokens", H, name) if has_c else None
         self.strong_tokens_ = (TokenSummary.from_arrays(a, "strong_tokens", H, name)
                                if has_s else None)

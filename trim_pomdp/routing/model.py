@@ -72,6 +72,8 @@ __all__ = [
 HAZARD_FLOOR = 1e-9
 N_HIDDEN = 3
 N_ACTIONS = 2
+#: largest |value| a loaded bank may hold (alpha vectors, bounds); see PolicyBank.load
+MAX_VALUE = 1e15
 
 
 def _as_1d(name: str, value: ArrayLike, length: int | None = None) -> NDArray[np.float64]:
