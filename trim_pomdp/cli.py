@@ -37,12 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trim-pomdp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # command not built yet
+        module = importlib.import_module(module_name)
         p = module.add_parser(sub)
         p.set_defaults(_run=module.run)
     return parser
