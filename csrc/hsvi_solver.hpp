@@ -147,6 +147,12 @@ class HsviSolver {
     // (the blind vectors name themselves; -1: none recorded).  Pruning keeps this set closed,
     // which is what makes max_k alpha_k . b the value of a policy (see prune_alphas).
     std::vector<int> alpha_succ_;
+    // The same vectors in blocks of kLanes, state-major within a block:
+    // alpha_t_[(blk * S + s) * kLanes + lane] = alpha_{blk * kLanes + lane}(s).
+    static constexpr int kLanes = 16;
+    static constexpr int kLaneMin = 4;
+    std::vector<double> alpha_t_;
+    void rebuild_alpha_t();
     int n_alpha_ = 0;
     int alpha_at_last_prune_ = 0;
 
