@@ -68,8 +68,12 @@ def build_model(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from trim_pomdp._io import check_output_path
     from trim_pomdp.trim import default_lambdas, solve_grid
 
+    # before the solve (PolicyBank.save creates a missing folder, so create it now): an
+    # unwritable output must not cost the solve
+    check_output_path(args.out, what="--out", create=True)
     model = build_model(args)
     if args.lambda_values:
         try:

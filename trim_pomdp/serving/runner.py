@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from trim_pomdp.errors import OutputWriteError as _BaseOutputWriteError
 from trim_pomdp.errors import TraceFormatError, TrimPomdpError
 from trim_pomdp.serving.endpoints import (
     MAX_TOKENS_VALUE,
@@ -106,8 +107,11 @@ class OutputLockedError(TrimPomdpError, RuntimeError):
     """Another process holds the lock of this output (a second ``route`` on the same ``--out``)."""
 
 
-class OutputWriteError(TrimPomdpError, RuntimeError):
-    """A trace or errors file could not be written (disk full, I/O error); ``errno`` is kept."""
+class OutputWriteError(_BaseOutputWriteError):
+    """A trace or errors file could not be written (disk full, I/O error); ``errno`` is kept.
+
+    A :class:`trim_pomdp.errors.OutputWriteError`, so the CLI reports it as a failed write
+    (one line, exit status 1), not as bad input."""
 
     def __init__(self, message: str, errno_: int | None = None) -> None:
         super().__init__(message)
@@ -272,6 +276,7 @@ async def run_episode(
     fallback: str = "keep_cheap",
     label_steps: str = "outcome",
     on_cancel: Callable[[EpisodeResult], None] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> EpisodeResult:
     """Run the TRIM loop on one problem (coroutine).
 
@@ -300,6 +305,11 @@ async def run_episode(
         Called with the partial result (``status="interrupted"``) if the episode is cancelled
         (e.g. Ctrl-C), before the cancellation propagates; the batch runner uses it to keep
         the steps already paid for.
+    on_step : callable, optional
+        Called with each executed step's record (the dict that goes into ``steps``) as soon
+        as the step is executed, before the next request is made; the server streams steps
+        with it.  A step that is not executed (``fallback="abort"``) is not reported.  It
+        runs on the event loop: it must not block (e.g. put the step on a queue).
 
     Returns
     -------
@@ -428,6 +438,8 @@ async def run_episode(
             res.router_s += router_dt
             steps.append(rec)
             texts.append(rec["text"])
+            if on_step is not None:
+                on_step(rec)
             done = rec["is_final"] or strong_unfinished
             if strong_unfinished:
                 # the router's episode is over (it saw a final draft); the strong model
@@ -472,6 +484,8 @@ async def run_episode(
                         }
                     )
                     texts.append(s.text)
+                    if on_step is not None:
+                        on_step(steps[-1])
                     if s.is_final:
                         break
     except EpisodeError as exc:
