@@ -70,7 +70,7 @@ def _solve(model, time_limit: float, gap: float):
 def simulate_check(model, policy, lower_bound: float, episodes: int = SIM_EPISODES) -> dict:
     """Simulated return of ``policy`` against its claimed ``lower_bound``: ``ok`` when the
     mean (plus the truncated discounted tail) is within 3 standard errors of it or above."""
-    from trim_pomdp.simulate import simulate
+    from trim_pomdp.engine.montecarlo import simulate
 
     sim = simulate(model, policy, episodes=episodes, seed=1)
     z = (sim.mean - lower_bound) / sim.stderr if sim.stderr > 0 else math.inf

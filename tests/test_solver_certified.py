@@ -28,7 +28,7 @@ import pytest
 from brute_force import evaluate_policy_exact, random_pomdp
 from conftest import REPO, shared_path
 
-from trim_pomdp.solver import SolverConfig, solve_info
+from trim_pomdp.engine.solver import SolverConfig, solve_info
 
 
 def alpha_policy_value(model, alphas: np.ndarray, actions: np.ndarray, horizon: int):
@@ -90,7 +90,7 @@ def test_lower_bound_is_value_of_returned_policy_exact(seed):
 
 
 def _simulated_return_meets_bound(model, time_limit: float, episodes: int) -> None:
-    from trim_pomdp.simulate import simulate
+    from trim_pomdp.engine.montecarlo import simulate
 
     policy, info = solve_info(model, SolverConfig(time_limit=time_limit))
     # The solver works on b0 renormalised (files print 6 digits).
@@ -105,7 +105,7 @@ def _simulated_return_meets_bound(model, time_limit: float, episodes: int) -> No
 
 
 def test_tagavoid_policy_achieves_its_lower_bound():
-    from trim_pomdp.model import POMDP
+    from trim_pomdp.engine.model import POMDP
 
     model = POMDP.from_file(shared_path("pomdp", "large", "TagAvoid.pomdp"))
     _simulated_return_meets_bound(model, 1.0, 5000)
@@ -127,7 +127,7 @@ def _bench_problems() -> list[str]:
 @pytest.mark.parametrize(
     "name", [n for n in _bench_problems() if n != "large/TagAvoid.pomdp"])  # tested above
 def test_bench_solver_policies_achieve_their_lower_bounds(name):
-    from trim_pomdp.model import POMDP
+    from trim_pomdp.engine.model import POMDP
 
     path = Path(name)
     model = POMDP.from_file(shared_path("pomdp", *path.parts))
