@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
                 except InsufficientDataError as exc:
                     comparison[est] = {"error": str(exc)}
         om = ObservationModel(estimator=args.observation, features=args.features).fit(cheap_table)
+        om.set_binning(args.score_bins, nm)  # travels with the file: solve-grid reads it
         om.save(out / "observation.npz")
         Z = om.discretize(args.score_bins, nm)
         np.save(out / "observation_matrix.npy", Z)
@@ -265,6 +266,7 @@ def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any
     tm.p_s_ci_ = np.asarray(em.p_s_ci_, dtype=float)
     tm.save(out / "transition.npz")
     om = em.observation_model()
+    om.set_binning(args.score_bins, None)  # travels with the file: solve-grid reads it
     om.save(out / "observation.npz")
     Z = om.discretize(args.score_bins, None)
     np.save(out / "observation_matrix.npy", Z)

@@ -43,7 +43,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     pol.add_argument("--threshold", type=float, metavar="K",
                      help="TRIM-Thr: regenerate when the PRM score is below K")
     p.add_argument("--budget", type=float, metavar="LAMBDA",
-                   help="with --policy: the bank's lambda to use (nearest solved one)")
+                   help="with --policy: the bank's lambda to use (nearest solved one); "
+                        "default: the budget the bank records (solve-grid --target-cost)")
     p.add_argument("--out", required=True, help="trace file (JSONL, appended)")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight (default 16)")
     p.add_argument("--max-steps", type=int, default=30, help="steps per episode (default 30)")
@@ -87,13 +88,19 @@ def _headers(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str]:
-    """Router factory and display name for a saved bank (any kind :func:`load_bank` reads)."""
+def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str, float]:
+    """Router factory, display name and the budget used for a saved bank (any kind
+    :func:`load_bank` reads); without ``budget``, the bank's recorded default."""
     from trim_pomdp.trim import load_bank
 
     bank = load_bank(path)
     if budget is None:
-        raise TrimPomdpError("--policy needs --budget LAMBDA (one of the bank's lambdas)")
+        budget = getattr(bank, "default_lambda", None)
+        if budget is None:
+            raise TrimPomdpError(
+                f"--policy {path} records no default budget (RL banks, and banks written "
+                "before solve-grid recorded one); give --budget LAMBDA (one of the bank's "
+                "lambdas)")
     if hasattr(bank, "router"):  # an RL bank (TRIM-Agg / TRIM-Seq)
         from trim_pomdp.rl.agents import RLRouter
 
@@ -104,11 +111,11 @@ def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str]:
             return RLRouter(r.kind, r.params, lam=r.lam, token_scale=r.token_scale,
                             metadata=r.metadata)
 
-        return make_rl, f"trim-{r.kind}"
+        return make_rl, f"trim-{r.kind}", float(budget)
     from trim_pomdp.router import Router
 
     policy = _select_policy(bank, budget)
-    return (lambda: Router(policy)), bank.family().name
+    return (lambda: Router(policy)), bank.family().name, float(budget)
 
 
 def _select_policy(bank: Any, budget: float) -> Any:
@@ -152,8 +159,9 @@ def run(args: argparse.Namespace) -> int:
         factory = lambda: ThresholdPolicy(k)  # noqa: E731
         policy_name = f"threshold(k={k:g})"
     else:
-        factory, family = _bank_router_factory(args.policy, args.budget)
-        policy_name = f"{family}({os.path.basename(args.policy)}, lambda~{args.budget:g})"
+        factory, family, budget = _bank_router_factory(args.policy, args.budget)
+        policy_name = f"{family}({os.path.basename(args.policy)}, lambda~{budget:g}" + (
+            ", the bank's default)" if args.budget is None else ")")
     if args.no_resume and os.path.exists(args.out) and os.path.getsize(args.out) > 0:
         raise TrimPomdpError(f"{args.out} exists and --no-resume was given")
 
