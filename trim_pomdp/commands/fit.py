@@ -217,9 +217,20 @@ def run(args: argparse.Namespace) -> int:
             log(f"PRM calibration (step labels, n = {rep.n}): AUROC {rep.auroc:.4f}  "
                 f"ECE {rep.ece:.4f}  Brier {rep.brier:.4f}")
             if not args.no_plots:
-                plot_reliability(rep, out / "reliability.png")
-                plot_state_histograms(rep, out / "state_histograms.png")
-                log(f"  plots: {out / 'reliability.png'}, {out / 'state_histograms.png'}")
+                try:
+                    plot_reliability(rep, out / "reliability.png")
+                    plot_state_histograms(rep, out / "state_histograms.png")
+                except ImportError as exc:  # the plots are optional; the rest is written
+                    from trim_pomdp.cli import extra_hint, missing_extra
+
+                    found = missing_extra(exc)
+                    if found is None:
+                        raise
+                    log(f"  plots skipped: {found[0]} is not installed ({extra_hint(found[0])}"
+                        " brings it); models and summary are still written")
+                    summary["plots_skipped"] = f"{found[0]} is not installed"
+                else:
+                    log(f"  plots: {out / 'reliability.png'}, {out / 'state_histograms.png'}")
 
     return _write_summary(summary, out, args, log, t0)
 

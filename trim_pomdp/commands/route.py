@@ -78,6 +78,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _require_http_client(name: str) -> None:
+    """Fail before any episode starts when the chosen HTTP client library is missing (one
+    line naming the extra), instead of failing every request of every episode."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None or sys.modules.get(name, ...) is None:
+        from trim_pomdp.cli import extra_hint
+
+        other = "httpx" if name == "aiohttp" else "aiohttp"
+        raise TrimPomdpError(
+            f"the HTTP client {name} (--http-client {name}) is not installed, so nothing was "
+            f"routed; {extra_hint(name)} brings it (or use --http-client {other})")
+
+
 def _headers(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -149,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         run_batch,
     )
 
+    _require_http_client(args.http_client)
     if not 1 <= args.max_steps <= 30:
         raise TrimPomdpError(f"--max-steps must be in [1, 30]; got {args.max_steps}")
     if args.concurrency < 1:
