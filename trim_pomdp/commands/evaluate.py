@@ -7,7 +7,6 @@ import json
 import sys
 from typing import Any
 
-
 #: default families that are fitted and solved from the scenario (seconds to minutes); with
 #: --bank and no --policies they are not rebuilt
 _FITTED_FAMILIES = ("trim-pomdp", "trim-pomdp+")
