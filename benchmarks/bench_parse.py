@@ -68,3 +68,30 @@ def test_write(benchmark, name):
     text = benchmark(m.to_string)
     benchmark.extra_info["bytes"] = len(text)
     check_target(benchmark, name)
+
+
+# Issue 19: the 116-byte file declaring 16,383 states (2 GiB of dense T) must be refused
+# from its header, in well under a second, by `solve --max-memory-mb 500`'s parse.
+HUGE_HEADER = (
+    "discount: 0.95\nvalues: reward\nstates: 16383\nactions: 1\nobservations: 1\n"
+    "T: * uniform\nO: * uniform\nR: * : * : * : * 1\n"
+)
+
+
+def test_refuse_huge_header(benchmark, tmp_path):
+    from trim_pomdp.errors import MemoryLimitError
+
+    path = tmp_path / "huge.pomdp"
+    path.write_text(HUGE_HEADER)
+
+    def refuse() -> None:
+        try:
+            POMDP.from_file(path, max_memory_mb=500)
+        except MemoryLimitError:
+            return
+        raise AssertionError("not refused")
+
+    benchmark(refuse)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info["median_s"] = median
+    assert median < 1.0, f"refusal took {median:.3g} s (target < 1 s)"

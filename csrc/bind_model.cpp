@@ -43,11 +43,16 @@ void bind_model(py::module_& m) {
     m.def(
         "parse_pomdp",
         [](const std::string& text, const std::string& filename, double tol,
-           std::size_t max_entries, bool validate) {
+           std::size_t max_entries, bool validate, std::optional<double> max_memory_mb) {
             trim::ParseOptions opts;
             opts.tol = tol;
             opts.max_entries = max_entries;
             opts.validate = validate;
+            if (max_memory_mb) {
+                if (!(*max_memory_mb > 0.0))
+                    throw py::value_error("max_memory_mb must be > 0 or None");
+                opts.max_memory_mb = *max_memory_mb;
+            }
             trim::Pomdp p;
             trim::ParseInfo info;
             {
@@ -71,12 +76,24 @@ void bind_model(py::module_& m) {
         },
         py::arg("text"), py::arg("filename") = "<string>", py::kw_only(), py::arg("tol") = 1e-6,
         py::arg("max_entries") = trim::ParseOptions().max_entries, py::arg("validate") = true,
+        py::arg("max_memory_mb") = py::none(),
         "Parse Cassandra .pomdp text (str or bytes) into a dict of model arrays.\n\n"
         "Keys: T, Z, R, discount, b0, state_names, action_names, observation_names (None when\n"
         "given as a count) and values ('reward' or 'cost' as declared; R is always rewards,\n"
         "costs negated).\n"
         "Raises PomdpFormatError('file:line: ...') on any syntax, reference, count or\n"
-        "consistency problem.");
+        "consistency problem; MemoryLimitError when the header declares a model whose\n"
+        "arrays exceed max_memory_mb (MiB; None: no limit), or when memory runs out.");
+
+    m.attr("MAX_VALUE") = trim::kMaxValue;
+    m.def(
+        "parse_memory_bytes",
+        [](double n_states, double n_actions, double n_obs) {
+            return trim::parse_memory_bytes(n_states, n_actions, n_obs);
+        },
+        py::arg("n_states"), py::arg("n_actions"), py::arg("n_observations"),
+        "Bytes parse_pomdp allocates for a model of this size (dense T, Z, R, b0 and row "
+        "bookkeeping), besides its token list.");
 
     m.def(
         "write_pomdp",

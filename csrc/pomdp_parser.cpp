@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <stdexcept>
 #include <string_view>
 #include <unordered_map>
@@ -24,6 +25,8 @@ namespace {
 // the line after its "T: a : s : s'"), so we tokenise the whole text first, keeping the
 // 1-based line of every token for error messages.
 // ---------------------------------------------------------------------------------------
+
+constexpr double kMiB = 1024.0 * 1024.0;
 
 enum class Tok : std::uint8_t { Colon, Star, Number, Sign, Name, Bad, End };
 
@@ -110,13 +113,15 @@ std::vector<Token> tokenize(const std::string& text) {
     int line = 1;
     while (i < n) {
         const char c = p[i];
-        if (c == '\n') {
+        // Line ends are LF (Unix), CRLF (Windows) or a lone CR (classic Mac OS): each ends
+        // one line, so comments stop there and messages give the line an editor shows.
+        if (c == '\n' || c == '\r') {
             ++line;
-            ++i;
+            i += (c == '\r' && i + 1 < n && p[i + 1] == '\n') ? 2 : 1;
         } else if (is_space(c)) {
             ++i;
         } else if (c == '#') {
-            while (i < n && p[i] != '\n') ++i;
+            while (i < n && p[i] != '\n' && p[i] != '\r') ++i;
         } else if (c == ':') {
             out.push_back({Tok::Colon, false, false, line, std::string_view(p + i, 1), 0.0});
             ++i;
@@ -192,12 +197,16 @@ struct RSpec {
     int o;
     int kind;
     std::size_t off;  // first value in Parser::rvals_
+    int line;         // where the statement starts (for messages about R(a, s))
 };
 
 class Parser {
   public:
-    Parser(const std::string& text, const std::string& filename, const ParseOptions& opts)
-        : filename_(filename), opts_(opts), toks_(tokenize(text)) {
+    // `need` receives the header's memory estimate once the sizes are known (for the
+    // out-of-memory message, written after the parser is gone).
+    Parser(const std::string& text, const std::string& filename, const ParseOptions& opts,
+           double* need)
+        : filename_(filename), opts_(opts), need_(need), toks_(tokenize(text)) {
         states_.what = "state";
         states_.keyword = "states";
         actions_.what = "action";
@@ -216,6 +225,7 @@ class Parser {
   private:
     const std::string& filename_;
     ParseOptions opts_;
+    double* need_;
     std::vector<Token> toks_;
     std::size_t pos_ = 0;
     std::size_t stmt_begin_ = 0;  // first token of the statement being parsed
@@ -409,6 +419,25 @@ class Parser {
                                    std::to_string(static_cast<long long>(entries)) +
                                    " dense entries exceeds the limit of " +
                                    std::to_string(opts_.max_entries));
+        // The header fixes every allocation below: refuse before making any of it when it
+        // would exceed the memory limit (a 116-byte file can declare 16,383 states).
+        const double need = parse_memory_bytes(S, A, O);
+        const double have = static_cast<double>(toks_.capacity()) * sizeof(Token);
+        *need_ = need;
+        if (need + have > opts_.max_memory_mb * kMiB) {
+            char buf[256];
+            std::snprintf(buf, sizeof buf,
+                          "needs about %.1f MB for its dense arrays T, Z and R (plus %.1f MB "
+                          "of tokens), over max_memory_mb=%g",
+                          need / kMiB, have / kMiB, opts_.max_memory_mb);
+            throw MemoryLimitError(filename_ + ":" + std::to_string(states_.line) +
+                                   ": model too large: " + plural(actions_.count, "action") +
+                                   " x " + plural(states_.count, "state") + " x (" +
+                                   plural(states_.count, "state") + " + " +
+                                   plural(obs_.count, "observation") + ") " + buf +
+                                   "; raise the limit (solve --max-memory-mb) or use a "
+                                   "smaller model");
+        }
         m_.n_states = states_.count;
         m_.n_actions = actions_.count;
         m_.n_obs = obs_.count;
@@ -606,13 +635,17 @@ class Parser {
                 const bool uni = peek().text == "uniform";
                 next();
                 expect_statement_end();
-                nums_.assign(S * S, 0.0);
-                for (std::size_t i = 0; i < S; ++i)
-                    for (std::size_t j = 0; j < S; ++j)
-                        nums_[i * S + j] = uni ? 1.0 / static_cast<double>(S) : (i == j ? 1.0 : 0.0);
-            } else {
-                read_exact(S * S, true, line, "an S x S matrix, S = number of states");
+                // Written in place: an S x S scratch matrix would double the peak memory.
+                for (int aa = a0; aa < a1; ++aa) {
+                    double* blk = m_.T.data() + aa * S * S;
+                    for (std::size_t i = 0; i < S; ++i)
+                        for (std::size_t j = 0; j < S; ++j)
+                            blk[i * S + j] = uni ? 1.0 / static_cast<double>(S) : (i == j ? 1.0 : 0.0);
+                    for (std::size_t s = 0; s < S; ++s) t_line_[aa * S + s] = line;
+                }
+                return;
             }
+            read_exact(S * S, true, line, "an S x S matrix, S = number of states");
             for (int aa = a0; aa < a1; ++aa) {
                 std::copy(nums_.begin(), nums_.end(), m_.T.begin() + aa * S * S);
                 for (std::size_t s = 0; s < S; ++s) t_line_[aa * S + s] = line;
@@ -664,13 +697,16 @@ class Parser {
                                           plural(O, "observation") + " and " + plural(S, "state"));
                 next();
                 expect_statement_end();
-                nums_.assign(S * O, 0.0);
-                for (std::size_t i = 0; i < S; ++i)
-                    for (std::size_t j = 0; j < O; ++j)
-                        nums_[i * O + j] = uni ? 1.0 / static_cast<double>(O) : (i == j ? 1.0 : 0.0);
-            } else {
-                read_exact(S * O, true, line, "an S x O matrix over (next state, observation)");
+                for (int aa = a0; aa < a1; ++aa) {
+                    double* blk = m_.Z.data() + aa * S * O;
+                    for (std::size_t i = 0; i < S; ++i)
+                        for (std::size_t j = 0; j < O; ++j)
+                            blk[i * O + j] = uni ? 1.0 / static_cast<double>(O) : (i == j ? 1.0 : 0.0);
+                    for (std::size_t s = 0; s < S; ++s) z_line_[aa * S + s] = line;
+                }
+                return;
             }
+            read_exact(S * O, true, line, "an S x O matrix over (next state, observation)");
             for (int aa = a0; aa < a1; ++aa) {
                 std::copy(nums_.begin(), nums_.end(), m_.Z.begin() + aa * S * O);
                 for (std::size_t s = 0; s < S; ++s) z_line_[aa * S + s] = line;
@@ -713,7 +749,7 @@ class Parser {
         const int a = ref(actions_);
         expect_colon("R: <action>");
         const int s = ref(states_);
-        RSpec spec{-1, -1, 0, rvals_.size()};
+        RSpec spec{-1, -1, 0, rvals_.size(), line};
         if (peek().kind != Tok::Colon) {
             read_exact(S * O, false, line, "an S x O matrix over (next state, observation)");
             spec.kind = 2;
@@ -824,6 +860,12 @@ class Parser {
                     } else {
                         note = issue->array == 'T' ? " (no T: entry sets this row)"
                                                    : " (no O: entry sets this row)";
+                    }
+                } else if (issue->array == 'R') {
+                    const auto& lst = rlist_[row];
+                    if (!lst.empty()) {
+                        line = rspecs_[lst.back()].line;
+                        note = " (the last R: entry for this action and state)";
                     }
                 } else if (issue->array == 'b' && have_start_) {
                     line = start_line_;
@@ -941,10 +983,34 @@ Pomdp parse_pomdp(const std::string& text, const std::string& filename, const Pa
                   ParseInfo* info) {
     if (!(opts.tol >= 0.0) || !std::isfinite(opts.tol))
         throw std::invalid_argument("tol must be a finite number >= 0");
-    Parser p(text, filename, opts);
-    Pomdp m = p.parse();
-    if (info) info->cost = p.cost();
-    return m;
+    double need = -1.0;
+    try {
+        Parser p(text, filename, opts, &need);
+        Pomdp m = p.parse();
+        if (info) info->cost = p.cost();
+        return m;
+    } catch (const std::bad_alloc&) {
+        // The memory limit is an estimate; the machine (or a ulimit) may have less.  Say
+        // so in the library's own terms instead of a bare std::bad_alloc.
+        char buf[160];
+        if (need >= 0.0) {
+            std::snprintf(buf, sizeof buf, "the model's dense arrays T, Z and R need about %.1f MB",
+                          need / kMiB);
+        } else {
+            std::snprintf(buf, sizeof buf, "reading %.1f MB of text",
+                          static_cast<double>(text.size()) / kMiB);
+        }
+        throw MemoryLimitError(filename + ": out of memory while parsing (" + buf +
+                               "); use a smaller model, a lower limit (max_memory_mb) or a "
+                               "machine with more memory");
+    }
+}
+
+double parse_memory_bytes(double S, double A, double O) {
+    // 8-byte doubles: T, Z, R, b0 and one S x O reward grid; per (a, s) row two int line
+    // numbers and one std::vector of R statements.
+    return 8.0 * (A * S * S + A * S * O + A * S + S + S * O) +
+           A * S * (2.0 * sizeof(int) + sizeof(std::vector<std::uint32_t>));
 }
 
 std::string write_pomdp(const Pomdp& m) {

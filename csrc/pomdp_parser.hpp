@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstddef>
+#include <limits>
 #include <string>
 
 #include "pomdp.hpp"
@@ -29,6 +30,12 @@ struct ParseOptions {
     // Upper bound on the dense entries A*S*S + A*S*O (a guard against a mistyped count such
     // as "states: 1000000" allocating terabytes).  2^28 entries = 2 GiB of doubles.
     std::size_t max_entries = std::size_t(1) << 28;
+    // Upper bound, in MiB, on what the parse allocates: the dense arrays T, Z, R, b0 and the
+    // per-row bookkeeping, estimated from the header (parse_memory_bytes) before any of it
+    // is allocated, plus the token list already built.  Over it the parse throws
+    // MemoryLimitError ("file:line: model too large for max_memory_mb=..."); infinity: no
+    // limit beyond max_entries.
+    double max_memory_mb = std::numeric_limits<double>::infinity();
     // When false, the stochasticity checks are skipped (syntax is still checked).
     bool validate = true;
 };
@@ -38,9 +45,17 @@ struct ParseInfo {
     bool cost = false;  // "values: cost" (R has been negated into rewards)
 };
 
+// Bytes the parser allocates for a model of this size besides its token list: the dense
+// T (A*S*S), Z (A*S*O), R (A*S) and b0 (S) doubles, the per-row line numbers and R lists
+// (A*S each) and one S x O reward grid.  Computed in doubles, so it cannot overflow.
+double parse_memory_bytes(double n_states, double n_actions, double n_obs);
+
 // Parses `text`; `filename` only labels error messages.  Throws ParseError
 // ("file:line: what was expected; what was found") for any syntax, reference, count or
-// consistency problem.  Never returns an inconsistent model when opts.validate is true.
+// consistency problem, MemoryLimitError ("file:line: model too large for
+// max_memory_mb=...") when the header declares a model over opts.max_memory_mb, and
+// MemoryLimitError ("file: out of memory while parsing ...") instead of std::bad_alloc.
+// Never returns an inconsistent model when opts.validate is true.
 Pomdp parse_pomdp(const std::string& text, const std::string& filename,
                   const ParseOptions& opts = ParseOptions(), ParseInfo* info = nullptr);
 

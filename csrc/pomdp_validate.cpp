@@ -113,6 +113,8 @@ std::optional<ModelIssue> check_pomdp(const Pomdp& m, double tol) {
             if (issue) return issue;
         }
     }
+    // H * max|R| bounds every value the solvers compute (see kMaxValue).
+    const double horizon = m.discount < 1.0 ? 1.0 / (1.0 - m.discount) : 1.0;
     for (int a = 0; a < m.n_actions; ++a) {
         for (int s = 0; s < m.n_states; ++s) {
             const double v = m.R[static_cast<std::size_t>(a) * S + s];
@@ -120,6 +122,17 @@ std::optional<ModelIssue> check_pomdp(const Pomdp& m, double tol) {
                 return ModelIssue{"R[a=" + std::to_string(a) + ", s=" + std::to_string(s) +
                                       "] is " + fmt_num(v) + "; expected a finite number" +
                                       name_suffix(m, a, "s", s),
+                                  'R', a, s};
+            }
+            if (!(std::fabs(v) * horizon <= kMaxValue)) {
+                std::string bound = "|R| must be at most " + fmt_num(kMaxValue);
+                if (m.discount < 1.0)
+                    bound = "|R| / (1 - discount) = " + fmt_num(std::fabs(v) * horizon) +
+                            " must be at most " + fmt_num(kMaxValue);
+                return ModelIssue{"R[a=" + std::to_string(a) + ", s=" + std::to_string(s) +
+                                      "] = " + fmt_num(v) + " is too large: " + bound +
+                                      " so that the solver's values stay finite; rescale the "
+                                      "rewards" + name_suffix(m, a, "s", s),
                                   'R', a, s};
             }
         }

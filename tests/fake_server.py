@@ -17,11 +17,21 @@ Routes
 Scripts: ``add_solution(model, problem, [ScriptedStep, ...])``; unscripted problems get a
 synthetic solution of ``n_steps`` steps (text ``"[model] step k of <hash>"``, the last one
 ``\\boxed{42}``).  Failures: ``fail(kind, model=None, times=1, error=503, skip=0,
-message=...)``, applied after ``skip`` matching requests have gone through, where ``error`` is
-an HTTP status (the body carries ``message``), ``"timeout"`` (hold the request ``hold_s``
-seconds), ``"disconnect"`` (close the socket without answering) or ``"badjson"``.  Every
-request is logged (``log``) with its parsed body, headers and start/end times;
-``max_in_flight`` counts concurrent requests per kind.
+message=..., rate=None, seed=0)``, applied after ``skip`` matching requests have gone through,
+where ``error`` is an HTTP status (the body carries ``message``), ``"timeout"`` (hold the
+request ``hold_s`` seconds), ``"disconnect"`` (close the socket without answering),
+``"badjson"``, ``"truncate"`` (the real 200 answer cut off mid-JSON, as a proxy does when its
+upstream resets), ``"huge"`` (a 200 body of ``huge_bytes`` bytes, streamed at the pace the
+client reads it, with a Content-Length header or, with ``declare_length=False``, without one
+and the connection closed at the end), or one of :data:`CORRUPTIONS` (the real 200 answer with
+one bad value: negative or bool token counts, a lone surrogate in the text, no choices, PRM
+rows of the wrong length or NaN, ...).  With ``rate=r`` a matching request fails with
+probability ``r``, decided by a hash of ``seed``, the request body and how many times that
+body was seen: the same run of requests gives the same faults whatever the order in which
+concurrent episodes send them, and a retry (same body, next count) is an independent draw.
+Every request is logged (``log``) with its parsed body, headers and start/end times;
+``max_in_flight`` counts concurrent requests per kind.  ``min_step=k`` limits a failure to
+requests about step ``k`` or later (0-based), whatever order concurrent episodes send them in.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ASSISTANT = "<|im_start|>assistant\n"
+_FILL = b"x" * 65536  # the bytes of a "huge" body
 SEP = "<extra_0>"
 KINDS = {"/v1/completions": "completions", "/v1/chat/completions": "chat", "/pooling": "pooling"}
 
@@ -63,6 +74,81 @@ class Failure:
     retry_after: float | None = None  # sent as a Retry-After header with status errors
     message: str = "scripted failure"  # the error body's message (status errors)
     skip: int = 0  # let this many matching requests through first
+    rate: float | None = None  # fail this fraction of matching requests (hash-decided)
+    seed: int = 0
+    huge_bytes: int = 64 * 1024 * 1024
+    declare_length: bool = True
+    min_step: int = 0  # only requests for step >= this (0-based; see _step_of)
+
+
+def _step_of(kind: str, body: dict) -> int:
+    """0-based index of the step a request is about: the steps already written before it
+    (completions, chat), or the last step scored (pooling)."""
+    try:
+        if kind == "completions":
+            return str(body.get("prompt", "")).split(ASSISTANT, 1)[1].count("\n\n")
+        if kind == "pooling":
+            return max(str(body.get("input", "")).count(SEP) - 1, 0)
+        msgs = body.get("messages") or []
+        partial = next((m["content"] for m in msgs[2:] if m["role"] == "assistant"), "")
+        partial = partial.strip("\n")
+        return len(partial.split("\n\n")) if partial else 0
+    except (IndexError, KeyError, TypeError, AttributeError):
+        return 0
+
+
+def _mutate_usage(key: str, value: object) -> Callable[[dict], None]:
+    def f(p: dict) -> None:
+        p.setdefault("usage", {})[key] = value
+    return f
+
+
+def _set_text(value: object) -> Callable[[dict], None]:
+    def f(p: dict) -> None:
+        c = p["choices"][0]
+        if "text" in c:
+            c["text"] = value
+        else:
+            c["message"]["content"] = value
+    return f
+
+
+def _rows(fn: Callable[[list], list]) -> Callable[[dict], None]:
+    def f(p: dict) -> None:
+        d = p["data"][0]
+        d["data"] = fn(d["data"])
+    return f
+
+
+# error name -> (kind it applies to: "generate" or "pooling", mutation of the real payload)
+CORRUPTIONS: dict[str, tuple[str, Callable[[dict], None]]] = {
+    "neg_tokens": ("generate", _mutate_usage("completion_tokens", -5)),
+    "bool_tokens": ("generate", _mutate_usage("completion_tokens", True)),
+    "float_tokens": ("generate", _mutate_usage("completion_tokens", 3.5)),
+    "str_tokens": ("generate", _mutate_usage("completion_tokens", "12")),
+    "huge_tokens": ("generate", _mutate_usage("completion_tokens", 10**30)),
+    "neg_prompt_tokens": ("generate", _mutate_usage("prompt_tokens", -1)),
+    "usage_list": ("generate", lambda p: p.__setitem__("usage", [1, 2])),
+    "surrogate": ("generate", lambda p: _set_text("step \ud800 text")(p)),
+    "text_int": ("generate", _set_text(7)),
+    "text_null": ("generate", _set_text(None)),
+    "no_choices": ("generate", lambda p: p.pop("choices")),
+    "empty_choices": ("generate", lambda p: p.__setitem__("choices", [])),
+    "choices_dict": ("generate", lambda p: p.__setitem__("choices", {"0": p["choices"][0]})),
+    "finish_int": ("generate", lambda p: p["choices"][0].__setitem__("finish_reason", 3)),
+    "array_body": ("generate", lambda p: None),  # replaced by a JSON list below
+    "prm_short_row": ("pooling", _rows(lambda rows: [r[:1] for r in rows])),
+    "prm_long_row": ("pooling", _rows(lambda rows: [r + [0.0] for r in rows])),
+    "prm_nan": ("pooling", _rows(lambda rows: [[float("nan"), float("nan")] for r in rows])),
+    "prm_inf": ("pooling", _rows(lambda rows: [[0.0, float("inf")] for r in rows])),
+    "prm_bool": ("pooling", _rows(lambda rows: [[False, True] for r in rows])),
+    "prm_string": ("pooling", _rows(lambda rows: [["0.1", "0.9"] for r in rows])),
+    "prm_extra_row": ("pooling", _rows(lambda rows: rows + [[0.5, 0.5]])),
+    "prm_no_rows": ("pooling", _rows(lambda rows: [])),
+    "prm_no_data": ("pooling", lambda p: p.pop("data")),
+    "prm_bare_score": ("pooling", _rows(lambda rows: [1.5 for r in rows])),
+}
+BAD_VALUE_KINDS = tuple(CORRUPTIONS)
 
 
 @dataclass
@@ -85,6 +171,16 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.waiting = False  # a request of this connection is being answered
+        self.paused = False  # the transport's write buffer is full (flow control)
+        self.stream_left = 0  # bytes of a "huge" body still to send
+        self.stream_close = False
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._pump()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -133,6 +229,15 @@ class _Connection(asyncio.Protocol):
         if status == "disconnect":
             t.close()
             return
+        if status == "huge":
+            n, declare = payload
+            head = "HTTP/1.1 200 X\r\nContent-Type: application/json\r\n"
+            head += f"Content-Length: {n}\r\n" if declare else "Connection: close\r\n"
+            t.write(head.encode() + b"\r\n")
+            self.waiting = True  # no other request is answered on this connection meanwhile
+            self.stream_left, self.stream_close = n, not declare
+            self._pump()
+            return
         extra = ""
         if isinstance(payload, dict) and "retry_after" in payload:
             payload = dict(payload)
@@ -144,6 +249,25 @@ class _Connection(asyncio.Protocol):
         )
         if self.buf:
             self._next()
+
+    def _pump(self) -> None:
+        """Send the rest of a "huge" body while the client keeps reading it: the transport's
+        buffer stays at its high-water mark, so this server never holds the body itself."""
+        t = self.transport
+        while self.stream_left > 0 and not self.paused:
+            if t is None or t.is_closing():
+                self.stream_left = 0
+                return
+            k = min(len(_FILL), self.stream_left)
+            t.write(_FILL[:k])
+            self.stream_left -= k
+            if self.stream_left == 0:
+                if self.stream_close:
+                    t.close()
+                    return
+                self.waiting = False
+                if self.buf:
+                    self._next()
 
 
 @dataclass
@@ -161,6 +285,7 @@ class FakeServer:
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
         self._synthetic_cache: dict[tuple[str, str, int], list[ScriptedStep]] = {}
+        self._seen: dict[tuple[int, str], int] = {}  # (failure index, body) -> times seen
         self._connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -185,9 +310,19 @@ class FakeServer:
         retry_after: float | None = None,
         message: str = "scripted failure",
         skip: int = 0,
+        rate: float | None = None,
+        seed: int = 0,
+        huge_bytes: int = 64 * 1024 * 1024,
+        declare_length: bool = True,
+        min_step: int = 0,
     ) -> None:
+        if isinstance(error, str) and error not in (
+            "timeout", "disconnect", "badjson", "truncate", "huge", *CORRUPTIONS
+        ):
+            raise ValueError(f"unknown failure {error!r}")
         self.failures.append(
-            Failure(kind, model, times, error, hold_s, retry_after, message, skip)
+            Failure(kind, model, times, error, hold_s, retry_after, message, skip, rate, seed,
+                    huge_bytes, declare_length, min_step)
         )
 
     def requests(self, kind: str | None = None, model: str | None = None) -> list[Request]:
@@ -249,12 +384,30 @@ class FakeServer:
     # request: the server's own CPU per request delays every response queued behind it, and
     # the concurrency benchmark is meant to see the fixed latencies, not this server's cost.
 
-    def _match_failure(self, kind: str, model: str) -> Failure | None:
-        for f in self.failures:
+    def _drawn(self, i: int, f: Failure, raw: bytes) -> bool:
+        """Whether rate-failure ``i`` hits this request (see the module docstring)."""
+        key = (i, hashlib.sha1(raw).hexdigest())
+        count = self._seen.get(key, 0)
+        self._seen[key] = count + 1
+        h = hashlib.sha256(f"{f.seed}|{key[1]}|{count}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2.0**64 < f.rate
+
+    def _match_failure(
+        self, kind: str, model: str, raw: bytes = b"", body: dict | None = None
+    ) -> Failure | None:
+        for i, f in enumerate(self.failures):
+            if f.min_step and _step_of(kind, body or {}) < f.min_step:
+                continue
+            if isinstance(f.error, str) and f.error in CORRUPTIONS:
+                target = CORRUPTIONS[f.error][0]
+                if (target == "pooling") != (kind == "pooling"):
+                    continue  # a PRM corruption never hits a completion, and vice versa
             if (f.kind is None or f.kind == kind) and (f.model is None or f.model == model):
                 if f.skip > 0:
                     f.skip -= 1
                     return None
+                if f.rate is not None and not self._drawn(i, f, raw):
+                    continue
                 if f.times is None:
                     return f
                 if f.times > 0:
@@ -294,7 +447,7 @@ class FakeServer:
             respond(status, payload)
 
         delay = 0.0
-        fail = self._match_failure(kind, model)
+        fail = self._match_failure(kind, model, raw, body)
         if fail is not None:
             req.status = fail.error
             if fail.error == "timeout":
@@ -303,6 +456,21 @@ class FakeServer:
                 status, payload = "disconnect", None
             elif fail.error == "badjson":
                 status, payload = 200, b"not json"
+            elif fail.error == "huge":
+                status, payload = "huge", (fail.huge_bytes, fail.declare_length)
+            elif fail.error in ("truncate", *CORRUPTIONS):
+                if kind == "pooling":
+                    status, payload, delay = self._pooling(model, body)
+                else:
+                    status, payload, delay = self._generate(kind, model, body)
+                if status == 200 and fail.error == "truncate":
+                    data = json.dumps(payload).encode()
+                    payload = data[: len(data) // 2]
+                elif status == 200 and fail.error == "array_body":
+                    payload = json.dumps([payload]).encode()
+                elif status == 200:
+                    CORRUPTIONS[fail.error][1](payload)
+                    payload = json.dumps(payload).encode()  # NaN/inf as JS literals
             else:
                 payload = {"error": {"message": fail.message, "code": fail.error}}
                 if fail.retry_after is not None:

@@ -143,7 +143,7 @@ def test_simulate_rejects_policy_of_another_model(solved_tiger, tmp_path, capsys
     problem, _, _ = solved_tiger
     AlphaVectorPolicy(np.zeros((1, 3)), [0]).save(tmp_path / "other.npz")
     rc = main(["simulate", str(problem), str(tmp_path / "other.npz"), "--episodes", "10"])
-    assert rc == 1
+    assert rc == 2  # bad input
     err = capsys.readouterr().err
     assert "trim-pomdp simulate: error:" in err
     assert "alpha vectors have length 3 but the model has 2 states" in err
@@ -164,7 +164,7 @@ def test_simulate_errors_are_reported_not_raised(tmp_path, capsys):
         "T: 0 : 0 : 0 1.0\nO: 0 : 0 : 0 1.0\nR: 0 : 0 : * : * 1.0\n"
     )
     rc = main(["simulate", str(good), str(bad)])
-    assert rc == 1
+    assert rc == 2  # bad input
     assert "malformed XML" in capsys.readouterr().err
 
 

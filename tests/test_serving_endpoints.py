@@ -238,10 +238,149 @@ def test_connection_refused_is_endpoint_error():
         gen(m, "P")
 
 
-def test_bad_json_body(server):
-    server.fail("completions", times=1, error="badjson")
-    with pytest.raises(ResponseFormatError, match="not JSON"):
-        gen(CompletionModel(cfg(server, "cheap")), "P")
+@pytest.mark.parametrize("error", ["badjson", "truncate"])
+def test_unusable_200_body_is_retried_like_a_5xx(server, error):
+    # a 200 whose body is not JSON, e.g. cut off mid-JSON by a proxy whose upstream reset,
+    # is a transient fault: retried with the same backoff, counted, then the call succeeds
+    server.fail("completions", times=2, error=error)
+    m = CompletionModel(cfg(server, "cheap", max_retries=2))
+    s = gen(m, "P")
+    assert s.text.startswith("[cheap] step 1") and s.tokens == 10
+    assert [r.status for r in server.requests("completions")] == [error, error, 200]
+    st = m.transport.stats
+    assert (st.bad_responses, st.retries, st.failures) == (2, 2, 0)
+
+
+def test_unusable_200_body_after_retries_is_a_format_error(server):
+    server.fail("completions", times=None, error="truncate")
+    m = CompletionModel(cfg(server, "cheap", max_retries=2))
+    with pytest.raises(ResponseFormatError, match=r"failed after 3 attempts; last: HTTP 200 but "
+                       r"returned a body that is not JSON \(\d+ bytes\): '\{\"id\"") as ei:
+        gen(m, "P")
+    assert (ei.value.attempts, ei.value.endpoint) == (3, "cheap")
+    assert len(server.requests("completions")) == 3 and m.transport.stats.bad_responses == 3
+
+
+def test_deeply_nested_body_is_a_format_error(server, monkeypatch):
+    # json.loads raises RecursionError on [[[[...; that is a bad body, not a crash
+    m = CompletionModel(cfg(server, "cheap", max_retries=0))
+
+    async def fake_post(url, payload, headers):
+        return 200, b"[" * 100_000, None
+
+    async def go():
+        async with m:
+            m.transport._get_backend().post = fake_post
+            return await m.generate_step("P", [])
+
+    with pytest.raises(ResponseFormatError, match="nested too deep"):
+        asyncio.run(go())
+
+
+BAD_VALUES = [
+    ("neg_tokens", r"usage.completion_tokens is -5; expected an integer in \[0, "),
+    ("bool_tokens", "usage.completion_tokens is True"),
+    ("float_tokens", "usage.completion_tokens is 3.5"),
+    ("str_tokens", "usage.completion_tokens is '12'"),
+    ("huge_tokens", "usage.completion_tokens is 1000000000000000000000000000000"),
+    ("neg_prompt_tokens", "usage.prompt_tokens is -1"),
+    ("usage_list", "'usage' is list; expected an object or null"),
+    ("surrogate", r"choices\[0\].text holds a lone surrogate '\\ud800' at character 5"),
+    ("text_int", "choice has no string 'text'"),
+    ("text_null", "choice has no string 'text'"),
+    ("no_choices", "returned no 'choices'"),
+    ("empty_choices", "returned no 'choices'"),
+    ("choices_dict", "returned no 'choices'"),
+    ("finish_int", "finish_reason is 3; expected a string or null"),
+    ("array_body", "returned JSON list; expected an object"),
+]
+
+
+@pytest.mark.parametrize("error, match", BAD_VALUES)
+def test_bad_value_in_a_200_fails_only_that_call_and_is_retried(server, error, match):
+    # the value is checked where the response is parsed: one bad answer costs a retry
+    server.fail("completions", times=1, error=error)
+    m = CompletionModel(cfg(server, "cheap", max_retries=1))
+    s = gen(m, "P")
+    assert (s.text, s.tokens, s.prompt_tokens) == (s.text, 10, 100)
+    assert s.text.startswith("[cheap] step 1") and m.transport.stats.bad_responses == 1
+    # ... and when every answer is bad, the call fails with a message naming the value
+    server.fail("completions", times=None, error=error)
+    with pytest.raises(ResponseFormatError, match=match):
+        gen(CompletionModel(cfg(server, "cheap", max_retries=1)), "P")
+
+
+def test_chat_bad_values_are_checked_too(server):
+    server.fail("chat", times=None, error="surrogate")
+    with pytest.raises(ResponseFormatError, match=r"choices\[0\].message.content holds a lone"):
+        gen(ChatModel(cfg(server, "closed", max_retries=0)), "P")
+
+
+def test_usage_null_or_without_completion_tokens_is_estimated():
+    m = CompletionModel(EndpointConfig(base_url="http://h/v1", model="m"))
+    for usage in (None, {}, {"prompt_tokens": 3}):
+        body = {"choices": [{"text": "x" * 9, "finish_reason": "stop"}], "usage": usage}
+        s = m._parse(body, "u", "text", 0.0)
+        assert (s.tokens, s.tokens_estimated) == (3, True)
+
+
+@pytest.mark.parametrize("declare", [True, False], ids=["content-length", "no-length"])
+def test_oversized_body_fails_typed_not_retried_and_memory_stays_bounded(server, declare):
+    import tracemalloc
+
+    from trim_pomdp.serving import ResponseTooLargeError
+
+    limit = 1 << 20
+    server.fail("completions", times=1, error="huge", huge_bytes=48 << 20, declare_length=declare)
+    m = CompletionModel(cfg(server, "cheap", max_retries=3, max_response_bytes=limit))
+
+    async def go():
+        async with m:
+            with pytest.raises(ResponseTooLargeError,
+                               match="over max_response_bytes=1048576") as ei:
+                await m.generate_step("P", [])
+            _, peak = tracemalloc.get_traced_memory()
+            after = await m.generate_step("P", [])  # the dropped connection broke nothing
+            return ei.value, peak, after
+
+    tracemalloc.start()
+    try:
+        err, peak, after = asyncio.run(go())
+    finally:
+        tracemalloc.stop()
+    assert err.attempts == 1 and err.status == 200 and len(str(err)) < 400
+    assert ("Content-Length" in str(err)) is declare
+    assert len(server.requests("completions")) == 2  # not retried; then the next call
+    assert m.transport.stats.too_large == 1
+    # the 48 MiB body was never held: client and server together stayed within a few MiB
+    assert peak < 6 * limit, peak
+    assert after.text.startswith("[cheap] step 1")
+
+
+def test_max_response_bytes_validation():
+    with pytest.raises(EndpointConfigError, match="max_response_bytes must be an int >= 1"):
+        EndpointConfig(base_url="http://h/v1", model="m", max_response_bytes=0)
+    assert EndpointConfig(base_url="http://h/v1", model="m").max_response_bytes == 16 << 20
+
+
+def test_rate_failures_are_deterministic_per_body():
+    # the fake server's rate faults depend on the body and its count, not on request order
+    def run(order):
+        with FakeServer() as srv:
+            srv.fail("completions", times=None, error=503, rate=0.5, seed=3)
+            m = CompletionModel(cfg(srv, "cheap", max_retries=0))
+            out = {}
+            for p in order:
+                try:
+                    gen(m, p)
+                    out[p] = "ok"
+                except EndpointError:
+                    out[p] = "fail"
+            return out
+
+    ps = [f"P{i}" for i in range(40)]
+    a, b = run(ps), run(ps[::-1])
+    assert a == b and 5 < list(a.values()).count("fail") < 35
 
 
 def test_model_reusable_across_event_loops(server):

@@ -1,4 +1,5 @@
-"""PRM scorers: vLLM pooling (Qwen2.5-Math-PRM format) over HTTP, and plain callables."""
+"""PRM scorers: vLLM pooling (Qwen2.5-Math-PRM format) over HTTP (each test that takes the
+``server`` fixture runs once per HTTP client), and plain callables."""
 
 from __future__ import annotations
 
@@ -9,13 +10,20 @@ import pytest
 from fake_server import FakeServer
 
 from trim_pomdp.serving import CallableScorer, EndpointConfig, ResponseFormatError, VLLMPRMScorer
-from trim_pomdp.serving.endpoints import EndpointConfigError
+from trim_pomdp.serving.endpoints import HTTP_CLIENTS, EndpointConfigError
 
 
-@pytest.fixture
-def server():
+@pytest.fixture(params=HTTP_CLIENTS)
+def server(request):
     with FakeServer(default_score=0.5) as srv:
+        srv.http_client = request.param
         yield srv
+
+
+def cfg(srv, base=None, **kw):
+    kw.setdefault("backoff_base", 0.001)
+    return EndpointConfig(base_url=base or srv.url + "/v1", model="prm",
+                          http_client=srv.http_client, **kw)
 
 
 def score(scorer, problem, steps):
@@ -30,7 +38,7 @@ def score(scorer, problem, steps):
 
 def test_pooling_request_format_and_scores(server):
     server.scores.update({"a": 0.25, "b": 0.875})
-    prm = VLLMPRMScorer(EndpointConfig(base_url=server.url + "/v1", model="prm"))
+    prm = VLLMPRMScorer(cfg(server))
     assert prm.url == server.url + "/pooling"  # vLLM's pooling route is at the server root
     assert score(prm, "Q", ["a", "b", "c"]) == [0.25, 0.875, 0.5]
     (req,) = server.requests("pooling")
@@ -47,7 +55,7 @@ def test_pooling_request_format_and_scores(server):
 def test_pooling_logit_rows_get_softmax(server):
     server.logits = True  # rows [0, log(p / (1 - p))]: softmax gives back p
     server.scores.update({"a": 0.2, "b": 0.7})
-    prm = VLLMPRMScorer(EndpointConfig(base_url=server.url, model="prm"))
+    prm = VLLMPRMScorer(cfg(server, server.url))
     got = score(prm, "Q", ["a", "b"])
     assert got == pytest.approx([0.2, 0.7], abs=1e-12)
 
@@ -88,9 +96,43 @@ def test_auto_takes_bfloat16_probabilities_as_probabilities():
 
 def test_pooling_wrong_row_count(server):
     # a separator inside a step's text makes the server return one row too many
-    prm = VLLMPRMScorer(EndpointConfig(base_url=server.url, model="prm"))
+    prm = VLLMPRMScorer(cfg(server, server.url, max_retries=1))
     with pytest.raises(ResponseFormatError, match="got 3 step scores for 2 steps"):
         score(prm, "Q", ["a<extra_0>x", "b"])
+    assert len(server.requests("pooling")) == 2  # retried like any unusable answer
+
+
+@pytest.mark.parametrize(
+    "error, match",
+    [
+        ("prm_short_row", r"row 0 is \[0.5\]; expected a list of class scores with index 1"),
+        ("prm_long_row", r"row 0 has 3 entries: \[0.5, 0.5, 0.0\]; expected 2 class scores"),
+        ("prm_nan", r"row 0 has non-finite or non-numeric values: \[nan, nan\]"),
+        ("prm_inf", r"row 0 has non-finite or non-numeric values: \[0.0, inf\]"),
+        ("prm_bool", r"row 0 has non-finite or non-numeric values: \[False, True\]"),
+        ("prm_string", "row 0 has non-finite or non-numeric values"),
+        ("prm_extra_row", "got 3 step scores for 2 steps"),
+        ("prm_no_rows", "got 0 step scores for 2 steps"),
+        ("prm_no_data", "returned no pooling 'data'"),
+        ("prm_bare_score", "score 0 is 1.5; expected a float in \\[0, 1\\]"),
+        ("truncate", "not JSON"),
+    ],
+)
+def test_bad_pooling_answer_fails_only_that_call_and_is_retried(server, error, match):
+    server.fail("pooling", times=1, error=error)
+    prm = VLLMPRMScorer(cfg(server, max_retries=1))
+    assert score(prm, "Q", ["a", "b"]) == [0.5, 0.5]
+    assert prm.transport.stats.bad_responses == 1
+    server.fail("pooling", times=None, error=error)
+    with pytest.raises(ResponseFormatError, match=match):
+        score(VLLMPRMScorer(cfg(server, max_retries=1)), "Q", ["a", "b"])
+
+
+def test_n_classes_none_accepts_longer_rows():
+    prm = VLLMPRMScorer(EndpointConfig(base_url="http://h/v1", model="p"), n_classes=None)
+    assert prm._row_score([0.2, 0.3, 0.5], 0) == 0.3
+    with pytest.raises(EndpointConfigError, match="n_classes must be None or an int > positive"):
+        VLLMPRMScorer(EndpointConfig(base_url="http://h/v1", model="p"), n_classes=1)
 
 
 def test_scorer_config_errors():

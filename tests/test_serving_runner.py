@@ -467,7 +467,7 @@ def test_context_overflow_ends_the_episode_instead_of_failing_it(server, tmp_pat
     # episode is finished as aborted (no answer, counted wrong) rather than left to be retried
     server.n_steps = 3
     # both episodes' first step goes through; their second request of this kind overflows
-    server.fail(kind, model=model, times=None, error=400, message=message, skip=2)
+    server.fail(kind, model=model, times=None, error=400, message=message, min_step=1)
     out = tmp_path / "t.jsonl"
     s = batch(server, problems(2), lambda: ThresholdPolicy(0.0), out=out)
     assert s.errors == [] and s.n_aborted == 2 and s.accuracy() == 0.0
@@ -487,7 +487,8 @@ def test_context_overflow_ends_the_episode_instead_of_failing_it(server, tmp_pat
 def test_other_client_errors_still_fail_the_episode(server, tmp_path, message, skip):
     # any other 400, and an overflow before the first step (the problem alone does not fit;
     # a trace needs a step), go to the errors file as before
-    server.fail("completions", model="cheap", times=None, error=400, message=message, skip=skip)
+    server.fail("completions", model="cheap", times=None, error=400, message=message,
+                min_step=skip)
     s = batch(server, problems(1), lambda: ThresholdPolicy(0.0), out=tmp_path / "t.jsonl")
     assert len(s.errors) == 1 and s.results == []
     assert len(s.errors[0].steps) == skip

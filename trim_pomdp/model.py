@@ -263,12 +263,13 @@ class POMDP:
     # ---- .pomdp files -------------------------------------------------------------------------
     @classmethod
     def from_string(cls, text: str | bytes, filename: str = "<string>", *,
-                    tol: float = FILE_TOL) -> POMDP:
+                    tol: float = FILE_TOL, max_memory_mb: float | None = None) -> POMDP:
         """Parse a model from ``.pomdp`` text; see :meth:`from_file`.
 
         ``filename`` only labels error messages (``"<string>:12: ..."``).
         """
         from trim_pomdp import _core
+        from trim_pomdp.errors import MemoryLimitError
 
         if not isinstance(text, (str, bytes)):
             raise TypeError(f"text must be str or bytes; got {type(text).__name__}")
@@ -279,7 +280,23 @@ class POMDP:
             # surrogatepass: a lone surrogate becomes bytes the parser reports as a malformed
             # token at its line, instead of a conversion error without a location.
             text = text.encode("utf-8", "surrogatepass")
-        d = _core.parse_pomdp(text, os.fspath(filename), tol=tol)
+        if max_memory_mb is not None:
+            max_memory_mb = float(max_memory_mb)
+            if not max_memory_mb > 0:
+                raise ValueError(f"max_memory_mb must be > 0 or None; got {max_memory_mb!r}")
+        try:
+            d = _core.parse_pomdp(text, os.fspath(filename), tol=tol,
+                                  max_memory_mb=max_memory_mb)
+        except MemoryError as exc:
+            if isinstance(exc, MemoryLimitError):
+                raise
+            # Out of memory outside the parser proper (copying the text in, handing the
+            # arrays out): the same typed one-line error as inside it.
+            raise MemoryLimitError(
+                f"{os.fspath(filename)}: out of memory while reading the model "
+                f"({len(text) / 2**20:.1f} MB of input); use a smaller model or a machine "
+                "with more memory"
+            ) from None
         # The parser has already run the same C++ checks (check_pomdp) with this tolerance
         # and its arrays are fresh and unshared: adopt them without a second copy and scan.
         self = cls.__new__(cls)
@@ -296,7 +313,8 @@ class POMDP:
         return self
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, tol: float = FILE_TOL) -> POMDP:
+    def from_file(cls, path: str | os.PathLike[str], *, tol: float = FILE_TOL,
+                  max_memory_mb: float | None = None) -> POMDP:
         r"""Read a model in A. R. Cassandra's ``.pomdp`` format (C++ parser).
 
         The whole format is supported: ``discount:``, ``values: reward|cost`` (costs are
@@ -317,6 +335,14 @@ class POMDP:
         tol : float, default ``FILE_TOL`` (1e-5)
             Tolerance on row sums; the default accepts probabilities printed with six
             decimals, as in the classic collection.  Values are kept as written.
+        max_memory_mb : float or None, default None
+            Refuse, before allocating anything, a file whose header (``states:``,
+            ``actions:``, ``observations:``) declares a model whose dense arrays
+            (``8 (A S^2 + A S O + A S + S)`` bytes plus row bookkeeping, see
+            ``_core.parse_memory_bytes``) would exceed this many MiB.  ``None``: only the
+            fixed guard of ``2**28`` dense entries.
+
+        Lines may end in LF, CRLF or a lone CR.
 
         Raises
         ------
@@ -325,12 +351,18 @@ class POMDP:
             unknown name, wrong count, bad number, or a row of ``T``/``O``/``start`` that does
             not sum to 1 (at the line that last set it).  ``.filename`` and ``.line`` carry
             the location.
+            Also: a reward with ``|R| / (1 - discount) > 1e100`` (``|R| > 1e100`` for
+            discount 1), whose backups could overflow, at the line of its ``R:`` entry.
+        MemoryLimitError
+            ``"path:line: model too large: ..."`` when the header declares more than
+            ``max_memory_mb``, and ``"path: out of memory while parsing ..."`` when the
+            machine runs out of memory while reading.
         FileNotFoundError
             When the file does not exist.
         """
         with open(path, "rb") as f:
             data = f.read()
-        return cls.from_string(data, os.fspath(path), tol=tol)
+        return cls.from_string(data, os.fspath(path), tol=tol, max_memory_mb=max_memory_mb)
 
     def to_string(self) -> str:
         """The model in ``.pomdp`` format; :meth:`from_string` reads it back exactly.

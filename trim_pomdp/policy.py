@@ -38,6 +38,57 @@ _KIND = "trim_pomdp.AlphaVectorPolicy"
 _METADATA_KEY = "metadata_json"
 
 
+class _ForbiddenDeclaration(Exception):
+    """Raised from inside expat when a document declares a DTD or an entity."""
+
+
+def _parse_xml_without_dtd(data: bytes, path: Path) -> Any:
+    """Parse ``data`` into an ElementTree element with expat, refusing any DTD.
+
+    A policy file has no use for a document type, entities or notations, so the parser
+    stops at the first such declaration, whatever the encoding (expat decodes UTF-16 and
+    the declared encodings before its handlers see anything, unlike a byte search), before
+    any entity can be expanded (billion laughs) or fetched (external entities).  Raises
+    :class:`PolicyFormatError` naming ``path`` and the line.
+    """
+    import xml.etree.ElementTree as ET
+    from xml.parsers import expat
+
+    builder = ET.TreeBuilder()
+    parser = expat.ParserCreate(namespace_separator=None)
+    # Never read parameter entities or an external DTD subset, even before a handler runs.
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.buffer_text = True
+    parser.ordered_attributes = False
+
+    def forbid(what: str) -> Any:
+        def handler(*_args: Any) -> None:
+            raise _ForbiddenDeclaration(what)
+
+        return handler
+
+    parser.StartDoctypeDeclHandler = forbid("a DTD (<!DOCTYPE>)")
+    parser.EntityDeclHandler = forbid("an entity declaration (<!ENTITY>)")
+    parser.UnparsedEntityDeclHandler = forbid("an entity declaration (<!ENTITY>)")
+    parser.NotationDeclHandler = forbid("a notation declaration (<!NOTATION>)")
+    parser.ExternalEntityRefHandler = forbid("an external entity reference")
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    try:
+        parser.Parse(data, True)
+    except _ForbiddenDeclaration as exc:
+        raise PolicyFormatError(
+            f"{path}:{parser.CurrentLineNumber}: DTD/entity declarations are not allowed "
+            f"in a policy file; found {exc}"
+        ) from None
+    except expat.ExpatError as exc:
+        raise PolicyFormatError(f"{path}: malformed XML: {exc}") from None
+    except ValueError as exc:  # e.g. an encoding expat does not know
+        raise PolicyFormatError(f"{path}: malformed XML: {exc}") from None
+    return builder.close()
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     # Always copy: the policy must not change when the caller mutates its input array.
     a = np.array(a, order="C", copy=True)
@@ -420,15 +471,7 @@ class AlphaVectorPolicy:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"policy file not found: {path}")
-        text = path.read_bytes()
-        # Reject DTDs outright: a policy file has no use for entities, and refusing them
-        # closes the door on entity-expansion attacks.
-        if b"<!DOCTYPE" in text or b"<!ENTITY" in text:
-            raise PolicyFormatError(f"{path}: DTD/entity declarations are not allowed")
-        try:
-            root = ET.fromstring(text)
-        except ET.ParseError as exc:
-            raise PolicyFormatError(f"{path}: malformed XML: {exc}") from None
+        root = _parse_xml_without_dtd(path.read_bytes(), path)
         if root.tag != "Policy":
             raise PolicyFormatError(f"{path}: root element is <{root.tag}>; expected <Policy>")
         if root.get("type", "value") != "value":

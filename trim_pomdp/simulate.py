@@ -15,6 +15,12 @@ chosen so that this bound is below ``1e-3``.
 
 The estimate is the sample mean of the returns; its standard error is the sample standard
 deviation (ddof=1) divided by ``sqrt(episodes)``.
+
+Episodes run in chunks of about :data:`STEPS_PER_CHUNK` steps drawn from one random stream,
+so the returns do not depend on the chunking.  With ``keep_returns=False`` only the running
+count, mean and sum of squared deviations are kept (merged chunk by chunk with Chan et al.'s
+update ``M2 = M2_a + M2_b + delta^2 n_a n_b / n``), so memory stays bounded whatever the
+number of episodes; Ctrl-C between chunks returns the estimate from the episodes done.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import math
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +41,7 @@ from trim_pomdp.belief import (
     belief_update_sparse_kernel,
     transition_csr,
 )
-from trim_pomdp.errors import ZeroProbabilityObservationError
+from trim_pomdp.errors import MemoryLimitError, ZeroProbabilityObservationError
 
 __all__ = ["SimulationResult", "simulate", "default_horizon"]
 
@@ -42,6 +49,10 @@ __all__ = ["SimulationResult", "simulate", "default_horizon"]
 TRUNCATION_TOL = 1e-3
 #: Largest horizon chosen automatically.
 MAX_AUTO_HORIZON = 100_000
+#: Steps simulated per compiled call (a chunk takes ~0.1 s; Ctrl-C and progress between).
+STEPS_PER_CHUNK = 1 << 20
+#: Largest ``returns`` array :func:`simulate` keeps (``keep_returns=True``), in MiB.
+MAX_RETURNS_MB = 1024.0
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,8 @@ class SimulationResult:
         Mean discounted return over the episodes.
     stderr : float
         Standard error of ``mean``: ``std(returns, ddof=1) / sqrt(episodes)``.
-    returns : ndarray, shape (episodes,)
-        Discounted return of each episode.
+    returns : ndarray of shape (episodes,), or None
+        Discounted return of each episode (``None`` when ``keep_returns=False``).
     horizon : int
         Steps simulated per episode.
     discount : float
@@ -63,18 +74,28 @@ class SimulationResult:
     truncation_bound : float
         ``discount^horizon max|R| / (1 - discount)`` (``inf`` for discount 1): the most the
         steps after ``horizon`` could add to the infinite-horizon return.
+    n_episodes : int or None
+        Episodes simulated (``None``: ``len(returns)``); fewer than requested when
+        ``interrupted``.
+    interrupted : bool
+        Ctrl-C stopped the run between two chunks; the estimate uses the episodes done.
     """
 
     mean: float
     stderr: float
-    returns: NDArray[np.float64] = field(repr=False)
+    returns: NDArray[np.float64] | None = field(repr=False)
     horizon: int
     discount: float
     seed: int
     truncation_bound: float
+    n_episodes: int | None = None
+    interrupted: bool = False
 
     @property
     def episodes(self) -> int:
+        if self.n_episodes is not None:
+            return int(self.n_episodes)
+        assert self.returns is not None
         return int(self.returns.shape[0])
 
     def confidence_interval(self, z: float = 1.96) -> tuple[float, float]:
@@ -171,7 +192,8 @@ def simulate_kernel(
 
 
 def _simulate_python(
-    T, Z, R, T_cum, Z_cum, b0, b0_cum, policy, discount, horizon, rng, returns
+    T, Z, R, T_cum, Z_cum, b0, b0_cum, policy, discount, horizon, rng, returns,
+    first_episode=0,
 ) -> None:
     """:func:`simulate_kernel` for a policy that is only a Python ``action(belief) -> int``
     (slow: one Python call per step).  It draws the same uniforms in the same order, so a
@@ -191,7 +213,8 @@ def _simulate_python(
                 or not (0 <= a < n_actions)
             ):
                 raise ValueError(
-                    f"policy.action returned {a!r} at episode {ep}, step {t}; expected an "
+                    f"policy.action returned {a!r} at episode {first_episode + ep}, step {t}; "
+                    "expected an "
                     f"action index in 0..{n_actions - 1}"
                 )
             a = int(a)
@@ -200,8 +223,8 @@ def _simulate_python(
             o = int(_sample(Z_cum[a, s2], rng.random()))
             if belief_update_kernel(T, Z, b, a, o, b_next) <= 0.0:
                 raise ZeroProbabilityObservationError(
-                    f"episode {ep}, step {t}: the simulated observation o={o} has zero "
-                    f"probability under the filtered belief after action a={a}"
+                    f"episode {first_episode + ep}, step {t}: the simulated observation o={o} "
+                    f"has zero probability under the filtered belief after action a={a}"
                 )
             b, b_next = b_next, b
             s = s2
@@ -222,12 +245,18 @@ def default_horizon(discount: float, max_abs_reward: float, tol: float = TRUNCAT
     return int(min(max(1, math.ceil(h)), MAX_AUTO_HORIZON))
 
 
+ProgressCallback = Callable[[int, int, float, float], Any]
+
+
 def simulate(
     model: Any,
     policy: Any,
     episodes: int = 1000,
     horizon: int | None = None,
     seed: int = 0,
+    *,
+    keep_returns: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> SimulationResult:
     """Mean discounted return of ``policy`` on ``model`` by Monte Carlo, with its standard error.
 
@@ -248,16 +277,27 @@ def simulate(
     seed : int
         Seed in ``0 .. 2**32 - 1`` of a ``np.random.default_rng`` stream; the same seed
         gives the same returns.
+    keep_returns : bool, default True
+        Keep every episode's return in ``result.returns`` (8 bytes an episode, at most
+        :data:`MAX_RETURNS_MB`).  ``False`` keeps only running moments: bounded memory for
+        any number of episodes, the same ``mean`` and ``stderr`` up to rounding.
+    progress : callable, optional
+        Called after each chunk as ``progress(done, episodes, mean, stderr)``.
 
     Returns
     -------
     SimulationResult
-        ``mean``, ``stderr``, ``returns``, ``horizon``, ``truncation_bound``.
+        ``mean``, ``stderr``, ``returns``, ``horizon``, ``truncation_bound``, and
+        ``interrupted`` (Ctrl-C between chunks: the estimate of the episodes done, if at
+        least 2; otherwise the ``KeyboardInterrupt`` propagates).
 
     Raises
     ------
     PolicyFormatError
         If the policy does not fit the model.
+    MemoryLimitError
+        ``keep_returns=True`` and the returns would take more than :data:`MAX_RETURNS_MB`
+        (raised before anything is simulated, with the memory they would need).
     ValueError
         Bad ``episodes``, ``horizon`` or ``seed``.
     """
@@ -267,6 +307,13 @@ def simulate(
         raise ValueError(f"episodes must be an integer >= 2; got {episodes!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (0 <= seed < 2**32):
         raise ValueError(f"seed must be an integer in 0..2**32-1; got {seed!r}")
+    episodes = int(episodes)
+    if keep_returns and episodes * 8 > MAX_RETURNS_MB * 2**20:
+        raise MemoryLimitError(
+            f"keeping the returns of {episodes} episodes needs {_fmt_bytes(episodes * 8)} "
+            f"(8 bytes each), above the {MAX_RETURNS_MB:g} MB limit; pass keep_returns=False "
+            "(as trim-pomdp simulate does) for the mean and standard error in bounded memory"
+        )
     T = np.ascontiguousarray(model.T, dtype=np.float64)
     Z = np.ascontiguousarray(model.Z, dtype=np.float64)
     R = np.ascontiguousarray(model.R, dtype=np.float64)
@@ -299,47 +346,84 @@ def simulate(
     T_cum = np.cumsum(T, axis=2)
     Z_cum = np.cumsum(Z, axis=2)
     b0_cum = np.cumsum(b0)
-    returns = np.empty(int(episodes))
-    if python_policy is not None:
-        _simulate_python(
-            T,
-            Z,
-            R,
-            T_cum,
-            Z_cum,
-            b0,
-            b0_cum,
-            python_policy,
-            discount,
-            horizon,
-            np.random.default_rng(int(seed)),
-            returns,
-        )
-    else:
+    rng = np.random.default_rng(int(seed))
+    chunk = int(max(1, min(episodes, STEPS_PER_CHUNK // horizon)))
+    kept = np.empty(episodes) if keep_returns else None
+    buf = np.empty(chunk)
+    if python_policy is None:
+        csr = transition_csr(T)
+        alphas = np.ascontiguousarray(policy.alphas)
+        acts = np.ascontiguousarray(policy.actions)
         fail = np.full(4, -1, dtype=np.int64)
-        simulate_kernel(
-            *transition_csr(T), Z, R, T_cum, Z_cum, b0, b0_cum,
-            np.ascontiguousarray(policy.alphas), np.ascontiguousarray(policy.actions),
-            discount, horizon, np.random.default_rng(int(seed)), returns, fail,
-        )  # fmt: skip
-        if fail[0] >= 0:
-            raise ZeroProbabilityObservationError(
-                f"episode {fail[0]}, step {fail[1]}: the simulated observation o={fail[3]} has "
-                f"zero probability under the filtered belief after action a={fail[2]} (the "
-                "true state underflowed out of the belief)"
-            )
-    mean = float(np.mean(returns))
-    stderr = float(np.std(returns, ddof=1) / math.sqrt(returns.shape[0]))
-    returns.flags.writeable = False
+    done, mean, m2, shift = 0, 0.0, 0.0, 0.0
+    interrupted = False
+    try:
+        while done < episodes:
+            out = buf[: min(chunk, episodes - done)]
+            if python_policy is not None:
+                _simulate_python(T, Z, R, T_cum, Z_cum, b0, b0_cum, python_policy, discount,
+                                 horizon, rng, out, first_episode=done)
+            else:
+                simulate_kernel(*csr, Z, R, T_cum, Z_cum, b0, b0_cum, alphas, acts, discount,
+                                horizon, rng, out, fail)
+                if fail[0] >= 0:
+                    raise ZeroProbabilityObservationError(
+                        f"episode {done + fail[0]}, step {fail[1]}: the simulated observation "
+                        f"o={fail[3]} has zero probability under the filtered belief after "
+                        f"action a={fail[2]} (the true state underflowed out of the belief)"
+                    )
+            if kept is not None:
+                kept[done : done + out.shape[0]] = out
+            # Chan et al.: merge this chunk's moments into the running ones.  Moments are of
+            # the returns minus the first one (shifted data), so equal returns give exactly
+            # zero spread instead of rounding noise.
+            if done == 0:
+                shift = float(out[0])
+            n_b = out.shape[0]
+            dev = out - shift
+            mean_b = float(np.mean(dev))
+            m2_b = float(np.sum((dev - mean_b) ** 2))
+            n = done + n_b
+            delta = mean_b - mean
+            mean += delta * n_b / n
+            m2 += m2_b + delta * delta * done * n_b / n
+            done = n
+            if progress is not None:
+                progress(done, episodes, shift + mean, math.sqrt(m2 / (done - 1) / done)
+                         if done > 1 else math.nan)
+    except KeyboardInterrupt:
+        if done < 2:
+            raise
+        interrupted = True
+    if kept is not None:
+        returns = kept[:done]
+        # the same numbers as one pass over every return
+        mean = float(np.mean(returns))
+        stderr = float(np.std(returns, ddof=1) / math.sqrt(done))
+        returns.flags.writeable = False
+    else:
+        returns = None
+        mean = shift + mean
+        stderr = math.sqrt(m2 / (done - 1) / done)
     return SimulationResult(
-        mean=mean,
-        stderr=stderr,
+        mean=float(mean),
+        stderr=float(stderr),
         returns=returns,
         horizon=horizon,
         discount=discount,
         seed=int(seed),
         truncation_bound=float(trunc),
+        n_episodes=done,
+        interrupted=interrupted,
     )
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "bytes" else f"{int(n)} bytes"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - unreachable
 
 
 class _CallableModule(types.ModuleType):
@@ -354,8 +438,9 @@ class _CallableModule(types.ModuleType):
         episodes: int = 1000,
         horizon: int | None = None,
         seed: int = 0,
+        **kwargs: Any,
     ) -> SimulationResult:
-        return simulate(model, policy, episodes, horizon, seed)
+        return simulate(model, policy, episodes, horizon, seed, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

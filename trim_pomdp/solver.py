@@ -65,8 +65,10 @@ class SolverConfig:
     max_iterations : int or None, default None
         Maximum number of sampling trials from ``b0`` (``None``: no limit).
     max_memory_mb : float, default 4096
-        Limit on the solver's own storage (alpha vectors, belief tree, bound points); the
-        solve raises :class:`~trim_pomdp.errors.MemoryLimitError` when it would exceed it.
+        Limit on the solver's own storage (its copy of the model, alpha vectors, belief
+        tree, bound points); the solve raises :class:`~trim_pomdp.errors.MemoryLimitError`
+        when it would exceed it.  A model whose copy alone (:func:`solver_memory_bytes`)
+        is over the limit is refused before anything is allocated.
     n_threads : int or None, default None
         Threads for the initial bounds; ``None`` uses every core available to the process.
         The sampling itself is sequential (see the README for the measurements).
@@ -171,6 +173,40 @@ def _model_arrays(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, float
     )
 
 
+def solver_memory_bytes(T: NDArray[np.float64], Z: NDArray[np.float64]) -> dict[str, float]:
+    """Bytes the solver holds before its first iteration, from the model's sizes and non-zeros.
+
+    ``model``: its dense copy of the model, ``8 (A S^2 + A S O + A S + S)``; ``sparse``: the
+    compressed rows of ``T`` and ``Z`` it samples and backs up with, 12 bytes (a 4-byte
+    index and an 8-byte value) per non-zero plus 16 bytes of row offsets per ``(a, s)``;
+    ``bounds``: the blind lower bound, the fast informed bound and the scratch rows
+    (``8 (3 A S + 8 S)``).  A lower bound on the peak, computed without allocating.
+    """
+    A, S, O = T.shape[0], T.shape[1], Z.shape[2]  # noqa: E741
+    return {
+        "model": 8.0 * (A * S * S + A * S * O + A * S + S),
+        "sparse": 12.0 * (np.count_nonzero(T) + np.count_nonzero(Z)) + 16.0 * A * S,
+        "bounds": 8.0 * (3 * A * S + 8 * S),
+    }
+
+
+def _check_memory(T: NDArray[np.float64], Z: NDArray[np.float64], max_memory_mb: float) -> None:
+    """Refuse, before the solver allocates anything, a model that cannot fit the limit."""
+    from trim_pomdp.errors import MemoryLimitError
+
+    parts = solver_memory_bytes(T, Z)
+    total = sum(parts.values()) / 2**20
+    if total > max_memory_mb:
+        A, S, O = T.shape[0], T.shape[1], Z.shape[2]  # noqa: E741
+        raise MemoryLimitError(
+            f"the solver needs at least {total:.1f} MB for a model of {S} states, {A} actions "
+            f"and {O} observations (dense copy {parts['model'] / 2**20:.1f} MB, sparse rows "
+            f"{parts['sparse'] / 2**20:.1f} MB, initial bounds {parts['bounds'] / 2**20:.1f} "
+            f"MB) before its first iteration, above max_memory_mb={max_memory_mb:g}; raise "
+            "max_memory_mb or use a smaller model"
+        )
+
+
 def _solve_arrays(
     T: NDArray[np.float64],
     Z: NDArray[np.float64],
@@ -188,6 +224,8 @@ def _solve_arrays(
     """
     from trim_pomdp import _core
 
+    if T.ndim == 3 and Z.ndim == 3:  # other shapes: the binding names what is wrong
+        _check_memory(T, Z, config.max_memory_mb)
     callback = progress
     if config.verbose:
         print(f"{'time_s':>8} {'lower':>12} {'upper':>12} {'gap':>10} {'alphas':>7}", flush=True)
@@ -197,20 +235,32 @@ def _solve_arrays(
             if progress is not None:
                 progress(t, lb, ub, n_alpha, it)
 
-    result: dict[str, Any] = _core.solve_pomdp(
-        T,
-        Z,
-        R,
-        discount,
-        b0,
-        time_limit=config.time_limit if math.isfinite(config.time_limit) else 1e300,
-        target_gap=config.target_gap,
-        max_iterations=-1 if config.max_iterations is None else int(config.max_iterations),
-        max_memory_mb=config.max_memory_mb,
-        n_threads=config.n_threads if config.n_threads is not None else _default_threads(),
-        progress=callback,
-        tol=tol,
-    )
+    from trim_pomdp.errors import MemoryLimitError
+
+    try:
+        result: dict[str, Any] = _core.solve_pomdp(
+            T,
+            Z,
+            R,
+            discount,
+            b0,
+            time_limit=config.time_limit if math.isfinite(config.time_limit) else 1e300,
+            target_gap=config.target_gap,
+            max_iterations=-1 if config.max_iterations is None else int(config.max_iterations),
+            max_memory_mb=config.max_memory_mb,
+            n_threads=config.n_threads if config.n_threads is not None else _default_threads(),
+            progress=callback,
+            tol=tol,
+        )
+    except MemoryError as exc:
+        if isinstance(exc, MemoryLimitError):
+            raise
+        # std::bad_alloc: the machine has less memory than max_memory_mb promised
+        raise MemoryLimitError(
+            f"out of memory in the solver (std::bad_alloc) below max_memory_mb="
+            f"{config.max_memory_mb:g}: the machine has less free memory than the limit; "
+            "lower max_memory_mb or use a smaller model"
+        ) from None
     if config.verbose:
         lb, ub = result["lower_bound"], result["upper_bound"]
         print(

@@ -629,6 +629,13 @@ class PolicyBank:
         for p in policies:
             if p.model is not model:
                 raise PolicyFormatError("every policy of a PolicyBank must share its TrimModel")
+        bad = [(i, p.lam) for i, p in enumerate(policies) if not math.isfinite(p.lam)]
+        if bad:
+            # argsort and nearest() would put a NaN lambda anywhere: nearest() returned
+            # that policy for every budget
+            i, lam = bad[0]
+            raise PolicyFormatError(f"policy {i} of the PolicyBank has lambda {lam}; every "
+                                    "lambda must be finite")
         order = np.argsort([p.lam for p in policies], kind="stable")
         self.model = model
         self.policies: list[TrimPolicy] = [policies[i] for i in order]

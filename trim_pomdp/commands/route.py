@@ -9,7 +9,10 @@ Example::
         --policy bank.npz --budget 0.002 --out traces.jsonl
 
 ``--threshold K`` routes with TRIM-Thr instead of a POMDP policy bank.  Re-running the same
-command resumes: problems already in ``--out`` are skipped.
+command resumes: problems already in ``--out`` are skipped (each record carries a hash of its
+problem's text and answer; an output written for another problem file is refused, exit 2).
+A second run on the same ``--out`` while one is running is refused too (exit 2): the run holds
+an ``fcntl`` lock on ``<out>.lock``, released when it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="after N consecutive failed calls to an endpoint, fail fast for "
                         "--circuit-cooldown seconds (default: off)")
     p.add_argument("--circuit-cooldown", type=float, default=30.0, metavar="S")
+    p.add_argument("--max-response-mb", type=float, default=16.0, metavar="MB",
+                   help="largest response body read, in MiB (default 16); a larger one fails "
+                        "that call")
     p.add_argument("--api-key-env", metavar="VAR", help="env var with the API key (all endpoints)")
     for who in ("cheap", "strong", "prm"):
         p.add_argument(f"--{who}-api-key-env", metavar="VAR", help=f"API-key env var for {who}")
@@ -157,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         CompletionModel,
         EndpointConfig,
         MathAnswerChecker,
+        OutputLockedError,
+        ResumeMismatchError,
         VLLMPRMScorer,
         load_problems,
         read_finished,
@@ -168,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         raise TrimPomdpError(f"--max-steps must be in [1, 30]; got {args.max_steps}")
     if args.concurrency < 1:
         raise TrimPomdpError(f"--concurrency must be >= 1; got {args.concurrency}")
+    if not args.max_response_mb > 0:
+        raise TrimPomdpError(f"--max-response-mb must be > 0; got {args.max_response_mb}")
     problems = load_problems(args.problems)
     if args.threshold is not None:
         k = args.threshold
@@ -196,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
             circuit_cooldown=args.circuit_cooldown,
             name=who,
             http_client=args.http_client,
+            max_response_bytes=max(1, int(args.max_response_mb * 1024 * 1024)),
         )
 
     gen = dict(max_tokens=args.max_tokens, temperature=args.temperature)
@@ -205,22 +216,27 @@ def run(args: argparse.Namespace) -> int:
         ChatModel(strong_cfg, **gen) if args.strong_chat else CompletionModel(strong_cfg, **gen)
     )
     prm = VLLMPRMScorer(config(args.prm, "prm"))
-    summary = asyncio.run(
-        run_batch(
-            problems,
-            factory,
-            cheap,
-            strong,
-            prm,
-            out=args.out,
-            concurrency=args.concurrency,
-            max_steps=args.max_steps,
-            checker=MathAnswerChecker(),
-            fallback=args.fallback.replace("-", "_"),
-            label_steps=args.labels,
-            progress=not args.no_progress,
+    try:
+        summary = asyncio.run(
+            run_batch(
+                problems,
+                factory,
+                cheap,
+                strong,
+                prm,
+                out=args.out,
+                concurrency=args.concurrency,
+                max_steps=args.max_steps,
+                checker=MathAnswerChecker(),
+                fallback=args.fallback.replace("-", "_"),
+                label_steps=args.labels,
+                progress=not args.no_progress,
+            )
         )
-    )
+    except (OutputLockedError, ResumeMismatchError) as exc:
+        # refused before anything ran: the output belongs to another run or problem file
+        print(f"trim-pomdp route: error: {exc}", file=sys.stderr)
+        return 2
     report = summary.to_dict()
     report["policy"] = policy_name
     report["out"] = args.out
@@ -251,6 +267,11 @@ def run(args: argparse.Namespace) -> int:
             f"{report['file_strong_tokens_per_query']:.1f}, "
             f"regenerations {report['regenerations']}, fallbacks {report['fallbacks']}"
         )
+        if report["retries"]:
+            print(
+                f"requests retried {report['retries']} times "
+                f"({report['bad_responses']} unusable 200 answers)"
+            )
         if summary.errors:
             print(
                 f"{len(summary.errors)} problems failed (see {args.out}.errors.jsonl); "

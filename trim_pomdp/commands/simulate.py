@@ -3,6 +3,10 @@
 ``POLICY`` is a ``.npz`` written by ``trim-pomdp solve --out`` / ``AlphaVectorPolicy.save``,
 or a SARSOP ``.policy`` XML file.  Prints the mean discounted return and its standard
 error (``--json``: one JSON object).
+
+Any ``--episodes`` runs in bounded memory (running moments, no array of returns); a run
+longer than a few seconds prints a progress line to stderr every 10 s, and Ctrl-C reports
+the estimate from the episodes done so far and exits with 130.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +56,47 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         print(f"trim-pomdp simulate: error: {'; '.join(problems)}", file=sys.stderr)
         return 2
-    model = POMDP.from_file(args.problem)
+    from trim_pomdp.errors import (
+        MemoryLimitError,
+        ModelValidationError,
+        PolicyFormatError,
+        PomdpFormatError,
+    )
+
     policy_path = Path(args.policy)
-    if policy_path.suffix == ".policy":
-        policy = AlphaVectorPolicy.from_sarsop_policy(policy_path)
-    else:
-        policy = AlphaVectorPolicy.load(policy_path)
-    res = simulate(model, policy, args.episodes, args.horizon, args.seed)
+    try:
+        model = POMDP.from_file(args.problem)
+        if policy_path.suffix == ".policy":
+            policy = AlphaVectorPolicy.from_sarsop_policy(policy_path)
+        else:
+            policy = AlphaVectorPolicy.load(policy_path)
+        policy.check_model(model)
+    except (PomdpFormatError, ModelValidationError, PolicyFormatError, MemoryLimitError) as exc:
+        print(f"trim-pomdp simulate: error: {exc}", file=sys.stderr)  # bad input: one line
+        return 2
+    t0 = time.monotonic()
+    last = [t0]
+
+    def show_progress(done: int, total: int, mean: float, stderr: float) -> None:
+        # quiet for short runs; then one line every 10 s, with a rough time left
+        now = time.monotonic()
+        if now - t0 < 2.0 or (now - last[0] < 10.0 and last[0] != t0):
+            return
+        last[0] = now
+        left = (now - t0) * (total - done) / done
+        print(f"simulated {done} of {total} episodes ({100 * done / total:.3g} %), mean "
+              f"{mean:.6f} ± {stderr:.6f}, {now - t0:.0f} s, about {_duration(left)} left "
+              "(Ctrl-C stops and reports)", file=sys.stderr, flush=True)
+
+    res = simulate(model, policy, args.episodes, args.horizon, args.seed, keep_returns=False,
+                   progress=show_progress)
     lb = policy.metadata.get("lower_bound")
     out = {
         "problem": str(args.problem),
         "policy": str(policy_path),
         "episodes": res.episodes,
+        "episodes_requested": args.episodes,
+        "interrupted": res.interrupted,
         "horizon": res.horizon,
         "seed": res.seed,
         "mean": res.mean,
@@ -71,9 +105,13 @@ def run(args: argparse.Namespace) -> int:
         "policy_value_at_b0": policy.value(model.b0),
         "solver_lower_bound": lb,
     }
+    rc = 130 if res.interrupted else 0
     if args.json:
         print(json.dumps(out, allow_nan=False))
-        return 0
+        return rc
+    if res.interrupted:
+        print(f"interrupted after {res.episodes} of {args.episodes} episodes: the estimate "
+              "below uses those")
     print(
         f"mean discounted return {res.mean:.6f} ± {res.stderr:.6f} (standard error) over "
         f"{res.episodes} episodes of {res.horizon} steps, seed {res.seed}"
@@ -90,4 +128,11 @@ def run(args: argparse.Namespace) -> int:
             "vectors the true value is at least max_k alpha_k . b0, so a positive difference "
             "is expected while the gap is open)"
         )
-    return 0
+    return rc
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"

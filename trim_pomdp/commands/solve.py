@@ -56,7 +56,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="MB",
-        help="fail with MemoryLimitError before the solver's storage exceeds MB",
+        help="refuse a problem whose arrays (read from its header, before allocating) or "
+        "whose solver copy exceed MB, and fail with MemoryLimitError before the solver's "
+        "storage exceeds MB (default: SolverConfig's, 4096)",
     )
     p.add_argument("--out", default=None, metavar="POLICY.npz", help="save the policy (.npz)")
     p.add_argument(
@@ -104,7 +106,18 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:  # a bad option value: say which, no traceback
         print(f"trim-pomdp solve: error: {exc}", file=sys.stderr)
         return 2
-    model = POMDP.from_file(path)
+    from trim_pomdp.errors import MemoryLimitError, ModelValidationError, PomdpFormatError
+
+    def bad_input(exc: Exception) -> int:
+        print(f"trim-pomdp solve: error: {exc}", file=sys.stderr)
+        return 2
+
+    try:
+        # The same limit bounds the parse: a short file can declare a huge model, refused
+        # from its header before anything is allocated.
+        model = POMDP.from_file(path, max_memory_mb=config.max_memory_mb)
+    except (PomdpFormatError, ModelValidationError, MemoryLimitError) as exc:
+        return bad_input(exc)
     out = sys.stdout
     progress: Callable[[float, float, float, int, int], None] | None = None
     if not args.json:
@@ -121,7 +134,10 @@ def run(args: argparse.Namespace) -> int:
 
         progress = print_row
 
-    policy, info = solve_info(model, config, progress=progress)
+    try:
+        policy, info = solve_info(model, config, progress=progress)
+    except MemoryLimitError as exc:  # the problem does not fit the limit given
+        return bad_input(exc)
     if not args.json:
         print(
             _fmt_row(

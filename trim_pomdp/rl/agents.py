@@ -14,6 +14,7 @@ Saved as ``.npz`` (weights) + JSON (metadata, ``format_version``), loaded withou
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,18 @@ def read_npz_meta(path: Path, expected_type: str, what: str
     is not such a file, is of another ``type`` or of an unsupported ``format_version``.
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
+        # our own handle: np.load leaves its file open when the archive is corrupt
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             meta = json.loads(str(f["__meta__"]))
             arrays = {k: f[k] for k in f.files if k != "__meta__"}
-    except (KeyError, ValueError, OSError) as exc:
-        raise PolicyFormatError(f"{path}: not a {what} ({exc})") from exc
+    except FileNotFoundError:
+        raise
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        # a truncated or byte-flipped archive, a missing or non-JSON __meta__
+        raise PolicyFormatError(f"{path}: not a {what} ({exc})") from None
+    if not isinstance(meta, dict):
+        raise PolicyFormatError(f"{path}: not a {what} (__meta__ is a JSON "
+                                f"{type(meta).__name__}, not an object)")
     if meta.get("type") != expected_type:
         raise PolicyFormatError(f"{path}: type is {meta.get('type')!r}; expected "
                                 f"{expected_type!r}")
@@ -172,27 +180,106 @@ class RLRouter(_StepPolicy):
 
     @classmethod
     def load(cls, path: str | Path) -> RLRouter:
-        """Read a router written by :meth:`save` (never unpickles)."""
+        """Read a router written by :meth:`save` (never unpickles).
+
+        Raises :class:`PolicyFormatError` naming the file and the field for a missing,
+        mis-shaped, non-numeric or non-finite weight array and for a bad ``kind``, ``lam``
+        or ``token_scale``, so that a broken file fails here rather than at the first
+        ``step()``.
+        """
         path = Path(path)
         meta, params = read_npz_meta(path, "trim_pomdp.RLRouter", "trim_pomdp RL router file")
-        kind = meta.get("kind")
-        need = {"W0", "b0", "W1", "b1", "Wpi", "bpi", "Wv", "bv"}
-        if kind == "seq":
-            need |= {"rWx", "rWh", "rb"}
-        missing = need - set(params)
-        if missing:
-            raise PolicyFormatError(f"{path}: missing weight arrays {sorted(missing)}")
-        router = cls(kind, params, lam=meta["lam"], token_scale=meta["token_scale"],
-                     metadata=meta.get("metadata"))
-        router._check_shapes(str(path))
-        return router
+        return router_from_saved(meta.get("kind"), meta, params, str(path))
 
-    def _check_shapes(self, where: str) -> None:
-        p = self.params
-        n_in = len(AGG_FEATURES) if self.kind == "agg" else self.rnn_hidden + len(SEQ_INPUTS)
-        if p["W0"].shape[0] != n_in:
-            raise PolicyFormatError(f"{where}: W0 has shape {p['W0'].shape}; expected "
-                                    f"({n_in}, hidden) for a {KINDS[self.kind]} router")
-        if p["Wpi"].shape[1] != 2:
-            raise PolicyFormatError(f"{where}: Wpi has shape {p['Wpi'].shape}; expected "
-                                    f"(hidden, 2)")
+
+def _field_number(entry: Any, name: str, where: str, *, positive: bool) -> float:
+    """``entry[name]`` as a finite float (``> 0`` or ``>= 0``), else PolicyFormatError."""
+    value = entry.get(name) if isinstance(entry, dict) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = bool(np.isfinite(value)) and (value > 0 if positive else value >= 0)
+    if not ok:
+        want = "a finite number > 0" if positive else "a finite number >= 0"
+        raise PolicyFormatError(f"{where}: field {name!r} must be {want}; got "
+                                f"{entry.get(name) if isinstance(entry, dict) else None!r}")
+    return float(value)
+
+
+def check_weights(kind: Any, params: dict[str, NDArray], where: str) -> None:
+    """Check that ``params`` is a complete, finite network of a ``kind`` router.
+
+    Expected arrays (:mod:`trim_pomdp.rl.nn`): hidden layers ``W0 (n_in, h0)``, ``b0
+    (h0,)``, ``W1 (h0, h1)``, ... (at least one), heads ``Wpi (h_L, 2)``, ``bpi (2,)``,
+    ``Wv (h_L, 1)``, ``bv (1,)``; for ``"seq"`` also ``rWx (5, H)``, ``rWh (H, H)``,
+    ``rb (H,)``.  ``n_in`` is ``len(AGG_FEATURES)`` for ``"agg"`` and ``H + 5`` for
+    ``"seq"``.  Every array real-valued and finite.  Raises :class:`PolicyFormatError`
+    naming ``where`` and the array.
+    """
+    if kind not in KINDS:
+        raise PolicyFormatError(f"{where}: field 'kind' must be one of {sorted(KINDS)}; "
+                                f"got {kind!r}")
+    for name, arr in params.items():
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+            dtype = getattr(arr, "dtype", type(arr).__name__)
+            raise PolicyFormatError(f"{where}: weight array {name!r} must hold real numbers; "
+                                    f"got dtype {dtype}")
+    n_layers = 0
+    while f"W{n_layers}" in params or f"b{n_layers}" in params:
+        n_layers += 1
+    expected = {f"{w}{i}" for i in range(n_layers) for w in "Wb"}
+    expected |= {"Wpi", "bpi", "Wv", "bv"}
+    if kind == "seq":
+        expected |= {"rWx", "rWh", "rb"}
+    missing = sorted(expected - set(params)) or ([] if n_layers else ["W0", "b0"])
+    if missing:
+        raise PolicyFormatError(f"{where}: missing weight arrays {missing}")
+    extra = sorted(set(params) - expected)
+    if extra:
+        raise PolicyFormatError(f"{where}: unexpected weight arrays {extra}")
+
+    def shape_is(name: str, shape: tuple[int | None, ...]) -> tuple[int, ...]:
+        got = params[name].shape
+        if len(got) != len(shape) or any(
+                w is not None and g != w for g, w in zip(got, shape, strict=True)):
+            want = "(" + ", ".join("n" if w is None else str(w) for w in shape) + \
+                ("," if len(shape) == 1 else "") + ")"
+            raise PolicyFormatError(f"{where}: {name} has shape {got}; "
+                                    f"expected {want} for a {KINDS[kind]} router")
+        return tuple(got)
+
+    if kind == "seq":
+        hidden = shape_is("rb", (None,))[0]
+        shape_is("rWx", (len(SEQ_INPUTS), hidden))
+        shape_is("rWh", (hidden, hidden))
+        d = hidden + len(SEQ_INPUTS)
+    else:
+        d = len(AGG_FEATURES)
+    for i in range(n_layers):
+        h = shape_is(f"W{i}", (d, None))[1]
+        shape_is(f"b{i}", (h,))
+        d = h
+    shape_is("Wpi", (d, 2))
+    shape_is("bpi", (2,))
+    shape_is("Wv", (d, 1))
+    shape_is("bv", (1,))
+    for name, arr in params.items():
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise PolicyFormatError(f"{where}: weight array {name!r} has a non-finite value "
+                                    f"{arr[idx]} at index {idx}")
+
+
+def router_from_saved(kind: Any, entry: Any, params: dict[str, NDArray],
+                      where: str) -> RLRouter:
+    """An :class:`RLRouter` from a saved entry (``lam``, ``token_scale``, ``metadata``) and
+    its weights, every field checked (:func:`check_weights`)."""
+    check_weights(kind, params, where)
+    lam = _field_number(entry, "lam", where, positive=False)
+    token_scale = _field_number(entry, "token_scale", where, positive=True)
+    metadata = entry.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise PolicyFormatError(f"{where}: field 'metadata' must be an object or null; got "
+                                f"{type(metadata).__name__}")
+    return RLRouter(kind, params, lam=lam, token_scale=token_scale, metadata=metadata)

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from trim_pomdp.rl.agents import FORMAT_VERSION, KINDS, RLRouter, read_npz_meta
+from trim_pomdp.errors import PolicyFormatError
+from trim_pomdp.rl.agents import FORMAT_VERSION, KINDS, RLRouter, read_npz_meta, router_from_saved
 from trim_pomdp.rl.ppo import PPOConfig, _train_task
 from trim_pomdp.scenario import Scenario, load_scenario
 
@@ -34,6 +35,10 @@ class RLRouterBank:
                  histories: Sequence[dict[str, list[float]]] | None = None) -> None:
         if not routers:
             raise ValueError("an RLRouterBank needs at least one router")
+        bad = [r.lam for r in routers if not np.isfinite(r.lam)]
+        if bad:
+            # a NaN lambda would make router() pick that router for every budget
+            raise PolicyFormatError(f"every router's lambda must be finite; got {bad}")
         kinds = {r.kind for r in routers}
         if len(kinds) != 1:
             raise ValueError(f"all routers of a bank must be of one kind; got {sorted(kinds)}")
@@ -74,15 +79,30 @@ class RLRouterBank:
         path = Path(path)
         meta, arrays = read_npz_meta(path, "trim_pomdp.RLRouterBank",
                                      "trim_pomdp RL router bank")
+        entries = meta.get("routers")
+        if not isinstance(entries, list) or not entries:
+            raise PolicyFormatError(f"{path}: field 'routers' must be a non-empty list; got "
+                                    f"{type(entries).__name__}")
+        # Weights are stored as "<i>/<name>": every array must belong to a listed router.
+        stray = sorted(k for k in arrays
+                       if "/" not in k or k.split("/", 1)[0] not in
+                       {str(i) for i in range(len(entries))})
+        if stray:
+            raise PolicyFormatError(f"{path}: arrays {stray[:5]} belong to no router of "
+                                    f"field 'routers' ({len(entries)} routers)")
         routers, hists = [], []
-        for i, e in enumerate(meta["routers"]):
+        for i, e in enumerate(entries):
+            where = f"{path}: router {i}"
+            if not isinstance(e, dict):
+                raise PolicyFormatError(f"{where}: expected an object; got {type(e).__name__}")
             params = {k.split("/", 1)[1]: v for k, v in arrays.items()
                       if k.split("/", 1)[0] == str(i)}
-            r = RLRouter(meta["kind"], params, lam=e["lam"], token_scale=e["token_scale"],
-                         metadata=e.get("metadata"))
-            r._check_shapes(f"{path} router {i}")
-            routers.append(r)
-            hists.append(e.get("history", {}))
+            routers.append(router_from_saved(meta.get("kind"), e, params, where))
+            history = e.get("history", {})
+            if not isinstance(history, dict):
+                raise PolicyFormatError(f"{where}: field 'history' must be an object; got "
+                                        f"{type(history).__name__}")
+            hists.append(history)
         return cls(routers, hists)
 
     def family(self) -> Any:

@@ -17,7 +17,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ __all__ = [
     "HttpEndpoint",
     "JsonTransport",
     "ResponseFormatError",
+    "ResponseTooLargeError",
     "StepGenerator",
     "QWEN_MATH_PROMPT",
     "QWEN_MATH_SYSTEM",
@@ -49,6 +50,9 @@ QWEN_MATH_PROMPT = (
 )
 
 STEP_SEPARATOR = "\n\n"
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # EndpointConfig.max_response_bytes default
+MAX_TOKENS_VALUE = 10**9  # a usage count above this is not a real count
+_READ_CHUNK = 64 * 1024
 HTTP_CLIENTS = ("aiohttp", "httpx")  # EndpointConfig.http_client; the first is the default
 
 
@@ -81,8 +85,32 @@ class EndpointError(TrimPomdpError, RuntimeError):
         self.attempts = attempts
 
 
+class ResponseTooLargeError(EndpointError):
+    """A response body exceeded ``EndpointConfig.max_response_bytes`` (not retried: the
+    connection is dropped as soon as the limit is crossed, so memory stays bounded)."""
+
+
 class ResponseFormatError(TrimPomdpError, ValueError):
-    """A server answered 200 with a body that does not have the documented shape."""
+    """A server answered 200 with a body that does not have the documented shape (not JSON,
+    a field missing, a value of the wrong type or out of range).
+
+    Raised by the response parsers; :meth:`JsonTransport.post` retries such a response like a
+    5xx and, when the retries are exhausted, raises a ResponseFormatError whose message ends
+    with the last parser message and whose ``attempts`` says how many requests were made.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        url: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.url = url
+        self.attempts = attempts
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -138,6 +166,11 @@ class EndpointConfig:
         applies.
     circuit_cooldown : float
         Seconds the circuit stays open (default 30).
+    max_response_bytes : int
+        Largest response body read (default 16 MiB, after content decoding).  Bodies are read
+        in 64 KiB chunks and the connection is dropped once the limit is crossed, so a hostile
+        or broken server cannot make the client hold more than this; the call then fails with
+        :class:`ResponseTooLargeError` (not retried).
     name : str
         Label used in error messages, traces and timings (default: the model name).
     """
@@ -156,6 +189,7 @@ class EndpointConfig:
     circuit_cooldown: float = 30.0
     name: str = ""
     http_client: str = "aiohttp"
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -183,6 +217,14 @@ class EndpointConfig:
         if not isinstance(self.max_connections, int) or self.max_connections < 1:
             raise EndpointConfigError(
                 f"max_connections must be an int >= 1; got {self.max_connections!r}"
+            )
+        if (
+            not isinstance(self.max_response_bytes, int)
+            or isinstance(self.max_response_bytes, bool)
+            or self.max_response_bytes < 1
+        ):
+            raise EndpointConfigError(
+                f"max_response_bytes must be an int >= 1; got {self.max_response_bytes!r}"
             )
         if self.http_client not in HTTP_CLIENTS:
             raise EndpointConfigError(
@@ -252,7 +294,12 @@ class RequestStats:
     retries: int = 0
     failures: int = 0
     fast_failures: int = 0  # calls refused while the circuit was open
+    bad_responses: int = 0  # 200 answers whose body was not usable (each one retried)
+    too_large: int = 0  # bodies over max_response_bytes
     seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(vars(self))
 
 
 class _Timeout(Exception):
@@ -261,6 +308,16 @@ class _Timeout(Exception):
 
 class _ConnectionFailed(Exception):
     """A backend could not connect, or the connection broke mid-request (internal)."""
+
+
+class _TooLarge(Exception):
+    """A body crossed the size limit (internal: ``(status, n_bytes, declared)``)."""
+
+    def __init__(self, status: int, n_bytes: int, declared: bool) -> None:
+        super().__init__(status, n_bytes, declared)
+        self.status = status
+        self.n_bytes = n_bytes
+        self.declared = declared
 
 
 def _import_client(name: str) -> Any:
@@ -302,6 +359,7 @@ class _AiohttpBackend:
             timeout=aiohttp.ClientTimeout(total=config.timeout),
             trust_env=config.trust_env,
         )
+        self.limit = config.max_response_bytes
 
     @property
     def closed(self) -> bool:
@@ -311,9 +369,22 @@ class _AiohttpBackend:
         self, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]
     ) -> tuple[int, bytes, str | None]:
         aiohttp = self._aiohttp
+        limit = self.limit
         try:
             async with self.session.post(url, json=payload, headers=headers) as resp:
-                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+                declared = resp.content_length
+                if declared is not None and declared > limit:
+                    resp.close()  # drop the connection: the body is never read
+                    raise _TooLarge(resp.status, declared, True)
+                chunks: list[bytes] = []
+                n = 0
+                async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+                    n += len(chunk)
+                    if n > limit:
+                        resp.close()
+                        raise _TooLarge(resp.status, n, False)
+                    chunks.append(chunk)
+                return resp.status, b"".join(chunks), resp.headers.get("Retry-After")
         except asyncio.TimeoutError as exc:  # before ClientError: ServerTimeoutError is both
             raise _Timeout(type(exc).__name__) from exc
         except aiohttp.ClientError as exc:
@@ -362,6 +433,7 @@ class _HttpxBackend:
             for _ in range(n)
         ]
         self.busy = [0] * n
+        self.limit = config.max_response_bytes
 
     @property
     def closed(self) -> bool:
@@ -374,15 +446,32 @@ class _HttpxBackend:
         busy = self.busy
         i = busy.index(min(busy))
         busy[i] += 1
+        limit = self.limit
         try:
-            resp = await self.clients[i].post(url, json=payload, headers=headers)
+            async with self.clients[i].stream(
+                "POST", url, json=payload, headers=headers
+            ) as resp:
+                try:
+                    declared = int(resp.headers.get("content-length", ""))
+                except ValueError:
+                    declared = None
+                if declared is not None and declared > limit:
+                    raise _TooLarge(resp.status_code, declared, True)
+                chunks: list[bytes] = []
+                n = 0
+                # leaving the block before the body is read closes the connection
+                async for chunk in resp.aiter_bytes(_READ_CHUNK):
+                    n += len(chunk)
+                    if n > limit:
+                        raise _TooLarge(resp.status_code, n, False)
+                    chunks.append(chunk)
+                return resp.status_code, b"".join(chunks), resp.headers.get("retry-after")
         except httpx.TimeoutException as exc:
             raise _Timeout(type(exc).__name__) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.DecodingError) as exc:
             raise _ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             busy[i] -= 1  # the body is read: the connection is free again
-        return resp.status_code, resp.content, resp.headers.get("retry-after")
 
     async def aclose(self) -> None:
         for c in self.clients:
@@ -434,13 +523,24 @@ class JsonTransport:
             else:
                 b.discard()
 
-    async def post(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """POST ``payload`` to ``url``; return the decoded JSON object.
+    async def post(
+        self,
+        url: str,
+        payload: Mapping[str, Any],
+        *,
+        parse: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Any:
+        """POST ``payload`` to ``url``; return the decoded JSON object, or ``parse(body)``.
 
         Retries (up to ``max_retries`` times) on timeouts, connection errors, HTTP 429 and 5xx,
-        sleeping :meth:`EndpointConfig.backoff` in between; raises :class:`EndpointError` when
-        the retries are exhausted or the server answers another 4xx, and
-        :class:`ResponseFormatError` when a 200 body is not a JSON object.
+        and on 200 answers whose body is unusable: not JSON (e.g. cut off mid-body by a proxy
+        whose upstream reset), not an object, or rejected by ``parse`` with
+        :class:`ResponseFormatError` (a field missing or of the wrong type, a negative token
+        count, ...), sleeping :meth:`EndpointConfig.backoff` in between.  Raises
+        :class:`EndpointError` when the retries are exhausted or the server answers another
+        4xx, :class:`ResponseFormatError` when they are exhausted and the last fault was an
+        unusable body, and :class:`ResponseTooLargeError` (not retried) for a body over
+        ``max_response_bytes``.
         """
         cfg = self.config
         headers = cfg.auth_headers()
@@ -457,6 +557,7 @@ class JsonTransport:
             )
         status: int | None = None
         last = ""
+        bad_body = False  # the last fault was an unusable 200 body
         attempts = 0
         t0 = time.perf_counter()
         try:
@@ -464,6 +565,7 @@ class JsonTransport:
                 attempts += 1
                 self.stats.requests += 1
                 retry_after: float | None = None
+                bad_body = False
                 backend = self._get_backend()
                 try:
                     status, raw, retry_after_header = await backend.post(url, payload, headers)
@@ -471,51 +573,88 @@ class JsonTransport:
                     status, last = None, f"timed out after {cfg.timeout:g} s ({exc})"
                 except _ConnectionFailed as exc:
                     status, last = None, f"connection error ({exc})"
+                except _TooLarge as exc:
+                    self.stats.too_large += 1
+                    self._count_failure()
+                    size = (
+                        f"of {exc.n_bytes} bytes (Content-Length)"
+                        if exc.declared
+                        else f"reading stopped at {exc.n_bytes} bytes"
+                    )
+                    raise ResponseTooLargeError(
+                        f"{cfg.name}: POST {url} answered HTTP {exc.status} with a body over "
+                        f"max_response_bytes={cfg.max_response_bytes} ({size}; not retried)",
+                        endpoint=cfg.name,
+                        url=url,
+                        status=exc.status,
+                        attempts=attempts,
+                    ) from None
                 else:
                     if status < 300:
                         try:
-                            body = json.loads(raw)
-                        except ValueError as exc:
-                            raise ResponseFormatError(
-                                f"{cfg.name}: {url} returned a body that is not JSON: "
-                                f"{_preview(raw)!r}"
-                            ) from exc
-                        if not isinstance(body, dict):
-                            raise ResponseFormatError(
-                                f"{cfg.name}: {url} returned JSON {type(body).__name__}; "
-                                "expected an object"
+                            out = _decode(raw, url, cfg.name)
+                            if parse is not None:
+                                out = parse(out)
+                        except ResponseFormatError as exc:
+                            self.stats.bad_responses += 1
+                            bad_body, last = True, str(exc)
+                            prefix = f"{cfg.name}: {url}"
+                            if last.startswith(prefix):  # said once in the final message
+                                last = "HTTP 200 but " + last[len(prefix) :].lstrip(": ")
+                        else:
+                            self._consecutive_failures = 0
+                            return out
+                    else:
+                        last = f"HTTP {status}: {_preview(raw)}"
+                        if status != 429 and status < 500:
+                            raise EndpointError(
+                                f"{cfg.name}: POST {url} failed with {last} (not retried)",
+                                endpoint=cfg.name,
+                                url=url,
+                                status=status,
+                                attempts=attempts,
                             )
-                        self._consecutive_failures = 0
-                        return body
-                    last = f"HTTP {status}: {_preview(raw)}"
-                    if status != 429 and status < 500:
-                        raise EndpointError(
-                            f"{cfg.name}: POST {url} failed with {last} (not retried)",
-                            endpoint=cfg.name,
-                            url=url,
-                            status=status,
-                            attempts=attempts,
-                        )
-                    retry_after = _parse_retry_after(retry_after_header)
+                        retry_after = _parse_retry_after(retry_after_header)
                 if attempt < cfg.max_retries:
                     self.stats.retries += 1
                     await asyncio.sleep(cfg.backoff(attempt, retry_after))
-            self.stats.failures += 1
-            self._consecutive_failures += 1
-            if (
-                cfg.circuit_breaker is not None
-                and self._consecutive_failures >= cfg.circuit_breaker
-            ):
-                self._open_until = time.monotonic() + cfg.circuit_cooldown
+            self._count_failure()
+            message = f"{cfg.name}: POST {url} failed after {attempts} attempts; last: {last}"
+            if bad_body:
+                raise ResponseFormatError(message, endpoint=cfg.name, url=url, attempts=attempts)
             raise EndpointError(
-                f"{cfg.name}: POST {url} failed after {attempts} attempts; last: {last}",
-                endpoint=cfg.name,
-                url=url,
-                status=status,
-                attempts=attempts,
+                message, endpoint=cfg.name, url=url, status=status, attempts=attempts
             )
         finally:
             self.stats.seconds += time.perf_counter() - t0
+
+    def _count_failure(self) -> None:
+        cfg = self.config
+        self.stats.failures += 1
+        self._consecutive_failures += 1
+        if cfg.circuit_breaker is not None and self._consecutive_failures >= cfg.circuit_breaker:
+            self._open_until = time.monotonic() + cfg.circuit_cooldown
+
+
+def _decode(raw: bytes, url: str, name: str) -> dict[str, Any]:
+    """A 200 body as a JSON object, or :class:`ResponseFormatError`.
+
+    ``RecursionError`` (a body nested thousands deep) and the digit-limit ``ValueError`` of
+    huge integer literals are body faults like any other malformed JSON.
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else "not JSON"
+        raise ResponseFormatError(
+            f"{name}: {url} returned a body that is {reason} ({len(raw)} bytes): "
+            f"{_preview(raw, 120)!r}"
+        ) from None
+    if not isinstance(body, dict):
+        raise ResponseFormatError(
+            f"{name}: {url} returned JSON {type(body).__name__}; expected an object"
+        )
+    return body
 
 
 def _preview(raw: bytes, n: int = 300) -> str:
@@ -592,11 +731,52 @@ class StepGenerator(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _usage_tokens(body: Mapping[str, Any], text: str) -> tuple[int, int | None, bool]:
+def _count(value: Any, what: str, where: str) -> int:
+    """A token count from a response: an int (not a bool) in ``[0, MAX_TOKENS_VALUE]``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+        0 <= value <= MAX_TOKENS_VALUE
+    ):
+        raise ResponseFormatError(
+            f"{where}: {what} is {value!r:.60}; expected an integer in [0, {MAX_TOKENS_VALUE}]"
+        )
+    return value
+
+
+def check_text(text: Any, what: str, where: str) -> str:
+    """``text`` if it is a string that UTF-8 can encode (no lone surrogates such as the valid
+    JSON escape ``"\\ud800"``, which could not be written to a trace file)."""
+    if not isinstance(text, str):
+        raise ResponseFormatError(f"{where}: {what} is {type(text).__name__}; expected a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ResponseFormatError(
+            f"{where}: {what} holds a lone surrogate {text[exc.start]!r} at character "
+            f"{exc.start}; expected UTF-8 text"
+        ) from None
+    return text
+
+
+def _usage_tokens(
+    body: Mapping[str, Any], text: str, where: str
+) -> tuple[int, int | None, bool]:
+    """``(completion_tokens, prompt_tokens, estimated)`` from ``body["usage"]``.
+
+    A server that sends no usage (or ``"usage": null``, or no ``completion_tokens``) gets the
+    documented estimate; a usage that is there but wrong (negative, a bool, a float, a
+    string, absurdly large) is a :class:`ResponseFormatError`, so the call is retried.
+    """
     usage = body.get("usage")
-    if isinstance(usage, Mapping) and isinstance(usage.get("completion_tokens"), int):
+    if usage is not None and not isinstance(usage, Mapping):
+        raise ResponseFormatError(
+            f"{where}: 'usage' is {type(usage).__name__}; expected an object or null"
+        )
+    if usage is not None and usage.get("completion_tokens") is not None:
+        completion = _count(usage["completion_tokens"], "usage.completion_tokens", where)
         prompt = usage.get("prompt_tokens")
-        return usage["completion_tokens"], prompt if isinstance(prompt, int) else None, False
+        if prompt is not None:
+            prompt = _count(prompt, "usage.prompt_tokens", where)
+        return completion, prompt, False
     # documented estimate (~4 characters per token) so that routing can still proceed
     return max(1, -(-len(text) // 4)) if text else 0, None, True
 
@@ -663,9 +843,12 @@ class _BaseModel(HttpEndpoint):
         return False
 
     def _parse(self, body: Mapping[str, Any], url: str, key: str, t0: float) -> GeneratedStep:
+        """One step from a response body; every value used later is checked here, so that a
+        bad response fails (and retries) this call rather than anything downstream."""
+        where = f"{self.name}: {url}"
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-            raise ResponseFormatError(f"{self.name}: {url} returned no 'choices': {body!r:.200}")
+            raise ResponseFormatError(f"{where} returned no 'choices': {body!r:.200}")
         choice = choices[0]
         if key == "text":
             text = choice.get("text")
@@ -673,18 +856,22 @@ class _BaseModel(HttpEndpoint):
             message = choice.get("message")
             text = message.get("content") if isinstance(message, Mapping) else None
         if not isinstance(text, str):
+            raise ResponseFormatError(f"{where} choice has no string {key!r}: {choice!r:.200}")
+        check_text(text, f"choices[0].{'text' if key == 'text' else 'message.content'}", where)
+        finish = choice.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
             raise ResponseFormatError(
-                f"{self.name}: {url} choice has no string {key!r}: {choice!r:.200}"
+                f"{where}: finish_reason is {finish!r:.60}; expected a string or null"
             )
         # A server that included the stop string (include_stop_str_in_output) or surrounding
         # blank lines must not change the step text we store and send back.
         text = text.strip("\n")
-        tokens, prompt_tokens, estimated = _usage_tokens(body, text)
+        tokens, prompt_tokens, estimated = _usage_tokens(body, text, where)
         return GeneratedStep(
             text=text,
             tokens=tokens,
             is_final=self._is_final(text, choice),
-            finish_reason=choice.get("finish_reason"),
+            finish_reason=finish,
             latency_s=time.perf_counter() - t0,
             prompt_tokens=prompt_tokens,
             tokens_estimated=estimated,
@@ -735,8 +922,9 @@ class CompletionModel(_BaseModel):
             **self.extra_body,
         }
         t0 = time.perf_counter()
-        body = await self.transport.post(url, payload)
-        return self._parse(body, url, "text", t0)
+        return await self.transport.post(  # type: ignore[no-any-return]
+            url, payload, parse=lambda body: self._parse(body, url, "text", t0)
+        )
 
 
 class ChatModel(_BaseModel):
@@ -800,5 +988,6 @@ class ChatModel(_BaseModel):
             payload["add_generation_prompt"] = False
         payload.update(self.extra_body)
         t0 = time.perf_counter()
-        body = await self.transport.post(url, payload)
-        return self._parse(body, url, "message", t0)
+        return await self.transport.post(  # type: ignore[no-any-return]
+            url, payload, parse=lambda body: self._parse(body, url, "message", t0)
+        )

@@ -95,6 +95,14 @@ class VLLMPRMScorer(HttpEndpoint):
     output : {"auto", "probs", "logits"}
     extra_body : mapping
         Extra request fields (e.g. ``{"task": "token_classify"}`` for newer vLLM versions).
+    n_classes : int or None
+        Entries every row must have (default 2, Qwen2.5-Math-PRM's ``[p_neg, p_pos]``); None
+        accepts any length above ``positive_index``.
+
+    A response with a row of the wrong length, a non-finite or non-numeric entry (``NaN``,
+    ``true``, a string), a bare score outside [0, 1], or a number of rows other than the number
+    of steps is a :class:`ResponseFormatError` raised while the response is parsed, so the
+    transport retries the call like a 5xx.
     """
 
     def __init__(
@@ -106,8 +114,15 @@ class VLLMPRMScorer(HttpEndpoint):
         positive_index: int = 1,
         output: str = "auto",
         extra_body: Mapping[str, Any] | None = None,
+        n_classes: int | None = 2,
     ) -> None:
         super().__init__(config)
+        if n_classes is not None and (
+            not isinstance(n_classes, int) or n_classes <= int(positive_index)
+        ):
+            raise EndpointConfigError(
+                f"n_classes must be None or an int > positive_index; got {n_classes!r}"
+            )
         if "{problem}" not in template or "{steps}" not in template:
             raise EndpointConfigError("template must contain '{problem}' and '{steps}'")
         if output not in ("auto", "probs", "logits"):
@@ -119,6 +134,7 @@ class VLLMPRMScorer(HttpEndpoint):
         self.positive_index = int(positive_index)
         self.output = output
         self.extra_body = dict(extra_body or {})
+        self.n_classes = n_classes
         root = config.base_url
         self.url = (root[: -len("/v1")] if root.endswith("/v1") else root) + "/pooling"
         self.last_latency_s = 0.0
@@ -131,13 +147,21 @@ class VLLMPRMScorer(HttpEndpoint):
     def _row_score(self, row: Any, i: int) -> float:
         where = f"{self.name}: {self.url} row {i}"
         if isinstance(row, (int, float)) and not isinstance(row, bool):
-            return float(row)  # a single probability per step
+            return float(row)  # a single probability per step (range checked by the caller)
         if not isinstance(row, list) or len(row) <= self.positive_index:
             raise ResponseFormatError(
                 f"{where} is {row!r:.100}; expected a list of class scores "
                 f"with index {self.positive_index}"
             )
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in row):
+        if self.n_classes is not None and len(row) != self.n_classes:
+            raise ResponseFormatError(
+                f"{where} has {len(row)} entries: {row!r:.100}; expected {self.n_classes} "
+                "class scores"
+            )
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in row
+        ):
             raise ResponseFormatError(f"{where} has non-finite or non-numeric values: {row!r:.100}")
         total = sum(row)
         is_probs = all(0.0 <= v <= 1.0 for v in row) and abs(total - 1.0) < AUTO_SUM_TOL
@@ -153,8 +177,14 @@ class VLLMPRMScorer(HttpEndpoint):
         payload = {"model": self.config.model, "input": self.build_input(problem, steps)}
         payload.update(self.extra_body)
         t0 = time.perf_counter()
-        body = await self.transport.post(self.url, payload)
+        n_steps = len(steps)
+        out = await self.transport.post(
+            self.url, payload, parse=lambda body: self._parse(body, n_steps)
+        )
         self.last_latency_s = time.perf_counter() - t0
+        return out  # type: ignore[no-any-return]
+
+    def _parse(self, body: Mapping[str, Any], n_steps: int) -> list[float]:
         data = body.get("data")
         if not isinstance(data, list) or not data or not isinstance(data[0], Mapping):
             raise ResponseFormatError(
@@ -165,9 +195,13 @@ class VLLMPRMScorer(HttpEndpoint):
             raise ResponseFormatError(
                 f"{self.name}: {self.url} data[0]['data'] is {rows!r:.100}; expected a list"
             )
+        if len(rows) != n_steps:  # before scoring: a huge list is not walked
+            raise ResponseFormatError(
+                f"{self.name}: {self.url}: got {len(rows)} step scores for {n_steps} steps; "
+                "expected one per step"
+            )
         scores = [self._row_score(r, i) for i, r in enumerate(rows)]
-        return _check_scores(scores, len(steps), f"{self.name}: {self.url}")
-
+        return _check_scores(scores, n_steps, f"{self.name}: {self.url}")
 
 
 class CallableScorer:
