@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the per-run records here")
     args = ap.parse_args(argv)
 
+    # SIGTERM ends the script through its finally, so the burners it started die with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                for _ in range(args.burners)]
     runs = []
