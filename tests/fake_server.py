@@ -30,7 +30,8 @@ probability ``r``, decided by a hash of ``seed``, the request body and how many 
 body was seen: the same run of requests gives the same faults whatever the order in which
 concurrent episodes send them, and a retry (same body, next count) is an independent draw.
 Every request is logged (``log``) with its parsed body, headers and start/end times;
-``max_in_flight`` counts concurrent requests per kind.  ``min_step=k`` limits a failure to
+``max_in_flight`` counts concurrent requests per kind; ``dropped`` counts requests whose
+client closed the connection before they were answered (a cancelled call).  ``min_step=k`` limits a failure to
 requests about step ``k`` or later (0-based), whatever order concurrent episodes send them in.
 """
 
@@ -188,6 +189,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
+        if self.waiting:  # the client gave up on a request we were still answering
+            self.server.dropped += 1
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -284,6 +287,7 @@ class FakeServer:
         self.log: list[Request] = []
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
+        self.dropped = 0  # requests whose client closed the connection before the answer
         self._synthetic_cache: dict[tuple[str, str, int], list[ScriptedStep]] = {}
         self._seen: dict[tuple[int, str], int] = {}  # (failure index, body) -> times seen
         self._connections: set[_Connection] = set()

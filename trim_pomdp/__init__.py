@@ -68,6 +68,11 @@ _EXPORTS: dict[str, str] = {
     # issue 7: latent difficulty / PRM-bias classes
     "LatentTrimModel": "trim_pomdp.latent",
     "LatentFitter": "trim_pomdp.latent",
+    # issue 15: routing that survives deployment
+    "DriftMonitor": "trim_pomdp.drift",
+    "BudgetPacer": "trim_pomdp.pacing",
+    "PacedRouter": "trim_pomdp.pacing",
+    "refit_bank": "trim_pomdp.refit",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

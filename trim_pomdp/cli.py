@@ -48,6 +48,7 @@ _COMMANDS: dict[str, str] = {
     "evaluate": "trim_pomdp.commands.evaluate",
     "train": "trim_pomdp.commands.train",
     "route": "trim_pomdp.commands.route",
+    "serve": "trim_pomdp.commands.serve",
 }
 
 

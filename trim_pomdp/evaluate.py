@@ -117,6 +117,9 @@ class FamilyOptions:
     scenario: Scenario | None = None
     n_params: int | None = None
     seed: int = 0
+    #: the deployment scenario when it differs from ``scenario`` (PRM drift): ``scenario``
+    #: is then its training world, which every factory fits on
+    deployment: Scenario | None = None
 
 
 def threshold_family(options: FamilyOptions = FamilyOptions()) -> Family:
@@ -202,6 +205,9 @@ FAMILY_FACTORIES: dict[str, FamilyFactory | str] = {
     "trim-pomdp": "trim_pomdp.trim:pomdp_family",
     # the POMDP that learns the problem's difficulty and the PRM's bias as it goes (issue 7)
     "trim-pomdp+": "trim_pomdp.latent:pomdp_plus_family",
+    # the POMDP fitted on labelled traces of the *deployment* world (issue 15): the
+    # reference of "gain kept" under PRM drift; with no drift it is trim-pomdp refitted
+    "trim-pomdp-deploy": "trim_pomdp.trim:pomdp_deploy_family",
     # RL routers, trained on the scenario when the family is built (not in the defaults:
     # training takes a minute or more; `trim-pomdp demo --rl`, `evaluate --policies trim-agg`)
     "trim-agg": "trim_pomdp.rl.grid:agg_family",
@@ -314,6 +320,12 @@ class Evaluation:
     curves: dict[str, Curve]
     skipped: dict[str, str]
     time_s: float
+    #: ``evaluate(..., target_cost_fraction=f)``: per family the budget calibrated to ``f``
+    #: on the training world and what it realizes on this (deployment) world
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    target_cost_fraction: float | None = None
+    #: family whose ΔIBC is the reference of ``gain_kept`` (None: not evaluated)
+    reference: str | None = None
     #: paired reference outcomes per problem (kept with ``keep_outcomes=True``)
     cheap_correct: NDArray[np.bool_] | None = None
     strong_correct: NDArray[np.bool_] | None = None
@@ -331,12 +343,30 @@ class Evaluation:
             "strong_tokens_always_strong": self.strong_tokens_always_strong,
             "curves": {n: c.to_dict() for n, c in self.curves.items()},
             "skipped": dict(self.skipped), "time_s": self.time_s,
+            "reference": self.reference,
+            "gain_kept": {n: _none_nan(v) for n, v in self.gain_kept().items()},
+            "target_cost_fraction": self.target_cost_fraction,
+            "targets": {n: {k: _none_nan(v) for k, v in t.items()}
+                        for n, t in self.targets.items()},
         }
+
+    def gain_kept(self) -> dict[str, float]:
+        """ΔIBC of every family as a fraction of the reference family's
+        (:attr:`reference`, the POMDP fitted on the deployment world), NaN without one."""
+        if self.reference is None or self.reference not in self.curves:
+            return {}
+        ref = self.curves[self.reference].metrics["delta_ibc"]
+        return {n: (c.metrics["delta_ibc"] / ref if ref > 0 else math.nan)
+                for n, c in self.curves.items()}
 
     def table(self) -> str:
         """Plain-text table: CPT(50/80/95 %) as cost fractions, ΔIBC (%), APGR per family."""
+        kept = self.gain_kept()
         head = (f"{'policy':<16} {'kind':<5} {'CPT50':>7} {'CPT80':>7} {'CPT95':>7} "
-                f"{'dIBC%':>8} {'APGR':>6} {'maxAcc':>7}")
+                f"{'dIBC%':>8} {'APGR':>6} {'maxAcc':>7}"
+                + (f" {'kept%':>6}" if kept else "")
+                + (f" {'cost@' + format(self.target_cost_fraction, '.2f'):>9} {'acc@':>7}"
+                   if self.target_cost_fraction is not None else ""))
         lines = [f"scenario {self.scenario}: {self.n_problems} problems, always-cheap acc "
                  f"{self.acc_cheap:.4f}, always-strong acc {self.acc_strong:.4f}, "
                  f"{self.strong_tokens_always_strong:.1f} strong tokens/query", head,
@@ -350,10 +380,24 @@ class Evaluation:
             lines.append(f"{name:<16} {c.kind:<5} {fmt(m['cpt_50'], '7.3f')} "
                          f"{fmt(m['cpt_80'], '7.3f')} {fmt(m['cpt_95'], '7.3f')} "
                          f"{fmt(m['delta_ibc'], '8.1f')} {fmt(m['apgr'], '6.3f')} "
-                         f"{m['max_accuracy']:7.4f}")
+                         f"{m['max_accuracy']:7.4f}"
+                         + (f" {fmt(100 * kept[name], '6.1f')}" if kept else "")
+                         + (f" {fmt(self.targets[name]['realized_cost'], '9.4f')} "
+                            f"{fmt(self.targets[name]['realized_accuracy'], '7.4f')}"
+                            if name in self.targets else ""))
         for name, why in self.skipped.items():
             lines.append(f"{name:<16} skipped: {why}")
+        if kept:
+            lines.append(f"kept% = ΔIBC as % of {self.reference!r} (the POMDP fitted on the "
+                         "deployment world's labelled traces)")
+        if self.target_cost_fraction is not None:
+            lines.append(f"cost@/acc@ = cost fraction and accuracy on this world of the budget "
+                         f"calibrated to {self.target_cost_fraction:.2f} on the training world")
         return "\n".join(lines)
+
+
+def _none_nan(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
 # ============================================================================ evaluate
@@ -363,6 +407,7 @@ def evaluate(source: Scenario | World | str,
              family_options: FamilyOptions | None = None,
              cpt_levels: Sequence[float] = DEFAULT_CPT_LEVELS, n_levels: int = 100,
              min_prev_rule: str = "kept", keep_outcomes: bool = False,
+             target_cost_fraction: float | None = None, calibration_problems: int = 4000,
              progress: Callable[[str], None] | None = None) -> Evaluation:
     """Sweep every family's budget parameter on one world and compute curves and metrics.
 
@@ -381,53 +426,107 @@ def evaluate(source: Scenario | World | str,
         CPT levels and the number of PGR levels ΔIBC is averaged over.
     keep_outcomes : bool
         Keep the per-problem outcomes of every budget (needed by :func:`paired_bootstrap`).
+    target_cost_fraction : float, optional
+        Also calibrate every family's budget to this cost fraction the way a user would
+        (on ``calibration_problems`` problems of the *training* world, another seed) and
+        report what that budget realizes on the evaluated world (:attr:`Evaluation.targets`).
+    calibration_problems : int
+        Size of the calibration world.
     progress : callable, optional
         Called with one-line progress messages.
 
     Returns
     -------
     Evaluation
+
+    Notes
+    -----
+    With a drift scenario (a ``deployment`` section) the world is the deployment world and
+    the family factories get its training world as ``FamilyOptions.scenario`` (the
+    deployment scenario as ``FamilyOptions.deployment``): routers are fitted where they
+    were trained and evaluated where they are deployed.  When the ``trim-pomdp-deploy``
+    family is evaluated it is the reference of :meth:`Evaluation.gain_kept`.
     """
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
+    if target_cost_fraction is not None and not 0.0 <= float(target_cost_fraction) <= 1.0:
+        raise ValueError(f"target_cost_fraction must be in [0, 1]; got {target_cost_fraction!r}")
+    if int(calibration_problems) < 1:
+        raise ValueError(f"calibration_problems must be >= 1; got {calibration_problems!r}")
     world = as_world(source, n_problems=n_problems, seed=seed)
     opts = family_options or FamilyOptions(scenario=world.scenario)
     if opts.scenario is None and world.scenario is not None:
         opts = dataclasses.replace(opts, scenario=world.scenario)
+    if opts.scenario is not None and opts.scenario.has_drift:
+        opts = dataclasses.replace(opts, scenario=opts.scenario.training(),
+                                   deployment=opts.scenario)
     fams, skipped = _collect_families(families, opts, say)
 
     say(f"reference runs on {world.n_problems} problems ({world.n_steps} steps)")
-    cheap = simulate_routing(world, AlwaysCheap(), record=True, min_prev_rule=min_prev_rule)
-    strong = simulate_routing(world, AlwaysStrong(), min_prev_rule=min_prev_rule)
-    ctx = EvalContext(world=world, cheap=cheap, strong=strong,
-                      cheap_min_score=query_min_scores(cheap.record.score))
+    ctx = _context(world, min_prev_rule)
+    cheap, strong = ctx.cheap, ctx.strong
     a_w, a_s = cheap.accuracy, strong.accuracy
     if not a_s > a_w:
         raise ValueError(f"always-strong accuracy {a_s:.4f} does not exceed always-cheap "
                          f"{a_w:.4f} on this world; PGR-based metrics are undefined")
+    cal_ctx = None
+    if target_cost_fraction is not None:
+        cal_scn = opts.scenario if opts.scenario is not None else world.scenario
+        if cal_scn is None:
+            raise ValueError("target_cost_fraction needs a scenario to calibrate on")
+        cal_seed = (0 if world.seed is None else int(world.seed)) + 7919
+        say(f"calibration world: {calibration_problems} problems of {cal_scn.name!r}, "
+            f"seed {cal_seed}")
+        cal_ctx = _context(as_world(cal_scn, n_problems=int(calibration_problems),
+                                    seed=cal_seed), min_prev_rule)
 
     curves: dict[str, Curve] = {}
+    targets: dict[str, dict[str, float]] = {}
     for fam in fams:
         t1 = time.perf_counter()
-        results = []
-        for p in fam.params:
-            if isinstance(fam, QueryFamily):
-                mask = np.asarray(fam.escalate(p, ctx), dtype=bool)
-                results.append(combine_query_routing(mask, cheap, strong, name=fam.name))
-            else:
-                results.append(simulate_routing(world, fam.make_policy(p),
-                                                min_prev_rule=min_prev_rule))
+        results = _sweep(fam, ctx, min_prev_rule)
         curves[fam.name] = _make_curve(fam, results, a_w, a_s, cpt_levels, n_levels,
                                        keep_outcomes)
+        if cal_ctx is not None and target_cost_fraction is not None:
+            cal = np.array([r.cost_fraction for r in _sweep(fam, cal_ctx, min_prev_rule)])
+            i = int(np.argmin(np.abs(cal - float(target_cost_fraction))))
+            targets[fam.name] = {"param": float(fam.params[i]),
+                                 "calibrated_cost": float(cal[i]),
+                                 "realized_cost": float(results[i].cost_fraction),
+                                 "realized_accuracy": float(results[i].accuracy)}
         say(f"{fam.name}: {len(fam.params)} budgets in {time.perf_counter() - t1:.2f} s")
     return Evaluation(
         scenario=world.scenario.name if world.scenario is not None else "<world>",
         n_problems=world.n_problems, seed=world.seed, acc_cheap=a_w, acc_strong=a_s,
         strong_tokens_always_strong=strong.mean_strong_tokens, curves=curves,
-        skipped=skipped, time_s=time.perf_counter() - t0,
+        skipped=skipped, time_s=time.perf_counter() - t0, targets=targets,
+        target_cost_fraction=None if target_cost_fraction is None else float(
+            target_cost_fraction),
+        reference="trim-pomdp-deploy" if "trim-pomdp-deploy" in curves else None,
         cheap_correct=cheap.correct if keep_outcomes else None,
         strong_correct=strong.correct if keep_outcomes else None,
         always_strong_tokens=strong.always_strong_tokens if keep_outcomes else None)
+
+
+def _context(world: World, min_prev_rule: str) -> EvalContext:
+    """The paired always-cheap (recorded) and always-strong runs of a world."""
+    cheap = simulate_routing(world, AlwaysCheap(), record=True, min_prev_rule=min_prev_rule)
+    strong = simulate_routing(world, AlwaysStrong(), min_prev_rule=min_prev_rule)
+    return EvalContext(world=world, cheap=cheap, strong=strong,
+                       cheap_min_score=query_min_scores(cheap.record.score))
+
+
+def _sweep(fam: AnyFamily, ctx: EvalContext, min_prev_rule: str) -> list[RoutingResult]:
+    """One routing result per budget parameter of a family on ``ctx.world``."""
+    results = []
+    for p in fam.params:
+        if isinstance(fam, QueryFamily):
+            mask = np.asarray(fam.escalate(p, ctx), dtype=bool)
+            results.append(combine_query_routing(mask, ctx.cheap, ctx.strong, name=fam.name))
+        else:
+            results.append(simulate_routing(ctx.world, fam.make_policy(p),
+                                            min_prev_rule=min_prev_rule))
+    return results
 
 
 def _collect_families(families: Any, opts: FamilyOptions,

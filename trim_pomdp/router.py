@@ -68,6 +68,11 @@ class Router:
         Which earlier scores enter the min-previous-score feature (used only when the model
         has it): the scores of the drafts that were kept (continued; the simulator's
         default) or of every draft.  The first step's min is 1.0 (empty minimum).
+    drift : DriftMonitor, optional
+        Label-free drift detection (:mod:`trim_pomdp.drift`): each step also computes the
+        PIT of the live score under the belief's predictive mixture, and each finished
+        episode is handed to the monitor (:attr:`drift`).  ``None`` (default) leaves the
+        step exactly as it was.
 
     Notes
     -----
@@ -85,7 +90,7 @@ class Router:
     """
 
     def __init__(self, policy: Any, model: TrimModel | None = None, *,
-                 min_prev_rule: str = "kept") -> None:
+                 min_prev_rule: str = "kept", drift: Any = None) -> None:
         if min_prev_rule not in ("kept", "all"):
             raise ValueError(f"min_prev_rule must be 'kept' or 'all'; got {min_prev_rule!r}")
         self.min_prev_rule = min_prev_rule
@@ -112,6 +117,43 @@ class Router:
         # compile (or load from cache) now rather than on the first real step
         self._kernel = K.router_step
         self._warm()
+        self._drift: Any = None
+        self._acc = np.zeros(3)
+        if drift is not None:
+            self.attach_drift(drift)
+
+    # -- drift monitoring (trim_pomdp.drift, issue 15) ---------------------------------------
+    @property
+    def drift(self) -> Any:
+        """The attached :class:`~trim_pomdp.drift.DriftMonitor` (None if none)."""
+        return self._drift
+
+    def attach_drift(self, monitor: Any) -> None:
+        """Attach (or with ``None`` detach) a drift monitor; takes effect at the next
+        :meth:`reset` boundary for the accumulated episode."""
+        if monitor is not None:
+            from trim_pomdp import drift as D
+
+            self._drift_kernel = D.router_step_pit
+        self._drift = monitor
+        self._acc[:] = 0.0
+
+    def _step_pit(self, score: float, tok: float, is_final: bool, acc: Any) -> int:
+        from trim_pomdp import drift as D
+
+        code = D.router_step_pit(
+            self._T, self._Z, self._alphas, self._actions, self._offsets, self._score_edges,
+            self._min_edges, self._token_edges, self._uses_min, self._max_steps, self._ist,
+            self._b, self._fst, self._tmp, score, tok, bool(is_final), acc)
+        if code < 0:
+            self._raise(code, score, tok)
+        return code
+
+    def _end_episode(self) -> None:
+        acc = self._acc
+        if acc[2] > 0:
+            self._drift.add_episode(float(acc[0]), float(acc[1]), int(acc[2]))
+        acc[:] = 0.0
 
     def _warm(self) -> None:
         # one call on scratch state: triggers compilation/cache loading, result ignored
@@ -122,7 +164,10 @@ class Router:
         )
 
     def reset(self) -> None:
-        """Start a new trace: epoch 0, belief ``b0``."""
+        """Start a new trace: epoch 0, belief ``b0`` (an unfinished episode's drift
+        statistics are handed to the monitor first)."""
+        if getattr(self, "_drift", None) is not None:
+            self._end_episode()
         self._ist[:] = 0
         self._b[:] = self.model.b0
         self._fst[0] = 1.0
@@ -161,11 +206,22 @@ class Router:
         tok = float(tokens)
         if not (0.0 <= tok < math.inf):
             raise ValueError(f"tokens must be a finite number >= 0; got {tokens!r}")
-        code = self._kernel(
-            self._T, self._Z, self._alphas, self._actions, self._offsets, self._score_edges,
-            self._min_edges, self._token_edges, self._uses_min, self._max_steps, self._ist,
-            self._b, self._fst, self._tmp, score, tok, bool(is_final),
-        )
+        if self._drift is None:
+            code = self._kernel(
+                self._T, self._Z, self._alphas, self._actions, self._offsets,
+                self._score_edges, self._min_edges, self._token_edges, self._uses_min,
+                self._max_steps, self._ist, self._b, self._fst, self._tmp, score, tok,
+                bool(is_final),
+            )
+        else:
+            code = self._drift_kernel(
+                self._T, self._Z, self._alphas, self._actions, self._offsets,
+                self._score_edges, self._min_edges, self._token_edges, self._uses_min,
+                self._max_steps, self._ist, self._b, self._fst, self._tmp, score, tok,
+                bool(is_final), self._acc,
+            )
+            if code >= 0 and self._ist[3] == K.DONE:
+                self._end_episode()
         if code >= 0:
             return ACTION_NAMES[code]
         self._raise(code, score, tok)
@@ -186,6 +242,29 @@ class Router:
             f"step {self.t + 1}: evidence (prm_score={score}, tokens={tok}) has probability 0 "
             f"after action {ACTION_NAMES[int(self._ist[2])]!r}; belief support {support}"
         )
+
+    def set_policy(self, policy: Any) -> None:
+        """Swap in another policy of the same model (another budget of the same bank, e.g.
+        from a pacing controller) between episodes: before the first :meth:`step` after
+        :meth:`reset`, or after a final step (the next episode then uses it).
+
+        Raises
+        ------
+        PolicyFormatError
+            The policy was solved for another model.
+        RouterStateError
+            In the middle of an episode.
+        """
+        if not isinstance(policy, TrimPolicy) or policy.model is not self.model:
+            raise PolicyFormatError("set_policy: the policy must be a TrimPolicy of the "
+                                    "router's model (same bank)")
+        if self._ist[3] == K.RUNNING:
+            raise RouterStateError("set_policy() in the middle of an episode; call it "
+                                   "after the final step or after reset()")
+        self.policy = policy
+        self._alphas = policy.alphas
+        self._actions = policy.actions
+        self._offsets = policy.offsets
 
     def executed(self, action: str | int) -> None:
         """Tell the router the action actually executed at the last step (if it differs

@@ -50,8 +50,27 @@ fields are rejected so that typos cannot silently fall back to defaults)::
               "bias_sd": 0.4,                     # optional, >= 0, default 0
               "correlation": 0.3},                # optional, in [0, 1), default 0
       "n_problems": 20000,                        # int >= 1
-      "seed": 0                                   # int >= 0
+      "seed": 0,                                  # int >= 0
+      "deployment": {                             # optional: PRM drift (see below)
+        "prm": {"S0": {...}, "S1": {...}, "S2": {...},   # optional, replaces "prm"
+                "bias_sd": 0.4, "correlation": 0.3},    # optional, default: training's
+        "logit_scale": 2.5,                       # optional, > 0, default 1
+        "logit_shift": 0.0                        # optional, default 0
+      }
     }
+
+Drift.  Without ``deployment`` the routers are trained and deployed in the same world.  With
+it, the scenario describes two worlds that share everything (problems, lengths, tokens and
+every random draw, given the seed) except the PRM: the *training* world scores with
+``prm`` (what :func:`~trim_pomdp.trim.fit_from_scenario` and every family factory fit on,
+:meth:`Scenario.training`) and the *deployment* world -- the one
+:func:`~trim_pomdp.simulator.sample_world` samples and routers are evaluated in -- scores
+with ``deployment.prm`` (default: ``prm``) and then maps every score through
+``expit(logit_scale * logit(score) + logit_shift)``: ``logit_scale > 1`` is an
+overconfident PRM (scores piled near 0 and 1), ``< 1`` a squashed-toward-0.5 one, and
+``logit_shift`` moves every score (a PRM version or prompt-format change).  The map is
+monotone, so it changes the calibration the router was fitted on but not the ranking
+(AUROC); a different ``deployment.prm`` changes both.
 
 Errors are :class:`~trim_pomdp.errors.ScenarioError` naming the file (and line for JSON
 syntax errors) and the dotted field path, with what was expected and what was found.
@@ -79,11 +98,17 @@ STATE_NAMES = ("S0", "S1", "S2")
 BUILTIN_SCENARIOS = {
     "default": "default_scenario.json",
     "noisy_prm": "noisy_prm_scenario.json",
+    # drift: trained on the default scenario's PRM, deployed with a different one (issue 15)
+    "drift_noisy": "drift_noisy_scenario.json",
+    "drift_overconfident": "drift_overconfident_scenario.json",
+    "drift_shifted": "drift_shifted_scenario.json",
 }
+#: the built-in scenarios whose deployment PRM differs from the training PRM
+DRIFT_SCENARIOS = ("drift_noisy", "drift_overconfident", "drift_shifted")
 
 _TOP_FIELDS = {
     "format_version", "name", "description", "p_w", "p_s", "difficulty_correlation",
-    "step_correlation", "hazard", "tokens", "prm", "n_problems", "seed",
+    "step_correlation", "hazard", "tokens", "prm", "n_problems", "seed", "deployment",
 }
 
 
@@ -121,6 +146,9 @@ class Scenario:
         Problems drawn by :func:`trim_pomdp.simulator.sample_world` by default.
     seed : int
         Default seed of the world.
+    deployment : dict or None
+        PRM drift (module docstring): ``{"prm": None or {"S0": {"a", "b"}, ..., "bias_sd",
+        "correlation"}, "logit_scale": float, "logit_shift": float}``; ``None`` = no drift.
     """
 
     name: str = "custom"
@@ -141,6 +169,7 @@ class Scenario:
     prm_correlation: float = 0.0
     n_problems: int = 10000
     seed: int = 0
+    deployment: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Round-trip through the validator so that programmatic construction gets the same
@@ -151,6 +180,10 @@ class Scenario:
             raise ScenarioError(f"<Scenario>: malformed field value: {exc}") from None
         _validate_dict(as_dict, source="<Scenario>")
         object.__setattr__(self, "hazard", dict(self.hazard))
+        if self.deployment is not None:
+            object.__setattr__(self, "deployment",
+                               _normalise_deployment(as_dict["deployment"], self.prm_bias_sd,
+                                                     self.prm_correlation))
 
     def __hash__(self) -> int:  # the hazard spec is a dict; hash the canonical JSON instead
         return hash(json.dumps(self.to_dict(), sort_keys=True))
@@ -173,7 +206,35 @@ class Scenario:
         the per-state Beta score densities are the model's exact parameters)."""
         return (self.p_w_concentration is None and self.p_s_concentration is None
                 and self.prm_bias_sd == 0.0 and self.prm_correlation == 0.0
-                and self.step_correlation == 0.0)
+                and self.step_correlation == 0.0 and not self.has_drift)
+
+    # ------------------------------------------------------------------ drift
+    @property
+    def has_drift(self) -> bool:
+        """True iff the deployment PRM differs from the training PRM (``deployment`` set)."""
+        return self.deployment is not None
+
+    def training(self) -> Scenario:
+        """The training world: this scenario without its ``deployment`` section (itself
+        when there is none).  Models are fitted on it."""
+        if self.deployment is None:
+            return self
+        return dataclasses.replace(self, name=f"{self.name}-training", deployment=None)
+
+    def deployment_prm(self) -> dict[str, Any]:
+        """The PRM of the deployment world, resolved: ``score_beta`` (three (a, b)),
+        ``bias_sd``, ``correlation``, ``logit_scale``, ``logit_shift`` (the training PRM
+        with scale 1 and shift 0 when there is no drift)."""
+        d = self.deployment
+        if d is None:
+            return {"score_beta": self.score_beta, "bias_sd": self.prm_bias_sd,
+                    "correlation": self.prm_correlation, "logit_scale": 1.0,
+                    "logit_shift": 0.0}
+        prm = d["prm"]
+        return {"score_beta": self.score_beta if prm is None else
+                tuple((prm[n]["a"], prm[n]["b"]) for n in STATE_NAMES),
+                "bias_sd": d["bias_sd"], "correlation": d["correlation"],
+                "logit_scale": d["logit_scale"], "logit_shift": d["logit_shift"]}
 
     def trim_exact(self, **changes: Any) -> Scenario:
         """This scenario with every departure from the TRIM model removed (see
@@ -216,6 +277,8 @@ class Scenario:
             },
             "n_problems": self.n_problems,
             "seed": self.seed,
+            **({} if self.deployment is None else {"deployment": _deployment_to_dict(
+                self.deployment)}),
         }
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
@@ -249,6 +312,7 @@ class Scenario:
             prm_correlation=float(prm.get("correlation", 0.0)),
             n_problems=int(data["n_problems"]),
             seed=int(data["seed"]),
+            deployment=data.get("deployment"),
         )
 
     @classmethod
@@ -399,6 +463,54 @@ def _validate_dict(data: Any, *, source: str) -> None:
     _num(prm, "correlation", source, "prm", lo=0.0, hi=1.0, hi_open=True, default=0.0)
     _int(data, "n_problems", source, 1)
     _int(data, "seed", source, 0)
+    if "deployment" in data and data["deployment"] is not None:
+        dep = data["deployment"]
+        _need_obj(dep, source, "deployment", set(), {"prm", "logit_scale", "logit_shift"})
+        _num(dep, "logit_scale", source, "deployment", lo=0.0, lo_open=True, hi=100.0,
+             default=1.0)
+        _num(dep, "logit_shift", source, "deployment", lo=-20.0, hi=20.0, default=0.0)
+        if dep.get("prm") is not None:
+            dp = dep["prm"]
+            _need_obj(dp, source, "deployment.prm", set(STATE_NAMES),
+                      {"bias_sd", "correlation"})
+            for s in STATE_NAMES:
+                _need_obj(dp[s], source, f"deployment.prm.{s}", {"a", "b"})
+                _num(dp[s], "a", source, f"deployment.prm.{s}", lo=0.0, lo_open=True, hi=1e4)
+                _num(dp[s], "b", source, f"deployment.prm.{s}", lo=0.0, lo_open=True, hi=1e4)
+            _num(dp, "bias_sd", source, "deployment.prm", lo=0.0, hi=10.0, default=0.0)
+            _num(dp, "correlation", source, "deployment.prm", lo=0.0, hi=1.0, hi_open=True,
+                 default=0.0)
+
+
+_NORMALISED_DEPLOYMENT = {"prm", "bias_sd", "correlation", "logit_scale", "logit_shift"}
+
+
+def _normalise_deployment(dep: Mapping[str, Any], bias_sd: float,
+                          correlation: float) -> dict[str, Any]:
+    """Canonical deployment section: ``prm`` (None or the three Beta (a, b) dicts), and the
+    resolved ``bias_sd``, ``correlation``, ``logit_scale``, ``logit_shift``."""
+    prm = dep.get("prm")
+    out: dict[str, Any] = {"prm": None, "bias_sd": float(bias_sd),
+                           "correlation": float(correlation),
+                           "logit_scale": float(dep.get("logit_scale", 1.0)),
+                           "logit_shift": float(dep.get("logit_shift", 0.0))}
+    if prm is not None:
+        out["prm"] = {n: {"a": float(prm[n]["a"]), "b": float(prm[n]["b"])}
+                      for n in STATE_NAMES}
+        out["bias_sd"] = float(prm.get("bias_sd", bias_sd))
+        out["correlation"] = float(prm.get("correlation", correlation))
+    return out
+
+
+def _deployment_to_dict(dep: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON form of a (normalised or raw) deployment section."""
+    if set(dep) != _NORMALISED_DEPLOYMENT:  # raw input: validated as such afterwards
+        return dict(dep) if isinstance(dep, Mapping) else dep
+    out: dict[str, Any] = {"logit_scale": dep["logit_scale"], "logit_shift": dep["logit_shift"]}
+    if dep["prm"] is not None:
+        out["prm"] = {**dep["prm"], "bias_sd": dep["bias_sd"],
+                      "correlation": dep["correlation"]}
+    return out
 
 
 def _normalise_hazard(h: Mapping[str, Any]) -> dict[str, Any]:

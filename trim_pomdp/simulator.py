@@ -183,6 +183,10 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
                  seed: int | None = None) -> World:
     """Draw ``n_problems`` problems and all their random numbers from a scenario.
 
+    A scenario with a ``deployment`` section (PRM drift) gives its *deployment* world:
+    the PRM scores follow ``scenario.deployment_prm()``; sample ``scenario.training()`` for
+    the world the models are fitted on (same problems and draws, the training PRM).
+
     Parameters
     ----------
     scenario : Scenario or str
@@ -233,7 +237,10 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
         u_w = special.ndtr(g_w).astype(np.float32)
         u_s = special.ndtr(g_s).astype(np.float32)
 
-    r = scenario.prm_correlation
+    # the world routers are evaluated in scores with the deployment PRM (the training PRM
+    # when the scenario has no drift); every other draw is the same either way
+    prm = scenario.deployment_prm()
+    r = prm["correlation"]
     innov = math.sqrt(1.0 - r * r)
 
     def _ar1(rng: np.random.Generator) -> NDArray[np.float32]:
@@ -244,7 +251,11 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
 
     z_draft = _ar1(streams[4])
     z_strong = _ar1(streams[5])
-    bias = streams[6].standard_normal(n) * scenario.prm_bias_sd
+    # expit(scale * (logit(q) + b) + shift) = expit(scale * logit(q) + shift + scale * b):
+    # the drift map is folded into the quantile table and the bias, so the kernels and
+    # the Python reference need no change
+    scale, shift = prm["logit_scale"], prm["logit_shift"]
+    bias = streams[6].standard_normal(n) * (prm["bias_sd"] * scale)
 
     (mc, sc), (ms, ss) = scenario.cheap_tokens, scenario.strong_tokens
     rt = scenario.token_correlation
@@ -261,8 +272,11 @@ def sample_world(scenario: Scenario | str, *, n_problems: int | None = None,
 
     zg = np.linspace(_Z_LO, _Z_HI, _N_GRID)
     table = np.empty((3, _N_GRID))
-    for s, (a, b) in enumerate(scenario.score_beta):
+    for s, (a, b) in enumerate(prm["score_beta"]):
         table[s] = stats.beta.ppf(special.ndtr(zg), a, b)
+    if scale != 1.0 or shift != 0.0:
+        table = special.expit(scale * special.logit(np.clip(table, 1e-12, 1.0 - 1e-12))
+                              + shift)
     dz = (_Z_HI - _Z_LO) / (_N_GRID - 1)
     # read-only: every policy must see exactly the same draws (common random numbers)
     for a in (p_w, p_s, length, u_w, u_s, z_draft, z_strong, bias, cheap_tokens,

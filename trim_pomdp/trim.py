@@ -1068,14 +1068,25 @@ class FitConfig:
     n_lambdas: int = 32
 
 
-def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig()) -> tuple[TrimModel, Any, Any]:
+def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig(), *,
+                      world: str = "training") -> tuple[TrimModel, Any, Any]:
     """Simulate labelled cheap and strong traces of ``scenario`` (piece ``sim``), fit the
     TransitionModel and ObservationModel (piece ``fit``) and build the TrimModel.
+
+    ``world="training"`` (default) fits on the scenario's training world, which is the
+    scenario itself unless it has a ``deployment`` section (PRM drift); ``"deployment"``
+    fits on labelled traces of the deployment world (the model a router would have with
+    the deployment PRM's labels: the reference of "value kept" under drift).
 
     Returns ``(model, transition, observation)``.
     """
     from trim_pomdp.observation import ObservationModel
     from trim_pomdp.transition import TransitionModel
+
+    if world not in ("training", "deployment"):
+        raise ValueError(f"world must be 'training' or 'deployment'; got {world!r}")
+    if world == "training" and hasattr(scenario, "training"):
+        scenario = scenario.training()
 
     generate_traces = _trace_simulator()
     cheap = generate_traces(scenario, model="cheap", n_problems=config.n_fit_problems,
@@ -1115,3 +1126,19 @@ def pomdp_family(options: Any = None, config: FitConfig | None = None):
                               n_lambdas=getattr(options, "n_params", None) or 32)
     model, _, _ = fit_from_scenario(scenario, cfg)
     return solve_grid(model, default_lambdas(model, cfg.n_lambdas)).family()
+
+
+def pomdp_deploy_family(options: Any = None, config: FitConfig | None = None):
+    """Factory of the ``"trim-pomdp-deploy"`` family: like :func:`pomdp_family` but fitted
+    on labelled traces of the *deployment* world (``options.deployment``, or
+    ``options.scenario`` when there is no drift) -- the POMDP of a router that knows the
+    deployment PRM, the reference of "gain kept" in :func:`trim_pomdp.evaluate.evaluate`."""
+    scenario = getattr(options, "deployment", None) or getattr(options, "scenario", None)
+    if scenario is None:
+        raise ValueError(
+            "the trim-pomdp-deploy family needs FamilyOptions(scenario=...) to fit its models"
+        )
+    cfg = config or FitConfig(seed=int(getattr(options, "seed", 0)) + 1,
+                              n_lambdas=getattr(options, "n_params", None) or 32)
+    model, _, _ = fit_from_scenario(scenario, cfg, world="deployment")
+    return solve_grid(model, default_lambdas(model, cfg.n_lambdas)).family("trim-pomdp-deploy")

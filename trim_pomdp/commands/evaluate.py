@@ -20,11 +20,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "problems (common random numbers) and print CPT(50/80/95%%), delta-IBC and APGR.",
     )
     p.add_argument("--scenario", default="default",
-                   help="scenario JSON file or built-in name (default, noisy_prm); "
+                   help="scenario JSON file or built-in name (default, noisy_prm, "
+                   "drift_noisy, drift_overconfident, drift_shifted); "
                    "default: %(default)s")
     p.add_argument("--policies", default=None,
                    help="comma-separated families (trim-pomdp, trim-thr, random, oracle, "
-                   "query-oracle, automix, always-cheap, always-strong, or module:function); "
+                   "query-oracle, automix, always-cheap, always-strong, trim-pomdp-deploy "
+                   "= the POMDP fitted on the deployment world, the reference of kept%%, or "
+                   "module:function); "
                    "default: all available")
     p.add_argument("--bank", action="append", default=[], metavar="[NAME=]PATH",
                    help="also evaluate a saved router bank (PolicyBank .npz+.json from "
@@ -41,6 +44,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
                    help="also report 95%% paired-bootstrap intervals (B replicates, "
                    "resampling problems) for CPT50, delta-IBC and APGR")
+    p.add_argument("--target-cost", type=float, default=None, metavar="F",
+                   help="also calibrate each family's budget to cost fraction F on the "
+                   "training world and report the cost and accuracy it realizes on the "
+                   "evaluated (deployment) world")
+    p.add_argument("--calibration-problems", type=int, default=4000, metavar="N",
+                   help="problems of the calibration world for --target-cost "
+                   "(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None,
                    help="directory for evaluation.json and curves.png")
@@ -109,6 +119,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"trim-pomdp evaluate: error: --n-problems must be >= 1; got {args.n_problems}",
               file=sys.stderr)
         return 2
+    if args.target_cost is not None and not 0.0 <= args.target_cost <= 1.0:
+        print(f"trim-pomdp evaluate: error: --target-cost must be in [0, 1]; got "
+              f"{args.target_cost}", file=sys.stderr)
+        return 2
+    if args.calibration_problems < 1:
+        print(f"trim-pomdp evaluate: error: --calibration-problems must be >= 1; got "
+              f"{args.calibration_problems}", file=sys.stderr)
+        return 2
     opts = FamilyOptions(scenario=scenario, n_params=args.n_params,
                          seed=0 if args.seed is None else args.seed)
 
@@ -118,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         ev = evaluate(scenario, families, n_problems=args.n_problems, seed=args.seed,
                       family_options=opts, progress=progress,
-                      keep_outcomes=args.bootstrap > 0)
+                      keep_outcomes=args.bootstrap > 0,
+                      target_cost_fraction=args.target_cost,
+                      calibration_problems=args.calibration_problems)
     except (KeyError, FamilyUnavailableError) as exc:
         print(f"trim-pomdp evaluate: error: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -158,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
                           "strong_tokens_always_strong": out["strong_tokens_always_strong"],
                           "policies": {n: c["metrics"] for n, c in out["curves"].items()},
                           "skipped": out["skipped"],
+                          "gain_kept": out["gain_kept"], "reference": out["reference"],
+                          "target_cost_fraction": out["target_cost_fraction"],
+                          "targets": out["targets"],
                           **({"bootstrap_ci95": ci} if ci else {})}))
     else:
         print(ev.table())

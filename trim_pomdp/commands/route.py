@@ -22,6 +22,7 @@ import json
 import sys
 from typing import Any
 
+from trim_pomdp.commands.endpoint_options import add_endpoint_arguments, build_endpoints
 from trim_pomdp.errors import TrimPomdpError
 
 
@@ -36,9 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--problems", required=True, help="JSONL: {id?, problem, answer?} per line")
-    p.add_argument("--cheap", required=True, metavar="URL/MODEL", help="cheap model endpoint")
-    p.add_argument("--strong", required=True, metavar="URL/MODEL", help="strong model endpoint")
-    p.add_argument("--prm", required=True, metavar="URL/MODEL", help="vLLM PRM endpoint")
+    add_endpoint_arguments(p)
     pol = p.add_mutually_exclusive_group(required=True)
     pol.add_argument("--policy", metavar="BANK.npz",
                      help="a saved router bank: TRIM-POMDP or TRIM-POMDP+ (solve-grid, demo) "
@@ -51,35 +50,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="trace file (JSONL, appended)")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight (default 16)")
     p.add_argument("--max-steps", type=int, default=30, help="steps per episode (default 30)")
-    p.add_argument("--max-tokens", type=int, default=1024, help="per step (default 1024)")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
-    p.add_argument("--retries", type=int, default=3, help="retries per request (default 3)")
-    p.add_argument("--backoff", type=float, default=0.5, help="first backoff in s (default 0.5)")
-    p.add_argument("--circuit-breaker", type=int, metavar="N",
-                   help="after N consecutive failed calls to an endpoint, fail fast for "
-                        "--circuit-cooldown seconds (default: off)")
-    p.add_argument("--circuit-cooldown", type=float, default=30.0, metavar="S")
-    p.add_argument("--max-response-mb", type=float, default=16.0, metavar="MB",
-                   help="largest response body read, in MiB (default 16); a larger one fails "
-                        "that call")
-    p.add_argument("--api-key-env", metavar="VAR", help="env var with the API key (all endpoints)")
-    for who in ("cheap", "strong", "prm"):
-        p.add_argument(f"--{who}-api-key-env", metavar="VAR", help=f"API-key env var for {who}")
-    p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="extra HTTP header for every endpoint (repeatable)")
-    p.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp",
-                   help="HTTP library (default aiohttp: ~6x less client CPU per request)")
-    p.add_argument("--cheap-chat", action="store_true", help="cheap model via /chat/completions")
-    p.add_argument("--strong-chat", action="store_true",
-                   help="strong model via /chat/completions")
-    p.add_argument("--fallback", choices=["keep-cheap", "abort"], default="keep-cheap",
-                   help="when the strong model keeps failing (default keep-cheap)")
     p.add_argument("--labels", choices=["outcome", "none"], default="outcome",
                    help="step labels from the answer check (default outcome)")
     p.add_argument("--no-resume", action="store_true",
                    help="refuse to append to an existing --out instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--drift-reference", metavar="TRACES.jsonl",
+                   help="watch for PRM drift (POMDP banks): calibrate a label-free drift "
+                   "monitor on these held-out in-distribution cheap-model traces, feed it "
+                   "every routed episode, warn when it alarms and put its state in the "
+                   "summary (\"drift\")")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return p
 
@@ -98,19 +78,11 @@ def _require_http_client(name: str) -> None:
             f"routed; {extra_hint(name)} brings it (or use --http-client {other})")
 
 
-def _headers(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if ":" not in item:
-            raise TrimPomdpError(f"--header must look like 'Name: value'; got {item!r}")
-        k, v = item.split(":", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str, float]:
-    """Router factory, display name and the budget used for a saved bank (any kind
-    :func:`load_bank` reads); without ``budget``, the bank's recorded default."""
+def _bank_router_factory(path: str, budget: float | None,
+                         drift_reference: str | None = None) -> tuple[Any, str, Any, float]:
+    """Router factory, display name, drift monitor (or None) and the budget used for a saved
+    bank (any kind :func:`load_bank` reads); without ``budget``, the bank's recorded
+    default."""
     from trim_pomdp.trim import load_bank
 
     bank = load_bank(path)
@@ -131,11 +103,26 @@ def _bank_router_factory(path: str, budget: float | None) -> tuple[Any, str, flo
             return RLRouter(r.kind, r.params, lam=r.lam, token_scale=r.token_scale,
                             metadata=r.metadata)
 
-        return make_rl, f"trim-{r.kind}", float(budget)
+        if drift_reference:
+            raise TrimPomdpError("--drift-reference needs a POMDP policy bank (the monitor "
+                                 "predicts scores from the bank's model)")
+        return make_rl, f"trim-{r.kind}", None, float(budget)
     from trim_pomdp.router import Router
 
     policy = _select_policy(bank, budget)
-    return (lambda: Router(policy)), bank.family().name, float(budget)
+    monitor = None
+    if drift_reference:
+        from trim_pomdp.drift import DriftMonitor
+        from trim_pomdp.traces import load_traces
+
+        if getattr(bank.model, "n_hidden", 3) != 3:
+            raise TrimPomdpError("--drift-reference supports TRIM-POMDP banks (3 hidden "
+                                 "states), not TRIM-POMDP+ banks")
+        try:
+            monitor = DriftMonitor.from_traces(policy, load_traces(drift_reference))
+        except ValueError as exc:
+            raise TrimPomdpError(f"--drift-reference {drift_reference}: {exc}") from None
+    return (lambda: Router(policy, drift=monitor)), bank.family().name, monitor, float(budget)
 
 
 def _select_policy(bank: Any, budget: float) -> Any:
@@ -159,13 +146,9 @@ def run(args: argparse.Namespace) -> int:
 
     from trim_pomdp.baselines import ThresholdPolicy
     from trim_pomdp.serving import (
-        ChatModel,
-        CompletionModel,
-        EndpointConfig,
         MathAnswerChecker,
         OutputLockedError,
         ResumeMismatchError,
-        VLLMPRMScorer,
         load_problems,
         read_finished,
         run_batch,
@@ -176,46 +159,23 @@ def run(args: argparse.Namespace) -> int:
         raise TrimPomdpError(f"--max-steps must be in [1, 30]; got {args.max_steps}")
     if args.concurrency < 1:
         raise TrimPomdpError(f"--concurrency must be >= 1; got {args.concurrency}")
-    if not args.max_response_mb > 0:
-        raise TrimPomdpError(f"--max-response-mb must be > 0; got {args.max_response_mb}")
     problems = load_problems(args.problems)
+    monitor = None
     if args.threshold is not None:
+        if args.drift_reference:
+            raise TrimPomdpError("--drift-reference needs --policy (a POMDP bank)")
         k = args.threshold
         factory = lambda: ThresholdPolicy(k)  # noqa: E731
         policy_name = f"threshold(k={k:g})"
     else:
-        factory, family, budget = _bank_router_factory(args.policy, args.budget)
+        factory, family, monitor, budget = _bank_router_factory(args.policy, args.budget,
+                                                                args.drift_reference)
         policy_name = f"{family}({os.path.basename(args.policy)}, lambda~{budget:g}" + (
             ", the bank's default)" if args.budget is None else ")")
     if args.no_resume and os.path.exists(args.out) and os.path.getsize(args.out) > 0:
         raise TrimPomdpError(f"{args.out} exists and --no-resume was given")
 
-    headers = _headers(args.header)
-
-    def config(spec: str, who: str) -> EndpointConfig:
-        key_env = getattr(args, f"{who}_api_key_env") or args.api_key_env
-        return EndpointConfig.from_url(
-            spec,
-            api_key_env=key_env,
-            timeout=args.timeout,
-            max_retries=args.retries,
-            backoff_base=args.backoff,
-            headers=headers,
-            max_connections=max(args.concurrency, 1) * 2,
-            circuit_breaker=args.circuit_breaker,
-            circuit_cooldown=args.circuit_cooldown,
-            name=who,
-            http_client=args.http_client,
-            max_response_bytes=max(1, int(args.max_response_mb * 1024 * 1024)),
-        )
-
-    gen = dict(max_tokens=args.max_tokens, temperature=args.temperature)
-    cheap_cfg, strong_cfg = config(args.cheap, "cheap"), config(args.strong, "strong")
-    cheap = ChatModel(cheap_cfg, **gen) if args.cheap_chat else CompletionModel(cheap_cfg, **gen)
-    strong = (
-        ChatModel(strong_cfg, **gen) if args.strong_chat else CompletionModel(strong_cfg, **gen)
-    )
-    prm = VLLMPRMScorer(config(args.prm, "prm"))
+    cheap, strong, prm = build_endpoints(args, max(args.concurrency, 1) * 2)
     try:
         summary = asyncio.run(
             run_batch(
@@ -252,6 +212,15 @@ def run(args: argparse.Namespace) -> int:
     )
     n = max(len(total), 1)
     report["file_strong_tokens_per_query"] = sum(r.get("strong_tokens", 0) for r in total) / n
+    if monitor is not None:
+        report["drift"] = monitor.summary()
+        if monitor.alarm:
+            z = report["drift"]["mean_z"]
+            print(f"trim-pomdp route: warning: PRM drift detected at episode "
+                  f"{monitor.alarm_episode} of this run: live scores do not follow the "
+                  f"bank's observation model (mean standardised location {z['location']:+.2f}"
+                  f", spread {z['spread']:+.2f}); consider refitting "
+                  "(trim_pomdp.refit.refit_bank on the routed traces)", file=sys.stderr)
     if args.json:
         print(json.dumps(report))
     else:

@@ -272,6 +272,7 @@ async def run_episode(
     fallback: str = "keep_cheap",
     label_steps: str = "outcome",
     on_cancel: Callable[[EpisodeResult], None] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> EpisodeResult:
     """Run the TRIM loop on one problem (coroutine).
 
@@ -300,6 +301,11 @@ async def run_episode(
         Called with the partial result (``status="interrupted"``) if the episode is cancelled
         (e.g. Ctrl-C), before the cancellation propagates; the batch runner uses it to keep
         the steps already paid for.
+    on_step : callable, optional
+        Called with each executed step's record (the dict that goes into ``steps``) as soon
+        as the step is executed, before the next request is made; the server streams steps
+        with it.  A step that is not executed (``fallback="abort"``) is not reported.  It
+        runs on the event loop: it must not block (e.g. put the step on a queue).
 
     Returns
     -------
@@ -428,6 +434,8 @@ async def run_episode(
             res.router_s += router_dt
             steps.append(rec)
             texts.append(rec["text"])
+            if on_step is not None:
+                on_step(rec)
             done = rec["is_final"] or strong_unfinished
             if strong_unfinished:
                 # the router's episode is over (it saw a final draft); the strong model
@@ -472,6 +480,8 @@ async def run_episode(
                         }
                     )
                     texts.append(s.text)
+                    if on_step is not None:
+                        on_step(steps[-1])
                     if s.is_final:
                         break
     except EpisodeError as exc:

@@ -1,0 +1,90 @@
+"""Online refit (issue 15, item 2): outcome EM with the transition model held."""
+
+import numpy as np
+import pytest
+
+from trim_pomdp.errors import InsufficientDataError, ModelValidationError
+from trim_pomdp.refit import RefitError, refit_bank, refit_observation, served_format
+from trim_pomdp.router import TrimBatchPolicy
+from trim_pomdp.scenario import default_scenario, load_scenario
+from trim_pomdp.simulator import routed_traces, sample_world, simulate_routing
+from trim_pomdp.trim import FitConfig, TrimModel, default_lambdas, fit_from_scenario, solve_grid
+
+
+@pytest.fixture(scope="module")
+def bank():
+    m, _, _ = fit_from_scenario(default_scenario(), FitConfig(n_fit_problems=1500, seed=1))
+    return solve_grid(m, default_lambdas(m, 8))
+
+
+def _served(scenario, bank, n=1500, seed=9):
+    w = sample_world(scenario, n_problems=n, seed=seed)
+    res = simulate_routing(w, TrimBatchPolicy(bank[3]), record=True)
+    return served_format(routed_traces(w, res))
+
+
+def test_served_format_moves_draft_scores():
+    m = TrimModel.from_scenario(default_scenario(), n_score_bins=10, n_token_bins=4)
+    b = solve_grid(m, [1e-4])
+    w = sample_world(default_scenario(), n_problems=200, seed=2)
+    res = simulate_routing(w, TrimBatchPolicy(b[0]), record=True)
+    raw = routed_traces(w, res)
+    served = served_format(raw)
+    n_strong = 0
+    for tr_raw, tr in zip(raw, served, strict=True):
+        assert tr.final_correct == tr_raw.final_correct
+        for a, s in zip(tr_raw.steps, tr.steps, strict=True):
+            assert s.label is None
+            if s.extra["writer"] == "strong":
+                n_strong += 1
+                assert s.prm_score is None and s.extra["draft_prm_score"] == a.prm_score
+            else:
+                assert s.prm_score == a.prm_score
+    assert n_strong > 0
+
+
+def test_refit_holds_transition_and_tracks_the_shift(bank):
+    m = bank.model
+    traces = _served(load_scenario("drift_shifted"), bank)
+    new_bank, res = refit_bank(bank, traces)
+    nm = new_bank.model
+    assert nm.p_w == m.p_w and nm.p_s == m.p_s
+    np.testing.assert_array_equal(nm.hazard, m.hazard)
+    np.testing.assert_array_equal(nm.strong_tokens, m.strong_tokens)
+    np.testing.assert_array_equal(new_bank.lambdas, bank.lambdas)
+    np.testing.assert_array_equal(nm.obs_matrix[1], nm.obs_matrix[2])  # tied S1 = S2
+    assert res.em["converged"]
+    # the labelled fit on the deployment world is the target: the refit's S0 row is much
+    # closer to it than the training fit's
+    dep, _, _ = fit_from_scenario(load_scenario("drift_shifted"),
+                                  FitConfig(n_fit_problems=1500, seed=1), world="deployment")
+    tv_old = 0.5 * np.abs(m.obs_matrix[0] - dep.obs_matrix[0]).sum()
+    tv_new = 0.5 * np.abs(nm.obs_matrix[0] - dep.obs_matrix[0]).sum()
+    assert tv_new < 0.4 * tv_old, (tv_new, tv_old)
+    s = res.summary()
+    assert s["n_traces"] == 1500 and len(s["tv_distance"]) == 3
+
+
+def test_untied_refit_estimates_three_rows(bank):
+    res = refit_observation(bank.model, _served(default_scenario(), bank, n=800),
+                            tie_wrong=False)
+    assert not np.allclose(res.new_obs_matrix[1], res.new_obs_matrix[2])
+
+
+def test_refit_errors(bank):
+    traces = _served(default_scenario(), bank, n=300)
+    with pytest.raises(RefitError, match="did not converge in 1 iterations"):
+        refit_observation(bank.model, traces, max_iter=1)
+    import dataclasses
+
+    unscored = [dataclasses.replace(t, steps=[dataclasses.replace(s, prm_score=None, extra={})
+                                              for s in t.steps]) for t in traces]
+    with pytest.raises(InsufficientDataError, match="no step carries a PRM score"):
+        refit_observation(bank.model, unscored)
+    no_outcome = [dataclasses.replace(t, final_correct=None) for t in traces]
+    with pytest.raises(InsufficientDataError, match="known outcome"):
+        refit_observation(bank.model, no_outcome)
+    m2, _, _ = fit_from_scenario(default_scenario(), FitConfig(
+        n_fit_problems=500, seed=1, features="score+min", n_min_bins=3))
+    with pytest.raises(ModelValidationError, match="equal-width score bins"):
+        refit_observation(m2, traces)
