@@ -356,7 +356,9 @@ def test_ctrl_c_returns_best_policy_so_far():
     # Ctrl-C arrives once the solver is running -- its first progress call is the readiness
     # signal -- not after a fixed delay, which a loaded machine can outlast (the SIGINT would
     # then hit Python before the solve and abort the whole test session).  The time limit is
-    # far away, so only the interrupt can stop the solve.
+    # far away, so only the interrupt can stop the solve; a missed SIGINT fails the test
+    # after 120 s instead of hanging it (seen once under load, issue 13: the process-directed
+    # signal was not honoured while the solver thread ran).
     sent = []
 
     def interrupt_once(*_):
@@ -364,10 +366,9 @@ def test_ctrl_c_returns_best_policy_so_far():
             sent.append(time.perf_counter())
             os.kill(os.getpid(), signal.SIGINT)
 
-    res = run(slow_model(), progress=interrupt_once, time_limit=600.0, target_gap=1e-12)
+    res = run(slow_model(), progress=interrupt_once, time_limit=120.0, target_gap=1e-12)
     assert sent, "the solver never reported progress"
-    assert res["interrupted"]
-    assert res["time_s"] < 600.0
+    assert res["interrupted"], f"SIGINT not honoured; the solve ran {res['time_s']:.0f} s"
     assert res["lower_bound"] <= res["upper_bound"]
     assert len(res["actions"]) >= 1
 
