@@ -69,7 +69,7 @@ def test_option_that_disagrees_with_the_file_names_both(fitted, tmp_path, capsys
     rc = main(["solve-grid", "--transition", str(fitted / "transition.npz"),
                "--observation", str(fitted / "observation.npz"), opt, value,
                "--out", str(tmp_path / "b.npz")])
-    assert rc == 1
+    assert rc == 2  # bad input
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"{opt} {value} disagrees with" in err and f"{key}={recorded}" in err
@@ -86,7 +86,7 @@ def test_old_observation_file_without_bins_keeps_the_old_options(fitted, tmp_pat
     capsys.readouterr()
     argv = ["solve-grid", "--transition", str(fitted / "transition.npz"), "--observation",
             str(old), "--lambdas", "2", "--out", str(tmp_path / "b.npz")]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "records no min-score bins" in err and "--n-min-bins" in err
     assert main([*argv, "--n-min-bins", "2"]) == 0  # the explicit option, as before
@@ -103,7 +103,7 @@ def test_score_only_file_rejects_min_bins(fitted, tmp_path, capsys):
     capsys.readouterr()
     assert main(["solve-grid", "--transition", str(fitted / "transition.npz"), "--observation",
                  str(tmp_path / "o.npz"), "--n-min-bins", "2", "--out",
-                 str(tmp_path / "b.npz")]) == 1
+                 str(tmp_path / "b.npz")]) == 2
     assert "models the PRM score alone" in capsys.readouterr().err
     with pytest.raises(ValueError, match="n_min_bins must be None for features='score'"):
         om.set_binning(5, 2)

@@ -62,14 +62,14 @@ def test_fit_errors(files, tmp_path, capsys):
     assert main(["fit", str(d / "cheap.jsonl"), "--out", str(tmp_path)]) == 2
     assert "give --strong STRONG or --p-s P" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "missing.jsonl"), "--p-s", "0.9", "--out",
-                 str(tmp_path)]) == 1
+                 str(tmp_path)]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     lines = (d / "cheap.jsonl").read_text().splitlines()[:3]
     rec = json.loads(lines[1])
     rec["steps"][0]["prm_score"] = 1.5
     bad.write_text("\n".join([lines[0], json.dumps(rec), lines[2]]) + "\n")
-    assert main(["fit", str(bad), "--p-s", "0.9", "--out", str(tmp_path)]) == 1
+    assert main(["fit", str(bad), "--p-s", "0.9", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:2: steps[0]: field 'prm_score' must be in [0, 1]; got 1.5" in err
     # lenient: skipped and reported, the rest is fitted (too few for the observation model)
@@ -77,7 +77,7 @@ def test_fit_errors(files, tmp_path, capsys):
                "--no-plots"])
     out = capsys.readouterr()
     assert "loaded 2 traces, skipped 1" in out.out
-    assert rc == 1 and "state S" in out.err and "need at least 10" in out.err
+    assert rc == 2 and "state S" in out.err and "need at least 10" in out.err
 
 
 def test_traces_from_processbench(tmp_path, capsys):
@@ -94,7 +94,7 @@ def test_traces_from_processbench(tmp_path, capsys):
     tr = load_traces(out, first_error_only=True)
     assert [s.label for s in tr[0].steps] == ["correct", "incorrect"]
     assert tr[0].steps[1].tokens == 4  # ceil(14 / 4)
-    assert main(["traces-from-processbench", str(src), "--generator", "nobody", "--table"]) == 1
+    assert main(["traces-from-processbench", str(src), "--generator", "nobody", "--table"]) == 2
     assert "no records from generator 'nobody'" in capsys.readouterr().err
     assert main(["traces-from-processbench", str(src)]) == 2
     # the fit command reads ProcessBench directly too (no PRM scores: observation skipped)

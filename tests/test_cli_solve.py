@@ -151,7 +151,7 @@ def test_simulate_rejects_policy_of_another_model(solved_tiger, tmp_path, capsys
 
 def test_solve_missing_file_is_reported(tmp_path, capsys):
     rc = main(["solve", str(tmp_path / "missing.pomdp"), "--json"])
-    assert rc == 1
+    assert rc == 2
     assert "trim-pomdp solve: error:" in capsys.readouterr().err
 
 

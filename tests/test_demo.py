@@ -55,7 +55,7 @@ def test_solve_grid_cli(tmp_path, capsys):
 def test_solve_grid_cli_errors(tmp_path, capsys):
     rc = main(["solve-grid", "--scenario", str(tmp_path / "missing.json"), "--out",
                str(tmp_path / "b.npz")])
-    assert rc == 1
+    assert rc == 2
     assert "missing.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["solve-grid", "--scenario", "default", "--lambda-values", "0.1,abc", "--out",

@@ -148,7 +148,7 @@ def test_cli_errors(tmp_path, capsys):
     d = default_scenario().to_dict()
     d["p_w"]["mean"] = 2
     bad.write_text(json.dumps(d))
-    assert cli.main(["evaluate", "--scenario", str(bad)]) == 1
+    assert cli.main(["evaluate", "--scenario", str(bad)]) == 2
     assert "field 'p_w.mean'" in capsys.readouterr().err
     assert cli.main(["evaluate", "--policies", "nope", "--n-problems", "50"]) == 2
     assert "unknown policy family 'nope'" in capsys.readouterr().err

@@ -143,6 +143,6 @@ def test_route_with_a_bank_that_records_no_budget_asks_for_one(tmp_path, capsys)
     u = "http://127.0.0.1:9/v1"
     assert main(["route", "--problems", str(tmp_path / "p.jsonl"), "--cheap", f"{u}/c",
                  "--strong", f"{u}/s", "--prm", f"{u}/p", "--policy", str(path),
-                 "--out", str(tmp_path / "t.jsonl")]) == 1
+                 "--out", str(tmp_path / "t.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "records no default budget" in err and "--budget" in err

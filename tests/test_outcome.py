@@ -186,7 +186,7 @@ def test_fit_cli_uses_outcome_em_and_solve_grid_takes_its_models(routed, tmp_pat
     assert np.asarray(summary["observation"]["matrix"]).shape == (3, 10)
     # --outcome-em off: the step-label fit, which cannot see a wrong step here
     assert cli.main(["fit", str(path), "--out", str(tmp_path / "off"), "--outcome-em", "off",
-                     "--features", "score"]) == 1
+                     "--features", "score"]) == 2
     assert "S1 has 0 labelled" in capsys.readouterr().err
     # the fitted files feed solve-grid: the loop route -> fit -> solve-grid closes
     bank = tmp_path / "bank.npz"

@@ -185,7 +185,7 @@ def test_cli_train(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert RLRouterBank.load(out["bank"]).lambdas == [1e-3]
     assert (tmp_path / "learning_curves_agg.png").exists()
-    assert main(["train", "--lambdas", "x", "--out", str(tmp_path)]) == 1
+    assert main(["train", "--lambdas", "x", "--out", str(tmp_path)]) == 2
 
 
 def test_rl_families_resolve_by_name_and_evaluate(monkeypatch):

@@ -54,11 +54,11 @@ def test_route_feeds_the_drift_monitor(server, tmp_path, capsys):
     assert d["cusum"]["location_up"] > 0
     if d["alarm"]:
         assert "PRM drift detected" in cap.err
-    # the reference must be usable, and the option needs a POMDP bank
+    # the reference must be usable, and the option needs a POMDP bank (bad input: exit 2)
     (tmp_path / "few.jsonl").write_text("")
     assert main(_argv(server, probs, tmp_path / "t2.jsonl", "--policy", str(bank), "--budget",
-                      "1e6", "--drift-reference", str(tmp_path / "few.jsonl"))) == 1
+                      "1e6", "--drift-reference", str(tmp_path / "few.jsonl"))) == 2
     assert "--drift-reference" in capsys.readouterr().err
     assert main(_argv(server, probs, tmp_path / "t3.jsonl", "--threshold", "0.5",
-                      "--drift-reference", str(tmp_path / "ref.jsonl"))) == 1
+                      "--drift-reference", str(tmp_path / "ref.jsonl"))) == 2
     assert "--drift-reference needs --policy" in capsys.readouterr().err

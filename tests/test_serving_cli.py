@@ -76,7 +76,7 @@ def test_route_no_resume_refuses_existing_file(server, tmp_path, capsys):
     probs, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
     write_problems(probs, 1)
     out.write_text('{"id": "p0"}\n')
-    assert main(argv(server, probs, out, "--threshold", "0.5", "--no-resume")) == 1
+    assert main(argv(server, probs, out, "--threshold", "0.5", "--no-resume")) == 2
     assert "exists and --no-resume was given" in capsys.readouterr().err
     assert server.log == []
 
@@ -86,14 +86,14 @@ def test_route_bad_endpoint_and_header(tmp_path, capsys):
     write_problems(probs, 1)
     base = ["route", "--problems", str(probs), "--strong", "http://127.0.0.1:9/v1/s",
             "--prm", "http://127.0.0.1:9/v1/p", "--out", str(tmp_path / "o"), "--threshold", "1"]
-    assert main(base + ["--cheap", "127.0.0.1:9/m"]) == 1
+    assert main(base + ["--cheap", "127.0.0.1:9/m"]) == 2
     assert "endpoint must look like http://HOST:PORT[/v1]/MODEL" in capsys.readouterr().err
-    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c", "--header", "nocolon"]) == 1
+    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c", "--header", "nocolon"]) == 2
     assert "--header must look like 'Name: value'" in capsys.readouterr().err
-    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c", "--max-steps", "31"]) == 1
+    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c", "--max-steps", "31"]) == 2
     assert "--max-steps must be in [1, 30]; got 31" in capsys.readouterr().err
     probs.write_text('{"id": "a"}\n')
-    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c"]) == 1
+    assert main(base + ["--cheap", "http://127.0.0.1:9/v1/c"]) == 2
     assert "p.jsonl:1: field 'problem' must be a non-empty string" in capsys.readouterr().err
 
 

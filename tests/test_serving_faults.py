@@ -462,7 +462,8 @@ def test_damaged_trace_file_stops_resume_naming_file_and_line(tmp_path, capsys, 
                "--strong", "http://127.0.0.1:9/v1/s", "--prm", "http://127.0.0.1:9/v1/p",
                "--out", str(out), "--threshold", "0.5", "--no-progress"])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and err.count("\n") == 0 and "repair or remove that line" in err
+    # a damaged input file is bad input: exit status 2 (as every bad input)
+    assert rc == 2 and err.count("\n") == 0 and "repair or remove that line" in err
     assert f"{out}:2:" in err
 
 

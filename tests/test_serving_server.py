@@ -545,13 +545,14 @@ def test_serve_cli_bad_arguments(tmp_path, capsys):
     base = ["serve", "--cheap", "http://127.0.0.1:9/v1/c", "--strong", "http://127.0.0.1:9/v1/s",
             "--prm", "http://127.0.0.1:9/v1/p"]
     bank = _bank(tmp_path).save(tmp_path / "bank.npz")
-    assert main(base + ["--policy", str(bank)]) == 1
+    # bad arguments are bad input: one line, exit status 2
+    assert main(base + ["--policy", str(bank)]) == 2
     assert "--policy needs --budget LAMBDA or --target-cost F" in capsys.readouterr().err
-    assert main(base + ["--policy", str(bank), "--budget", "5e6"]) == 1
+    assert main(base + ["--policy", str(bank), "--budget", "5e6"]) == 2
     assert "outside the bank's lambdas [0, 1e+06]" in capsys.readouterr().err
-    assert main(base + ["--policy", str(bank), "--target-cost", "0.1"]) == 1
+    assert main(base + ["--policy", str(bank), "--target-cost", "0.1"]) == 2
     assert "--target-cost needs --calibration-traces" in capsys.readouterr().err
-    assert main(base + ["--threshold", "0.5", "--max-steps", "0"]) == 1
+    assert main(base + ["--threshold", "0.5", "--max-steps", "0"]) == 2
     assert "--max-steps must be in [1, 30]" in capsys.readouterr().err
 
 

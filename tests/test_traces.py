@@ -145,7 +145,8 @@ def test_bad_records_name_file_line_field(tmp_path, line, match):
 def test_invalid_utf8_names_the_line(tmp_path):
     p = tmp_path / "bin.jsonl"
     good = json.dumps(GOOD).encode()
-    p.write_bytes(good + b"\n" + b'{"id": "\xff\xfe"}\n' + good)
+    other = json.dumps({**GOOD, "id": "b"}).encode()
+    p.write_bytes(good + b"\n" + b'{"id": "\xff\xfe"}\n' + other)
     with pytest.raises(TraceFormatError, match=r"bin\.jsonl:2: not valid UTF-8 \(byte 9"):
         load_traces(p)
     traces, rep = load_traces(p, lenient=True, return_report=True)
@@ -170,7 +171,8 @@ def test_first_error_only_rejects_correct_after_incorrect(tmp_path):
 
 
 def test_lenient_reports_skipped_records(tmp_path):
-    p = _write(tmp_path, [json.dumps(GOOD), _rec(prm_score=7), "not json", json.dumps(GOOD)])
+    p = _write(tmp_path, [json.dumps(GOOD), _rec(prm_score=7), "not json",
+                          json.dumps({**GOOD, "id": "b"})])
     traces, rep = load_traces(p, lenient=True, return_report=True)
     assert len(traces) == 2
     assert isinstance(rep, LoadReport)
@@ -194,9 +196,11 @@ def test_step_and_trace_constructors_validate():
         Trace("a", "", [Step()])
 
 
-def test_numeric_id_is_kept_as_text():
-    tr = trace_from_dict({"id": 17, "model": "m", "steps": [{}]})
-    assert tr.id == "17" and tr.steps[0] == Step()
+def test_numeric_id_is_refused():
+    # the format says id is a string; 17 and "17" would otherwise be the same trace
+    with pytest.raises(TraceFormatError, match=r"x:1: field 'id' .* got 17 \(quote it\)"):
+        trace_from_dict({"id": 17, "model": "m", "steps": [{}]}, "x:1")
+    assert trace_from_dict({"id": "17", "model": "m", "steps": [{}]}).id == "17"
 
 
 # --------------------------------------------------------------------------- properties
@@ -223,7 +227,7 @@ _trace = st.builds(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(_trace, min_size=1, max_size=5))
+@given(st.lists(_trace, min_size=1, max_size=5, unique_by=lambda t: (t.id, t.model)))
 def test_round_trip_property(tmp_path_factory, traces):
     p = tmp_path_factory.mktemp("rt") / "t.jsonl"
     save_traces(traces, p)

@@ -176,7 +176,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ModelValidationError, match="format_version 99 is not supported"):
         TransitionModel.load(p)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ModelValidationError, match="not a readable .npz"):
+    with pytest.raises(ModelValidationError, match="cannot read model .npz file .truncated or corrupt"):
         TransitionModel.load(tmp_path / "junk.npz")
     tm = TransitionModel(p_s=0.5).fit(HAND)
     tm.save(p)

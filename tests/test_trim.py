@@ -4,6 +4,7 @@ persistence."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -160,6 +161,7 @@ def random_policy(model: TrimModel, lam: float, seed: int, n_per_block: int = 3)
     return TrimPolicy(
         model=model, lam=lam, alphas=rng.normal(size=(offsets[-1], 3)),
         actions=rng.integers(0, 2, size=offsets[-1]), offsets=offsets,
+        value_b0=0.5, upper_bound=0.6,  # a saved bank needs finite bounds
     )
 
 
@@ -199,8 +201,13 @@ def test_policy_bank_bad_files(tmp_path):
     with pytest.raises(PolicyFormatError, match="not a PolicyBank of format_version 1"):
         PolicyBank.load(tmp_path / "b.npz")
     (tmp_path / "b.json").write_text("{not json")
-    with pytest.raises(PolicyFormatError, match="cannot read JSON metadata"):
+    with pytest.raises(PolicyFormatError, match="cannot read PolicyBank metadata: not valid JSON"):
         PolicyBank.load(tmp_path / "b.npz")
+    # hand-built policies have no solver bounds (NaN); a saved bank must record them
+    nan_bank = PolicyBank(m, [replace(random_policy(m, 0.1, 0), value_b0=float("nan"))])
+    with pytest.raises(PolicyFormatError, match="value_b0=nan.*finite solver bounds"):
+        nan_bank.save(tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()
 
 
 def test_policy_shape_mismatch():

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from trim_pomdp.errors import TrimPomdpError
+    from trim_pomdp.errors import OutputWriteError, TrimPomdpError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -83,11 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
+    # A failed write (disk full) is not bad input: one line, exit status 1; the save was
+    # atomic, so the previous file is intact.
+    except OutputWriteError as exc:
+        print(f"trim-pomdp {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     # Bad input (a typed trim_pomdp error, a ValueError from argument checking, a missing
-    # file) is reported as one line on stderr with exit status 1, never a traceback.
+    # or unreadable file) is reported as one line on stderr with exit status 2 (as argparse
+    # does for a bad option), never a traceback.
     except (TrimPomdpError, ValueError, FileNotFoundError, IsADirectoryError,
-            PermissionError) as exc:
-        print(f"trim-pomdp {args.command}: error: {exc}", file=sys.stderr)
+            NotADirectoryError, PermissionError) as exc:
+        print(f"trim-pomdp {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    # Any other OS failure (an I/O error reading or writing): one line, exit status 1.
+    except OSError as exc:
+        print(f"trim-pomdp {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except ImportError as exc:
         # An optional extra that the command's main output needs is not installed: one line
@@ -103,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"trim-pomdp {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (a message may quote user text with newlines)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,3 +65,13 @@ class RouterStateError(TrimPomdpError, RuntimeError):
 
 class InsufficientDataError(TrimPomdpError, ValueError):
     """Too few labelled examples to fit a model (e.g. a hidden state with too few steps)."""
+
+
+class OutputPathError(TrimPomdpError, ValueError):
+    """An output path (``--out``) cannot be written: its folder is missing or not writable,
+    or the path is a folder.  Raised *before* any long computation, so nothing is lost."""
+
+
+class OutputWriteError(TrimPomdpError, OSError):
+    """Writing an output file failed (disk full, I/O error).  Saves are atomic: the previous
+    file at that path, if any, is unchanged and no partial file is left behind."""

@@ -626,23 +626,21 @@ class FiniteHorizonPolicy:
             "gap": self.gap,
             "time_s": self.time_s,
         }
-        np.savez(
-            Path(path),
-            alphas=self.alphas,
-            actions=self.actions,
-            offsets=self.offsets,
-            metadata=np.array(json.dumps(meta)),
-        )
+        from trim_pomdp._io import savez_atomic  # temp file + fsync + rename
+
+        savez_atomic(path, {"alphas": self.alphas, "actions": self.actions,
+                            "offsets": self.offsets, "metadata": np.array(json.dumps(meta))})
 
     @classmethod
     def load(cls, path: str | Path) -> FiniteHorizonPolicy:
         """Read a policy written by :meth:`save` (no pickle); errors -> ``PolicyFormatError``."""
+        from trim_pomdp._validate import read_npz
+
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise PolicyFormatError(f"{path}: cannot read policy file: {exc}") from None
+            arrays = read_npz(path, PolicyFormatError, "policy file")
+        except FileNotFoundError:
+            raise PolicyFormatError(f"{path}: cannot read policy file: no such file") from None
         missing = {"alphas", "actions", "offsets", "metadata"} - set(arrays)
         if missing:
             raise PolicyFormatError(f"{path}: missing arrays {sorted(missing)}")

@@ -794,7 +794,7 @@ class ObservationModel:
             if isinstance(exc, ModelValidationError):
                 raise
             raise ModelValidationError(f"{name}: bad ObservationModel data ({exc})") from None
-        self.n_samples_ = _need(a, "n_samples", (3,), name).astype(np.int64)
+        self.n_samples_ = _need(a, "n_samples", (3,), name, integer=True, lo=0)
         self.atom_weight_ = _need(a, "atom_weight", (3,), name).astype(np.float64)
         self.components_ = comps
         binning = meta.get("binning")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trim_pomdp._validate import NPZ_ERRORS
 from trim_pomdp.errors import PolicyFormatError
 
 __all__ = ["AlphaVectorPolicy", "FORMAT_VERSION"]
@@ -336,13 +336,10 @@ class AlphaVectorPolicy:
             "metadata": self.metadata,
         }
         text = json.dumps(meta, allow_nan=False, sort_keys=True)
-        np.savez(
-            path,
-            alphas=self._alphas,
-            actions=self._actions,
-            **{_METADATA_KEY: np.array(text)},
-        )
-        return path
+        from trim_pomdp._io import savez_atomic  # temp file + fsync + rename
+
+        return savez_atomic(path, {"alphas": self._alphas, "actions": self._actions,
+                                   _METADATA_KEY: np.array(text)})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AlphaVectorPolicy:
@@ -371,7 +368,7 @@ class AlphaVectorPolicy:
                 meta_arr = data[_METADATA_KEY]
         except PolicyFormatError:
             raise
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        except NPZ_ERRORS as exc:  # truncated, byte-flipped, pickled, absurd sizes
             raise PolicyFormatError(f"{path}: cannot read as a policy .npz file: {exc}") from None
         if meta_arr.shape != () or meta_arr.dtype.kind != "U":
             raise PolicyFormatError(f"{path}: {_METADATA_KEY} must be a JSON string")

@@ -10,7 +10,7 @@ Each line is one JSON object::
      "steps": [                       # non-empty list, at most one entry per reasoning step
         {"text": "First, ...",        # str or null, optional
          "prm_score": 0.93,           # float in [0, 1] or null, optional (NaN is an error)
-         "tokens": 57,                # int >= 0 or null, optional
+         "tokens": 57,                # int in [0, 2**53] or null, optional
          "label": "correct",          # "correct" | "incorrect" | null (unknown)
          ...extra...},                # any other key is kept verbatim in Step.extra
         ...],
@@ -20,6 +20,14 @@ Each line is one JSON object::
 Known extra step fields written by other parts of the project: ``"writer": "cheap" |
 "strong"`` (which model wrote the step in a routed trace), ``"decision"``, ``"belief"``,
 ``"timing_s"``, ``"cheap_tokens"``, ``"strong_tokens"``.  Blank lines are ignored.
+
+A trace is identified by ``(id, model)``: the same pair on two lines of one file is an
+error (``FILE:LINE: duplicate trace ...``, naming the first line), as the problem would be
+counted twice; with ``lenient=True`` the first record is kept and the later ones are
+skipped and counted.  ``id`` must be a JSON string (``"id": 5`` is an error: quote it).
+A line that cannot be decoded at all -- invalid UTF-8 or JSON, nesting deeper than the
+parser's recursion limit, an integer literal longer than Python's 4300-digit limit -- is an
+error of that line too, and ``lenient=True`` skips it.
 
 Labels and hidden states
 ------------------------
@@ -68,6 +76,9 @@ __all__ = [
 ]
 
 MAX_STEPS = 30
+#: largest accepted token count of a step: exact in float64 and int64 (the fitting code
+#: holds token counts in both), far above any real step
+MAX_TOKENS = 2**53
 
 S0, S1, S2 = 0, 1, 2
 LABELS = ("correct", "incorrect")
@@ -176,12 +187,23 @@ def _check_step(text: Any, score: Any, tokens: Any, label: Any, where: str) -> N
         isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0
     ):
         raise TraceFormatError(
-            f"{where}: field 'tokens' must be a non-negative integer or null; got {tokens!r}"
+            f"{where}: field 'tokens' must be a non-negative integer or null; got "
+            f"{_short(tokens)}"
+        )
+    if tokens is not None and tokens > MAX_TOKENS:
+        raise TraceFormatError(
+            f"{where}: field 'tokens' must be at most 2**53 = {MAX_TOKENS}; got {_short(tokens)}"
         )
     if label is not None and label not in LABELS:
         raise TraceFormatError(
             f"{where}: field 'label' must be \"correct\", \"incorrect\" or null; got {label!r}"
         )
+
+
+def _short(v: Any) -> str:
+    from trim_pomdp._validate import _short as short
+
+    return short(v)
 
 
 def trace_from_dict(
@@ -198,10 +220,12 @@ def trace_from_dict(
     if not isinstance(obj, dict):
         raise TraceFormatError(f"{where}: a trace must be a JSON object; got {type(obj).__name__}")
     tid = obj.get("id")
-    if isinstance(tid, int) and not isinstance(tid, bool):
-        tid = str(tid)  # numeric ids are common in exported data; keep them as text
     if not isinstance(tid, str) or not tid:
-        raise TraceFormatError(f"{where}: field 'id' is missing or not a non-empty string")
+        # a numeric id is refused rather than converted: 5 and "5" would then be the same
+        # trace, and the format says id is a string
+        raise TraceFormatError(f"{where}: field 'id' is missing or not a non-empty string; "
+                               f"got {_short(tid)}" + (" (quote it)" if isinstance(tid, int)
+                                                       and not isinstance(tid, bool) else ""))
     model = obj.get("model")
     if not isinstance(model, str) or not model:
         raise TraceFormatError(f"{where}: field 'model' is missing or not a non-empty string")
@@ -231,7 +255,7 @@ def trace_from_dict(
         if (
             (text is not None and type(text) is not str)
             or (score is not None and (type(score) is not float or not 0.0 <= score <= 1.0))
-            or (tokens is not None and (type(tokens) is not int or tokens < 0))
+            or (tokens is not None and (type(tokens) is not int or not 0 <= tokens <= MAX_TOKENS))
             or (label is not None and label not in LABELS)
         ):
             # slow path: exact checks (ints are valid scores) and the message
@@ -330,6 +354,7 @@ def iter_traces(
     path = Path(path)
     name = str(path)
     rep = report if report is not None else LoadReport()
+    first_line: dict[tuple[str, str], int] = {}  # (id, model) -> line of its first record
     # Binary lines decoded one by one: a bad byte is then an error of that line (skippable
     # in lenient mode) rather than an exception out of the file iterator.
     with open(path, "rb") as fh:
@@ -349,7 +374,19 @@ def iter_traces(
                 except json.JSONDecodeError as exc:
                     raise TraceFormatError(
                         f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                except RecursionError:
+                    raise TraceFormatError(
+                        f"{where}: invalid JSON (nested too deeply for the parser)") from None
+                except ValueError as exc:  # Python's digit limit for int literals
+                    raise TraceFormatError(
+                        f"{where}: invalid JSON ({str(exc).split(';')[0][:200]})") from None
                 tr = trace_from_dict(obj, where, first_error_only=first_error_only)
+                key = (tr.id, tr.model)
+                if key in first_line:
+                    raise TraceFormatError(
+                        f"{where}: duplicate trace id {tr.id!r} of model {tr.model!r} (first "
+                        f"at line {first_line[key]}); each (id, model) may appear once")
+                first_line[key] = lineno
             except TraceFormatError as exc:
                 if not lenient:
                     raise
@@ -417,9 +454,12 @@ def save_traces(traces: Iterable[Trace], path: str | os.PathLike[str]) -> int:
 
     NaN/inf cannot occur (Step validates scores), so the output is strict JSON.
     """
+    from trim_pomdp._io import atomic_files
+
     n = 0
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    with open(path, "w", encoding="utf-8") as fh:
+    # atomic: a failed save (disk full, a bad item) leaves the previous file intact
+    with atomic_files([path], "w", encoding="utf-8") as (fh,):
         for tr in traces:
             if not isinstance(tr, Trace):
                 raise TypeError(f"save_traces: item {n} is {type(tr).__name__}, not Trace")

@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trim_pomdp import _validate as _v
+from trim_pomdp._io import atomic_write
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
 from trim_pomdp.traces import MAX_STEPS, Trace, TraceTable, as_table
 
@@ -82,45 +84,62 @@ def save_npz(path: str | os.PathLike[str], kind: str, arrays: dict[str, np.ndarr
     meta = {"kind": kind, "format_version": format_version, **meta}
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     payload["metadata_json"] = np.array(json.dumps(meta, allow_nan=False))
-    with open(path, "wb") as fh:
-        np.savez(fh, **payload)
+    # atomic (temp file in the same folder, fsync, rename): a failed save keeps the old file
+    atomic_write(path, lambda fh: np.savez(fh, **payload))
 
 
 def load_npz(path: str | os.PathLike[str], kind: str,
              format_version: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Inverse of :func:`save_npz`; checks ``kind`` and ``format_version``."""
+    """Inverse of :func:`save_npz`; checks ``kind`` and ``format_version``.
+
+    A truncated or corrupt archive, pickled (object) arrays, or metadata that is not a JSON
+    object string all raise :class:`ModelValidationError` naming the file.
+    """
     name = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ModelValidationError(f"{name}: not a readable .npz file ({exc})") from None
+    arrays = _v.read_npz(path, ModelValidationError, "model .npz file")
     if "metadata_json" not in arrays:
         raise ModelValidationError(f"{name}: missing 'metadata_json' (not a trim_pomdp model file)")
+    raw = arrays.pop("metadata_json")
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise ModelValidationError(f"{name}: 'metadata_json' must be a JSON string; got a "
+                                   f"{raw.dtype} array of shape {raw.shape}")
     try:
-        meta = json.loads(str(arrays.pop("metadata_json")))
-    except json.JSONDecodeError as exc:
-        raise ModelValidationError(f"{name}: 'metadata_json' is not valid JSON ({exc})") from None
+        meta = json.loads(str(raw))
+    except RecursionError:
+        raise ModelValidationError(f"{name}: 'metadata_json' is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, the int digit limit
+        raise ModelValidationError(f"{name}: 'metadata_json' is not valid JSON "
+                                   f"({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(meta, dict):
+        raise ModelValidationError(f"{name}: 'metadata_json' must be a JSON object")
     if meta.get("kind") != kind:
-        raise ModelValidationError(f"{name}: holds a {meta.get('kind')!r}, expected {kind!r}")
-    if meta.get("format_version") != format_version:
+        raise ModelValidationError(f"{name}: holds a {_v._short(meta.get('kind'))}, "
+                                   f"expected {kind!r}")
+    if meta.get("format_version") != format_version or isinstance(meta.get("format_version"),
+                                                                  bool):
         raise ModelValidationError(
-            f"{name}: format_version {meta.get('format_version')!r} is not supported "
+            f"{name}: format_version {_v._short(meta.get('format_version'))} is not supported "
             f"(this version reads {format_version})"
         )
     return arrays, meta
 
 
 def _need(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...] | None,
-          name: str) -> np.ndarray:
+          name: str, *, integer: bool = False, lo: float | None = None,
+          finite: bool = True) -> np.ndarray:
+    """A saved array, checked: present, real (or integer) dtype, shape, finite, ``>= lo``.
+
+    Returns float64 (int64 with ``integer=True``, range-checked before the cast).
+    """
     if key not in arrays:
         raise ModelValidationError(f"{name}: missing array {key!r}")
     a = arrays[key]
     if shape is not None and a.shape != shape:
         raise ModelValidationError(f"{name}: array {key!r} must have shape {shape}; got {a.shape}")
-    return a
+    if integer:
+        return _v.int_array(a, key, name, ModelValidationError,
+                            lo=None if lo is None else int(lo))
+    return _v.float_array(a, key, name, ModelValidationError, lo=lo, finite=finite)
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -328,10 +347,10 @@ class TokenSummary:
             mu=_need(a, f"{prefix}_mu", (max_steps,), name).astype(np.float64),
             sigma=_need(a, f"{prefix}_sigma", (max_steps,), name).astype(np.float64),
             mean=_need(a, f"{prefix}_mean", (max_steps,), name).astype(np.float64),
-            count=_need(a, f"{prefix}_count", (max_steps,), name).astype(np.int64),
+            count=_need(a, f"{prefix}_count", (max_steps,), name, integer=True, lo=0),
             mu_all=float(sc[0]), sigma_all=float(sc[1]), mean_all=float(sc[2]), n=int(sc[3]),
-            values=_need(a, f"{prefix}_values", None, name).astype(np.int64),
-            value_counts=_need(a, f"{prefix}_value_counts", None, name).astype(np.int64),
+            values=_need(a, f"{prefix}_values", None, name, integer=True, lo=0),
+            value_counts=_need(a, f"{prefix}_value_counts", None, name, integer=True, lo=0),
         )
 
 
@@ -608,24 +627,33 @@ class TransitionModel:
         """Load a model written by :meth:`save` (``allow_pickle=False``)."""
         name = str(path)
         a, meta = load_npz(path, "TransitionModel", FORMAT_VERSION)
+        E, w = ModelValidationError, f"{name}: metadata"
+        params = _v.json_dict(meta, "params", w, E)
+        _v.json_int(params, "max_steps", f"{w}: params", E, lo=1, hi=100_000)
         try:
-            self = cls(**meta["params"])
+            self = cls(**params)
+            self._check_params()
             H = int(self.max_steps)
-            self.p_w_, self.p_s_ = float(meta["p_w"]), float(meta["p_s"])
-            self.n_w_, self.k_w_ = int(meta["n_w"]), int(meta["k_w"])
-            self.n_s_, self.k_s_ = int(meta["n_s"]), int(meta["k_s"])
-            self.n_truncated_ = int(meta["n_truncated"])
-            self.strong_cheap_ratio_ = float(meta["strong_cheap_ratio"])
-            self.n_cheap_traces_ = int(meta["n_cheap_traces"])
-            self.n_strong_traces_ = int(meta["n_strong_traces"])
-            has_c, has_s = bool(meta["has_cheap_tokens"]), bool(meta["has_strong_tokens"])
         except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ModelValidationError):
+                raise ModelValidationError(f"{name}: {exc}") from None
             raise ModelValidationError(f"{name}: bad TransitionModel metadata ({exc!r})") from None
-        self.p_w_ci_ = _need(a, "p_w_ci", (2,), name).astype(np.float64)
-        self.p_s_ci_ = _need(a, "p_s_ci", (2,), name).astype(np.float64)
+        self.p_w_ = _v.json_number(meta, "p_w", w, E, lo=0.0, hi=1.0)
+        self.p_s_ = _v.json_number(meta, "p_s", w, E, lo=0.0, hi=1.0)
+        self.n_w_, self.k_w_ = (_v.json_int(meta, k, w, E, lo=0) for k in ("n_w", "k_w"))
+        self.n_s_, self.k_s_ = (_v.json_int(meta, k, w, E, lo=0) for k in ("n_s", "k_s"))
+        self.n_truncated_ = _v.json_int(meta, "n_truncated", w, E, lo=0)
+        self.strong_cheap_ratio_ = _v.json_number(meta, "strong_cheap_ratio", w, E, lo=0.0)
+        self.n_cheap_traces_ = _v.json_int(meta, "n_cheap_traces", w, E, lo=0)
+        self.n_strong_traces_ = _v.json_int(meta, "n_strong_traces", w, E, lo=0)
+        has_c = _v.json_bool(meta, "has_cheap_tokens", w, E)
+        has_s = _v.json_bool(meta, "has_strong_tokens", w, E)
+        # NaN: an interval that was not computed (e.g. outcome EM without bootstrap)
+        self.p_w_ci_ = _need(a, "p_w_ci", (2,), name, finite=False)
+        self.p_s_ci_ = _need(a, "p_s_ci", (2,), name, finite=False)
         self.hazard_ = _need(a, "hazard", (H,), name).astype(np.float64)
-        self.hazard_at_risk_ = _need(a, "hazard_at_risk", (H,), name).astype(np.int64)
-        self.hazard_ended_ = _need(a, "hazard_ended", (H,), name).astype(np.int64)
+        self.hazard_at_risk_ = _need(a, "hazard_at_risk", (H,), name, integer=True, lo=0)
+        self.hazard_ended_ = _need(a, "hazard_ended", (H,), name, integer=True, lo=0)
         self.cheap_tokens_ = TokenSummary.from_arrays(a, "cheap_tokens", H, name) if has_c else None
         self.strong_tokens_ = (TokenSummary.from_arrays(a, "strong_tokens", H, name)
                                if has_s else None)

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trim_pomdp import _validate as _v
 from trim_pomdp.errors import ModelValidationError, PolicyFormatError
 
 __all__ = [
@@ -79,6 +80,8 @@ CONTINUE, REGENERATE = 0, 1
 N_HIDDEN = 3
 N_ACTIONS = 2
 FORMAT_VERSION = 1
+#: largest |value| a loaded bank may hold (alpha vectors, bounds); see PolicyBank.load
+MAX_VALUE = 1e15
 
 
 def _as_1d(name: str, value: ArrayLike, length: int | None = None) -> NDArray[np.float64]:
@@ -692,8 +695,23 @@ class PolicyBank:
         return p, p.with_suffix(".json")
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (``.npz``, no pickles) and ``path`` with suffix ``.json``."""
+        """Write ``path`` (``.npz``, no pickles) and ``path`` with suffix ``.json``.
+
+        Atomic: both files are written to temporary files in the same folder and renamed
+        over the targets only when both are complete, so a failed save (disk full) leaves
+        the previous bank intact (:class:`~trim_pomdp.errors.OutputWriteError`).  Every
+        policy needs finite ``value_b0`` and ``upper_bound`` (the solver's bounds):
+        :meth:`load` rejects non-finite ones, so they are refused here already.
+        """
+        from trim_pomdp._io import atomic_files
+
         npz, meta_path = self._paths(path)
+        for p in self.policies:
+            if not (math.isfinite(p.value_b0) and math.isfinite(p.upper_bound)):
+                raise PolicyFormatError(
+                    f"policy at lambda={p.lam:g} has value_b0={p.value_b0!r}, upper_bound="
+                    f"{p.upper_bound!r}; a saved bank records finite solver bounds"
+                )
         counts = np.array([p.alphas.shape[0] for p in self.policies], dtype=np.int64)
         arrays = self.model._to_arrays()
         arrays.update(
@@ -705,9 +723,6 @@ class PolicyBank:
             value_b0=np.array([p.value_b0 for p in self.policies]),
             upper_bound=np.array([p.upper_bound for p in self.policies]),
         )
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        with open(npz, "wb") as fh:
-            np.savez(fh, **arrays)
         meta = {
             "format_version": FORMAT_VERSION,
             "kind": "trim_pomdp.PolicyBank",
@@ -720,64 +735,141 @@ class PolicyBank:
             meta["default_lambda"] = self.default_lambda
         if self.target_cost_fraction is not None:
             meta["target_cost_fraction"] = self.target_cost_fraction
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_files([npz, meta_path], "wb") as (fh_npz, fh_meta):
+            np.savez(fh_npz, **arrays)
+            fh_meta.write(text.encode("utf-8"))
         return npz
 
     @classmethod
     def load(cls, path: str | Path) -> PolicyBank:
+        """Read a bank written by :meth:`save` (never unpickles).
+
+        Everything is checked before use: the sidecar's field types, every array's dtype
+        (real numbers; integers for ``actions``/``offsets``/``counts``), shape and
+        finiteness (alphas, lambdas, bounds, model arrays), action and offset ranges, and
+        that sidecar and ``.npz`` agree (number of policies, lambdas, min-score feature).
+
+        Raises
+        ------
+        FileNotFoundError
+            The sidecar or the ``.npz`` is missing.
+        PolicyFormatError
+            Anything else, in one line naming the file and the field or array.
+        """
         npz, meta_path = cls._paths(path)
-        try:
-            meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise PolicyFormatError(f"{meta_path}: cannot read JSON metadata: {exc}") from exc
+        meta = _read_json_file(meta_path, PolicyFormatError, "PolicyBank metadata")
         kind = meta.get("kind") if isinstance(meta, dict) else None
         version = meta.get("format_version") if isinstance(meta, dict) else None
-        if kind != "trim_pomdp.PolicyBank" or version != FORMAT_VERSION:
+        if kind != "trim_pomdp.PolicyBank" or version != FORMAT_VERSION or \
+                isinstance(version, bool):
             raise PolicyFormatError(
                 f"{meta_path}: not a PolicyBank of format_version {FORMAT_VERSION} "
-                f"(got kind={kind!r}, format_version={version!r})"
+                f"(got kind={_v._short(kind)}, format_version={_v._short(version)})"
             )
+        E = PolicyFormatError
+        where = str(meta_path)
+        mmeta = _v.json_dict(meta, "model", where, E)
+        mwhere = f"{meta_path}: model"
+        latent = _v.json_bool(mmeta, "latent", mwhere, E, default=False)
+        _v.json_number(mmeta, "p_w", mwhere, E, lo=0.0, hi=1.0)
+        _v.json_number(mmeta, "p_s", mwhere, E, lo=0.0, hi=1.0)
+        _v.json_int(mmeta, "max_steps", mwhere, E, lo=1, hi=100_000)
+        uses_min = _v.json_bool(mmeta, "uses_min", mwhere, E)
+        n_policies = _v.json_int(meta, "n_policies", where, E, lo=1, hi=1_000_000)
+        lams_meta = meta.get("lambdas")
+        if not isinstance(lams_meta, list):
+            raise E(f"{where}: field 'lambdas' must be a list of numbers; got "
+                    f"{_v._short(lams_meta)}")
+        lams_meta = [_v.json_number({"lambdas": v}, "lambdas", f"{where}: lambdas[{i}]", E,
+                                    lo=0.0) for i, v in enumerate(lams_meta)]
+        arrays = _v.read_npz(npz, E, "PolicyBank arrays")
+        need = ("lambdas", "alphas", "actions", "offsets", "counts", "value_b0", "upper_bound",
+                "model_hazard", "model_obs_matrix", "model_token_probs", "model_strong_tokens",
+                "model_token_edges", "model_score_edges", "model_min_edges")
+        missing = [k for k in need if k not in arrays]
+        if missing:
+            raise E(f"{npz}: malformed PolicyBank arrays: missing {', '.join(missing)}")
+        w = str(npz)
+        # model arrays: real and finite before any model code sees them
+        for k in list(arrays):
+            if k.startswith(("model_", "latent_")):
+                arrays[k] = _v.float_array(arrays[k], k, w, E)
+        n_min_edges = arrays["model_min_edges"].size
+        if not uses_min and n_min_edges:
+            raise E(f"{where}: model.uses_min is false but {npz.name} has {n_min_edges} "
+                    "min-score bin edges (sidecar and .npz disagree on the min-score feature)")
         model_cls: Any = TrimModel
-        if isinstance(meta.get("model"), dict) and meta["model"].get("latent") is True:
+        if latent:
             from trim_pomdp.latent import LatentTrimModel  # TRIM-POMDP+ (issue 7)
 
             model_cls = LatentTrimModel
         try:
-            with np.load(npz, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            model = model_cls._from_saved(meta["model"], arrays)
-            counts = arrays["counts"]
-            ends = np.cumsum(counts)
-            policies = []
-            for i, lam in enumerate(arrays["lambdas"]):
-                lo = int(ends[i] - counts[i])
-                policies.append(
-                    TrimPolicy(
-                        model=model,
-                        lam=float(lam),
-                        alphas=arrays["alphas"][lo : ends[i]],
-                        actions=arrays["actions"][lo : ends[i]],
-                        offsets=arrays["offsets"][i],
-                        value_b0=float(arrays["value_b0"][i]),
-                        upper_bound=float(arrays["upper_bound"][i]),
-                    )
-                )
-        except (KeyError, IndexError, ValueError) as exc:
-            if isinstance(exc, PolicyFormatError):
-                raise
-            raise PolicyFormatError(f"{npz}: malformed PolicyBank arrays: {exc}") from exc
+            # a hostile finite 1e308 overflows the row sums to inf, which the model then
+            # rejects; numpy's overflow warning on the way says nothing more
+            with np.errstate(over="ignore", invalid="ignore"):
+                model = model_cls._from_saved(mmeta, arrays)
+        except (ModelValidationError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise E(f"{npz}: the saved model is invalid: {exc}") from None
+        lams = _v.float_array(arrays["lambdas"], "lambdas", w, E, shape=(None,), lo=0.0)
+        n = lams.shape[0]
+        if n != n_policies or n != len(lams_meta):
+            raise E(f"{npz}: holds {n} policies (lambdas) but the sidecar {meta_path.name} "
+                    f"says n_policies={n_policies} with {len(lams_meta)} lambdas")
+        if not np.array_equal(lams, np.asarray(lams_meta, dtype=np.float64)):
+            raise E(f"{npz}: lambdas {lams.tolist()} differ from the sidecar's {lams_meta}")
+        counts = _v.int_array(arrays["counts"], "counts", w, E, shape=(n,), lo=1)
+        total = int(counts.sum())
+        # values are P(success) - lam * tokens: far inside +-1e15; the bound keeps every
+        # alpha . belief product finite
+        alphas = _v.float_array(arrays["alphas"], "alphas", w, E, shape=(total, model.n_hidden),
+                                lo=-MAX_VALUE, hi=MAX_VALUE)
+        actions = _v.int_array(arrays["actions"], "actions", w, E, shape=(total,), lo=0,
+                               hi=model.n_actions - 1)
+        n_blocks = model.horizon * model.n_observed + 1
+        offsets = _v.int_array(arrays["offsets"], "offsets", w, E, shape=(n, n_blocks), lo=0)
+        value_b0 = _v.float_array(arrays["value_b0"], "value_b0", w, E, shape=(n,),
+                                  lo=-MAX_VALUE, hi=MAX_VALUE)
+        upper = _v.float_array(arrays["upper_bound"], "upper_bound", w, E, shape=(n,),
+                               lo=-MAX_VALUE, hi=MAX_VALUE)
+        ends = np.cumsum(counts)
+        policies = []
+        for i in range(n):
+            lo, hi = int(ends[i] - counts[i]), int(ends[i])
+            try:
+                policies.append(TrimPolicy(
+                    model=model, lam=float(lams[i]), alphas=alphas[lo:hi],
+                    actions=actions[lo:hi], offsets=offsets[i],
+                    value_b0=float(value_b0[i]), upper_bound=float(upper[i])))
+            except PolicyFormatError as exc:
+                raise E(f"{npz}: policy {i} (lambda={lams[i]:g}): {exc}") from None
         defaults = {}
         for key in ("default_lambda", "target_cost_fraction"):
             v = meta.get(key)
             if v is not None:
                 if (isinstance(v, bool) or not isinstance(v, (int, float))
                         or not math.isfinite(v) or v < 0):
-                    raise PolicyFormatError(
-                        f"{meta_path}: {key} must be a finite number >= 0; got {v!r}")
+                    raise E(f"{meta_path}: {key} must be a finite number >= 0; got {v!r}")
                 defaults[key] = float(v)
         return cls(model, policies, **defaults)
+
+
+def _read_json_file(path: Path, error: type[Exception], what: str) -> Any:
+    """Decode a small JSON file (a sidecar); any failure is ``error`` naming the file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise error(f"{path}: cannot read {what}: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit
+        raise error(f"{path}: cannot read {what}: not valid JSON "
+                    f"({str(exc).splitlines()[0][:200]})") from None
 
 
 def load_bank(path: str | Path) -> Any:
@@ -800,24 +892,29 @@ def load_bank(path: str | Path) -> Any:
         The file is none of these (the message says what was found).
     """
     npz, meta_path = PolicyBank._paths(path)
+    sidecar = "no PolicyBank sidecar " + meta_path.name
     if meta_path.exists():
         try:
-            kind = json.loads(meta_path.read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind == "trim_pomdp.PolicyBank":
+            meta = _read_json_file(meta_path, PolicyFormatError, "metadata")
+        except PolicyFormatError as exc:
+            meta, sidecar = None, f"unreadable sidecar ({exc})"
+        if isinstance(meta, dict) and meta.get("kind") == "trim_pomdp.PolicyBank":
             return PolicyBank.load(npz)
     if not npz.exists():
         raise FileNotFoundError(f"{path}: no such router bank (looked for {npz})")
     from trim_pomdp.rl.grid import RLRouterBank
 
     try:
+        # the archive is checked first: numpy leaves a corrupt archive's file open
+        _v.read_npz(npz, PolicyFormatError, "router bank")
         return RLRouterBank.load(npz)
-    except PolicyFormatError as exc:
+    except (PolicyFormatError, *_v.NPZ_ERRORS) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise PolicyFormatError(
-            f"{npz}: not a saved router bank: no PolicyBank sidecar {meta_path.name} and not "
-            f"an RL router bank ({exc})"
-        ) from exc
+            f"{npz}: not a saved router bank: {sidecar} and not an RL router bank ({detail})"
+        ) from None
 
 
 def _parameters_from_fitted(

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trim_pomdp._io import atomic_write
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -109,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=out_stream)
 
     t0 = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from trim_pomdp._io import check_output_path
+
+    # before the (possibly long) fit: a folder we cannot write is reported now, not after
+    out = check_output_path(args.out, is_dir=True, create=True)
     cheap = _load(args.traces, args, args.generator, log)
     strong = _load(args.strong, args, args.strong_generator, log) if args.strong else None
     cheap_table = traces_to_table(cheap)
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         tm.fit(cheap_table, strong_table)
     except ValueError as exc:
         print(f"trim-pomdp fit: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     tm.save(out / "transition.npz")
     summary: dict[str, Any] = {"transition": tm.summary()}
     log("")
@@ -179,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         om.set_binning(args.score_bins, nm)  # travels with the file: solve-grid reads it
         om.save(out / "observation.npz")
         Z = om.discretize(args.score_bins, nm)
-        np.save(out / "observation_matrix.npy", Z)
+        atomic_write(out / "observation_matrix.npy", lambda fh: np.save(fh, Z))
         summary["observation"] = om.describe()
         summary["observation"]["n_score_bins"] = args.score_bins
         summary["observation"]["n_min_bins"] = nm
@@ -272,7 +276,7 @@ def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any
         tm.fit(cheap_table, strong_table)
     except (InsufficientDataError, ValueError) as exc:
         print(f"trim-pomdp fit: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     tm.p_w_ci_ = np.asarray(em.p_w_ci_, dtype=float)
     tm.p_s_ci_ = np.asarray(em.p_s_ci_, dtype=float)
     tm.save(out / "transition.npz")
@@ -280,7 +284,7 @@ def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any
     om.set_binning(args.score_bins, None)  # travels with the file: solve-grid reads it
     om.save(out / "observation.npz")
     Z = om.discretize(args.score_bins, None)
-    np.save(out / "observation_matrix.npy", Z)
+    atomic_write(out / "observation_matrix.npy", lambda fh: np.save(fh, Z))
     em_sum = em.summary()
     summary: dict[str, Any] = {"transition": tm.summary(), "outcome_em": em_sum,
                                "observation": om.describe()}
@@ -314,9 +318,11 @@ def _write_summary(summary: dict[str, Any], out: Path, args: argparse.Namespace,
                    t0: float) -> int:
     """Write ``summary.json`` (strict JSON: a NaN, e.g. an interval not computed, is null)
     and print it with ``--json``."""
-    summary = _nan_to_none(summary)
-    with open(out / "summary.json", "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=1, allow_nan=False, default=_nan_safe)
+    from trim_pomdp._io import strict_json, write_json_atomic
+
+    # strict JSON: NaN and +-inf (e.g. a -inf log-likelihood) are written as null
+    summary = strict_json(_nan_to_none(summary))
+    write_json_atomic(out / "summary.json", summary)
     log("")
     log(f"models and summary written to {out} ({time.perf_counter() - t0:.2f} s)")
     if args.json:

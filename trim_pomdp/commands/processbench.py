@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print("trim-pomdp traces-from-processbench: error: no records"
               + (f" from generator {args.generator!r}" if args.generator else ""),
               file=sys.stderr)
-        return 1
+        return 2
     if args.out is not None:
         n = save_traces(traces, args.out)
         n_steps = sum(len(t) for t in traces)

@@ -70,12 +70,8 @@ def _require_http_client(name: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(name) is None or sys.modules.get(name, ...) is None:
-        from trim_pomdp.cli import extra_hint
-
-        other = "httpx" if name == "aiohttp" else "aiohttp"
-        raise TrimPomdpError(
-            f"the HTTP client {name} (--http-client {name}) is not installed, so nothing was "
-            f"routed; {extra_hint(name)} brings it (or use --http-client {other})")
+        # cli.main reports a missing extra as one line naming it, exit 1 (not bad input)
+        raise ModuleNotFoundError(f"No module named {name!r} (--http-client {name})", name=name)
 
 
 def _bank_router_factory(path: str, budget: float | None,

@@ -106,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:  # a bad option value: say which, no traceback
         print(f"trim-pomdp solve: error: {exc}", file=sys.stderr)
         return 2
+    from trim_pomdp._io import check_output_path
+
+    # before the solve: a missing or read-only output folder must not cost the solve
+    if args.out is not None:
+        check_output_path(args.out, what="--out")
+    if args.sarsop_policy is not None:
+        check_output_path(args.sarsop_policy, what="--sarsop-policy")
     from trim_pomdp.errors import MemoryLimitError, ModelValidationError, PomdpFormatError
 
     def bad_input(exc: Exception) -> int:

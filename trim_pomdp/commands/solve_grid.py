@@ -105,9 +105,13 @@ def resolve_binning(om: Any, path: str, n_score_bins: int | None,
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from trim_pomdp._io import check_output_path
     from trim_pomdp.errors import ModelValidationError
     from trim_pomdp.trim import default_budget, default_lambdas, expected_cost_fractions, solve_grid
 
+    # before the solve (PolicyBank.save creates a missing folder, so create it now): an
+    # unwritable output must not cost the solve
+    check_output_path(args.out, what="--out", create=True)
     model = build_model(args)
     if args.lambda_values:
         try:

@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if args.envs is not None:
         over["n_envs"] = args.envs
     cfg = PPOConfig(**over)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from trim_pomdp._io import check_output_path
+
+    out = check_output_path(args.out, is_dir=True, create=True)  # before training
     executor = ProcessPoolExecutor(max_workers=args.workers) if args.workers else None
     print(f"training {len(lambdas)} {args.policy} router(s) on scenario {scenario.name!r} "
           f"({cfg.iterations} PPO iterations x {cfg.n_envs} episodes each)", file=sys.stderr)

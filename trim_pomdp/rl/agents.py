@@ -176,7 +176,9 @@ class RLRouter(_StepPolicy):
         meta = {"format_version": FORMAT_VERSION, "type": "trim_pomdp.RLRouter",
                 "kind": self.kind, "lam": self.lam, "token_scale": self.token_scale,
                 "metadata": self.metadata}
-        np.savez(Path(path), __meta__=np.array(json.dumps(meta)), **self.params)
+        from trim_pomdp._io import savez_atomic  # temp file + fsync + rename
+
+        savez_atomic(path, {"__meta__": np.array(json.dumps(meta)), **self.params})
 
     @classmethod
     def load(cls, path: str | Path) -> RLRouter:

@@ -72,7 +72,9 @@ class RLRouterBank:
                             "metadata": r.metadata, "history": h})
         meta = {"format_version": FORMAT_VERSION, "type": "trim_pomdp.RLRouterBank",
                 "kind": self.kind, "routers": entries}
-        np.savez(Path(path), __meta__=np.array(json.dumps(meta)), **arrays)
+        from trim_pomdp._io import savez_atomic  # temp file + fsync + rename
+
+        savez_atomic(path, {"__meta__": np.array(json.dumps(meta)), **arrays})
 
     @classmethod
     def load(cls, path: str | Path) -> RLRouterBank:

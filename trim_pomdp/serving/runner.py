@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from trim_pomdp.errors import OutputWriteError as _BaseOutputWriteError
 from trim_pomdp.errors import TraceFormatError, TrimPomdpError
 from trim_pomdp.serving.endpoints import (
     MAX_TOKENS_VALUE,
@@ -106,8 +107,11 @@ class OutputLockedError(TrimPomdpError, RuntimeError):
     """Another process holds the lock of this output (a second ``route`` on the same ``--out``)."""
 
 
-class OutputWriteError(TrimPomdpError, RuntimeError):
-    """A trace or errors file could not be written (disk full, I/O error); ``errno`` is kept."""
+class OutputWriteError(_BaseOutputWriteError):
+    """A trace or errors file could not be written (disk full, I/O error); ``errno`` is kept.
+
+    A :class:`trim_pomdp.errors.OutputWriteError`, so the CLI reports it as a failed write
+    (one line, exit status 1), not as bad input."""
 
     def __init__(self, message: str, errno_: int | None = None) -> None:
         super().__init__(message)
