@@ -7,7 +7,10 @@ Per problem:
 * ``time_to_gap``: seconds to reach gap 1e-3 (the default target, SARSOP's precision) on the
   problems SARSOP converged on, median of 5 runs, vs SARSOP's time;
 * memory: peak RSS of a fresh process that loads the problem and solves it (``ru_maxrss``)
-  and the solver's own storage accounting (``SolveInfo.memory_mb``).
+  and the solver's own storage accounting (``SolveInfo.memory_mb``);
+* the 30 s policy simulated (``trim_pomdp.simulate``, 10,000 episodes): its mean return must be
+  within 3 standard errors of the claimed lower bound or above it (issue 20); the script
+  exits 1 when a policy misses it.
 
 Run:  python benchmarks/bench_solver.py [--time-limit 30] [--out bench_solver.json]
       (each problem in a fresh process; prints a markdown table, writes JSON)
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -32,18 +36,22 @@ _REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO))  # the in-place build
 
 SHARED = Path(os.environ.get("TRIM_POMDP_SHARED", _REPO.parent / "shared"))
-PROBLEMS = SHARED / "pomdp" / "problems"
+PROBLEMS = SHARED / "pomdp"
 
-# ../shared/pomdp/README.md: SARSOP 30 s LB, UB, time to its LB (None: hit the 30 s limit).
+# ../shared/pomdp/README.md: SARSOP 30 s LB, UB, time to its LB (None: hit the 30 s limit);
+# keys are paths under ../shared/pomdp/.
 SARSOP = {
-    "tiger.95.POMDP": (19.3711, 19.3721, 0.01),
-    "shuttle.95.POMDP": (32.8890, 32.8897, 0.01),
-    "cheese.95.POMDP": (3.48525, 3.48624, 0.01),
-    "4x3.95.POMDP": (1.88988, 1.89085, 0.59),
-    "network.POMDP": (293.185, 293.319, None),
-    "RockSample_4_4.pomdp": (17.9245, 17.9245, 0.22),
-    "hallway.POMDP": (0.98746, 1.20943, None),
+    "problems/tiger.95.POMDP": (19.3711, 19.3721, 0.01),
+    "problems/shuttle.95.POMDP": (32.8890, 32.8897, 0.01),
+    "problems/cheese.95.POMDP": (3.48525, 3.48624, 0.01),
+    "problems/4x3.95.POMDP": (1.88988, 1.89085, 0.59),
+    "problems/network.POMDP": (293.185, 293.319, None),
+    "problems/RockSample_4_4.pomdp": (17.9245, 17.9245, 0.22),
+    "problems/hallway.POMDP": (0.98746, 1.20943, None),
+    "large/Hallway2.pomdp": (0.348614, 0.907672, None),
+    "large/TagAvoid.pomdp": (-6.20107, -1.8017, None),
 }
+SIM_EPISODES = 10_000
 CONVERGED = [name for name, (_, _, t) in SARSOP.items() if t is not None]
 
 
@@ -56,23 +64,36 @@ def _load(name: str):
 def _solve(model, time_limit: float, gap: float):
     from trim_pomdp.solver import SolverConfig, solve_info
 
-    return solve_info(model, SolverConfig(time_limit=time_limit, target_gap=gap))[1]
+    return solve_info(model, SolverConfig(time_limit=time_limit, target_gap=gap))
 
 
-def measure_one(name: str, time_limit: float) -> dict:
+def simulate_check(model, policy, lower_bound: float, episodes: int = SIM_EPISODES) -> dict:
+    """Simulated return of ``policy`` against its claimed ``lower_bound``: ``ok`` when the
+    mean (plus the truncated discounted tail) is within 3 standard errors of it or above."""
+    from trim_pomdp.simulate import simulate
+
+    sim = simulate(model, policy, episodes=episodes, seed=1)
+    z = (sim.mean - lower_bound) / sim.stderr if sim.stderr > 0 else math.inf
+    return {"sim_mean": sim.mean, "sim_stderr": sim.stderr, "sim_z": z,
+            "sim_ok": bool(sim.mean + sim.truncation_bound >= lower_bound - 3 * sim.stderr)}
+
+
+def measure_one(name: str, time_limit: float, episodes: int = SIM_EPISODES) -> dict:
     """All figures for one problem (run in a fresh process for a clean peak RSS)."""
     model = _load(name)
     row: dict = {"problem": name, "S": model.n_states, "A": model.n_actions,
                  "O": model.n_observations}
-    info = _solve(model, time_limit, 1e-9)
+    policy, info = _solve(model, time_limit, 1e-9)
+    # Peak RSS of parse + solve, before the simulator's arrays and JIT add their own.
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     row.update(lb_30s=info.lower_bound, ub_30s=info.upper_bound, time_30s=info.time_s,
                n_alpha=info.n_alpha, n_beliefs=info.n_beliefs, solver_mb=info.memory_mb)
+    row.update(simulate_check(model, policy, info.lower_bound, episodes))
     if name in CONVERGED:
-        runs = [_solve(model, time_limit, 1e-3) for _ in range(5)]
+        runs = [_solve(model, time_limit, 1e-3)[1] for _ in range(5)]
         row["time_to_gap"] = statistics.median(r.time_s for r in runs)
         row["lb_at_gap"] = runs[0].lower_bound
         row["ub_at_gap"] = runs[0].upper_bound
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return row
 
 
@@ -80,32 +101,43 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--time-limit", type=float, default=30.0)
     p.add_argument("--out", default="bench_solver.json")
+    p.add_argument("--episodes", type=int, default=SIM_EPISODES,
+                   help="episodes simulated per 30 s policy (the simulator costs O(K |supp b|) "
+                   "per step: Hallway2's ~5,000-vector policy took over 15 min for 10,000)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("problems", nargs="*", default=list(SARSOP))
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(measure_one(args.one, args.time_limit)))
+        print(json.dumps(measure_one(args.one, args.time_limit, args.episodes)))
         return 0
     rows = []
     for name in args.problems:
         out = subprocess.run(
-            [sys.executable, __file__, "--one", name, "--time-limit", str(args.time_limit)],
+            [sys.executable, __file__, "--one", name, "--time-limit", str(args.time_limit),
+             "--episodes", str(args.episodes)],
             check=True, capture_output=True, text=True,
         ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"done {name}", file=sys.stderr, flush=True)
     print("| problem | S/A/O | our LB (30 s) | SARSOP 30 s LB | our UB (30 s) | SARSOP UB "
           "| time to gap 1e-3 (ours, median of 5) | SARSOP time | alphas | peak RSS MB "
-          "| solver MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| solver MB | simulated return (z vs LB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s_lb, s_ub, s_t = SARSOP[r["problem"]]
         ttg = f"{r['time_to_gap']:.4f} s" if "time_to_gap" in r else "-"
         st = f"{s_t} s" if s_t is not None else "30 s (limit)"
-        print(f"| {r['problem']} | {r['S']}/{r['A']}/{r['O']} | {r['lb_30s']:.5f} | {s_lb} "
+        name = Path(r["problem"]).name
+        print(f"| {name} | {r['S']}/{r['A']}/{r['O']} | {r['lb_30s']:.5f} | {s_lb} "
               f"| {r['ub_30s']:.5f} | {s_ub} | {ttg} | {st} | {r['n_alpha']} "
-              f"| {r['peak_rss_mb']:.0f} | {r['solver_mb']:.2f} |")
+              f"| {r['peak_rss_mb']:.0f} | {r['solver_mb']:.2f} "
+              f"| {r['sim_mean']:.4f} ± {r['sim_stderr']:.4f} ({r['sim_z']:+.1f}) |")
     Path(args.out).write_text(json.dumps({"time_limit": args.time_limit, "rows": rows}, indent=2))
+    missed = [r["problem"] for r in rows if not r["sim_ok"]]
+    if missed:
+        print(f"policies simulated more than 3 standard errors below their lower bound: "
+              f"{', '.join(missed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -126,8 +158,10 @@ try:
     @pytest.mark.parametrize("name", CONVERGED)
     def test_time_to_gap(benchmark, name):
         model = _problem_or_skip(name)
-        info = benchmark.pedantic(_solve, args=(model, 30.0, 1e-3), rounds=5, iterations=1)
+        policy, info = benchmark.pedantic(_solve, args=(model, 30.0, 1e-3), rounds=5,
+                                          iterations=1)
         assert info.gap <= 1e-3
+        assert simulate_check(model, policy, info.lower_bound)["sim_ok"]
         benchmark.extra_info.update(lower_bound=info.lower_bound, upper_bound=info.upper_bound,
                                     sarsop_time_s=SARSOP[name][2])
 

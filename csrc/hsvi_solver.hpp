@@ -4,7 +4,9 @@
 // Bounds kept:
 //   lower bound  V_L(b) = max_k alpha_k . b, initialised with the best blind policy
 //                (alpha_a = R_a + gamma T_a alpha_a for each action a), improved by
-//                point-based backups at sampled beliefs;
+//                point-based backups at sampled beliefs; the set is kept closed under
+//                the backups' successor links, so V_L is the value of the greedy
+//                policy of the returned vectors (see prune_alphas);
 //   upper bound  V_U(b) = min(FIB(b), sawtooth(b)), where FIB is the fast informed bound
 //                Q(a,s) = R(a,s) + gamma sum_o max_a' sum_s' T(s'|s,a) Z(o|s',a) Q(a',s'),
 //                and the sawtooth interpolation runs over the corner values
@@ -118,7 +120,9 @@ class HsviSolver {
     double upper(int n);
     double sawtooth_dense(const double* bdense, const int* idx, int supp, int from_point) const;
     void backup(int n, bool lower_too);
-    void add_alpha(const double* alpha, int action);
+    // succ: O indices of the vectors the new one was backed up from (one per observation),
+    // or nullptr for a vector with no recorded successors (given from outside).
+    void add_alpha(const double* alpha, int action, const int* succ);
     void set_point(int n, double v);
     void prune_alphas();
     void prune_points();
@@ -139,6 +143,16 @@ class HsviSolver {
     // lower bound: alpha vectors
     std::vector<double> alpha_;  // K * S
     std::vector<int> alpha_act_;
+    // K * O: alpha_succ_[k*O + o] is the vector alpha_k was backed up from for observation o
+    // (the blind vectors name themselves; -1: none recorded).  Pruning keeps this set closed,
+    // which is what makes max_k alpha_k . b the value of a policy (see prune_alphas).
+    std::vector<int> alpha_succ_;
+    // The same vectors in blocks of kLanes, state-major within a block:
+    // alpha_t_[(blk * S + s) * kLanes + lane] = alpha_{blk * kLanes + lane}(s).
+    static constexpr int kLanes = 16;
+    static constexpr int kLaneMin = 4;
+    std::vector<double> alpha_t_;
+    void rebuild_alpha_t();
     int n_alpha_ = 0;
     int alpha_at_last_prune_ = 0;
 

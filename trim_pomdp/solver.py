@@ -18,8 +18,10 @@ initial belief ``b0``, as SARSOP does:
 Beliefs ``tau(b,a,o)(s') = Z(o|s',a) sum_s T(s'|s,a) b(s) / p(o|b,a)`` are sampled depth
 first from ``b0``: the action with the best upper bound, then the observation with the
 largest weighted excess uncertainty ``p(o|b,a) [(V_U - V_L)(tau) - eps gamma^-(t+1)]``;
-both bounds are backed up along the path on the way back.  Alpha vectors that are best at
-no sampled belief and upper-bound points implied by the others are pruned.
+both bounds are backed up along the path on the way back.  Upper-bound points implied by
+the others are pruned; alpha vectors are pruned only so that the set stays closed (each
+survivor was backed up from survivors, or from vectors pointwise below one), so that
+``V_L(b0)`` is the value of the returned greedy policy, not just of the sampled beliefs.
 """
 
 from __future__ import annotations
