@@ -367,14 +367,14 @@ class FakeServer:
 
         self._thread = threading.Thread(target=run, name="fake-llm-server", daemon=True)
         self._thread.start()
-        if not ready.wait(10):
+        if not ready.wait(120):  # generous: a loaded machine
             raise RuntimeError("fake server did not start")
         return self
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+            self._thread.join(120)
             self._loop = None
 
     def __enter__(self) -> FakeServer:

@@ -95,7 +95,8 @@ def test_report_errors():
 def test_matplotlib_imported_only_when_plotting():
     code = ("import sys; import trim_pomdp.fit.prm_calibration as c, trim_pomdp.fit.observation, "
             "trim_pomdp.fit.transition, trim_pomdp.traces; print('matplotlib' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=300)
     assert out.stdout.strip() == "False"
 
 

@@ -176,6 +176,7 @@ def test_console_entry_point_runs(solved_tiger, tmp_path):
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
     info = json.loads(out.stdout)
     assert abs(info["lower_bound"] - TIGER_EXACT) <= 1e-3
@@ -195,35 +196,48 @@ def test_bad_option_values(tmp_path, capsys):
 
 
 def test_ctrl_c_returns_best_policy_so_far(tmp_path):
-    # SIGINT while solving hallway (far from converged in 60 s): the solver stops, the CLI
-    # reports it, still writes the policy, and exits with 130.
+    # SIGINT while solving hallway (far from converged in 600 s): the solver stops, the CLI
+    # reports it, still writes the policy, and exits with 130.  The signal is sent once the
+    # first progress row is out -- the explicit sign that the solver's loop, which polls for
+    # Ctrl-C, is running -- not after a fixed sleep that a loaded machine can outlast.
     import signal
-    import time
 
     from conftest import shared_path
+    from proc_utils import DEADLINE, LineReader, reap
 
     problem = shared_path("pomdp", "problems", "hallway.POMDP")
     out = tmp_path / "hallway.npz"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trim_pomdp", "solve", str(problem), "--time-limit", "60",
+        [sys.executable, "-m", "trim_pomdp", "solve", str(problem), "--time-limit", "600",
          "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline(), proc.stdout.readline()]  # title, header: solving
-        assert lines[1].split()[:2] == ["time_s", "lower"], lines
-        time.sleep(1.0)
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout = LineReader(proc.stdout)
+        stderr = LineReader(proc.stderr)
+        header = stdout.wait_for(lambda ln: ln.split()[:1] == ["time_s"])
+        assert header.split()[:2] == ["time_s", "lower"], header
+        stdout.wait_for(lambda ln: _is_number(ln.split()[0]) if ln.split() else False)
         proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=30)
+        rest = stdout.rest(DEADLINE)
+        err = stderr.rest(DEADLINE)
+        proc.wait(timeout=DEADLINE)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == 130, err
     assert "interrupted: returning the best policy found so far" in rest
     pol = AlphaVectorPolicy.load(out)
     assert pol.metadata["interrupted"] is True
     assert pol.n_states == 60
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
 
 
 # Converged problems of /work/shared/pomdp/README.md: the solved policy's Monte Carlo return

@@ -334,15 +334,18 @@ def test_cli_simulate_1e11_episodes_runs_in_bounded_memory(tiger_policy):
          "--episodes", "100000000000", "--horizon", "20", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
     try:
-        assert proc.stderr is not None
-        first = proc.stderr.readline()  # blocks until the first progress line (readiness)
+        from proc_utils import DEADLINE, LineReader, reap
+
+        assert proc.stderr is not None and proc.stdout is not None
+        stderr, stdout = LineReader(proc.stderr), LineReader(proc.stdout)
+        # the first progress line is the readiness signal (waited for with a deadline)
+        first = stderr.wait_for(lambda ln: True)
         assert first.startswith("simulated ") and " of 100000000000 episodes" in first, first
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        out, err = stdout.rest(DEADLINE), first + stderr.rest(DEADLINE)
+        proc.wait(timeout=DEADLINE)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
     assert proc.returncode == 130, err
     lines = out.splitlines()
     peak_mb = int(lines[-1].split()[1]) // 1024

@@ -12,7 +12,8 @@ def test_import_is_light():
         "if m in sys.modules]; "
         "print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=300)
     assert out.stdout.strip() == ""
 
 
@@ -31,6 +32,7 @@ def test_core_loads():
 
 def test_cli_help():
     out = subprocess.run(
-        [sys.executable, "-m", "trim_pomdp", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "trim_pomdp", "--help"], capture_output=True, text=True, check=True,
+        timeout=300,
     )
     assert "trim-pomdp" in out.stdout

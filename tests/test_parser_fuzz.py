@@ -122,7 +122,7 @@ def test_mutated_shared_files_parse_or_raise_format_error(pomdp_problems_dir,
     assert len(files) > 40
     args = json.dumps({"files": files, "n_mutants": 4000, "seed": 20261201, "time_budget": 5.0})
     proc = subprocess.run(
-        [sys.executable, str(HERE), args], capture_output=True, text=True, timeout=120,
+        [sys.executable, str(HERE), args], capture_output=True, text=True, timeout=300,
         cwd=HERE.parents[1],
     )
     assert proc.returncode == 0, f"fuzz child failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
@@ -137,7 +137,7 @@ def test_mutated_large_file(pomdp_problems_dir):
     args = json.dumps({"files": [str(pomdp_problems_dir / "RockSample_4_4.pomdp")],
                        "n_mutants": 60, "seed": 7, "time_budget": 3.0})
     proc = subprocess.run(
-        [sys.executable, str(HERE), args], capture_output=True, text=True, timeout=120,
+        [sys.executable, str(HERE), args], capture_output=True, text=True, timeout=300,
         cwd=HERE.parents[1],
     )
     assert proc.returncode == 0, f"fuzz child failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"

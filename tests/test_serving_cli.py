@@ -211,14 +211,14 @@ def test_route_fit_solve_route_closes_the_loop(server, tmp_path, capsys):
     capsys.readouterr()
     fitted = tmp_path / "fit"
     assert main(["fit", str(traces), "--out", str(fitted), "--p-s", "0.95", "--em-bins", "5",
-                 "--em-bootstrap", "0", "--json"]) == 0
+                 "--score-bins", "5", "--em-bootstrap", "0", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     # 14 of 40 answers are wrong, each after one wrong step among three: p_w ~ 1 - 14/120
     assert summary["outcome_em"]["n_wrong"] == 14
     assert 0.8 < summary["transition"]["p_w"] < 0.95
     bank = tmp_path / "bank.npz"
     assert main(["solve-grid", "--transition", str(fitted / "transition.npz"),
-                 "--observation", str(fitted / "observation.npz"), "--n-score-bins", "5",
+                 "--observation", str(fitted / "observation.npz"),  # its 5 bins recorded
                  "--lambdas", "4", "--out", str(bank)]) == 0
     capsys.readouterr()
     again = tmp_path / "again.jsonl"

@@ -50,7 +50,8 @@ def test_import_serving_does_not_import_an_http_client():
         "import sys, trim_pomdp.serving, trim_pomdp.serving.runner, trim_pomdp.commands.route; "
         "print([m for m in ('httpx', 'aiohttp') if m in sys.modules])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=300)
     assert out.stdout.strip() == "[]"
 
 
@@ -202,8 +203,10 @@ def test_retry_after_header_is_honoured(server):
 
 
 def test_timeout_is_retried(server):
-    server.fail("completions", times=1, error="timeout", hold_s=2.0)
-    m = CompletionModel(cfg(server, "cheap", timeout=0.2, max_retries=1))
+    # the client's timeout is generous enough for a loaded machine to answer the retry in
+    # time; the held request is held far longer than it
+    server.fail("completions", times=1, error="timeout", hold_s=60.0)
+    m = CompletionModel(cfg(server, "cheap", timeout=2.0, max_retries=1))
     s = gen(m, "P")
     assert s.text.startswith("[cheap] step 1")
     assert len(server.requests("completions")) == 2
@@ -455,8 +458,9 @@ def test_generator_argument_errors():
 
 def test_sharded_httpx_pool_serves_all_requests_concurrently():
     # 20 connections -> 3 httpx pools of 7; 20 simultaneous requests must all be in flight
-    # together (none queued behind another), and each pool must be used
-    with FakeServer(latency={"completions": 0.3}) as server:
+    # together (none queued behind another), and each pool must be used; the latency is long
+    # enough for all 20 to arrive before the first answer even on a loaded machine
+    with FakeServer(latency={"completions": 2.0}) as server:
         m = CompletionModel(cfg(server, "cheap", max_connections=20, http_client="httpx"))
 
         async def go():
@@ -474,7 +478,7 @@ def test_sharded_httpx_pool_serves_all_requests_concurrently():
 def test_pool_size_bounds_requests_in_flight(server, max_connections, expected):
     # 20 simultaneous requests: all in flight when the pool has room, never more than
     # max_connections otherwise (the rest wait for a free connection, then succeed)
-    server.latency = {"completions": 0.2}
+    server.latency = {"completions": 0.5}  # all 20 are sent before the first answer
     m = CompletionModel(cfg(server, "cheap", max_connections=max_connections))
 
     async def go():

@@ -294,16 +294,18 @@ def test_second_route_on_the_same_out_refuses_while_the_first_holds_the_lock(
          str(out) + ".lock"],
         stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "READY"
+        from proc_utils import LineReader  # a deadline, not a readline that can hang
+
+        LineReader(holder.stdout).wait_for(lambda ln: ln.strip() == "READY")
         assert main(argv(server, probs, out)) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0
         assert f"{out} is in use by another run (pid 4242)" in err and "t.jsonl.lock" in err
         assert server.log == [] and not out.exists()
     finally:
-        holder.kill()
-        holder.wait(30)
-        holder.stdout.close()
+        from proc_utils import reap
+
+        reap(holder)
     # the holder died without cleaning up: its lock died with it (never stale)
     assert main(argv(server, probs, out)) == 0
     assert len(records(out)) == 2

@@ -199,7 +199,8 @@ def test_package_attribute_is_callable_after_submodule_import():
         "m = tiger(); r = simulate(m, AlphaVectorPolicy(m.R, [0, 1, 2]), 10, 1, 0)\n"
         "print(r.mean)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=300)
     assert float(out.stdout) == -1.0
 
 

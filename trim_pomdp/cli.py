@@ -12,6 +12,31 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+#: top-level module of an optional dependency -> the extra that installs it
+EXTRAS: dict[str, str] = {
+    "matplotlib": "plot",
+    "aiohttp": "http",
+    "httpx": "httpx",
+    "gymnasium": "rl",
+    "dask": "dask",
+    "distributed": "dask",
+}
+
+
+def missing_extra(exc: BaseException) -> tuple[str, str] | None:
+    """``(module, extra)`` when ``exc`` is an import error of an optional extra's module."""
+    name = getattr(exc, "name", None)
+    if not isinstance(exc, ImportError) or not isinstance(name, str):
+        return None
+    top = name.split(".", 1)[0]
+    return (top, EXTRAS[top]) if top in EXTRAS else None
+
+
+def extra_hint(module: str) -> str:
+    """``pip install "trim_pomdp[EXTRA]"`` for ``module`` (an EXTRAS key)."""
+    return f'pip install "trim_pomdp[{EXTRAS[module]}]"'
+
+
 # command name -> module; the order is the order shown by --help
 _COMMANDS: dict[str, str] = {
     "demo": "trim_pomdp.commands.demo",
@@ -68,6 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Any other OS failure (an I/O error reading or writing): one line, exit status 1.
     except OSError as exc:
         print(f"trim-pomdp {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        # An optional extra that the command's main output needs is not installed: one line
+        # saying what was not done and which extra brings it (parts that are optional, such as
+        # fit's plots, are skipped by the commands themselves and do not get here).
+        found = missing_extra(exc)
+        if found is None:
+            raise
+        module, _ = found
+        print(f"trim-pomdp {args.command}: error: {module} is not installed, so nothing was "
+              f"written; {extra_hint(module)} brings it", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"trim-pomdp {args.command}: interrupted", file=sys.stderr)

@@ -7,6 +7,10 @@ import json
 import sys
 from typing import Any
 
+#: default families that are fitted and solved from the scenario (seconds to minutes); with
+#: --bank and no --policies they are not rebuilt
+_FITTED_FAMILIES = ("trim-pomdp", "trim-pomdp+")
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -30,6 +34,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "solve-grid/demo, TRIM-POMDP+ banks, RL banks from `trim-pomdp train`), "
                    "without rebuilding or retraining it; it stands in for the family it "
                    "would be built as (trim-pomdp, trim-pomdp+, trim-agg, trim-seq). "
+                   "Without --policies, the banks are compared with the baselines that need "
+                   "no fitting (trim-pomdp/trim-pomdp+ are not rebuilt from the scenario). "
                    "NAME= names it in the report instead. Repeatable")
     p.add_argument("--n-problems", type=int, default=None, help="override the scenario's")
     p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
@@ -95,7 +101,16 @@ def run(args: argparse.Namespace) -> int:
                   "give them names with NAME=PATH", file=sys.stderr)
             return 2
         # a saved bank stands in for the family it would be built as (no rebuild/retraining)
-        families = [f for f in (families or list(DEFAULT_FAMILIES)) if f not in replaces]
+        if families is None:
+            # banks alone: compare them with the baselines that need no fitting; the
+            # families that would be fitted and solved from the scenario are not rebuilt
+            fitted = [f for f in _FITTED_FAMILIES if f not in replaces]
+            families = [f for f in DEFAULT_FAMILIES if f not in replaces and f not in fitted]
+            if fitted:
+                print(f"[evaluate] saved banks against the baselines; not rebuilt from the "
+                      f"scenario: {', '.join(fitted)} (name it in --policies to include it)",
+                      file=sys.stderr, flush=True)
+        families = [f for f in families if f not in replaces]
         families += loaded
     if args.bootstrap < 0:
         print(f"trim-pomdp evaluate: error: --bootstrap must be >= 0; got {args.bootstrap}",

@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
                 except InsufficientDataError as exc:
                     comparison[est] = {"error": str(exc)}
         om = ObservationModel(estimator=args.observation, features=args.features).fit(cheap_table)
+        om.set_binning(args.score_bins, nm)  # travels with the file: solve-grid reads it
         om.save(out / "observation.npz")
         Z = om.discretize(args.score_bins, nm)
         atomic_write(out / "observation_matrix.npy", lambda fh: np.save(fh, Z))
@@ -220,9 +221,20 @@ def run(args: argparse.Namespace) -> int:
             log(f"PRM calibration (step labels, n = {rep.n}): AUROC {rep.auroc:.4f}  "
                 f"ECE {rep.ece:.4f}  Brier {rep.brier:.4f}")
             if not args.no_plots:
-                plot_reliability(rep, out / "reliability.png")
-                plot_state_histograms(rep, out / "state_histograms.png")
-                log(f"  plots: {out / 'reliability.png'}, {out / 'state_histograms.png'}")
+                try:
+                    plot_reliability(rep, out / "reliability.png")
+                    plot_state_histograms(rep, out / "state_histograms.png")
+                except ImportError as exc:  # the plots are optional; the rest is written
+                    from trim_pomdp.cli import extra_hint, missing_extra
+
+                    found = missing_extra(exc)
+                    if found is None:
+                        raise
+                    log(f"  plots skipped: {found[0]} is not installed ({extra_hint(found[0])}"
+                        " brings it); models and summary are still written")
+                    summary["plots_skipped"] = f"{found[0]} is not installed"
+                else:
+                    log(f"  plots: {out / 'reliability.png'}, {out / 'state_histograms.png'}")
 
     return _write_summary(summary, out, args, log, t0)
 
@@ -269,6 +281,7 @@ def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any
     tm.p_s_ci_ = np.asarray(em.p_s_ci_, dtype=float)
     tm.save(out / "transition.npz")
     om = em.observation_model()
+    om.set_binning(args.score_bins, None)  # travels with the file: solve-grid reads it
     om.save(out / "observation.npz")
     Z = om.discretize(args.score_bins, None)
     atomic_write(out / "observation_matrix.npy", lambda fh: np.save(fh, Z))

@@ -45,7 +45,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     pol.add_argument("--threshold", type=float, metavar="K",
                      help="TRIM-Thr: regenerate when the PRM score is below K")
     p.add_argument("--budget", type=float, metavar="LAMBDA",
-                   help="with --policy: the bank's lambda to use (nearest solved one)")
+                   help="with --policy: the bank's lambda to use (nearest solved one); "
+                        "default: the budget the bank records (solve-grid --target-cost)")
     p.add_argument("--out", required=True, help="trace file (JSONL, appended)")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight (default 16)")
     p.add_argument("--max-steps", type=int, default=30, help="steps per episode (default 30)")
@@ -63,15 +64,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _require_http_client(name: str) -> None:
+    """Fail before any episode starts when the chosen HTTP client library is missing (one
+    line naming the extra), instead of failing every request of every episode."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None or sys.modules.get(name, ...) is None:
+        # cli.main reports a missing extra as one line naming it, exit 1 (not bad input)
+        raise ModuleNotFoundError(f"No module named {name!r} (--http-client {name})", name=name)
+
+
 def _bank_router_factory(path: str, budget: float | None,
-                         drift_reference: str | None = None) -> tuple[Any, str, Any]:
-    """Router factory, display name and drift monitor (or None) for a saved bank (any kind
-    :func:`load_bank` reads)."""
+                         drift_reference: str | None = None) -> tuple[Any, str, Any, float]:
+    """Router factory, display name, drift monitor (or None) and the budget used for a saved
+    bank (any kind :func:`load_bank` reads); without ``budget``, the bank's recorded
+    default."""
     from trim_pomdp.banks import load_bank
 
     bank = load_bank(path)
     if budget is None:
-        raise TrimPomdpError("--policy needs --budget LAMBDA (one of the bank's lambdas)")
+        budget = getattr(bank, "default_lambda", None)
+        if budget is None:
+            raise TrimPomdpError(
+                f"--policy {path} records no default budget (RL banks, and banks written "
+                "before solve-grid recorded one); give --budget LAMBDA (one of the bank's "
+                "lambdas)")
     if hasattr(bank, "router"):  # an RL bank (TRIM-Agg / TRIM-Seq)
         from trim_pomdp.rl.agents import RLRouter
 
@@ -85,7 +102,7 @@ def _bank_router_factory(path: str, budget: float | None,
         if drift_reference:
             raise TrimPomdpError("--drift-reference needs a POMDP policy bank (the monitor "
                                  "predicts scores from the bank's model)")
-        return make_rl, f"trim-{r.kind}", None
+        return make_rl, f"trim-{r.kind}", None, float(budget)
     from trim_pomdp.routing.router import Router
 
     policy = _select_policy(bank, budget)
@@ -101,7 +118,7 @@ def _bank_router_factory(path: str, budget: float | None,
             monitor = DriftMonitor.from_traces(policy, load_traces(drift_reference))
         except ValueError as exc:
             raise TrimPomdpError(f"--drift-reference {drift_reference}: {exc}") from None
-    return (lambda: Router(policy, drift=monitor)), bank.family().name, monitor
+    return (lambda: Router(policy, drift=monitor)), bank.family().name, monitor, float(budget)
 
 
 def _select_policy(bank: Any, budget: float) -> Any:
@@ -133,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         run_batch,
     )
 
+    _require_http_client(args.http_client)
     if not 1 <= args.max_steps <= 30:
         raise TrimPomdpError(f"--max-steps must be in [1, 30]; got {args.max_steps}")
     if args.concurrency < 1:
@@ -146,9 +164,10 @@ def run(args: argparse.Namespace) -> int:
         factory = lambda: ThresholdPolicy(k)  # noqa: E731
         policy_name = f"threshold(k={k:g})"
     else:
-        factory, family, monitor = _bank_router_factory(args.policy, args.budget,
-                                                        args.drift_reference)
-        policy_name = f"{family}({os.path.basename(args.policy)}, lambda~{args.budget:g})"
+        factory, family, monitor, budget = _bank_router_factory(args.policy, args.budget,
+                                                                args.drift_reference)
+        policy_name = f"{family}({os.path.basename(args.policy)}, lambda~{budget:g}" + (
+            ", the bank's default)" if args.budget is None else ")")
     if args.no_resume and os.path.exists(args.out) and os.path.getsize(args.out) > 0:
         raise TrimPomdpError(f"{args.out} exists and --no-resume was given")
 

@@ -137,6 +137,29 @@ class ObservationModel:
         self.hist_bins = hist_bins
         self.hist_pseudocount = hist_pseudocount
         self.min_samples_per_state = min_samples_per_state
+        #: the discretisation the router should use, ``{"n_score_bins": int, "n_min_bins":
+        #: int | None}`` (see :meth:`set_binning`); None: not chosen (files written before
+        #: it was recorded load with None)
+        self.binning: dict[str, int | None] | None = None
+
+    def set_binning(self, n_score_bins: int, n_min_bins: int | None = None) -> ObservationModel:
+        """Record the bins the TRIM model built from this density should use, so that it
+        travels with the saved file (``trim-pomdp fit`` sets it, ``solve-grid`` reads it).
+        ``n_min_bins`` is required for ``features="score+min"`` and must be None for
+        ``"score"``."""
+        self._check_params()
+        score_bin(np.zeros(1), n_score_bins, "n_score_bins")  # validates
+        if self.features == "score":
+            if n_min_bins is not None:
+                raise ValueError("n_min_bins must be None for features='score'; "
+                                 f"got {n_min_bins!r}")
+        else:
+            if n_min_bins is None:
+                raise ValueError("n_min_bins is required for features='score+min'")
+            score_bin(np.zeros(1), n_min_bins, "n_min_bins")
+        self.binning = {"n_score_bins": int(n_score_bins),
+                        "n_min_bins": None if n_min_bins is None else int(n_min_bins)}
+        return self
 
     # ------------------------------------------------------------------ helpers
     def _check_params(self) -> None:
@@ -384,6 +407,8 @@ class ObservationModel:
                            "hist_pseudocount": self.hist_pseudocount,
                            "min_samples_per_state": int(self.min_samples_per_state)},
                 "components": kinds, "n_missing_score": self.n_missing_score_}
+        if self.binning is not None:  # optional key: readers that predate it ignore it
+            meta["binning"] = dict(self.binning)
         save_npz(path, "ObservationModel", arrays, meta, FORMAT_VERSION)
         return Path(path)
 
@@ -413,6 +438,13 @@ class ObservationModel:
         self.n_samples_ = _need(a, "n_samples", (3,), name, integer=True, lo=0)
         self.atom_weight_ = _need(a, "atom_weight", (3,), name).astype(np.float64)
         self.components_ = comps
+        binning = meta.get("binning")
+        if binning is not None:
+            try:
+                self.set_binning(binning["n_score_bins"], binning.get("n_min_bins"))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelValidationError(f"{name}: bad 'binning' metadata {binning!r} "
+                                           f"({exc})") from None
         return self
 
     def describe(self) -> dict[str, Any]:

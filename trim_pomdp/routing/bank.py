@@ -27,6 +27,7 @@ from trim_pomdp.routing.policy import TrimPolicy
 from trim_pomdp.routing.protocols import Family
 
 __all__ = ["FORMAT_VERSION", "PolicyBank", "default_lambdas", "solve_grid",
+           "expected_cost_fractions", "default_budget",
            "solve_latent_grid", "load_latent_bank"]
 
 FORMAT_VERSION = 1
@@ -40,7 +41,9 @@ class PolicyBank:
     from the most to the least generous budget).  Indexable; ``save``/``load`` as
     ``.npz`` + a JSON sidecar (``<path>.json``) with ``format_version``."""
 
-    def __init__(self, model: TrimModel, policies: Sequence[TrimPolicy]) -> None:
+    def __init__(self, model: TrimModel, policies: Sequence[TrimPolicy], *,
+                 default_lambda: float | None = None,
+                 target_cost_fraction: float | None = None) -> None:
         if not policies:
             raise PolicyFormatError("a PolicyBank needs at least one policy")
         for p in policies:
@@ -58,6 +61,12 @@ class PolicyBank:
         self.policies: list[TrimPolicy] = [policies[i] for i in order]
         self.lambdas = np.array([p.lam for p in self.policies])
         self.lambdas.flags.writeable = False
+        #: the lambda a user of the bank gets without choosing one (``trim-pomdp route
+        #: --policy BANK`` without ``--budget``), and the cost fraction it was chosen for
+        #: (:func:`default_budget`); None when the bank does not record one
+        self.default_lambda = None if default_lambda is None else float(default_lambda)
+        self.target_cost_fraction = (None if target_cost_fraction is None
+                                     else float(target_cost_fraction))
 
     def __len__(self) -> int:
         return len(self.policies)
@@ -138,6 +147,11 @@ class PolicyBank:
             "model": self.model._to_meta(),
             "lambdas": [float(v) for v in self.lambdas],
         }
+        # optional keys (format_version 1 readers that predate them ignore them)
+        if self.default_lambda is not None:
+            meta["default_lambda"] = self.default_lambda
+        if self.target_cost_fraction is not None:
+            meta["target_cost_fraction"] = self.target_cost_fraction
         text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
         npz.parent.mkdir(parents=True, exist_ok=True)
         with atomic_files([npz, meta_path], "wb") as (fh_npz, fh_meta):
@@ -243,7 +257,15 @@ class PolicyBank:
                     value_b0=float(value_b0[i]), upper_bound=float(upper[i])))
             except PolicyFormatError as exc:
                 raise E(f"{npz}: policy {i} (lambda={lams[i]:g}): {exc}") from None
-        return cls(model, policies)
+        defaults = {}
+        for key in ("default_lambda", "target_cost_fraction"):
+            v = meta.get(key)
+            if v is not None:
+                if (isinstance(v, bool) or not isinstance(v, (int, float))
+                        or not math.isfinite(v) or v < 0):
+                    raise E(f"{meta_path}: {key} must be a finite number >= 0; got {v!r}")
+                defaults[key] = float(v)
+        return cls(model, policies, **defaults)
 
 
 def default_lambdas(model: TrimModel, n: int = 32) -> NDArray[np.float64]:
@@ -279,6 +301,50 @@ def solve_grid(
                 for v, p in zip(lams, solved, strict=True)]
     return PolicyBank(model, policies)
 
+
+
+def expected_cost_fractions(bank: PolicyBank) -> NDArray[np.float64]:
+    """Each policy's strong-token cost as a fraction of always-strong's, in the bank's own
+    model, estimated from the solved values alone (no simulation).
+
+    The value at the start is ``V(lambda) = P(success) - lambda * C(lambda)`` with ``C``
+    the expected strong tokens per query of the optimal policy at ``lambda``.  ``V`` is the
+    upper envelope of lines in ``lambda``, so (envelope theorem) ``dV/dlambda = -C``; ``C``
+    at each solved lambda is ``-dV/dlambda`` by finite differences of ``value_b0`` over the
+    grid (``numpy.gradient``: central inside, one-sided at the ends).  Always-strong
+    regenerates every step, so its cost is ``E[L] * sum_k q_k c_k`` with ``E[L] =
+    sum_t prod_{u<t} (1 - h(u))``, the expected number of steps under the hazard (routing
+    does not change the length).  The estimate inherits the solver's gap and the grid's
+    coarseness; on the default scenario's 32-lambda grid it is within 0.03 of the
+    fraction the simulator measures (tests/test_bank_defaults.py).  A one-policy bank has no
+    differences: its fraction is NaN.
+    """
+    m = bank.model
+    lams = np.asarray(bank.lambdas, dtype=np.float64)
+    if lams.size < 2:
+        return np.full(lams.size, np.nan)
+    values = np.array([p.value_b0 for p in bank], dtype=np.float64)
+    cost = -np.gradient(values, lams)
+    hz = np.asarray(m.hazard, dtype=np.float64)
+    expected_steps = float(np.concatenate([[1.0], np.cumprod(1.0 - hz)[:-1]]).sum())
+    always_strong = expected_steps * float(np.asarray(m.token_probs) @ np.asarray(m.strong_tokens))
+    if always_strong <= 0:
+        raise ModelValidationError("always-strong costs nothing in this model (no strong tokens)")
+    return np.clip(cost / always_strong, 0.0, None)
+
+
+def default_budget(bank: PolicyBank, target_cost_fraction: float = 0.10) -> float:
+    """The solved lambda whose :func:`expected_cost_fractions` is nearest
+    ``target_cost_fraction`` (the bank's only lambda if it holds one policy).  A default
+    for a user who has not chosen a budget; :func:`~trim_pomdp.evaluation.budget.calibrate`
+    measures the fraction on a scenario or on traces instead."""
+    tcf = float(target_cost_fraction)
+    if not (0.0 <= tcf <= 1.0):
+        raise ValueError(f"target_cost_fraction must be in [0, 1]; got {target_cost_fraction!r}")
+    if len(bank) == 1:
+        return float(bank.lambdas[0])
+    fr = expected_cost_fractions(bank)
+    return float(bank.lambdas[int(np.argmin(np.abs(fr - tcf)))])
 
 
 def load_latent_bank(path: Any):
