@@ -51,7 +51,8 @@ def timed_run(path: str) -> dict:
     t0 = time.perf_counter()
     from trim_pomdp.fit.observation import ObservationModel
     from trim_pomdp.fit.transition import TransitionModel
-    from trim_pomdp.traces.records import load_traces, traces_to_table
+    from trim_pomdp.traces.records import load_traces
+    from trim_pomdp.traces.table import traces_to_table
 
     t_import = time.perf_counter()
     traces = load_traces(path)

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     from trim_pomdp.simulation.scenario import default_scenario
     from trim_pomdp.simulation.synth_traces import routed_traces
     from trim_pomdp.simulation.world import sample_world, simulate_routing
-    from trim_pomdp.traces.records import traces_to_table
+    from trim_pomdp.traces.table import traces_to_table
 
     sc = default_scenario()
     t0 = time.perf_counter()

@@ -20,7 +20,8 @@ from trim_pomdp.banks import load_bank
 from trim_pomdp.errors import PolicyFormatError, TraceFormatError
 from trim_pomdp.routing.bank import PolicyBank, solve_grid
 from trim_pomdp.routing.model import TrimModel
-from trim_pomdp.traces.records import MAX_TOKENS, load_traces, traces_to_table
+from trim_pomdp.traces.records import MAX_TOKENS, load_traces
+from trim_pomdp.traces.table import traces_to_table
 
 #: outcome counts of every check run in this process ("typed error" / "valid")
 OUTCOMES: Counter[str] = Counter()

@@ -4,8 +4,9 @@ from scipy.special import betainc, ndtr
 
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
 from trim_pomdp.fit.observation import ObservationModel, observation_index
-from trim_pomdp.traces.records import Step, Trace, traces_to_table
+from trim_pomdp.traces.records import Step, Trace
 from trim_pomdp.traces.synthetic import generate_traces
+from trim_pomdp.traces.table import traces_to_table
 
 SCORE = ((6.0, 2.0), (2.0, 4.0), (2.5, 3.5))
 

@@ -121,7 +121,7 @@ def test_recovers_known_parameters_from_outcomes_alone(routed):
         truth = np.diff(stats.beta.cdf(edges, a, b))
         assert np.abs(em.hist_[s] - truth).max() < 0.03, (s, em.hist_[s], truth)
     # what the step-label fit sees in the same traces: only correct answers' steps, p_w = 1
-    from trim_pomdp.traces.records import traces_to_table
+    from trim_pomdp.traces.table import traces_to_table
 
     naive = TransitionModel().fit(traces_to_table(routed))
     assert naive.p_w_ == 1.0

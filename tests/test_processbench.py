@@ -11,7 +11,7 @@ from trim_pomdp.traces.processbench import (
     format_table,
     read_processbench,
 )
-from trim_pomdp.traces.records import hidden_state_labels, traces_to_table
+from trim_pomdp.traces.table import hidden_state_labels, traces_to_table
 
 REC = {"id": "math-0", "generator": "G", "problem": "2+2?",
        "steps": ["a" * 9, "bbbb", "c", "d"], "final_answer_correct": False, "label": 1}

@@ -411,7 +411,8 @@ def test_load_problems(tmp_path):
 
 
 def test_written_traces_load_with_the_trace_reader(server, tmp_path):
-    from trim_pomdp.traces.records import hidden_state_labels, load_traces, traces_to_table
+    from trim_pomdp.traces.records import load_traces
+    from trim_pomdp.traces.table import hidden_state_labels, traces_to_table
 
     script_p1(server)
     out = tmp_path / "t.jsonl"

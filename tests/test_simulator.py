@@ -246,7 +246,8 @@ def test_traces_work_with_fit_piece(tmp_path):
     # the emitted traces are trim_pomdp.traces objects: hidden states, save/load, and a
     # TransitionModel fit recovers the generating p_w / p_s on a TRIM-exact scenario
     from trim_pomdp.fit.transition import TransitionModel
-    from trim_pomdp.traces.records import Trace, hidden_state_labels, load_traces, save_traces
+    from trim_pomdp.traces.records import Trace, load_traces, save_traces
+    from trim_pomdp.traces.table import hidden_state_labels
 
     sc = _plain(n_problems=4000)
     w = sample_world(sc, seed=8)

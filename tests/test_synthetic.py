@@ -11,9 +11,9 @@ from scipy.special import polygamma
 
 from trim_pomdp.fit.observation import ObservationModel, beta_mle
 from trim_pomdp.fit.transition import TransitionModel
-from trim_pomdp.traces.records import traces_to_table
 from trim_pomdp.traces.stats import step_accuracy
 from trim_pomdp.traces.synthetic import generate_traces, length_distribution
+from trim_pomdp.traces.table import traces_to_table
 
 SCORE = ((6.0, 2.0), (2.0, 4.0), (2.5, 3.5))
 

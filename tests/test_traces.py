@@ -8,12 +8,11 @@ from trim_pomdp.traces.records import (
     LoadReport,
     Step,
     Trace,
-    hidden_state_labels,
     load_traces,
     save_traces,
     trace_from_dict,
-    traces_to_table,
 )
+from trim_pomdp.traces.table import hidden_state_labels, traces_to_table
 
 
 def _tr(labels, scores=None, tid="t", model="m"):

@@ -64,7 +64,7 @@ _EXPORTS: dict[str, str] = {
     "Step": "trim_pomdp.traces.records",
     "load_traces": "trim_pomdp.traces.records",
     "save_traces": "trim_pomdp.traces.records",
-    "hidden_state_labels": "trim_pomdp.traces.records",
+    "hidden_state_labels": "trim_pomdp.traces.table",
     "read_processbench": "trim_pomdp.traces.processbench",
     # routing: the TRIM POMDP, its solved policies and banks, routers and baselines
     "TrimModel": "trim_pomdp.routing.model",

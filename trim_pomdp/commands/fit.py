@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from trim_pomdp.errors import InsufficientDataError
     from trim_pomdp.fit.observation import ObservationModel
     from trim_pomdp.fit.transition import TransitionModel
-    from trim_pomdp.traces.records import traces_to_table
+    from trim_pomdp.traces.table import traces_to_table
 
     quiet = args.json
     out_stream = sys.stderr if quiet else sys.stdout

@@ -45,7 +45,8 @@ def _scenario_from_traces(path: str, strong: str | None, p_s: float | None) -> A
     from trim_pomdp.fit.observation import beta_mle
     from trim_pomdp.fit.transition import TransitionModel
     from trim_pomdp.simulation.scenario import Scenario
-    from trim_pomdp.traces.records import hidden_state_labels, load_traces
+    from trim_pomdp.traces.records import load_traces
+    from trim_pomdp.traces.table import hidden_state_labels
 
     cheap = list(load_traces(path))
     strong_tr = list(load_traces(strong)) if strong else None

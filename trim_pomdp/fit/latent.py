@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from trim_pomdp.errors import ModelValidationError, NotFittedError
 from trim_pomdp.routing.latent_model import LatentTrimModel, shifted_beta_obs_matrix
 from trim_pomdp.routing.model import TrimModel
-from trim_pomdp.traces.records import hidden_state_labels
+from trim_pomdp.traces.table import hidden_state_labels
 
 __all__ = ["LatentFitter"]
 

@@ -54,7 +54,8 @@ from trim_pomdp.fit._densities import (
     beta_mle,
 )
 from trim_pomdp.steps import STATE_NAMES
-from trim_pomdp.traces.records import Trace, TraceTable, as_table
+from trim_pomdp.traces.records import Trace
+from trim_pomdp.traces.table import TraceTable, as_table
 
 __all__ = ["ObservationModel", "observation_index", "score_bin", "beta_mle"]
 

@@ -30,7 +30,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from trim_pomdp.errors import InsufficientDataError
 from trim_pomdp.steps import STATE_NAMES
-from trim_pomdp.traces.records import Trace, TraceTable, as_table
+from trim_pomdp.traces.records import Trace
+from trim_pomdp.traces.table import TraceTable, as_table
 
 __all__ = ["CalibrationReport", "calibration_report", "auroc", "expected_calibration_error",
            "brier_score", "plot_reliability", "plot_state_histograms"]

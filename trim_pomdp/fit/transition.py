@@ -56,12 +56,13 @@ from trim_pomdp import _validate as _v
 from trim_pomdp._io import _need, load_npz, save_npz
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
 from trim_pomdp.steps import MAX_STEPS
-from trim_pomdp.traces.records import Trace, TraceTable, as_table
+from trim_pomdp.traces.records import Trace
 from trim_pomdp.traces.stats import (
     BinomialEstimate,
     step_accuracy,
     wilson_interval,
 )
+from trim_pomdp.traces.table import TraceTable, as_table
 
 __all__ = [
     "BinomialEstimate",

@@ -53,9 +53,9 @@ _EXPORTS: dict[str, str] = {
     "ProgressBar": "trim_pomdp.serving.runner",
     "TraceWriter": "trim_pomdp.serving.records",
     "load_problems": "trim_pomdp.serving.problems",
-    "context_exceeded": "trim_pomdp.serving.runner",
+    "context_exceeded": "trim_pomdp.serving.episode",
     "read_finished": "trim_pomdp.serving.records",
-    "run_episode": "trim_pomdp.serving.runner",
+    "run_episode": "trim_pomdp.serving.episode",
     "run_batch": "trim_pomdp.serving.runner",
 }
 

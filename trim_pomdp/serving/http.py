@@ -1,7 +1,8 @@
 """Where and how to reach a model server (:class:`EndpointConfig`) and the retrying async
 JSON transport every endpoint shares (:class:`JsonTransport`: two client backends, aiohttp
 by default or httpx, retries with backoff and ``Retry-After``, timeouts, a response size
-limit, SSL, statistics).
+limit, SSL, statistics).  One idea, the transport, in about 600 lines: most of them the
+two backends and their size-limited reads.
 
 Nothing here opens a connection when imported, and the HTTP client library is imported only
 when the first request is made, so ``import trim_pomdp.serving`` stays light.

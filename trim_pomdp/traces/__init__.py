@@ -1,6 +1,7 @@
 """Labelled reasoning traces: the ``Trace``/``Step`` records and their JSONL files
-(``records``), step-accuracy statistics (``stats``), the ProcessBench reader
-(``processbench``) and synthetic traces from TRIM parameters (``synthetic``).
+(``records``), hidden-state labels and the columnar view (``table``), step-accuracy
+statistics (``stats``), the ProcessBench reader (``processbench``) and synthetic traces
+from TRIM parameters (``synthetic``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ _EXPORTS: dict[str, str] = {
     "Step": "trim_pomdp.traces.records",
     "Trace": "trim_pomdp.traces.records",
     "LoadReport": "trim_pomdp.traces.records",
-    "TraceTable": "trim_pomdp.traces.records",
     "load_traces": "trim_pomdp.traces.records",
     "iter_traces": "trim_pomdp.traces.records",
     "save_traces": "trim_pomdp.traces.records",
-    "hidden_state_labels": "trim_pomdp.traces.records",
     "trace_from_dict": "trim_pomdp.traces.records",
     "trace_to_dict": "trim_pomdp.traces.records",
-    "traces_to_table": "trim_pomdp.traces.records",
+    "hidden_state_labels": "trim_pomdp.traces.table",
+    "TraceTable": "trim_pomdp.traces.table",
+    "traces_to_table": "trim_pomdp.traces.table",
+    "as_table": "trim_pomdp.traces.table",
     "BinomialEstimate": "trim_pomdp.traces.stats",
     "wilson_interval": "trim_pomdp.traces.stats",
     "step_accuracy": "trim_pomdp.traces.stats",

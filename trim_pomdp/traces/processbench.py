@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from trim_pomdp.errors import TraceFormatError
-from trim_pomdp.traces.records import LoadReport, Step, Trace, traces_to_table
+from trim_pomdp.traces.records import LoadReport, Step, Trace
 from trim_pomdp.traces.stats import BinomialEstimate, step_accuracy
+from trim_pomdp.traces.table import traces_to_table
 
 __all__ = ["read_processbench", "estimate_tokens", "GeneratorRow", "accuracy_by_model",
            "format_table"]

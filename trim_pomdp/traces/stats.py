@@ -17,7 +17,8 @@ from statistics import NormalDist
 import numpy as np
 from numpy.typing import NDArray
 
-from trim_pomdp.traces.records import Trace, TraceTable, as_table
+from trim_pomdp.traces.records import Trace
+from trim_pomdp.traces.table import TraceTable, as_table
 
 __all__ = ["BinomialEstimate", "wilson_interval", "step_accuracy"]
 

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trim_pomdp.traces.records import MAX_STEPS, Step, Trace, _states_from_codes
+from trim_pomdp.traces.records import MAX_STEPS, Step, Trace
+from trim_pomdp.traces.table import _states_from_codes
 
 __all__ = ["generate_traces", "DEFAULT_SCORE_PARAMS", "length_distribution"]
 
