@@ -1,4 +1,4 @@
-// Bindings of the model piece: the .pomdp parser/writer and model validation.
+// Bindings of the model (bind_model): the .pomdp parser/writer and model validation.
 #include <optional>
 #include <string>
 #include <vector>

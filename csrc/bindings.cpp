@@ -1,5 +1,5 @@
-// The module trim_pomdp._core: exception translation and the list of bound pieces.
-// Conversions live in bind_*.cpp, one file per piece of the core (model/parser, solver,
+// The module trim_pomdp._core: exception translation and the list of bound modules.
+// Conversions live in bind_*.cpp, one file per part of the core (model/parser, solver,
 // finite-horizon solver); the core itself never sees a Python object.
 #include "bind_common.hpp"
 #include "errors.hpp"
