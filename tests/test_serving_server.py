@@ -547,13 +547,35 @@ def test_serve_cli_bad_arguments(tmp_path, capsys):
     bank = _bank(tmp_path).save(tmp_path / "bank.npz")
     # bad arguments are bad input: one line, exit status 2
     assert main(base + ["--policy", str(bank)]) == 2
-    assert "--policy needs --budget LAMBDA or --target-cost F" in capsys.readouterr().err
+    assert "records no default budget" in capsys.readouterr().err
     assert main(base + ["--policy", str(bank), "--budget", "5e6"]) == 2
     assert "outside the bank's lambdas [0, 1e+06]" in capsys.readouterr().err
     assert main(base + ["--policy", str(bank), "--target-cost", "0.1"]) == 2
     assert "--target-cost needs --calibration-traces" in capsys.readouterr().err
     assert main(base + ["--threshold", "0.5", "--max-steps", "0"]) == 2
     assert "--max-steps must be in [1, 30]" in capsys.readouterr().err
+
+
+def test_serve_uses_the_budget_the_bank_records(tmp_path, capsys):
+    # the journey's defaults: a bank that records a default lambda (as solve-grid writes it)
+    # serves with it when neither --budget nor --target-cost is given
+    import argparse
+
+    from trim_pomdp.commands import serve as serve_cmd
+
+    bank = _bank(tmp_path)
+    bank.default_lambda = 1e6
+    path = bank.save(tmp_path / "bank.npz")
+    parser = argparse.ArgumentParser()
+    serve_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--cheap", "http://127.0.0.1:9/v1/c", "--strong",
+                              "http://127.0.0.1:9/v1/s", "--prm", "http://127.0.0.1:9/v1/p",
+                              "--policy", str(path)])
+    factory = serve_cmd._routers(args)
+    assert factory.default_budget == 1e6
+    assert "default lambda 1e+06 (recorded in" in capsys.readouterr().out
+    args.budget = 0.0  # an explicit --budget still wins
+    assert serve_cmd._routers(args).default_budget == 0.0
 
 
 def test_serve_target_cost_calibrates_on_traces(tmp_path):

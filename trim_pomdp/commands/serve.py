@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cost = p.add_mutually_exclusive_group()
     cost.add_argument("--budget", type=float, metavar="LAMBDA",
                       help="with --policy: the default lambda (requests may pick another "
-                           "within the bank's range)")
+                           "within the bank's range; default: the one the bank records)")
     cost.add_argument("--target-cost", type=float, metavar="F",
                       help="with --policy (a PolicyBank): the default lambda is the one whose "
                            "strong-token cost fraction on --calibration-traces is nearest F")
@@ -90,7 +90,14 @@ def _routers(args: argparse.Namespace) -> Any:
     elif args.budget is not None:
         budget = args.budget
     else:
-        raise TrimPomdpError("--policy needs --budget LAMBDA or --target-cost F")
+        # As in `route`: a bank written by solve-grid records the budget it was solved for.
+        budget = getattr(bank, "default_lambda", None)
+        if budget is None:
+            raise TrimPomdpError(
+                f"--policy {args.policy} records no default budget (RL banks, and banks written "
+                "before solve-grid recorded one); give --budget LAMBDA or --target-cost F")
+        print(f"trim-pomdp serve: default lambda {budget:g} (recorded in {args.policy})",
+              flush=True)
     try:
         return RouterFactory.from_bank(bank, budget)
     except ValueError as exc:
