@@ -94,8 +94,7 @@ def read_processbench(path: str | os.PathLike[str], *, generator: str | None = N
         except TraceFormatError as exc:
             if not lenient:
                 raise
-            rep.n_skipped += 1
-            rep.reasons.append(str(exc))
+            rep.skip(exc)
             continue
         if tr is not None:
             rep.n_loaded += 1

@@ -313,6 +313,11 @@ class LoadReport:
     n_skipped: int = 0
     reasons: list[str] = field(default_factory=list)
 
+    def skip(self, exc: Exception) -> None:
+        """Count one record that lenient loading skipped, keeping why."""
+        self.n_skipped += 1
+        self.reasons.append(str(exc))
+
     def summary(self) -> str:
         head = f"loaded {self.n_loaded} traces, skipped {self.n_skipped}"
         if not self.reasons:
@@ -382,8 +387,7 @@ def iter_traces(
             except TraceFormatError as exc:
                 if not lenient:
                     raise
-                rep.n_skipped += 1
-                rep.reasons.append(str(exc))
+                rep.skip(exc)
                 continue
             rep.n_loaded += 1
             yield tr
