@@ -45,6 +45,9 @@ sys.path.insert(0, str(REPO))
 
 from trim_pomdp.serving.endpoints import QWEN_MATH_PROMPT  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving import _proc_cpu_s  # noqa: E402  (one /proc CPU reader for both benchmarks)
+
 ASSISTANT = "<|im_start|>assistant\n"
 PROBLEM = "What is the sum of the first 8 positive integers?"
 REGENERATED = (3, 6)
@@ -55,15 +58,6 @@ def _synthetic_hash(problem: str) -> str:
     # before the assistant marker)
     head = QWEN_MATH_PROMPT.replace("{problem}", problem).split(ASSISTANT, 1)[0]
     return hashlib.sha1(head.encode()).hexdigest()[:8]
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
 def _start(args: list[str], ready: str) -> tuple[subprocess.Popen, str]:
