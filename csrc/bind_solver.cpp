@@ -17,10 +17,12 @@ using namespace trim_bind;
 
 namespace {
 
-py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, double time_limit,
-                     double target_gap, long long max_iterations, double max_memory_mb,
-                     int n_threads, py::object progress, double tol) {
-    trim::Pomdp model = pomdp_from_arrays(T, Z, R, discount, b0);
+// T and Z: dense arrays or compressed-row tuples (ptr, idx, val, n_cols); the solver holds
+// compressed rows either way, built straight from the NumPy buffers (no dense copy).
+py::dict solve_pomdp(py::object T, py::object Z, DArray R, double discount, DArray b0,
+                     double time_limit, double target_gap, long long max_iterations,
+                     double max_memory_mb, int n_threads, py::object progress, double tol) {
+    trim::Pomdp model = pomdp_from_py(T, Z, R, discount, b0, true);
     const py::ssize_t A = model.n_actions, S = model.n_states, O = model.n_obs;
     if (A == 0 || S == 0 || O == 0)
         throw py::value_error("model must have at least one state, action and observation");
@@ -118,9 +120,9 @@ py::dict solve_pomdp(DArray T, DArray Z, DArray R, double discount, DArray b0, d
 }
 
 // Test hook: one point-based backup at b (both bounds) with the solver's own code.
-py::dict hsvi_backup(DArray T, DArray Z, DArray R, double discount, DArray alphas, IArray actions,
-                     DArray b) {
-    trim::Pomdp model = pomdp_from_arrays(T, Z, R, discount, b, "b");
+py::dict hsvi_backup(py::object T, py::object Z, DArray R, double discount, DArray alphas,
+                     IArray actions, DArray b) {
+    trim::Pomdp model = pomdp_from_py(T, Z, R, discount, b, false, "b");
     const py::ssize_t A = model.n_actions, S = model.n_states;
     require_ndim(alphas, "alphas", "K, n_states", 2);
     const py::ssize_t K = alphas.shape(0);

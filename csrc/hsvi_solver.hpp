@@ -58,13 +58,6 @@ struct HsviResult {
     double memory_mb = 0;  // peak of the solver's own storage accounting
 };
 
-// Compressed sparse rows: row r holds (idx[k], val[k]) for k in [ptr[r], ptr[r+1]).
-struct Csr {
-    std::vector<std::int64_t> ptr;
-    std::vector<int> idx;
-    std::vector<double> val;
-};
-
 // One backup at a belief against a given alpha set and the FIB upper bound (for tests:
 // compared with a slow pure-Python backup).
 struct HsviBackupCheck {

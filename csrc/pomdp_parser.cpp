@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "pomdp_sparse.hpp"
 #include "pomdp_validate.hpp"
 
 namespace trim {
@@ -200,12 +201,143 @@ struct RSpec {
     int line;         // where the statement starts (for messages about R(a, s))
 };
 
+// T or Z while they are parsed: dense rows (the layout of Pomdp::T/Z, written in place) or,
+// for a model whose dense arrays would be too large, one list of (column, value) writes per
+// row.  A list keeps later writes after earlier ones (later entries override earlier ones in
+// the format) and is compacted, last write winning, when it outgrows twice the row width;
+// a whole-row write replaces the list.  take_csr() gives the final rows without zeros.
+// What the parse allocates (for the out-of-memory message, written after the parser is gone).
+struct ParseNeed {
+    double bytes = -1.0;
+    bool sparse = false;
+};
+
+class RowStore {
+  public:
+    struct Entry {
+        int col;
+        double val;
+    };
+
+    void init(bool sparse, std::size_t rows, std::size_t cols) {
+        sparse_ = sparse;
+        rows_ = rows;
+        cols_ = cols;
+        if (sparse) {
+            lists_.assign(rows, {});
+        } else {
+            dense_.assign(rows * cols, 0.0);
+        }
+    }
+    bool sparse() const { return sparse_; }
+    // Entries held by the lists (sparse; compaction lowers it).
+    std::size_t entries() const { return entries_; }
+
+    void set(std::size_t row, std::size_t col, double v) {
+        if (!sparse_) {
+            dense_[row * cols_ + col] = v;
+            return;
+        }
+        auto& l = lists_[row];
+        if (l.empty() && v == 0.0) return;  // a zero written over nothing changes nothing
+        l.push_back({static_cast<int>(col), v});
+        ++entries_;
+        if (l.size() > 2 * cols_ + 8) compact(l);
+    }
+    void set_row(std::size_t row, const double* v) {
+        if (!sparse_) {
+            std::copy(v, v + cols_, dense_.begin() + static_cast<std::ptrdiff_t>(row * cols_));
+            return;
+        }
+        clear(row);
+        auto& l = lists_[row];
+        for (std::size_t j = 0; j < cols_; ++j)
+            if (v[j] != 0.0) l.push_back({static_cast<int>(j), v[j]});
+        entries_ += l.size();
+    }
+    void set_row_const(std::size_t row, double v) {
+        if (!sparse_) {
+            std::fill_n(dense_.begin() + static_cast<std::ptrdiff_t>(row * cols_), cols_, v);
+            return;
+        }
+        clear(row);
+        if (v == 0.0) return;
+        auto& l = lists_[row];
+        l.reserve(cols_);
+        for (std::size_t j = 0; j < cols_; ++j) l.push_back({static_cast<int>(j), v});
+        entries_ += cols_;
+    }
+    // Row `row` = the unit vector e_col (identity).
+    void set_row_unit(std::size_t row, std::size_t col) {
+        if (!sparse_) {
+            double* r = dense_.data() + row * cols_;
+            for (std::size_t j = 0; j < cols_; ++j) r[j] = j == col ? 1.0 : 0.0;
+            return;
+        }
+        clear(row);
+        lists_[row].push_back({static_cast<int>(col), 1.0});
+        ++entries_;
+    }
+
+    std::vector<double>&& take_dense() { return std::move(dense_); }
+    // The final rows: columns increasing, the last write of each column, zeros dropped.
+    Csr take_csr() {
+        Csr out;
+        out.ptr.assign(rows_ + 1, 0);
+        std::size_t nnz = 0;
+        for (auto& l : lists_) {
+            compact(l);
+            for (const Entry& e : l) nnz += e.val != 0.0 ? 1 : 0;
+        }
+        out.idx.reserve(nnz);
+        out.val.reserve(nnz);
+        for (std::size_t r = 0; r < rows_; ++r) {
+            for (const Entry& e : lists_[r])
+                if (e.val != 0.0) {
+                    out.idx.push_back(e.col);
+                    out.val.push_back(e.val);
+                }
+            std::vector<Entry>().swap(lists_[r]);
+            out.ptr[r + 1] = static_cast<std::int64_t>(out.idx.size());
+        }
+        std::vector<std::vector<Entry>>().swap(lists_);
+        entries_ = 0;
+        return out;
+    }
+
+  private:
+    void clear(std::size_t row) {
+        entries_ -= lists_[row].size();
+        lists_[row].clear();
+    }
+    void compact(std::vector<Entry>& l) {
+        const std::size_t before = l.size();
+        std::stable_sort(l.begin(), l.end(),
+                         [](const Entry& x, const Entry& y) { return x.col < y.col; });
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < l.size(); ++i) {
+            if (k > 0 && l[k - 1].col == l[i].col) {
+                l[k - 1] = l[i];  // the later write wins
+            } else {
+                l[k++] = l[i];
+            }
+        }
+        l.resize(k);
+        entries_ -= before - k;
+    }
+
+    bool sparse_ = false;
+    std::size_t rows_ = 0, cols_ = 0, entries_ = 0;
+    std::vector<double> dense_;
+    std::vector<std::vector<Entry>> lists_;
+};
+
 class Parser {
   public:
     // `need` receives the header's memory estimate once the sizes are known (for the
     // out-of-memory message, written after the parser is gone).
     Parser(const std::string& text, const std::string& filename, const ParseOptions& opts,
-           double* need)
+           ParseNeed* need)
         : filename_(filename), opts_(opts), need_(need), toks_(tokenize(text)) {
         states_.what = "state";
         states_.keyword = "states";
@@ -225,7 +357,8 @@ class Parser {
   private:
     const std::string& filename_;
     ParseOptions opts_;
-    double* need_;
+    ParseNeed* need_;
+    double base_bytes_ = 0.0;  // header estimate plus tokens
     std::vector<Token> toks_;
     std::size_t pos_ = 0;
     std::size_t stmt_begin_ = 0;  // first token of the statement being parsed
@@ -236,6 +369,7 @@ class Parser {
     int discount_line_ = 0, start_line_ = 0;
     bool cost_ = false;
     std::vector<int> t_line_, z_line_;  // line that last set row T[a, s, :] / Z[a, s', :]
+    RowStore t_, z_;                    // T and Z until finish()
     std::vector<RSpec> rspecs_;
     std::vector<double> rvals_;
     std::vector<std::vector<std::uint32_t>> rlist_;  // per (a, s): specs since the last full cover
@@ -411,7 +545,18 @@ class Parser {
         require_declared(obs_, line, stmt);
         const double S = states_.count, A = actions_.count, O = obs_.count;
         const double entries = A * S * S + A * S * O;
-        if (entries > static_cast<double>(opts_.max_entries))
+        const double dense_need = parse_memory_bytes(S, A, O);
+        const double have = static_cast<double>(toks_.capacity()) * sizeof(Token);
+        const double limit = opts_.max_memory_mb * kMiB;
+        bool sparse = opts_.storage == ParseOptions::Storage::Sparse;
+        if (opts_.storage == ParseOptions::Storage::Auto)
+            sparse = !(entries <= static_cast<double>(opts_.max_entries) &&
+                       dense_need <= opts_.dense_max_mb * kMiB && dense_need + have <= limit);
+        const std::string shape = plural(actions_.count, "action") + " x " +
+                                  plural(states_.count, "state") + " x (" +
+                                  plural(states_.count, "state") + " + " +
+                                  plural(obs_.count, "observation") + ")";
+        if (!sparse && entries > static_cast<double>(opts_.max_entries))
             fail(states_.line, "model too large: " + std::to_string(actions_.count) + " actions x " +
                                    std::to_string(states_.count) + " states x (" +
                                    std::to_string(states_.count) + " states + " +
@@ -419,22 +564,24 @@ class Parser {
                                    std::to_string(static_cast<long long>(entries)) +
                                    " dense entries exceeds the limit of " +
                                    std::to_string(opts_.max_entries));
-        // The header fixes every allocation below: refuse before making any of it when it
-        // would exceed the memory limit (a 116-byte file can declare 16,383 states).
-        const double need = parse_memory_bytes(S, A, O);
-        const double have = static_cast<double>(toks_.capacity()) * sizeof(Token);
-        *need_ = need;
-        if (need + have > opts_.max_memory_mb * kMiB) {
+        // The header fixes every allocation below (dense) or its per-row part (sparse):
+        // refuse before making any of it when it would exceed the memory limit (a 116-byte
+        // file can declare 16,383 states).
+        const double need = sparse ? parse_sparse_base_bytes(S, A, O) : dense_need;
+        need_->bytes = need;
+        need_->sparse = sparse;
+        base_bytes_ = need + have;
+        if (need + have > limit) {
             char buf[256];
             std::snprintf(buf, sizeof buf,
-                          "needs about %.1f MB for its dense arrays T, Z and R (plus %.1f MB "
-                          "of tokens), over max_memory_mb=%g",
+                          sparse ? "needs about %.1f MB for the row bookkeeping of its sparse T "
+                                   "and Z and for R (plus %.1f MB of tokens), over "
+                                   "max_memory_mb=%g"
+                                 : "needs about %.1f MB for its dense arrays T, Z and R (plus "
+                                   "%.1f MB of tokens), over max_memory_mb=%g",
                           need / kMiB, have / kMiB, opts_.max_memory_mb);
             throw MemoryLimitError(filename_ + ":" + std::to_string(states_.line) +
-                                   ": model too large: " + plural(actions_.count, "action") +
-                                   " x " + plural(states_.count, "state") + " x (" +
-                                   plural(states_.count, "state") + " + " +
-                                   plural(obs_.count, "observation") + ") " + buf +
+                                   ": model too large: " + shape + " " + buf +
                                    "; raise the limit (solve --max-memory-mb) or use a "
                                    "smaller model");
         }
@@ -442,12 +589,38 @@ class Parser {
         m_.n_actions = actions_.count;
         m_.n_obs = obs_.count;
         const std::size_t s = m_.n_states, a = m_.n_actions, o = m_.n_obs;
-        m_.T.assign(a * s * s, 0.0);
-        m_.Z.assign(a * s * o, 0.0);
+        t_.init(sparse, a * s, s);
+        z_.init(sparse, a * s, o);
         t_line_.assign(a * s, 0);
         z_line_.assign(a * s, 0);
         rlist_.assign(a * s, {});
         allocated_ = true;
+    }
+
+    // Sparse storage: refuses, before a statement writes them, `more` entries that would take
+    // the lists over the memory limit (each entry taken at kEntryBytes, its 16 bytes plus
+    // the lists' growth).  Dense storage was sized by the header.
+    static constexpr double kEntryBytes = 24.0;
+    void reserve_entries(double more, int line, const char* what) {
+        if (!t_.sparse()) return;
+        const double held = static_cast<double>(t_.entries() + z_.entries());
+        const double bytes = base_bytes_ + (held + more) * kEntryBytes;
+        if (bytes > opts_.max_memory_mb * kMiB) {
+            char buf[320];
+            std::snprintf(buf, sizeof buf,
+                          "model too large: this %s entry writes %.0f probabilities, taking the "
+                          "sparse rows of T and Z to about %.1f MB (%.0f entries held), over "
+                          "max_memory_mb=%g; raise the limit (solve --max-memory-mb) or use a "
+                          "smaller model",
+                          what, more, bytes / kMiB, held, opts_.max_memory_mb);
+            throw MemoryLimitError(filename_ + ":" + std::to_string(line) + ": " + buf);
+        }
+        need_->bytes = std::max(need_->bytes, bytes);
+    }
+    static double nonzeros(const std::vector<double>& v) {
+        double n = 0;
+        for (double x : v) n += x != 0.0 ? 1 : 0;
+        return n;
     }
 
     // A reference to one element of `d` or `*` (-1).
@@ -629,25 +802,31 @@ class Parser {
         const std::size_t S = m_.n_states;
         const int a = ref(actions_);
         auto [a0, a1] = range(a, m_.n_actions);
+        const double n_act = a1 - a0;
         if (peek().kind != Tok::Colon) {
             // T: a  <S x S matrix> | uniform | identity
             if (at_keyword("uniform") || at_keyword("identity")) {
                 const bool uni = peek().text == "uniform";
                 next();
                 expect_statement_end();
+                reserve_entries(n_act * S * (uni ? S : 1), line, "T:");
                 // Written in place: an S x S scratch matrix would double the peak memory.
                 for (int aa = a0; aa < a1; ++aa) {
-                    double* blk = m_.T.data() + aa * S * S;
-                    for (std::size_t i = 0; i < S; ++i)
-                        for (std::size_t j = 0; j < S; ++j)
-                            blk[i * S + j] = uni ? 1.0 / static_cast<double>(S) : (i == j ? 1.0 : 0.0);
+                    for (std::size_t i = 0; i < S; ++i) {
+                        if (uni) {
+                            t_.set_row_const(aa * S + i, 1.0 / static_cast<double>(S));
+                        } else {
+                            t_.set_row_unit(aa * S + i, i);
+                        }
+                    }
                     for (std::size_t s = 0; s < S; ++s) t_line_[aa * S + s] = line;
                 }
                 return;
             }
             read_exact(S * S, true, line, "an S x S matrix, S = number of states");
+            reserve_entries(n_act * nonzeros(nums_), line, "T:");
             for (int aa = a0; aa < a1; ++aa) {
-                std::copy(nums_.begin(), nums_.end(), m_.T.begin() + aa * S * S);
+                for (std::size_t i = 0; i < S; ++i) t_.set_row(aa * S + i, &nums_[i * S]);
                 for (std::size_t s = 0; s < S; ++s) t_line_[aa * S + s] = line;
             }
             return;
@@ -664,9 +843,10 @@ class Parser {
             } else {
                 read_exact(S, true, line, "a row over next states");
             }
+            reserve_entries(n_act * (s1 - s0) * nonzeros(nums_), line, "T:");
             for (int aa = a0; aa < a1; ++aa)
                 for (int ss = s0; ss < s1; ++ss) {
-                    std::copy(nums_.begin(), nums_.end(), m_.T.begin() + (aa * S + ss) * S);
+                    t_.set_row(aa * S + ss, nums_.data());
                     t_line_[aa * S + ss] = line;
                 }
             return;
@@ -676,9 +856,10 @@ class Parser {
         auto [p0, p1] = range(sp, m_.n_states);
         read_exact(1, true, line, "one probability");
         const double v = nums_[0];
+        if (v != 0.0) reserve_entries(n_act * (s1 - s0) * (p1 - p0), line, "T:");
         for (int aa = a0; aa < a1; ++aa)
             for (int ss = s0; ss < s1; ++ss) {
-                for (int pp = p0; pp < p1; ++pp) m_.T[(aa * S + ss) * S + pp] = v;
+                for (int pp = p0; pp < p1; ++pp) t_.set(aa * S + ss, pp, v);
                 t_line_[aa * S + ss] = line;
             }
     }
@@ -688,6 +869,7 @@ class Parser {
         const std::size_t S = m_.n_states, O = m_.n_obs;
         const int a = ref(actions_);
         auto [a0, a1] = range(a, m_.n_actions);
+        const double n_act = a1 - a0;
         if (peek().kind != Tok::Colon) {
             // O: a  <S x O matrix> | uniform  (identity when S == O)
             if (at_keyword("uniform") || at_keyword("identity")) {
@@ -697,18 +879,23 @@ class Parser {
                                           plural(O, "observation") + " and " + plural(S, "state"));
                 next();
                 expect_statement_end();
+                reserve_entries(n_act * S * (uni ? O : 1), line, "O:");
                 for (int aa = a0; aa < a1; ++aa) {
-                    double* blk = m_.Z.data() + aa * S * O;
-                    for (std::size_t i = 0; i < S; ++i)
-                        for (std::size_t j = 0; j < O; ++j)
-                            blk[i * O + j] = uni ? 1.0 / static_cast<double>(O) : (i == j ? 1.0 : 0.0);
+                    for (std::size_t i = 0; i < S; ++i) {
+                        if (uni) {
+                            z_.set_row_const(aa * S + i, 1.0 / static_cast<double>(O));
+                        } else {
+                            z_.set_row_unit(aa * S + i, i);
+                        }
+                    }
                     for (std::size_t s = 0; s < S; ++s) z_line_[aa * S + s] = line;
                 }
                 return;
             }
             read_exact(S * O, true, line, "an S x O matrix over (next state, observation)");
+            reserve_entries(n_act * nonzeros(nums_), line, "O:");
             for (int aa = a0; aa < a1; ++aa) {
-                std::copy(nums_.begin(), nums_.end(), m_.Z.begin() + aa * S * O);
+                for (std::size_t i = 0; i < S; ++i) z_.set_row(aa * S + i, &nums_[i * O]);
                 for (std::size_t s = 0; s < S; ++s) z_line_[aa * S + s] = line;
             }
             return;
@@ -724,9 +911,10 @@ class Parser {
             } else {
                 read_exact(O, true, line, "a row over observations");
             }
+            reserve_entries(n_act * (s1 - s0) * nonzeros(nums_), line, "O:");
             for (int aa = a0; aa < a1; ++aa)
                 for (int ss = s0; ss < s1; ++ss) {
-                    std::copy(nums_.begin(), nums_.end(), m_.Z.begin() + (aa * S + ss) * O);
+                    z_.set_row(aa * S + ss, nums_.data());
                     z_line_[aa * S + ss] = line;
                 }
             return;
@@ -736,9 +924,10 @@ class Parser {
         auto [o0, o1] = range(o, m_.n_obs);
         read_exact(1, true, line, "one probability");
         const double v = nums_[0];
+        if (v != 0.0) reserve_entries(n_act * (s1 - s0) * (o1 - o0), line, "O:");
         for (int aa = a0; aa < a1; ++aa)
             for (int ss = s0; ss < s1; ++ss) {
-                for (int oo = o0; oo < o1; ++oo) m_.Z[(aa * S + ss) * O + oo] = v;
+                for (int oo = o0; oo < o1; ++oo) z_.set(aa * S + ss, oo, v);
                 z_line_[aa * S + ss] = line;
             }
     }
@@ -793,6 +982,14 @@ class Parser {
         const std::size_t S = m_.n_states, A = m_.n_actions, O = m_.n_obs;
         if (!have_start_) m_.b0.assign(S, 1.0 / static_cast<double>(S));
 
+        if (t_.sparse()) {
+            m_.sparse = true;
+            m_.Ts = t_.take_csr();
+            m_.Zs = z_.take_csr();
+        } else {
+            m_.T = t_.take_dense();
+            m_.Z = z_.take_dense();
+        }
         m_.R.assign(A * S, 0.0);
         std::vector<double> grid;
         for (std::size_t a = 0; a < A; ++a) {
@@ -831,6 +1028,22 @@ class Parser {
                     continue;
                 }
                 double r = 0.0;
+                if (m_.sparse) {
+                    const Csr& T = m_.Ts;
+                    const Csr& Z = m_.Zs;
+                    const std::size_t row = a * S + s;
+                    for (auto k = T.ptr[row]; k < T.ptr[row + 1]; ++k) {
+                        const std::size_t p = T.idx[k];
+                        const std::size_t zr = a * S + p;
+                        const double* grow = &grid[p * O];
+                        double e = 0.0;
+                        for (auto j = Z.ptr[zr]; j < Z.ptr[zr + 1]; ++j)
+                            e += Z.val[j] * grow[Z.idx[j]];
+                        r += T.val[k] * e;
+                    }
+                    m_.R[a * S + s] = r;
+                    continue;
+                }
                 const double* trow = &m_.T[(a * S + s) * S];
                 for (std::size_t p = 0; p < S; ++p) {
                     if (trow[p] == 0.0) continue;
@@ -977,13 +1190,33 @@ void put_block(std::string& out, char X, const std::string& a, const double* p, 
     }
 }
 
+// The sparse counterpart of put_block: "X: a : i : j p" for each stored entry of rows
+// [first, first + rows).
+void put_rows(std::string& out, char X, const std::string& a, const Csr& m, std::size_t first,
+              int rows, const std::vector<std::string>& row_names,
+              const std::vector<std::string>& col_names) {
+    for (int i = 0; i < rows; ++i) {
+        const std::size_t r = first + static_cast<std::size_t>(i);
+        for (auto k = m.ptr[r]; k < m.ptr[r + 1]; ++k) {
+            out += X;
+            out += ": " + a + " : ";
+            put_ref(out, row_names, i);
+            out += " : ";
+            put_ref(out, col_names, m.idx[k]);
+            out += ' ';
+            put_number(out, m.val[k]);
+            out += '\n';
+        }
+    }
+}
+
 }  // namespace
 
 Pomdp parse_pomdp(const std::string& text, const std::string& filename, const ParseOptions& opts,
                   ParseInfo* info) {
     if (!(opts.tol >= 0.0) || !std::isfinite(opts.tol))
         throw std::invalid_argument("tol must be a finite number >= 0");
-    double need = -1.0;
+    ParseNeed need;
     try {
         Parser p(text, filename, opts, &need);
         Pomdp m = p.parse();
@@ -993,9 +1226,11 @@ Pomdp parse_pomdp(const std::string& text, const std::string& filename, const Pa
         // The memory limit is an estimate; the machine (or a ulimit) may have less.  Say
         // so in the library's own terms instead of a bare std::bad_alloc.
         char buf[160];
-        if (need >= 0.0) {
-            std::snprintf(buf, sizeof buf, "the model's dense arrays T, Z and R need about %.1f MB",
-                          need / kMiB);
+        if (need.bytes >= 0.0) {
+            std::snprintf(buf, sizeof buf,
+                          need.sparse ? "the model's sparse rows of T and Z and R need about %.1f MB"
+                                      : "the model's dense arrays T, Z and R need about %.1f MB",
+                          need.bytes / kMiB);
         } else {
             std::snprintf(buf, sizeof buf, "reading %.1f MB of text",
                           static_cast<double>(text.size()) / kMiB);
@@ -1004,6 +1239,14 @@ Pomdp parse_pomdp(const std::string& text, const std::string& filename, const Pa
                                "); use a smaller model, a lower limit (max_memory_mb) or a "
                                "machine with more memory");
     }
+}
+
+double parse_sparse_base_bytes(double S, double A, double O) {
+    // R, b0 and one S x O reward grid in doubles; per (a, s) row two int line numbers, one
+    // std::vector of R statements and the two row lists of T and Z; the final row offsets.
+    return 8.0 * (A * S + S + S * O) +
+           A * S * (2.0 * sizeof(int) + sizeof(std::vector<std::uint32_t>) +
+                    2.0 * sizeof(std::vector<std::pair<int, double>>) + 2.0 * 8.0);
 }
 
 double parse_memory_bytes(double S, double A, double O) {
@@ -1023,7 +1266,8 @@ std::string write_pomdp(const Pomdp& m) {
     const int S = m.n_states, A = m.n_actions, O = m.n_obs;
 
     std::string out;
-    out.reserve(static_cast<std::size_t>(A) * S * (S + O) * 2 + 4096);
+    out.reserve(m.sparse ? (m.Ts.idx.size() + m.Zs.idx.size()) * 32 + 4096
+                         : static_cast<std::size_t>(A) * S * (S + O) * 2 + 4096);
     out += "# Cassandra .pomdp format, written by trim_pomdp.\n";
     out += "discount: ";
     put_number(out, m.discount);
@@ -1040,15 +1284,25 @@ std::string write_pomdp(const Pomdp& m) {
     for (int a = 0; a < A; ++a) {
         std::string an;
         put_ref(an, m.action_names, a);
-        put_block(out, 'T', an, &m.T[static_cast<std::size_t>(a) * S * S], S, S, m.state_names,
-                  m.state_names);
+        if (m.sparse) {
+            put_rows(out, 'T', an, m.Ts, static_cast<std::size_t>(a) * S, S, m.state_names,
+                     m.state_names);
+        } else {
+            put_block(out, 'T', an, &m.T[static_cast<std::size_t>(a) * S * S], S, S,
+                      m.state_names, m.state_names);
+        }
     }
     out += '\n';
     for (int a = 0; a < A; ++a) {
         std::string an;
         put_ref(an, m.action_names, a);
-        put_block(out, 'O', an, &m.Z[static_cast<std::size_t>(a) * S * O], S, O, m.state_names,
-                  m.obs_names);
+        if (m.sparse) {
+            put_rows(out, 'O', an, m.Zs, static_cast<std::size_t>(a) * S, S, m.state_names,
+                     m.obs_names);
+        } else {
+            put_block(out, 'O', an, &m.Z[static_cast<std::size_t>(a) * S * O], S, O,
+                      m.state_names, m.obs_names);
+        }
     }
     out += '\n';
     // R(a, s) is already an expectation: write it as a reward independent of (s', o), which

@@ -38,6 +38,14 @@ struct ParseOptions {
     double max_memory_mb = std::numeric_limits<double>::infinity();
     // When false, the stochasticity checks are skipped (syntax is still checked).
     bool validate = true;
+    // How T and Z are held (Pomdp::sparse).  Auto: dense when the dense arrays
+    // (parse_memory_bytes) take at most dense_max_mb MiB and fit max_entries and
+    // max_memory_mb, else sparse rows.  Dense: always (max_entries and the memory estimate
+    // refuse large models from the header, as before sparse storage existed).  Sparse:
+    // always.  Both give the same values; sparse drops the entries equal to +-0.
+    enum class Storage { Auto, Dense, Sparse };
+    Storage storage = Storage::Auto;
+    double dense_max_mb = 256.0;
 };
 
 // What the file declared beyond the model itself.
@@ -50,6 +58,12 @@ struct ParseInfo {
 // (A*S each) and one S x O reward grid.  Computed in doubles, so it cannot overflow.
 double parse_memory_bytes(double n_states, double n_actions, double n_obs);
 
+// The part of a sparse parse fixed by the header: R, b0, one S x O reward grid and the
+// per-row bookkeeping (line numbers, R lists, the row lists of T and Z, row offsets).  The
+// entries themselves are counted as they are written, and a statement that would take them
+// over max_memory_mb is refused (MemoryLimitError at its line) before it writes.
+double parse_sparse_base_bytes(double n_states, double n_actions, double n_obs);
+
 // Parses `text`; `filename` only labels error messages.  Throws ParseError
 // ("file:line: what was expected; what was found") for any syntax, reference, count or
 // consistency problem, MemoryLimitError ("file:line: model too large for
@@ -59,7 +73,7 @@ double parse_memory_bytes(double n_states, double n_actions, double n_obs);
 Pomdp parse_pomdp(const std::string& text, const std::string& filename,
                   const ParseOptions& opts = ParseOptions(), ParseInfo* info = nullptr);
 
-// Writes `m` in the `.pomdp` format with shortest round-trip number formatting, so that
+// Writes `m` (dense or sparse) in the `.pomdp` format with shortest round-trip number formatting, so that
 // parse_pomdp(write_pomdp(m)) reproduces T, Z, R, discount, b0 and the names bit for bit.
 // Throws std::invalid_argument when a name cannot be written (not an identifier
 // [A-Za-z][A-Za-z0-9_-]*, a keyword of the format, or a duplicate) or a number is not finite.

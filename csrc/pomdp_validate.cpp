@@ -3,7 +3,10 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <tuple>
 #include <utility>
+
+#include "pomdp_sparse.hpp"
 
 namespace trim {
 namespace {
@@ -61,6 +64,34 @@ std::optional<ModelIssue> check_row(const double* p, int n, double tol, const ch
     return std::nullopt;
 }
 
+// The same checks on row r of compressed rows (absent entries are zeros: they pass and add
+// nothing to the sum, so the first bad entry and the sum are those of the dense row).
+template <typename Label>
+std::optional<ModelIssue> check_row(const Csr& m, std::size_t r, double tol, const char* col,
+                                    Label label, char array, int a, int s) {
+    double sum = 0.0;
+    for (auto k = m.ptr[r]; k < m.ptr[r + 1]; ++k) {
+        const double v = m.val[k];
+        if (!std::isfinite(v) || v < 0.0) {
+            auto [head, names] = label();
+            const std::string where = head + ", " + col + "=" + std::to_string(m.idx[k]) + "]";
+            if (!std::isfinite(v))
+                return ModelIssue{where + " is " + fmt_num(v) + "; expected a finite probability" +
+                                      names,
+                                  array, a, s};
+            return ModelIssue{where + " = " + fmt_num(v) + " is negative" + names, array, a, s};
+        }
+        sum += v;
+    }
+    if (!(std::fabs(sum - 1.0) <= tol)) {
+        auto [head, names] = label();
+        return ModelIssue{head + ", :] sums to " + fmt_num(sum) + "; expected 1 (tol " +
+                              fmt_tol(tol) + ")" + names,
+                          array, a, s};
+    }
+    return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<ModelIssue> check_pomdp(const Pomdp& m, double tol) {
@@ -80,8 +111,15 @@ std::optional<ModelIssue> check_pomdp(const Pomdp& m, double tol) {
                               " entries; expected " + std::to_string(want),
                           'n'};
     };
-    if (m.T.size() != A * S * S) return size_issue("T", A * S * S, m.T.size());
-    if (m.Z.size() != A * S * O) return size_issue("Z", A * S * O, m.Z.size());
+    if (m.sparse) {
+        for (auto [c, cols, name] : {std::make_tuple(&m.Ts, S, "T"), std::make_tuple(&m.Zs, O, "Z")}) {
+            const std::string why = csr_problem(*c, A * S, cols, name);
+            if (!why.empty()) return ModelIssue{"sparse " + why, 'n'};
+        }
+    } else {
+        if (m.T.size() != A * S * S) return size_issue("T", A * S * S, m.T.size());
+        if (m.Z.size() != A * S * O) return size_issue("Z", A * S * O, m.Z.size());
+    }
     if (m.R.size() != A * S) return size_issue("R", A * S, m.R.size());
     if (m.b0.size() != S) return size_issue("b0", S, m.b0.size());
     if (!m.state_names.empty() && m.state_names.size() != S)
@@ -93,23 +131,25 @@ std::optional<ModelIssue> check_pomdp(const Pomdp& m, double tol) {
 
     for (int a = 0; a < m.n_actions; ++a) {
         for (int s = 0; s < m.n_states; ++s) {
-            const double* row = &m.T[(static_cast<std::size_t>(a) * S + s) * S];
+            const std::size_t r = static_cast<std::size_t>(a) * S + s;
             auto label = [&] {
                 return std::make_pair("T[a=" + std::to_string(a) + ", s=" + std::to_string(s),
                                       name_suffix(m, a, "s", s));
             };
-            auto issue = check_row(row, m.n_states, tol, "s'", label, 'T', a, s);
+            auto issue = m.sparse ? check_row(m.Ts, r, tol, "s'", label, 'T', a, s)
+                                  : check_row(&m.T[r * S], m.n_states, tol, "s'", label, 'T', a, s);
             if (issue) return issue;
         }
     }
     for (int a = 0; a < m.n_actions; ++a) {
         for (int s = 0; s < m.n_states; ++s) {
-            const double* row = &m.Z[(static_cast<std::size_t>(a) * S + s) * O];
+            const std::size_t r = static_cast<std::size_t>(a) * S + s;
             auto label = [&] {
                 return std::make_pair("Z[a=" + std::to_string(a) + ", s'=" + std::to_string(s),
                                       name_suffix(m, a, "s'", s));
             };
-            auto issue = check_row(row, m.n_obs, tol, "o", label, 'Z', a, s);
+            auto issue = m.sparse ? check_row(m.Zs, r, tol, "o", label, 'Z', a, s)
+                                  : check_row(&m.Z[r * O], m.n_obs, tol, "o", label, 'Z', a, s);
             if (issue) return issue;
         }
     }

@@ -13,13 +13,16 @@ from numpy.typing import ArrayLike, NDArray
 
 _F = NDArray[np.float64]
 _I = NDArray[np.int64]
+#: compressed rows (ptr, idx, val, n_cols): row r holds (idx[k], val[k]), k in ptr[r]:ptr[r+1]
+_Csr = tuple[_I, NDArray[np.int32], _F, int]
 
 #: largest magnitude a parsed or validated model value may have
 MAX_VALUE: float
 
 class ParsedPomdp(TypedDict):
-    T: _F  # (n_actions, n_states, n_states)
-    Z: _F  # (n_actions, n_states, n_observations)
+    T: _F | _Csr  # (n_actions, n_states, n_states), or rows a*S+s over s'
+    Z: _F | _Csr  # (n_actions, n_states, n_observations), or rows a*S+s' over o
+    storage: Literal["dense", "sparse"]
     R: _F  # (n_actions, n_states), rewards (costs negated)
     discount: float
     b0: _F  # (n_states,)
@@ -68,11 +71,16 @@ def parse_pomdp(
     max_entries: int = ...,
     validate: bool = True,
     max_memory_mb: float | None = None,
+    storage: Literal["auto", "dense", "sparse"] = "auto",
+    dense_max_mb: float = 256.0,
 ) -> ParsedPomdp: ...
 def parse_memory_bytes(n_states: float, n_actions: float, n_observations: float) -> float: ...
+def parse_sparse_base_bytes(
+    n_states: float, n_actions: float, n_observations: float
+) -> float: ...
 def write_pomdp(
-    T: ArrayLike,
-    Z: ArrayLike,
+    T: ArrayLike | _Csr,
+    Z: ArrayLike | _Csr,
     R: ArrayLike,
     discount: float,
     b0: ArrayLike,
@@ -81,8 +89,8 @@ def write_pomdp(
     observation_names: Sequence[str] | None = None,
 ) -> str: ...
 def validate_pomdp(
-    T: ArrayLike,
-    Z: ArrayLike,
+    T: ArrayLike | _Csr,
+    Z: ArrayLike | _Csr,
     R: ArrayLike,
     discount: float,
     b0: ArrayLike,
@@ -92,8 +100,8 @@ def validate_pomdp(
     observation_names: Sequence[str] | None = None,
 ) -> None: ...
 def solve_pomdp(
-    T: ArrayLike,
-    Z: ArrayLike,
+    T: ArrayLike | _Csr,
+    Z: ArrayLike | _Csr,
     R: ArrayLike,
     discount: float,
     b0: ArrayLike,
@@ -107,8 +115,8 @@ def solve_pomdp(
     tol: float = 1e-6,
 ) -> PomdpSolveResult: ...
 def _hsvi_backup(
-    T: ArrayLike,
-    Z: ArrayLike,
+    T: ArrayLike | _Csr,
+    Z: ArrayLike | _Csr,
     R: ArrayLike,
     discount: float,
     alphas: ArrayLike,

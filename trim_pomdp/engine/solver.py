@@ -159,61 +159,79 @@ class SolveInfo:
     memory_mb: float = 0.0
 
 
-def _model_arrays(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+def _model_arrays(model: Any) -> tuple[Any, Any, np.ndarray, float, np.ndarray]:
+    """``(T, Z, R, discount, b0)``: ``T``, ``Z`` dense arrays, or compressed-row tuples
+    ``(ptr, idx, val, n_cols)`` for a model held sparsely (``model.storage == "sparse"``)."""
     try:
-        arrays = (model.T, model.Z, model.R, model.discount, model.b0)
+        R, discount, b0 = model.R, model.discount, model.b0
+        if getattr(model, "storage", "dense") == "sparse":
+            T, Z = model.T_csr, model.Z_csr
+        else:
+            T = np.ascontiguousarray(model.T, dtype=np.float64)
+            Z = np.ascontiguousarray(model.Z, dtype=np.float64)
     except AttributeError:
         raise TypeError(
             "model must be a trim_pomdp.POMDP (with T, Z, R, discount, b0); "
             f"got {type(model).__name__}"
         ) from None
-    T, Z, R, discount, b0 = arrays
     return (
-        np.ascontiguousarray(T, dtype=np.float64),
-        np.ascontiguousarray(Z, dtype=np.float64),
+        T,
+        Z,
         np.ascontiguousarray(R, dtype=np.float64),
         float(discount),
         np.ascontiguousarray(b0, dtype=np.float64),
     )
 
 
-def solver_memory_bytes(T: NDArray[np.float64], Z: NDArray[np.float64]) -> dict[str, float]:
+def _sizes_nnz(T: Any, Z: Any) -> tuple[int, int, int, int]:
+    """``(A, S, O, nnz(T) + nnz(Z))`` of dense arrays or compressed-row tuples."""
+    if isinstance(T, tuple):
+        S, O = int(T[3]), int(Z[3])  # noqa: E741
+        A = (len(T[0]) - 1) // S
+        return A, S, O, len(T[2]) + len(Z[2])
+    A, S, O = T.shape[0], T.shape[1], Z.shape[2]  # noqa: E741
+    return A, S, O, int(np.count_nonzero(T) + np.count_nonzero(Z))
+
+
+def solver_memory_bytes(T: Any, Z: Any) -> dict[str, float]:
     """Bytes the solver holds before its first iteration, from the model's sizes and non-zeros.
 
-    ``model``: its dense copy of the model, ``8 (A S^2 + A S O + A S + S)``; ``sparse``: the
-    compressed rows of ``T`` and ``Z`` it samples and backs up with, 12 bytes (a 4-byte
-    index and an 8-byte value) per non-zero plus 16 bytes of row offsets per ``(a, s)``;
-    ``bounds``: the blind lower bound, the fast informed bound and the scratch rows
-    (``8 (3 A S + 8 S)``).  A lower bound on the peak, computed without allocating.
+    ``T``, ``Z``: dense arrays or compressed-row tuples ``(ptr, idx, val, n_cols)``.
+    ``model``: its copies of ``R`` and ``b0``, ``8 (A S + S)`` (it keeps no dense ``T``,
+    ``Z``: its rows are built straight from the arrays); ``sparse``: the compressed rows of
+    ``T`` and ``Z`` it samples and backs up with, 12 bytes (a 4-byte index and an 8-byte
+    value) per non-zero plus 16 bytes of row offsets per ``(a, s)``; ``bounds``: the blind
+    lower bound, the fast informed bound and the scratch rows (``8 (3 A S + 8 S)``).  A lower
+    bound on the peak, computed without allocating.
     """
-    A, S, O = T.shape[0], T.shape[1], Z.shape[2]  # noqa: E741
+    A, S, O, nnz = _sizes_nnz(T, Z)  # noqa: E741
     return {
-        "model": 8.0 * (A * S * S + A * S * O + A * S + S),
-        "sparse": 12.0 * (np.count_nonzero(T) + np.count_nonzero(Z)) + 16.0 * A * S,
+        "model": 8.0 * (A * S + S),
+        "sparse": 12.0 * nnz + 16.0 * A * S,
         "bounds": 8.0 * (3 * A * S + 8 * S),
     }
 
 
-def _check_memory(T: NDArray[np.float64], Z: NDArray[np.float64], max_memory_mb: float) -> None:
+def _check_memory(T: Any, Z: Any, max_memory_mb: float) -> None:
     """Refuse, before the solver allocates anything, a model that cannot fit the limit."""
     from trim_pomdp.errors import MemoryLimitError
 
     parts = solver_memory_bytes(T, Z)
     total = sum(parts.values()) / 2**20
     if total > max_memory_mb:
-        A, S, O = T.shape[0], T.shape[1], Z.shape[2]  # noqa: E741
+        A, S, O, _ = _sizes_nnz(T, Z)  # noqa: E741
         raise MemoryLimitError(
             f"the solver needs at least {total:.1f} MB for a model of {S} states, {A} actions "
-            f"and {O} observations (dense copy {parts['model'] / 2**20:.1f} MB, sparse rows "
-            f"{parts['sparse'] / 2**20:.1f} MB, initial bounds {parts['bounds'] / 2**20:.1f} "
-            f"MB) before its first iteration, above max_memory_mb={max_memory_mb:g}; raise "
-            "max_memory_mb or use a smaller model"
+            f"and {O} observations (sparse rows of T and Z {parts['sparse'] / 2**20:.1f} MB, "
+            f"R and b0 {parts['model'] / 2**20:.1f} MB, initial bounds "
+            f"{parts['bounds'] / 2**20:.1f} MB) before its first iteration, above "
+            f"max_memory_mb={max_memory_mb:g}; raise max_memory_mb or use a smaller model"
         )
 
 
 def _solve_arrays(
-    T: NDArray[np.float64],
-    Z: NDArray[np.float64],
+    T: Any,
+    Z: Any,
     R: NDArray[np.float64],
     discount: float,
     b0: NDArray[np.float64],
@@ -221,14 +239,16 @@ def _solve_arrays(
     progress: ProgressCallback | None = None,
     tol: float = 1e-6,
 ) -> dict[str, Any]:
-    """Run the compiled solver on plain arrays; returns the binding's result dict.
+    """Run the compiled solver on plain arrays (``T``, ``Z`` dense or compressed-row tuples);
+    returns the binding's result dict.
 
     Rows of ``T``, ``Z`` and ``b0`` must sum to 1 within ``tol`` (the model's own tolerance);
     the solver renormalises them to sum to 1 exactly, as its bounds require.
     """
     from trim_pomdp import _core
 
-    if T.ndim == 3 and Z.ndim == 3:  # other shapes: the binding names what is wrong
+    sparse = isinstance(T, tuple) and isinstance(Z, tuple)
+    if sparse or (T.ndim == 3 and Z.ndim == 3):  # other shapes: the binding names them
         _check_memory(T, Z, config.max_memory_mb)
     callback = progress
     if config.verbose:
