@@ -114,12 +114,21 @@ def test_huge_header_refused_before_allocating(tmp_path):
     path = tmp_path / "huge.pomdp"
     path.write_text(HUGE)
     assert path.stat().st_size == 116
+    # dense storage: refused from the header
     with pytest.raises(MemoryLimitError) as e:
-        POMDP.from_file(path, max_memory_mb=500)
+        POMDP.from_file(path, max_memory_mb=500, storage="dense")
     msg = str(e.value)
     assert msg.startswith(f"{path}:3: model too large: 1 action x 16383 states x (16383 states "
                           "+ 1 observation) needs about 2048.7 MB")
     assert "over max_memory_mb=500" in msg
+    # the default (sparse, as the dense arrays exceed the limit): refused at the statement
+    # that would write 16383**2 entries, before it writes any
+    with pytest.raises(MemoryLimitError) as e:
+        POMDP.from_file(path, max_memory_mb=500)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:6: model too large: this T: entry writes 268402689 "
+                          "probabilities, taking the sparse rows of T and Z to about 6145.1 MB "
+                          "(0 entries held), over max_memory_mb=500;"), msg
 
 
 def test_parse_memory_estimate_is_the_arrays_it_allocates():
@@ -148,17 +157,20 @@ def test_cli_solve_on_the_116_byte_file_refuses_within_the_limit(tmp_path):
 
 
 def test_solver_entry_refuses_a_model_whose_copy_exceeds_the_limit():
-    S = 2000  # T uniform: 32 MB dense, 48 MB of sparse rows
+    S = 2000  # T uniform: 48 MB of sparse rows (the solver keeps no dense copy)
     T = np.full((1, S, S), 1.0 / S)
     Z = np.ones((1, S, 1))
     parts = solver_memory_bytes(T, Z)
-    assert parts["model"] == 8.0 * (S * S + S + S + S)
+    assert parts["model"] == 8.0 * (S + S)
     assert parts["sparse"] == 12.0 * (S * S + S) + 16.0 * S
+    # the same figures from the compressed rows of the same model
+    sparse = POMDP(T, Z, np.zeros((1, S)), 0.9).to_sparse()
+    assert solver_memory_bytes(sparse.T_csr, sparse.Z_csr) == parts
     t0 = time.perf_counter()
-    with pytest.raises(MemoryLimitError, match=r"^the solver needs at least 76\.\d MB for a "
-                                               r"model of 2000 states.*above max_memory_mb=50;"):
+    with pytest.raises(MemoryLimitError, match=r"^the solver needs at least 46\.\d MB for a "
+                                               r"model of 2000 states.*above max_memory_mb=40;"):
         _solve_arrays(T, Z, np.zeros((1, S)), 0.9, np.full(S, 1.0 / S),
-                      SolverConfig(max_memory_mb=50, time_limit=60))
+                      SolverConfig(max_memory_mb=40, time_limit=60))
     # refused up front, not after a 60 s solve (generous bound: the machine is shared)
     assert time.perf_counter() - t0 < 30
 
@@ -191,8 +203,9 @@ _OOM = (
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_out_of_memory_while_parsing_is_one_typed_line(tmp_path):
-    # 9000 states: 618 MB of T, under the default limit but over the 300 MB of address
-    # space left to the process: std::bad_alloc inside the parser.
+    # 9000 states: 618 MB of dense T, so read as sparse rows: 81e6 entries (1.8 GB), under
+    # the default limit but over the 300 MB of address space left to the process:
+    # std::bad_alloc inside the parser.
     path = tmp_path / "big.pomdp"
     path.write_text("discount: 0.95\nstates: 9000\nactions: 1\nobservations: 1\n"
                     "T: * uniform\nO: * uniform\n")
@@ -201,7 +214,7 @@ def test_out_of_memory_while_parsing_is_one_typed_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     line = one_line(proc.stderr)
     assert line.startswith(f"trim-pomdp solve: error: {path}: out of memory while parsing (the "
-                           "model's dense arrays T, Z and R need about 618.")
+                           "model's sparse rows of T and Z and R need about 1855.")
     assert "bad_alloc" not in line
 
 

@@ -434,12 +434,20 @@ def test_lone_surrogate_in_str_is_a_format_error():
 
 
 def test_model_too_large_is_a_format_error():
+    # Dense storage keeps the header guard on dense entries ...
     text = "discount: 0.9\nactions: 4\nobservations: 2\nstates: 100000\nT: * identity\n"
     with pytest.raises(PomdpFormatError, match=r"^big:4: model too large: 4 actions x 100000 "
                                                r"states x \(100000 states \+ 2 observations\)"):
-        _core.parse_pomdp(text, "big")
+        _core.parse_pomdp(text, "big", storage="dense")
     with pytest.raises(PomdpFormatError, match=r"exceeds the limit of 10$"):
-        _core.parse_pomdp(base_text(), "small", max_entries=10)
+        _core.parse_pomdp(base_text(), "small", max_entries=10, storage="dense")
+    # ... while the default reads such a model as sparse rows (80 GB dense, 400,000 entries).
+    d = _core.parse_pomdp(text + "O: * uniform\n", "big")
+    assert d["storage"] == "sparse"
+    ptr, idx, val, n_cols = d["T"]
+    assert n_cols == 100000 and len(ptr) == 4 * 100000 + 1 and len(idx) == 4 * 100000
+    assert np.array_equal(idx, np.tile(np.arange(100000), 4)) and np.all(val == 1.0)
+    assert _core.parse_pomdp(base_text(), "small", max_entries=10)["storage"] == "sparse"
 
 
 def test_error_from_file_names_the_path(tmp_path):
