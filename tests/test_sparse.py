@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, shared_path
+
 from trim_pomdp import _core
 from trim_pomdp.engine.model import POMDP
 from trim_pomdp.engine.solver import SolverConfig, _solve_arrays, solve_info
@@ -35,9 +35,9 @@ def _gen():
 
 
 def _same_model(a: POMDP, b: POMDP) -> None:
-    for x, y in zip(a.T_csr[:3], b.T_csr[:3]):
+    for x, y in zip(a.T_csr[:3], b.T_csr[:3], strict=True):
         np.testing.assert_array_equal(x, y)
-    for x, y in zip(a.Z_csr[:3], b.Z_csr[:3]):
+    for x, y in zip(a.Z_csr[:3], b.Z_csr[:3], strict=True):
         np.testing.assert_array_equal(x, y)
     assert a.T_csr[3] == b.T_csr[3] and a.Z_csr[3] == b.Z_csr[3]
     np.testing.assert_array_equal(a.R, b.R)
