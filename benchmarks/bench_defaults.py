@@ -3,8 +3,9 @@ the previous ones, on every built-in scenario.
 
 * old: 10 equal-width score bins and ``legacy_lambdas`` (32 geometric values of
   ``lambda * c_bar`` from 1e-3 to 1);
-* new (today's defaults): the score-bin count chosen by solved value (:mod:`trim_pomdp.routing.binning`)
-  and ``default_lambdas`` (``lambda = 0`` then 31 geometric values).
+* new (today's defaults): the score-bin count chosen by solved value
+  (:mod:`trim_pomdp.routing.binning`) and ``default_lambdas`` (``lambda = 0`` then 31
+  geometric values).
 
 Both are fitted exactly as ``trim-pomdp evaluate`` fits its ``trim-pomdp`` family
 (:func:`~trim_pomdp.evaluation.from_scenario.fit_from_scenario`, 4,000 training problems,
@@ -19,7 +20,8 @@ new - old for ΔIBC, CPT(50 %) and CPT(95 %) and best accuracy, with 95 % percen
 intervals; on every scenario the same bootstrap of (best accuracy - TRIM-Thr's best).
 
 Run:
-    nice python benchmarks/bench_defaults.py [--bootstrap 500] [--out benchmarks/results/defaults.json]
+    nice python benchmarks/bench_defaults.py [--bootstrap 500] \
+        [--out benchmarks/results/defaults.json]
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
