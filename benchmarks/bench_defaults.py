@@ -19,7 +19,8 @@ The no-drift check: on ``default`` and ``noisy_prm`` a paired bootstrap over pro
 new - old for ΔIBC, CPT(50 %) and CPT(95 %) and best accuracy, with 95 % percentile
 intervals; on every scenario the same bootstrap of (best accuracy - TRIM-Thr's best).
 
-Run:
+Run (``--sweep-bins 10,16,24,32,40,48``: best accuracy of fixed counts on the overconfident
+deployment world instead):
     nice python benchmarks/bench_defaults.py [--bootstrap 500] \
         [--out benchmarks/results/defaults.json]
 """
@@ -56,12 +57,34 @@ def _family(scenario, world: str, new: bool, name: str, info: dict):
     return bank.family(name)
 
 
+def _sweep_bins(args: argparse.Namespace) -> int:
+    sc = load_scenario(args.sweep_scenario)
+    fams = [threshold_family()]
+    for n in (int(v) for v in args.sweep_bins.split(",")):
+        model, _, _ = fit_from_scenario(sc, FitConfig(n_score_bins=n), world="deployment")
+        fams.append(solve_grid(model, default_lambdas(model, 32)).family(f"bins-{n}"))
+    ev = evaluate(sc, fams)
+    thr = float(ev.curves["trim-thr"].accuracy.max())
+    for fam, c in ev.curves.items():
+        i = int(c.accuracy.argmax())
+        print(f"{args.sweep_scenario} (deployment fit) {fam:10s} best accuracy "
+              f"{c.accuracy[i]:.4f} (TRIM-Thr {thr:.4f}) at {c.param_name} {c.params[i]:.3g}, "
+              f"cost {c.cost_fraction[i]:.3f}; dIBC {c.metrics['delta_ibc']:.1f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--scenarios", default=",".join(BUILTIN_SCENARIOS))
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--sweep-bins", default=None, metavar="N1,N2,...",
+                    help="instead: best accuracy of fixed score-bin counts (default grid), "
+                         "fitted on --sweep-scenario's deployment world, against TRIM-Thr")
+    ap.add_argument("--sweep-scenario", default="drift_overconfident")
     args = ap.parse_args(argv)
+    if args.sweep_bins:
+        return _sweep_bins(args)
     results: dict = {"bootstrap": args.bootstrap, "scenarios": {}}
     print(f"{'scenario':20s} {'family':14s} {'bins':>4s} {'maxAcc':>7s} {'thr':>7s} "
           f"{'diff':>7s} {'dIBC':>8s} {'CPT50':>6s} {'CPT95':>6s}")
