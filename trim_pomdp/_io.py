@@ -322,6 +322,10 @@ class Artefact:
                 fh_meta.write((text + "\n").encode("utf-8"))
         return npz
 
+    def holds(self, meta: Any) -> bool:
+        """Whether ``meta`` says it is of this kind (whatever its version)."""
+        return isinstance(meta, dict) and meta.get(self.kind_key) == self.kind
+
     def check(self, meta: Any, where: str, label: str = "metadata") -> None:
         """Raise unless ``meta`` is a JSON object of this ``kind`` and a ``format_version``
         read here (an integer, never ``True``); ``label`` names the metadata in the
