@@ -311,7 +311,7 @@ class Artefact:
         npz, sidecar = self.paths(path)
         text = json.dumps({self.kind_key: self.kind, "format_version": self.version, **meta},
                           allow_nan=self.allow_nan, indent=self.indent)
-        payload = {k: np.asarray(v) for k, v in arrays.items()}
+        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
         if sidecar is None:
             assert self.meta_key is not None
             payload[self.meta_key] = np.array(text)

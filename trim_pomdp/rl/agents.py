@@ -23,7 +23,7 @@ from trim_pomdp._io import Artefact
 from trim_pomdp.errors import PolicyFormatError
 from trim_pomdp.rl import nn
 from trim_pomdp.rl.env import AGG_FEATURES, DEFAULT_TOKEN_SCALE, agg_features
-from trim_pomdp.routing.baselines import _StepPolicy
+from trim_pomdp.routing.step_policy import StepPolicy
 from trim_pomdp.steps import MAX_STEPS
 
 FORMAT_VERSION = 1
@@ -52,7 +52,7 @@ def seq_inputs(t: int, score: NDArray, tokens: NDArray, is_final: NDArray,
     return x
 
 
-class RLRouter(_StepPolicy):
+class RLRouter(StepPolicy):
     """A trained TRIM-Agg or TRIM-Seq policy.
 
     Parameters
