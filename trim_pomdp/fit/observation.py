@@ -413,8 +413,7 @@ class ObservationModel:
                 "components": kinds, "n_missing_score": self.n_missing_score_}
         if self.binning is not None:  # optional key: readers that predate it ignore it
             meta["binning"] = dict(self.binning)
-        _FORMAT.save(path, arrays, meta)
-        return Path(path)
+        return _FORMAT.save(path, arrays, meta)  # the path as given
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ObservationModel:

@@ -504,8 +504,7 @@ class TransitionModel:
             "has_cheap_tokens": self.cheap_tokens_ is not None,
             "has_strong_tokens": self.strong_tokens_ is not None,
         }
-        _FORMAT.save(path, arrays, meta)
-        return Path(path)
+        return _FORMAT.save(path, arrays, meta)  # the path as given
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TransitionModel:
