@@ -118,3 +118,16 @@ def test_nearest_lambda_with_zero_on_the_grid():
     with pytest.raises(ValueError, match="positive integer"):
         default_lambdas(_piecewise_model(2), 0)
     assert default_lambdas(_piecewise_model(2), 1).shape == (1,)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "x12"])
+def test_fit_rejects_a_bad_score_bins_option(tmp_path, capsys, value):
+    from trim_pomdp.cli import main
+
+    try:
+        rc = main(["fit", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o"),
+                   "--score-bins", value])
+    except SystemExit as exc:  # argparse's own exit
+        rc = exc.code
+    assert rc == 2
+    assert "--score-bins: expected a positive integer or 'auto'" in capsys.readouterr().err
