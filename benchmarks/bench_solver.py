@@ -14,6 +14,9 @@ Per problem:
 
 Run:  python benchmarks/bench_solver.py [--time-limit 30] [--out bench_solver.json]
       (each problem in a fresh process; prints a markdown table, writes JSON)
+or:   python benchmarks/bench_solver.py --generated rocksample:7,8 [--pomdpsol PATH]
+      (a benchmarks/gen_pomdp.py instance: our parse time, bounds and peak RSS, and SARSOP's
+      on the same file)
 or:   python -m pytest benchmarks/bench_solver.py --benchmark-only \
           --benchmark-json=bench_solver.json   (time to gap 1e-3, pytest-benchmark)
 
@@ -97,8 +100,64 @@ def measure_one(name: str, time_limit: float, episodes: int = SIM_EPISODES) -> d
     return row
 
 
+def measure_generated(spec: str, time_limit: float, pomdpsol: str | None) -> dict:
+    """``--generated rocksample:7,8`` (or ``tag:9,7``): write the instance with
+    benchmarks/gen_pomdp.py, then, one solver at a time in fresh processes, time our parse,
+    run ``trim-pomdp solve FILE --time-limit T --json`` and, when ``pomdpsol`` is given,
+    ``pomdpsol FILE --timeout T``; peak RSS of each from ``ru_maxrss`` of its process.
+    No simulation (a sparse model's dense view may not fit: RockSample[7,8] needs 16 GB)."""
+    import re
+    import tempfile
+    import time
+
+    sys.path.insert(0, str(_REPO / "benchmarks"))
+    import gen_pomdp
+
+    kind, _, args = spec.partition(":")
+    a, b = (int(x) for x in args.split(","))
+    text = gen_pomdp.rocksample(a, b) if kind == "rocksample" else gen_pomdp.tag(a, b)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_gen_"))
+    path = tmp / f"{kind}_{a}_{b}.pomdp"
+    path.write_text(text, encoding="ascii")
+    env = dict(os.environ, PYTHONPATH=str(_REPO))
+    parse = ("import sys, time; from trim_pomdp.engine.model import POMDP; t = time.perf_counter();"
+             " m = POMDP.from_file(sys.argv[1]); print(time.perf_counter() - t, m.storage)")
+
+    def child(cmd: list[str]) -> tuple[str, float, float]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        wall = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        # ru_maxrss of children is the largest child so far: only a new maximum is this one's
+        return out, wall, (peak if peak > before else float("nan")) / 1024.0
+
+    row: dict = {"problem": f"{kind}[{a},{b}]", "file_mb": path.stat().st_size / 2**20}
+    out, _, _ = child([sys.executable, "-c", parse, str(path)])
+    row["parse_s"], row["storage"] = float(out.split()[0]), out.split()[1]
+    out, wall, rss = child([sys.executable, "-m", "trim_pomdp", "solve", str(path),
+                            "--time-limit", str(time_limit), "--json"])
+    res = json.loads(out.strip().splitlines()[-1])
+    row.update(S=res["n_states"], A=res["n_actions"], O=res["n_observations"],
+               lb=res["lower_bound"], ub=res["upper_bound"], solve_s=res["time_s"],
+               wall_s=wall, peak_rss_mb=rss, n_alpha=res["n_alpha"])
+    if pomdpsol:
+        out, wall, rss = child([pomdpsol, str(path), "--timeout", str(time_limit),
+                                "-o", str(tmp / "out.policy")])
+        rows = re.findall(r"^\s*([\d.]+)\s+\d+\s+\d+\s+(-?[\d.e+-]+)\s+(-?[\d.e+-]+)", out, re.M)
+        load = re.search(r"loading time : ([\d.]+)s", out)
+        row.update(sarsop_lb=float(rows[-1][1]), sarsop_ub=float(rows[-1][2]),
+                   sarsop_load_s=float(load.group(1)) if load else None, sarsop_wall_s=wall,
+                   sarsop_peak_rss_mb=rss)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--generated", default=None, metavar="KIND:A,B",
+                   help="measure a generated instance instead (rocksample:7,8 or tag:9,7)")
+    p.add_argument("--pomdpsol", default=None, metavar="PATH",
+                   help="with --generated: SARSOP's pomdpsol, run on the same file")
     p.add_argument("--time-limit", type=float, default=30.0)
     p.add_argument("--out", default="bench_solver.json")
     p.add_argument("--episodes", type=int, default=SIM_EPISODES,
@@ -107,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("problems", nargs="*", default=list(SARSOP))
     args = p.parse_args(argv)
+    if args.generated:
+        r = measure_generated(args.generated, args.time_limit, args.pomdpsol)
+        print(json.dumps(r, indent=1))
+        Path(args.out).write_text(json.dumps({"time_limit": args.time_limit, "rows": [r]},
+                                             indent=2))
+        return 0
     if args.one:
         print(json.dumps(measure_one(args.one, args.time_limit, args.episodes)))
         return 0
