@@ -124,13 +124,17 @@ def measure_generated(spec: str, time_limit: float, pomdpsol: str | None) -> dic
              " m = POMDP.from_file(sys.argv[1]); print(time.perf_counter() - t, m.storage)")
 
     def child(cmd: list[str]) -> tuple[str, float, float]:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        # os.wait4 gives this child's own rusage (RUSAGE_CHILDREN keeps the largest so far)
         t0 = time.perf_counter()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-        wall = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        # ru_maxrss of children is the largest child so far: only a new maximum is this one's
-        return out, wall, (peak if peak > before else float("nan")) / 1024.0
+        with tempfile.TemporaryFile("w+") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.DEVNULL, text=True, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
+            f.seek(0)
+            return f.read(), wall, usage.ru_maxrss / 1024.0
 
     row: dict = {"problem": f"{kind}[{a},{b}]", "file_mb": path.stat().st_size / 2**20}
     out, _, _ = child([sys.executable, "-c", parse, str(path)])
