@@ -74,10 +74,10 @@ def _csr_to_dense(m: Csr, n_actions: int, n_states: int, name: str) -> FloatArra
             f"of shape ({n_actions}, {n_states}, {C}) would take {mb:.1f} MB, above "
             f"DENSE_VIEW_MAX_MB={DENSE_VIEW_MAX_MB:g}; use {name}_csr (compressed rows)"
         )
-    out = np.zeros(n_actions * n_states * C)
+    flat = np.zeros(n_actions * n_states * C)
     rows = np.repeat(np.arange(n_actions * n_states, dtype=np.int64), np.diff(ptr))
-    out[rows * C + idx] = val
-    out = out.reshape(n_actions, n_states, C)
+    flat[rows * C + idx] = val
+    out: FloatArray = flat.reshape(n_actions, n_states, C)
     out.setflags(write=False)
     return out
 
@@ -173,6 +173,12 @@ class POMDP:
         "_observation_names",
         "_tol",
     )
+
+    # exactly one of (_T, _Z) and (_T_csr, _Z_csr) is set (dense or sparse storage)
+    _T: Any
+    _Z: Any
+    _T_csr: Any
+    _Z_csr: Any
 
     def __init__(
         self,
@@ -373,28 +379,32 @@ class POMDP:
         ``DENSE_VIEW_MAX_MB`` (else :class:`~trim_pomdp.errors.MemoryLimitError`).
         """
         if self._T is not None:
-            return self._T
+            t: FloatArray = self._T
+            return t
         return _csr_to_dense(self._T_csr, self.n_actions, self.n_states, "T")
 
     @property
     def Z(self) -> FloatArray:
         """Observation probabilities ``Z[a, s', o]`` (read-only; see :attr:`T`)."""
         if self._Z is not None:
-            return self._Z
+            z: FloatArray = self._Z
+            return z
         return _csr_to_dense(self._Z_csr, self.n_actions, self.n_states, "Z")
 
     @property
     def T_csr(self) -> Csr:
         """``T`` as compressed rows ``(ptr, idx, val, n_states)``, row ``a * S + s``."""
         if self._T_csr is not None:
-            return self._T_csr
+            t: Csr = self._T_csr
+            return t
         return _dense_to_csr(self._T)
 
     @property
     def Z_csr(self) -> Csr:
         """``Z`` as compressed rows ``(ptr, idx, val, n_observations)``, row ``a * S + s'``."""
         if self._Z_csr is not None:
-            return self._Z_csr
+            z: Csr = self._Z_csr
+            return z
         return _dense_to_csr(self._Z)
 
     @property
@@ -483,7 +493,8 @@ class POMDP:
             raise ValueError(f"storage must be 'auto', 'dense' or 'sparse'; got {storage!r}")
         try:
             d = _core.parse_pomdp(text, os.fspath(filename), tol=tol,
-                                  max_memory_mb=max_memory_mb, storage=storage,
+                                  max_memory_mb=max_memory_mb,
+                                  storage=storage,  # type: ignore[arg-type]
                                   dense_max_mb=DENSE_MAX_MB)
         except MemoryError as exc:
             if isinstance(exc, MemoryLimitError):
@@ -498,18 +509,19 @@ class POMDP:
         # The parser has already run the same C++ checks (check_pomdp) with this tolerance
         # and its arrays are fresh and unshared: adopt them without a second copy and scan.
         self = cls.__new__(cls)
-        for key in ("R", "b0"):
-            d[key].setflags(write=False)
+        d["R"].setflags(write=False)
+        d["b0"].setflags(write=False)
+        T: Any = d["T"]
+        Z: Any = d["Z"]
         if d["storage"] == "sparse":
-            for key in ("T", "Z"):
-                for arr in d[key][:3]:
-                    arr.setflags(write=False)
+            for arr in (*T[:3], *Z[:3]):
+                arr.setflags(write=False)
             self._T = self._Z = None
-            self._T_csr, self._Z_csr = tuple(d["T"]), tuple(d["Z"])
+            self._T_csr, self._Z_csr = tuple(T), tuple(Z)
         else:
-            for key in ("T", "Z"):
-                d[key].setflags(write=False)
-            self._T, self._Z = d["T"], d["Z"]
+            T.setflags(write=False)
+            Z.setflags(write=False)
+            self._T, self._Z = T, Z
             self._T_csr = self._Z_csr = None
         self._R, self._b0 = d["R"], d["b0"]
         self._discount = float(d["discount"])
