@@ -150,12 +150,42 @@ def far_figures(name: str, base: dict, n: int) -> dict:
     return row
 
 
+def table(out: dict) -> list[str]:
+    """One line per scenario: medians (min-max) over the stream seeds."""
+    def rng(v, f):
+        v = [x for x in v if x is not None]
+        if not v:
+            return "never"
+        return f"{f(float(np.median(v)))} ({f(min(v))}-{f(max(v))})"
+
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    lines = ["scenario | alarm episode | kept % (loop) | kept % (no refit) | CPT95 loop / "
+             "TRIM-Thr | cost % (all) | cost % (3000+) | swaps"]
+    for name, d in out["loop"].items():
+        rows = d["streams"]
+        k0 = rows[0]["kept"].get("trim-pomdp")
+        cpt = [r["cpt_95"]["trim-pomdp-loop"] for r in rows]
+        thr = rows[0]["cpt_95"]["trim-thr"]
+        cpt_s = rng([c for c in cpt if c == c], lambda x: f"{x:.3f}")
+        if any(c != c for c in cpt):
+            cpt_s += f" ({sum(c != c for c in cpt)} never)"
+        lines.append(
+            f"{name} | {rng([r['alarm_episode'] for r in rows], lambda x: f'{x:.0f}')} | "
+            f"{rng([r['kept']['trim-pomdp-loop'] for r in rows], pct)} | "
+            f"{'-' if k0 is None else pct(k0)} | {cpt_s} / "
+            f"{'never' if thr != thr else format(thr, '.3f')} | "
+            f"{rng([r['cost_all'] for r in rows], pct)} | "
+            f"{rng([r['cost_after_3000'] for r in rows], pct)} | "
+            f"{rng([len(r['swap_episodes']) for r in rows], lambda x: f'{x:.0f}')}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stream", type=int, default=6000)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--n-eval", type=int, default=20000)
-    ap.add_argument("--far-episodes", type=int, default=500_000)
+    ap.add_argument("--far-episodes", type=int, default=2_000_000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -177,6 +207,8 @@ def main() -> None:
     out["far"]["noisy_prm"] = far_figures("noisy_prm", noisy, args.far_episodes)
     out["loop"]["noisy_prm (own fit, no drift)"] = loop_figures(
         "noisy_prm", noisy, n_stream=args.stream, seeds=seeds[:1], n_eval=args.n_eval)
+    out["table"] = table(out)
+    print("\n".join(out["table"]))
     out["time_s"] = time.perf_counter() - t0
     if args.json:
         Path(args.json).write_text(json.dumps(_strict(out), indent=2, allow_nan=False) + "\n")
