@@ -20,7 +20,10 @@ line on stderr; each swapped-in bank is saved as ``<out>.bank-v<k>.npz``; the su
 ``"adapt"``.  ``--target-cost F`` paces: one controller for the run moves lambda along the
 bank to hold the realized strong-token fraction at F (with or without ``--adapt``).
 Every record names the bank that routed it (``"router"``: bank keys, lambda, version), which
-``trim-pomdp fit --refit-from`` checks.  Re-running the same
+``trim-pomdp fit --refit-from`` checks.  A resumed ``--adapt`` run starts again from
+``--policy`` (give it the last ``<out>.bank-v<k>.npz`` to go on from the latest refit).
+
+Re-running the same
 command resumes: problems already in ``--out`` are skipped (each record carries a hash of its
 problem's text and answer; an output written for another problem file is refused, exit 2).
 A second run on the same ``--out`` while one is running is refused too (exit 2): the run holds
