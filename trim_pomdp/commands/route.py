@@ -23,9 +23,9 @@ Every record names the bank that routed it (``"router"``: bank keys, lambda, ver
 ``trim-pomdp fit --refit-from`` checks.  A resumed ``--adapt`` run starts again from
 ``--policy`` (give it the last ``<out>.bank-v<k>.npz`` to go on from the latest refit).
 
-Re-running the same
-command resumes: problems already in ``--out`` are skipped (each record carries a hash of its
-problem's text and answer; an output written for another problem file is refused, exit 2).
+Re-running the same command resumes: problems already in ``--out`` are skipped (each record
+carries a hash of its problem's text and answer; an output written for another problem file
+is refused, exit 2).
 A second run on the same ``--out`` while one is running is refused too (exit 2): the run holds
 an ``fcntl`` lock on ``<out>.lock``, released when it ends, however it ends.
 """
