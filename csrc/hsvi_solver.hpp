@@ -92,7 +92,8 @@ class HsviSolver {
 
    private:
     struct Node {
-        std::int64_t bel_off = 0;  // into bel_idx_/bel_val_
+        std::int64_t bel_off = -1;  // into bel_idx_/bel_val_/bel_inv_; -1: not stored (a leaf)
+        std::uint64_t h2 = 0;       // second belief hash (identity of a leaf, see add_node)
         int supp = 0;
         int point = -1;            // current upper-bound point of this node (-1: none)
         double lb = 0, ub = 0;
@@ -100,7 +101,22 @@ class HsviSolver {
         int lb_stamp = 0;          // alphas [0, lb_stamp) already taken into account
         int ub_stamp = 0;          // points [0, ub_stamp) already taken into account
         std::uint32_t ub_epoch = 0;
-        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O); child_off/O into rba_ (A)
+        std::int64_t blk = -1;     // into act_ (A slots) once the node is backed up
+    };
+    // Per (expanded node, action): R(b, a), the cached Q_U(b, a) and the children's ids.
+    struct ActSlot {
+        double r = 0, qub = 0;
+        std::int64_t child_off = -1;  // into child_ (-1: children not listed yet)
+        int n_child = 0;
+    };
+    struct Child {
+        int id, o;
+    };
+    // Children beliefs of one action of the node being backed up (recomputed, not stored).
+    struct ChildBeliefs {
+        bool valid = false;
+        std::vector<int> idx, off;  // child k: idx/val[off[k], off[k+1])
+        std::vector<double> val, p;  // p[k] = p(o_k | b, a)
     };
 
     // --- set-up -----------------------------------------------------------------
@@ -111,11 +127,16 @@ class HsviSolver {
     void init_blind();
     void init_fib();
     // --- beliefs ----------------------------------------------------------------
-    int add_node(const int* idx, const double* val, int supp);
+    int add_node(const int* idx, const double* val, int supp, bool store);
+    void materialise(int n, const int* idx, const double* val);
     void ensure_block(int n);
-    void expand_action(int n, int a);
+    const ChildBeliefs& children(int n, int a);
+    double child_lower(const ChildBeliefs& sc, int k, int c);
+    double child_upper(const ChildBeliefs& sc, int k, int c);
     double q_value(int n, int a, bool upper_bound);
     // --- bounds -----------------------------------------------------------------
+    double lower_at(Node& nd, const int* idx, const double* val);
+    double upper_at(Node& nd, const int* idx, const double* val);
     double lower(int n);
     double upper(int n);
     double sawtooth_dense(const double* bdense, const int* idx, int supp, int from_point) const;
@@ -169,19 +190,17 @@ class HsviSolver {
     std::vector<int> bel_idx_;
     std::vector<double> bel_val_;
     std::vector<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
-    std::vector<int> child_id_;
-    std::vector<double> child_p_;
-    std::vector<double> rba_;        // R(b, a), A per expanded node
-    std::vector<double> qub_cache_;  // cached Q_U(b, a), A per expanded node
-    std::vector<char> act_done_;     // children of (node, a) computed, A per expanded node
+    std::vector<ActSlot> act_;
+    std::vector<Child> child_;
+    std::vector<ChildBeliefs> scr_;  // A, for node scr_node_
+    int scr_node_ = -1;
     std::vector<char> evaluated_;
     int ub_action_ = -1;
     std::unordered_multimap<std::uint64_t, int> node_hash_;
 
     // scratch (sized once; backups do not allocate)
     std::vector<double> dense_, pred_, newalpha_, w_, qlb_, qub_;
-    std::vector<int> touched_, best_o_, exp_idx_;
-    std::vector<double> exp_val_;
+    std::vector<int> touched_, best_o_;
     std::vector<std::vector<int>> bucket_idx_;
     std::vector<std::vector<double>> bucket_val_;
     std::vector<int> path_;
