@@ -162,7 +162,6 @@ class HsviSolver {
     std::vector<double> corner_;  // S
 
     // lower bound: alpha vectors
-    std::vector<double> alpha_;  // K * S
     std::vector<int> alpha_act_;
     // K * O: alpha_succ_[k*O + o] is the vector alpha_k was backed up from for observation o
     // (the blind vectors name themselves; -1: none recorded).  Pruning keeps this set closed,
@@ -172,8 +171,15 @@ class HsviSolver {
     // alpha_t_[(blk * S + s) * kLanes + lane] = alpha_{blk * kLanes + lane}(s).
     static constexpr int kLanes = 16;
     static constexpr int kLaneMin = 4;
+    // (The only copy: a row-major one doubled the vectors' memory.)
     std::vector<double> alpha_t_;
-    void rebuild_alpha_t();
+    double alpha_at(int k, int s) const {
+        return alpha_t_[(static_cast<std::size_t>(k / kLanes) * S_ + s) * kLanes + k % kLanes];
+    }
+    double& alpha_ref(int k, int s) {
+        return alpha_t_[(static_cast<std::size_t>(k / kLanes) * S_ + s) * kLanes + k % kLanes];
+    }
+    std::vector<double> alpha_rows() const;  // K * S, row major
     int n_alpha_ = 0;
     int alpha_at_last_prune_ = 0;
 
