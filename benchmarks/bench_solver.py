@@ -60,6 +60,22 @@ SIM_EPISODES = 10_000
 CONVERGED = [name for name, (_, _, t) in SARSOP.items() if t is not None]
 
 
+def _vm_hwm_mb(pid: int | str = "self") -> float | None:
+    """Peak RSS (VmHWM) of a process since its exec, in MiB; None off Linux.
+
+    ``ru_maxrss`` is not used: the kernel carries the pre-exec image's peak into it, so a
+    process started from a Python parent reports at least the parent's RSS (pomdpsol on
+    tiger showed 29 MB that way)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
 def _load(name: str):
     from trim_pomdp.engine.model import POMDP
 
@@ -91,7 +107,9 @@ def measure_one(name: str, time_limit: float, episodes: int = SIM_EPISODES,
                  "O": model.n_observations}
     policy, info = _solve(model, time_limit, 1e-9)
     # Peak RSS of parse + solve, before the simulator's arrays and JIT add their own.
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    hwm = _vm_hwm_mb()
+    row["peak_rss_mb"] = (hwm if hwm is not None
+                          else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     row.update(lb_30s=info.lower_bound, ub_30s=info.upper_bound, time_30s=info.time_s,
                n_alpha=info.n_alpha, n_beliefs=info.n_beliefs, solver_mb=info.memory_mb)
     if episodes > 0:
@@ -108,17 +126,34 @@ def sarsop_one(binary: str, name: str, time_limit: float) -> dict:
     """Run ``pomdpsol`` on one problem in this (fresh) process and parse its final bounds.
 
     SARSOP prints a table whose last row (after the ``Time |#Trial |...`` header) holds the
-    time, trials, backups, lower bound, upper bound, precision, alphas and beliefs; the
-    peak RSS is the child's ``ru_maxrss`` (the only child this process waits for)."""
+    time, trials, backups, lower bound, upper bound, precision, alphas and beliefs.  Its peak
+    RSS is its VmHWM, read every 5 ms while it runs (monotone, so the last reading misses at
+    most the last 5 ms of growth)."""
     import tempfile
+    import time
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            [binary, str(PROBLEMS / name), "--timeout", str(time_limit), "-o",
-             str(Path(tmp) / "out.policy")],
-            capture_output=True, text=True, check=True,
-        ).stdout
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        with open(Path(tmp) / "stdout", "w+") as log:
+            proc = subprocess.Popen(
+                [binary, str(PROBLEMS / name), "--timeout", str(time_limit), "-o",
+                 str(Path(tmp) / "out.policy")],
+                stdout=log, stderr=subprocess.STDOUT, text=True,
+            )
+            rss = 0.0
+            try:
+                while proc.poll() is None:
+                    hwm = _vm_hwm_mb(proc.pid)
+                    if hwm is not None:
+                        rss = max(rss, hwm)
+                    time.sleep(0.005)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+            log.seek(0)
+            out = log.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"pomdpsol exited with {proc.returncode} on {name}:\n{out[-2000:]}")
     lines = out.splitlines()
     heads = [i for i, line in enumerate(lines)
              if line.lstrip().startswith("Time") and "#Trial" in line]
