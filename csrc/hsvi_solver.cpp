@@ -89,6 +89,21 @@ HsviSolver::HsviSolver(Pomdp model, const HsviConfig& config)
     evaluated_.assign(A, 0);
     bucket_idx_.resize(O);
     scr_.resize(A);
+    {
+        // Belief runs must fit a chunk; >= 8 S per chunk wastes at most 1/8 at chunk tails.
+        int lg = 12;
+        while ((std::int64_t{1} << lg) < 8 * static_cast<std::int64_t>(S_)) ++lg;
+        bel_idx_.init(lg);
+        bel_val_.init(lg);
+        bel_inv_.init(lg);
+        nodes_.init(12);
+        int la = 10;
+        while ((std::int64_t{1} << la) < 8 * static_cast<std::int64_t>(A_)) ++la;
+        act_.init(la);
+        int lc = 12;
+        while ((std::int64_t{1} << lc) < 8 * static_cast<std::int64_t>(O_)) ++lc;
+        child_.init(lc);
+    }
     bucket_val_.resize(O);
 }
 
@@ -429,10 +444,18 @@ int HsviSolver::add_node(const int* idx, const double* val, int supp, bool store
 void HsviSolver::materialise(int n, const int* idx, const double* val) {
     Node& nd = nodes_[n];
     if (nd.bel_off >= 0) return;
-    nd.bel_off = static_cast<std::int64_t>(bel_idx_.size());
-    bel_idx_.insert(bel_idx_.end(), idx, idx + nd.supp);
-    bel_val_.insert(bel_val_.end(), val, val + nd.supp);
-    for (int k = 0; k < nd.supp; ++k) bel_inv_.push_back(1.0 / val[k]);
+    const std::int64_t off = bel_idx_.grow(nd.supp);
+    bel_val_.grow(nd.supp);
+    bel_inv_.grow(nd.supp);
+    nd.bel_off = off;
+    int* bi = &bel_idx_[off];
+    double* bv = &bel_val_[off];
+    double* binv = &bel_inv_[off];
+    for (int k = 0; k < nd.supp; ++k) {
+        bi[k] = idx[k];
+        bv[k] = val[k];
+        binv[k] = 1.0 / val[k];
+    }
 }
 
 // The per-node block: R(b, a) and the cached Q_U(b, a) for every action, started from the
@@ -440,8 +463,7 @@ void HsviSolver::materialise(int n, const int* idx, const double* val) {
 // backup needs them.
 void HsviSolver::ensure_block(int n) {
     if (nodes_[n].blk >= 0) return;
-    const std::int64_t blk = static_cast<std::int64_t>(act_.size());
-    act_.resize(act_.size() + static_cast<std::size_t>(A_));
+    const std::int64_t blk = act_.grow(A_);
     const Node& nd = nodes_[n];
     const int* idx = &bel_idx_[nd.bel_off];
     const double* val = &bel_val_[nd.bel_off];
@@ -499,7 +521,7 @@ const HsviSolver::ChildBeliefs& HsviSolver::children(int n, int a) {
     touched_.clear();
     ActSlot& slot = act_[nodes_[n].blk + a];
     const bool fresh = slot.child_off < 0;
-    if (fresh) slot.child_off = static_cast<std::int64_t>(child_.size());
+    new_children_.clear();
     int k = 0;
     for (int o = 0; o < O_; ++o) {
         auto& bi = bucket_idx_[o];
@@ -515,7 +537,7 @@ const HsviSolver::ChildBeliefs& HsviSolver::children(int n, int a) {
             sc.p.push_back(p);
             if (fresh) {
                 const int c = add_node(bi.data(), bv.data(), static_cast<int>(bi.size()), false);
-                child_.push_back(Child{c, o});
+                new_children_.push_back(Child{c, o});
             }
             ++k;
         }
@@ -523,6 +545,9 @@ const HsviSolver::ChildBeliefs& HsviSolver::children(int n, int a) {
         bv.clear();
     }
     if (fresh) {
+        // (add_node above may have grown nodes_, never act_: `slot` is still valid.)
+        slot.child_off = child_.grow(k);
+        for (int i = 0; i < k; ++i) child_[slot.child_off + i] = new_children_[i];
         slot.n_child = k;
     } else if (k != slot.n_child) {
         throw std::logic_error("belief tree: recomputed children differ from the stored ones");
@@ -546,7 +571,7 @@ double HsviSolver::child_upper(const ChildBeliefs& sc, int k, int c) {
 // ------------------------------------------------------------------ bounds
 
 // V_L at a node: the cached max over the vectors [0, lb_stamp) plus the vectors added since.
-// Runs of >= kLaneMin new vectors use the lane-blocked copy alpha_t_ (contiguous loads that
+// Runs of >= kLaneMin new vectors use the lane-blocked store alpha_blk_ (contiguous loads that
 // the compiler vectorises instead of one gather per support state and vector): the
 // profile of a 5 s Hallway2 solve had 52 % of its time in this function.
 double HsviSolver::lower_at(Node& nd, const int* idx, const double* val) {
@@ -559,7 +584,7 @@ double HsviSolver::lower_at(Node& nd, const int* idx, const double* val) {
             const int hi = std::min(kLanes, n_alpha_ - blk * kLanes);
             if (hi - lo >= kLaneMin) {
                 double acc[kLanes] = {};
-                const double* base = &alpha_t_[static_cast<std::size_t>(blk) * S_ * kLanes];
+                const double* base = alpha_block(blk);
                 for (int j = 0; j < supp; ++j) {
                     const double v = val[j];
                     const double* row = base + static_cast<std::size_t>(idx[j]) * kLanes;
@@ -571,7 +596,7 @@ double HsviSolver::lower_at(Node& nd, const int* idx, const double* val) {
                         nd.lb_alpha = blk * kLanes + l;
                     }
             } else {
-                const double* base = &alpha_t_[static_cast<std::size_t>(blk) * S_ * kLanes];
+                const double* base = alpha_block(blk);
                 for (int l = lo; l < hi; ++l) {
                     double v = 0.0;
                     for (int j = 0; j < supp; ++j)
@@ -653,8 +678,8 @@ void HsviSolver::add_alpha(const double* alpha, int action, const int* succ) {
     {
         const std::size_t S = static_cast<std::size_t>(S_);
         const int lane = n_alpha_ % kLanes;
-        if (lane == 0) alpha_t_.resize(alpha_t_.size() + S * kLanes, 0.0);
-        double* base = &alpha_t_[static_cast<std::size_t>(n_alpha_ / kLanes) * S * kLanes + lane];
+        if (lane == 0) alpha_blk_.emplace_back(new double[S * kLanes]());
+        double* base = alpha_blk_.back().get() + lane;
         for (std::size_t s = 0; s < S; ++s) base[s * kLanes] = alpha[s];
     }
     alpha_act_.push_back(action);
@@ -801,7 +826,7 @@ void HsviSolver::backup(int n, bool lower_too) {
 void HsviSolver::prune_alphas() {
     const int K0 = n_alpha_;
     const std::size_t O = static_cast<std::size_t>(O_);
-    for (std::size_t n = 0; n < nodes_.size(); ++n)
+    for (std::int64_t n = 0; n < nodes_.size(); ++n)
         if (n == 0 || nodes_[n].blk >= 0) lower(static_cast<int>(n));
     auto closure = [&](std::vector<char>& live, const std::vector<int>& redirect) {
         std::fill(live.begin(), live.end(), 0);
@@ -814,7 +839,7 @@ void HsviSolver::prune_alphas() {
                 stack.push_back(k);
             }
         };
-        for (std::size_t n = 0; n < nodes_.size(); ++n)
+        for (std::int64_t n = 0; n < nodes_.size(); ++n)
             if (n == 0 || nodes_[n].blk >= 0) push(nodes_[n].lb_alpha);
         while (!stack.empty()) {
             const int k = stack.back();
@@ -875,7 +900,8 @@ void HsviSolver::prune_alphas() {
         if (remap[k] < 0 && remap[redirect[k]] >= 0) remap[k] = remap[redirect[k]];
     for (std::size_t i = 0; i < static_cast<std::size_t>(K) * O; ++i)
         if (alpha_succ_[i] >= 0) alpha_succ_[i] = remap[alpha_succ_[i]];
-    for (auto& nd : nodes_) {
+    for (std::int64_t n = 0; n < nodes_.size(); ++n) {
+        Node& nd = nodes_[n];
         if (nd.lb_alpha >= 0 && remap[nd.lb_alpha] >= 0) {
             nd.lb_alpha = remap[nd.lb_alpha];
             nd.lb_stamp = prefix[nd.lb_stamp];
@@ -888,10 +914,10 @@ void HsviSolver::prune_alphas() {
     n_alpha_ = K;
     {
         const std::size_t blocks = (static_cast<std::size_t>(K) + kLanes - 1) / kLanes;
-        alpha_t_.resize(blocks * static_cast<std::size_t>(S_) * kLanes);
+        alpha_blk_.resize(blocks);
         for (int l = K % kLanes; l > 0 && l < kLanes; ++l)  // unused lanes of the last block
-            for (int s = 0; s < S_; ++s) alpha_ref(static_cast<int>(blocks - 1) * kLanes + l, s) = 0.0;
-        alpha_t_.shrink_to_fit();
+            for (int s = 0; s < S_; ++s)
+                alpha_ref(static_cast<int>(blocks - 1) * kLanes + l, s) = 0.0;
     }
     alpha_act_.resize(K);
     alpha_succ_.resize(static_cast<std::size_t>(K) * O);
@@ -936,19 +962,17 @@ void HsviSolver::prune_points() {
     pt_node_.resize(Q);
     pt_val_.resize(Q);
     pt_phi_.resize(Q);
-    for (auto& nd : nodes_)
-        if (nd.ub_epoch == ub_epoch_) nd.ub_stamp = prefix[std::min(nd.ub_stamp, P)];
+    for (std::int64_t n = 0; n < nodes_.size(); ++n)
+        if (Node& nd = nodes_[n]; nd.ub_epoch == ub_epoch_) nd.ub_stamp = prefix[std::min(nd.ub_stamp, P)];
     points_at_last_prune_ = Q;
 }
 
 double HsviSolver::memory_bytes() const {
-    return static_cast<double>(alpha_t_.capacity()) * sizeof(double) +
+    const double S = static_cast<double>(S_);
+    return static_cast<double>(alpha_blk_.size()) * S * kLanes * sizeof(double) +
            static_cast<double>(alpha_act_.capacity() + alpha_succ_.capacity()) * sizeof(int) +
-           static_cast<double>(nodes_.capacity()) * sizeof(Node) +
-           static_cast<double>(bel_idx_.capacity()) * sizeof(int) +
-           static_cast<double>(bel_val_.capacity() + bel_inv_.capacity()) * sizeof(double) +
-           static_cast<double>(act_.capacity()) * sizeof(ActSlot) +
-           static_cast<double>(child_.capacity()) * sizeof(Child) +
+           nodes_.bytes() + bel_idx_.bytes() + bel_val_.bytes() + bel_inv_.bytes() +
+           act_.bytes() + child_.bytes() +
            static_cast<double>(pt_node_.capacity()) * (sizeof(int) + 2 * sizeof(double)) +
            static_cast<double>(node_hash_.size()) * 40.0 +
            static_cast<double>(T_.idx.capacity() + Z_.idx.capacity()) * 12.0;

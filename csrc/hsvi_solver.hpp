@@ -22,7 +22,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <unordered_map>
 #include <vector>
 
@@ -73,6 +75,42 @@ struct HsviBackupCheck {
     std::vector<double> q_lower;  // Q_L(b, a) for each action
     std::vector<double> q_upper;  // Q_U(b, a) with V_U = FIB at the children
     std::vector<double> fib;      // FIB Q(a, s), A * S
+};
+
+// Append-only storage in chunks of 2^log2 elements: growing it never moves what is there.
+// A std::vector doubles by copying, so while it grows the old and the new block are both
+// resident (its peak is ~2x its size), and the freed blocks fragment the heap; the belief
+// tree only grows, so chunks lose nothing.  grow(n) hands out n contiguous slots (a run never
+// straddles two chunks), so &a[i] can be read as an array of n.
+template <class T>
+class Arena {
+   public:
+    void init(int log2) {
+        log2_ = log2;
+        mask_ = (std::int64_t{1} << log2) - 1;
+    }
+    T& operator[](std::int64_t i) { return chunks_[i >> log2_][i & mask_]; }
+    const T& operator[](std::int64_t i) const { return chunks_[i >> log2_][i & mask_]; }
+    std::int64_t size() const { return size_; }
+    std::int64_t grow(std::int64_t n) {
+        if (n > mask_ + 1) throw std::logic_error("Arena::grow: run longer than a chunk");
+        if (n <= 0) return size_;
+        if ((size_ & mask_) + n > mask_ + 1) size_ = (size_ + mask_) & ~mask_;
+        const std::int64_t at = size_;
+        size_ += n;
+        while (static_cast<std::int64_t>(chunks_.size()) << log2_ < size_)
+            chunks_.emplace_back(new T[static_cast<std::size_t>(mask_ + 1)]());
+        return at;
+    }
+    void push_back(const T& v) { (*this)[grow(1)] = v; }
+    double bytes() const {
+        return static_cast<double>(chunks_.size()) * static_cast<double>(mask_ + 1) * sizeof(T);
+    }
+
+   private:
+    std::vector<std::unique_ptr<T[]>> chunks_;
+    std::int64_t size_ = 0, mask_ = 0;
+    int log2_ = 0;
 };
 
 class HsviSolver {
@@ -171,13 +209,15 @@ class HsviSolver {
     // alpha_t_[(blk * S + s) * kLanes + lane] = alpha_{blk * kLanes + lane}(s).
     static constexpr int kLanes = 16;
     static constexpr int kLaneMin = 4;
-    // (The only copy: a row-major one doubled the vectors' memory.)
-    std::vector<double> alpha_t_;
+    // One allocation per block, so adding vectors never copies the others.  (The only copy:
+    // a row-major one doubled the vectors' memory.)
+    std::vector<std::unique_ptr<double[]>> alpha_blk_;
+    const double* alpha_block(int blk) const { return alpha_blk_[blk].get(); }
     double alpha_at(int k, int s) const {
-        return alpha_t_[(static_cast<std::size_t>(k / kLanes) * S_ + s) * kLanes + k % kLanes];
+        return alpha_blk_[k / kLanes][static_cast<std::size_t>(s) * kLanes + k % kLanes];
     }
     double& alpha_ref(int k, int s) {
-        return alpha_t_[(static_cast<std::size_t>(k / kLanes) * S_ + s) * kLanes + k % kLanes];
+        return alpha_blk_[k / kLanes][static_cast<std::size_t>(s) * kLanes + k % kLanes];
     }
     std::vector<double> alpha_rows() const;  // K * S, row major
     int n_alpha_ = 0;
@@ -192,12 +232,13 @@ class HsviSolver {
     std::uint32_t ub_epoch_ = 1;
 
     // belief tree
-    std::vector<Node> nodes_;
-    std::vector<int> bel_idx_;
-    std::vector<double> bel_val_;
-    std::vector<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
-    std::vector<ActSlot> act_;
-    std::vector<Child> child_;
+    Arena<Node> nodes_;
+    Arena<int> bel_idx_;  // bel_idx_/bel_val_/bel_inv_ grow in step: same offsets
+    Arena<double> bel_val_;
+    Arena<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
+    Arena<ActSlot> act_;
+    Arena<Child> child_;
+    std::vector<Child> new_children_;
     std::vector<ChildBeliefs> scr_;  // A, for node scr_node_
     int scr_node_ = -1;
     std::vector<char> evaluated_;
