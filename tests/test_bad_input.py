@@ -177,7 +177,8 @@ def test_sidecar_text_corpus(bank_files, tmp_path):
                        "JSON nested too deeply"),
                       ('{"kind": "trim_pomdp.PolicyBank", "format_version": ' + "1" * 5000 + "}",
                        "not valid JSON .Exceeds the limit .4300 digits"),
-                      ("\xff", "not valid JSON"), ("[1]", "not a PolicyBank")]:
+                      ("\xff", "not valid JSON"),
+                      ("[1]", r"b\.json: metadata must be a JSON object; got a JSON array$")]:
         p = write_bank(tmp_path, npz, text)
         with pytest.raises(PolicyFormatError, match=msg):
             PolicyBank.load(p)

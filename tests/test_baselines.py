@@ -150,3 +150,38 @@ def test_random_router_rate_through_python_reference(world):
     res = simulate_routing_python(world, RandomPolicy(0.3, seed=5), problems=range(800))
     n = res.steps.sum()
     assert abs(res.regenerations.sum() / n - 0.3) < 4 * np.sqrt(0.21 / n)
+
+
+def test_step_policy_is_the_public_base_of_step_level_routers():
+    from trim_pomdp.rl.agents import RLRouter
+    from trim_pomdp.routing import StepPolicy, baselines
+
+    assert baselines._StepPolicy is StepPolicy  # the old private name still works
+    for cls in (baselines.ThresholdPolicy, baselines.AlwaysCheap, baselines.RandomPolicy,
+                baselines.OraclePolicy, baselines.EscalationPolicy, RLRouter):
+        assert issubclass(cls, StepPolicy), cls
+
+    class BelowMin(StepPolicy):
+        """Regenerates a draft scoring 0.3 below the worst kept one: only the rule is written."""
+
+        name = "below-min"
+
+        def _act_batch(self, t, score, min_prev, tokens, is_final, active, truth):
+            return (score < min_prev - 0.3).view(np.int8)
+
+        def _act_one(self, t, score, min_prev, tokens, is_final, **kwargs):
+            return int(score < min_prev - 0.3)
+
+    r = BelowMin()
+    r.reset()
+    # min_prev starts at 1; the kept drafts 0.8 and 0.6 lower it, step by step
+    assert [r.step(s, 5, False) for s in (0.8, 0.6, 0.2)] == ["continue", "continue",
+                                                             "regenerate"]
+    assert r.min_prev == 0.6
+    r.executed("continue")  # the 0.2 draft was kept after all: it enters min_prev next
+    assert r.step(0.55, 5, True) == "continue" and r.min_prev == 0.2
+    with pytest.raises(RouterStateError, match="after a final step"):
+        r.step(0.5, 5, False)
+    out = r.act(1, np.array([0.1, 0.9]), np.array([0.5, 0.5]), np.zeros(2, np.int64),
+                np.zeros(2, bool), np.ones(2, bool))
+    assert out.tolist() == [1, 0]

@@ -143,7 +143,8 @@ def test_save_load_round_trip_and_errors(tmp_path):
         np.testing.assert_array_equal(back.params[k], v)
     bad = tmp_path / "bad.npz"
     np.savez(bad, W0=np.zeros((5, 2)))
-    with pytest.raises(PolicyFormatError, match="not a trim_pomdp RL router file"):
+    with pytest.raises(PolicyFormatError,
+                       match=r"bad\.npz: malformed trim_pomdp RL router file: missing __meta__$"):
         RLRouter.load(bad)
     p = dict(res.router.params)
     p["W0"] = p["W0"][:-1]

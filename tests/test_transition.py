@@ -1,7 +1,8 @@
+import json
+
 import numpy as np
 import pytest
 
-from trim_pomdp._io import save_npz
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
 from trim_pomdp.fit.transition import TransitionModel, kernel_hazard, token_bin
 from trim_pomdp.traces.records import Step, Trace
@@ -162,13 +163,18 @@ def test_save_load_round_trip(tmp_path):
 
 def test_load_errors(tmp_path):
     p = tmp_path / "x.npz"
-    save_npz(p, "ObservationModel", {"a": np.zeros(2)}, {}, 1)
-    with pytest.raises(
-        ModelValidationError, match="holds a 'ObservationModel', expected 'TransitionModel'"
-    ):
+
+    def write(kind, version):
+        meta = json.dumps({"kind": kind, "format_version": version})
+        np.savez(p, a=np.zeros(2), metadata_json=np.array(meta))
+
+    write("ObservationModel", 1)
+    with pytest.raises(ModelValidationError, match=r"x\.npz: field 'kind' is 'ObservationModel'; "
+                       r"expected 'TransitionModel'"):
         TransitionModel.load(p)
-    save_npz(p, "TransitionModel", {"a": np.zeros(2)}, {}, 99)
-    with pytest.raises(ModelValidationError, match="format_version 99 is not supported"):
+    write("TransitionModel", 99)
+    with pytest.raises(ModelValidationError, match=r"x\.npz: format_version 99 is not supported "
+                       r"\(this trim_pomdp reads 1\)"):
         TransitionModel.load(p)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ModelValidationError, match="cannot read model .npz file .truncated or corrupt"):

@@ -21,7 +21,7 @@ MYPY_MODULES = [
     "trim_pomdp/_core.pyi",
     "trim_pomdp/engine", "trim_pomdp/traces", "trim_pomdp/serving",
     "trim_pomdp/routing/protocols.py", "trim_pomdp/routing/policy.py",
-    "trim_pomdp/routing/router.py",
+    "trim_pomdp/routing/router.py", "trim_pomdp/routing/step_policy.py",
     "trim_pomdp/fit/transition.py", "trim_pomdp/fit/observation.py",
     "trim_pomdp/simulation/scenario.py",
     "trim_pomdp/evaluation/sweep.py", "trim_pomdp/evaluation/metrics.py",

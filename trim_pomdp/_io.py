@@ -1,11 +1,14 @@
 """Artefact I/O: the ``.npz`` + JSON format every saved model shares, and atomic saving.
 
-The format: one ``.npz`` holding the arrays plus a JSON metadata string (``kind``,
-``format_version``, the model's scalars), read with ``allow_pickle=False`` so a file handed
-to us is never unpickled.  :func:`save_npz` / :func:`load_npz` write and read it;
-:func:`check_format` is the ``kind``/``format_version`` check every artefact reader shares;
-:func:`_need` checks one array (presence, dtype, shape, finiteness, range).  Every failure
-is a :class:`~trim_pomdp.errors.ModelValidationError` naming the file.
+The format: a ``.npz`` holding the arrays plus JSON metadata (``kind``,
+``format_version``, the object's scalars), either as a string inside the archive or as a
+sidecar ``.json`` next to it, read with ``allow_pickle=False`` so a file handed to us is
+never unpickled.  An :class:`Artefact` declares one such format (its kind, version, error
+type and required arrays); its :meth:`~Artefact.save` / :meth:`~Artefact.load` are the
+one writer and reader every saved model, policy and bank goes through, with the one
+``kind``/``format_version`` check (:meth:`~Artefact.check`).  :func:`_need` checks one
+array of a fitted model (presence, dtype, shape, finiteness, range).  Every failure is
+the artefact's typed error, one line naming the file.
 
 Atomic saving: every artefact trim_pomdp writes goes through :func:`atomic_files`.
 
@@ -32,6 +35,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,9 +45,7 @@ from trim_pomdp import _validate as _v
 from trim_pomdp.errors import ModelValidationError, OutputPathError, OutputWriteError
 
 __all__ = [
-    "save_npz",
-    "load_npz",
-    "check_format",
+    "Artefact",
     "read_json_file",
     "atomic_files",
     "atomic_write",
@@ -226,62 +228,185 @@ def check_output_path(path: str | os.PathLike[str], *, what: str = "--out",
 
 
 # ----------------------------------------------------------------------------- npz + JSON
-def check_format(meta: Any, name: str, kind: str, format_version: int, *,
-                 error: type[Exception] = ModelValidationError, kind_key: str = "kind") -> None:
-    """Raise ``error`` naming ``name`` unless ``meta`` is a dict of kind ``kind`` and
-    ``format_version`` (the version check every artefact reader shares; ``True`` is not a
-    version)."""
-    from trim_pomdp import _validate as _v
-
-    got_kind = meta.get(kind_key) if isinstance(meta, dict) else None
-    if got_kind != kind:
-        raise error(f"{name}: holds a {_v._short(got_kind)}, expected {kind!r}")
-    got = meta.get("format_version")
-    if got != format_version or isinstance(got, bool):
-        raise error(f"{name}: format_version {_v._short(got)} is not supported "
-                    f"(this version reads {format_version})")
+def _json_type(v: Any) -> str:
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    return "null" if v is None else type(v).__name__
 
 
-def save_npz(path: str | os.PathLike[str], kind: str, arrays: dict[str, np.ndarray],
-             meta: dict[str, Any], format_version: int) -> None:
-    """Write ``arrays`` plus JSON metadata (``kind``, ``format_version``) to one ``.npz``.
+@dataclass(frozen=True, kw_only=True)
+class Artefact:
+    """One saved artefact format: ``.npz`` arrays plus JSON metadata naming its ``kind``
+    and ``format_version``, never unpickled, saved atomically.
 
-    The metadata is stored as a unicode string array ``metadata_json`` so the file loads with
-    ``allow_pickle=False``.
+    Every artefact trim_pomdp saves is one of these; a class declares its format once and
+    calls :meth:`save` / :meth:`load`, so the reading, the version check and the error
+    messages are the same for all of them.  The metadata is either a unicode string array
+    ``meta_key`` inside the ``.npz``, or (``meta_key=None``) a JSON sidecar
+    ``<name>.json`` next to ``<name>.npz``, written and renamed together with it.
+
+    Parameters
+    ----------
+    kind : str
+        The value of the metadata field ``kind_key`` that marks this format.
+    version : int
+        The ``format_version`` written, and the newest one read.
+    what : str
+        What the file is, for messages (``"policy file"``).  For a sidecar format the
+        messages say ``"<what> metadata"`` and ``"<what> arrays"``.
+    error : type
+        The :mod:`trim_pomdp.errors` type raised for every failure; messages are one line
+        and start with the file's path.
+    arrays : tuple of str
+        Arrays every file holds (dtype and shape are the reader's to check, with
+        :mod:`trim_pomdp._validate`).
+    meta_key : str or None
+        The ``.npz`` member holding the metadata JSON; ``None`` for a sidecar.
+    kind_key : str
+        The metadata field holding ``kind``.
+    oldest : int, optional
+        The oldest ``format_version`` read (default: only ``version``).
+    suffix : bool
+        :meth:`save` appends ``.npz`` to a path without it (as ``np.savez`` does).  Reading
+        takes the path as given, except for a sidecar format, whose two paths always are
+        ``<stem>.npz`` and ``<stem>.json``.
+    allow_nan : bool
+        Write non-finite floats as JSON's ``NaN``/``Infinity`` extension; ``False`` refuses
+        them (``ValueError``).  Only for formats whose metadata always held them.
+    indent : int, optional
+        Indentation of the JSON text (a sidecar is meant to be read by people).
     """
-    meta = {"kind": kind, "format_version": format_version, **meta}
-    payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
-    payload["metadata_json"] = np.array(json.dumps(meta, allow_nan=False))
-    # atomic (temp file in the same folder, fsync, rename): a failed save keeps the old file
-    atomic_write(path, lambda fh: np.savez(fh, **payload))
 
+    kind: str
+    version: int
+    what: str
+    error: type[Exception] = ModelValidationError
+    arrays: tuple[str, ...] = ()
+    meta_key: str | None = "metadata_json"
+    kind_key: str = "kind"
+    oldest: int | None = None
+    suffix: bool = True
+    allow_nan: bool = False
+    indent: int | None = None
 
-def load_npz(path: str | os.PathLike[str], kind: str,
-             format_version: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Inverse of :func:`save_npz`; checks ``kind`` and ``format_version``.
+    def _what(self, part: str) -> str:
+        return self.what if self.meta_key is not None else f"{self.what} {part}"
 
-    A truncated or corrupt archive, pickled (object) arrays, or metadata that is not a JSON
-    object string all raise :class:`ModelValidationError` naming the file.
-    """
-    name = str(path)
-    arrays = _v.read_npz(path, ModelValidationError, "model .npz file")
-    if "metadata_json" not in arrays:
-        raise ModelValidationError(f"{name}: missing 'metadata_json' (not a trim_pomdp model file)")
-    raw = arrays.pop("metadata_json")
-    if raw.shape != () or raw.dtype.kind != "U":
-        raise ModelValidationError(f"{name}: 'metadata_json' must be a JSON string; got a "
-                                   f"{raw.dtype} array of shape {raw.shape}")
-    try:
-        meta = json.loads(str(raw))
-    except RecursionError:
-        raise ModelValidationError(f"{name}: 'metadata_json' is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, the int digit limit
-        raise ModelValidationError(f"{name}: 'metadata_json' is not valid JSON "
-                                   f"({str(exc).splitlines()[0][:200]})") from None
-    if not isinstance(meta, dict):
-        raise ModelValidationError(f"{name}: 'metadata_json' must be a JSON object")
-    check_format(meta, name, kind, format_version)
-    return arrays, meta
+    def paths(self, path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
+        """The ``.npz`` a save writes and its sidecar (``None`` without one)."""
+        npz = npz_path(path) if self.suffix or self.meta_key is None else Path(path)
+        return npz, (None if self.meta_key is not None else npz.with_suffix(".json"))
+
+    def save(self, path: str | os.PathLike[str], arrays: dict[str, Any],
+             meta: dict[str, Any]) -> Path:
+        """Write ``arrays`` and ``meta`` (plus ``kind`` and ``format_version``) atomically:
+        a failed save (disk full) leaves the previous file(s) untouched.  Returns the
+        ``.npz`` path written."""
+        npz, sidecar = self.paths(path)
+        text = json.dumps({self.kind_key: self.kind, "format_version": self.version, **meta},
+                          allow_nan=self.allow_nan, indent=self.indent)
+        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        if sidecar is None:
+            assert self.meta_key is not None
+            payload[self.meta_key] = np.array(text)
+            atomic_write(npz, lambda fh: np.savez(fh, **payload))
+        else:
+            with atomic_files([npz, sidecar], "wb") as (fh_npz, fh_meta):
+                np.savez(fh_npz, **payload)
+                fh_meta.write((text + "\n").encode("utf-8"))
+        return npz
+
+    def holds(self, meta: Any) -> bool:
+        """Whether ``meta`` says it is of this kind (whatever its version)."""
+        return isinstance(meta, dict) and meta.get(self.kind_key) == self.kind
+
+    def check(self, meta: Any, where: str, label: str = "metadata") -> None:
+        """Raise unless ``meta`` is a JSON object of this ``kind`` and a ``format_version``
+        read here (an integer, never ``True``); ``label`` names the metadata in the
+        message."""
+        if not isinstance(meta, dict):
+            raise self.error(f"{where}: {label} must be a JSON object; got a JSON "
+                             f"{_json_type(meta)}")
+        if self.kind_key not in meta:
+            raise self.error(f"{where}: field {self.kind_key!r} is missing; expected "
+                             f"{self.kind!r}")
+        got_kind = meta[self.kind_key]
+        if got_kind != self.kind:
+            raise self.error(f"{where}: field {self.kind_key!r} is {_v._short(got_kind)}; "
+                             f"expected {self.kind!r}")
+        got = meta.get("format_version")
+        oldest = self.version if self.oldest is None else self.oldest
+        if isinstance(got, bool) or not isinstance(got, int) or not oldest <= got <= self.version:
+            reads = self.version if oldest == self.version else f"{oldest}..{self.version}"
+            raise self.error(f"{where}: format_version {_v._short(got)} is not supported "
+                             f"(this trim_pomdp reads {reads})")
+
+    def read_meta(self, path: str | os.PathLike[str], *, check: bool = True) -> Any:
+        """A sidecar format's metadata (checked with :meth:`check` unless ``check`` is
+        false).  ``FileNotFoundError`` when the sidecar is missing."""
+        sidecar = self.paths(path)[1]
+        if sidecar is None:
+            raise TypeError(f"{self.kind} keeps its metadata inside the .npz: use load()")
+        meta = read_json_file(sidecar, self.error, self._what("metadata"))
+        if check:
+            self.check(meta, str(sidecar))
+        return meta
+
+    def read_arrays(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+        """A sidecar format's arrays, every one of :attr:`arrays` present."""
+        npz = self.paths(path)[0]
+        arrays = _v.read_npz(npz, self.error, self._what("arrays"))
+        self._require(arrays, npz, self.arrays)
+        return arrays
+
+    def _require(self, arrays: dict[str, np.ndarray], where: Path,
+                 names: Sequence[str]) -> None:
+        missing = [k for k in names if k not in arrays]
+        if missing:
+            raise self.error(f"{where}: malformed {self._what('arrays')}: missing "
+                             f"{', '.join(missing)}")
+
+    def load(self, path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``(arrays, metadata)`` of a file written by :meth:`save`, checked: a readable
+        archive (``allow_pickle=False``, size-capped), metadata that is a JSON object of
+        this ``kind`` and a ``format_version`` read here, every array of :attr:`arrays`
+        present.  The metadata keeps its ``kind`` and ``format_version`` fields.
+
+        Raises
+        ------
+        FileNotFoundError
+            A file is missing.
+        error
+            Anything else, one line naming the file and what is wrong.
+        """
+        if self.meta_key is None:
+            meta = self.read_meta(path)
+            return self.read_arrays(path), meta
+        p = Path(path)
+        key = self.meta_key
+        arrays = _v.read_npz(p, self.error, self.what)
+        if key not in arrays:  # not this kind of file at all: say everything it lacks
+            self._require(arrays, p, (*self.arrays, key))
+        raw = arrays.pop(key)
+        if raw.shape != () or raw.dtype.kind != "U":
+            raise self.error(f"{p}: {key!r} must be a JSON string; got a {raw.dtype} array of "
+                             f"shape {raw.shape}")
+        try:
+            meta = json.loads(str(raw))
+        except RecursionError:
+            raise self.error(f"{p}: {key!r} is nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, the int digit limit
+            raise self.error(f"{p}: {key!r} is not valid JSON "
+                             f"({str(exc).splitlines()[0][:200]})") from None
+        self.check(meta, str(p), repr(key))
+        self._require(arrays, p, self.arrays)
+        return arrays, meta
 
 
 def _need(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...] | None,

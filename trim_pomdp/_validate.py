@@ -65,7 +65,7 @@ def read_npz(path: str | os.PathLike[str], error: type[Exception],
     Raises
     ------
     FileNotFoundError
-        ``path`` does not exist.
+        ``path`` does not exist: ``"<path>: cannot read <what>: no such file"``.
     error
         The file is not a readable ``.npz`` (truncated, byte-flipped, pickled object arrays,
         members larger than :data:`MAX_NPZ_BYTES` in total): ``"<path>: cannot read <what>
@@ -73,14 +73,16 @@ def read_npz(path: str | os.PathLike[str], error: type[Exception],
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
+        raise FileNotFoundError(f"{p}: cannot read {what}: no such file")
     try:
         with zipfile.ZipFile(p) as zf:
             total = sum(info.file_size for info in zf.infolist())
         if total > MAX_NPZ_BYTES:
             raise error(f"{p}: cannot read {what}: its arrays would take {total} bytes "
                         f"(limit {MAX_NPZ_BYTES})")
-        with np.load(p, allow_pickle=False) as data:
+        # our own handle: np.load leaves a file it opened itself open when the archive
+        # is corrupt
+        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise

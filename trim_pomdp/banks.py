@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from trim_pomdp import _validate as _v
-from trim_pomdp._io import read_json_file
 from trim_pomdp.errors import PolicyFormatError
+from trim_pomdp.routing.bank import _FORMAT as _BANK_FORMAT
 from trim_pomdp.routing.bank import PolicyBank
 
 __all__ = ["load_bank"]
@@ -40,18 +40,16 @@ def load_bank(path: str | Path) -> Any:
     sidecar = "no PolicyBank sidecar " + meta_path.name
     if meta_path.exists():
         try:
-            meta = read_json_file(meta_path, PolicyFormatError, "metadata")
+            meta = _BANK_FORMAT.read_meta(npz, check=False)
         except PolicyFormatError as exc:
             meta, sidecar = None, f"unreadable sidecar ({exc})"
-        if isinstance(meta, dict) and meta.get("kind") == "trim_pomdp.PolicyBank":
+        if _BANK_FORMAT.holds(meta):  # a PolicyBank's: its own reader says what is wrong
             return PolicyBank.load(npz)
     if not npz.exists():
         raise FileNotFoundError(f"{path}: no such router bank (looked for {npz})")
     from trim_pomdp.rl.grid import RLRouterBank  # NumPy-only, but not needed for PolicyBanks
 
     try:
-        # the archive is checked first: numpy leaves a corrupt archive's file open
-        _v.read_npz(npz, PolicyFormatError, "router bank")
         return RLRouterBank.load(npz)
     except (PolicyFormatError, *_v.NPZ_ERRORS) as exc:
         if isinstance(exc, FileNotFoundError):

@@ -5,7 +5,6 @@ value ``x``, its solve diagnostics, and its file format (``.npz`` with JSON meta
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +12,17 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trim_pomdp._io import Artefact
 from trim_pomdp.engine.finite_model import _readonly
 from trim_pomdp.errors import PolicyFormatError
 
 __all__ = ["FiniteHorizonPolicy", "FiniteSolveInfo", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
-_POLICY_KIND = "trim_pomdp.FiniteHorizonPolicy"
+#: the file format; its metadata holds NaN for bounds a solve did not compute
+_FORMAT = Artefact(kind="trim_pomdp.FiniteHorizonPolicy", version=FORMAT_VERSION,
+                   what="policy file", error=PolicyFormatError, meta_key="metadata",
+                   arrays=("alphas", "actions", "offsets"), allow_nan=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,10 +176,9 @@ class FiniteHorizonPolicy:
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> None:
-        """Write the policy to ``path`` (``.npz``: arrays plus a JSON ``metadata`` string)."""
+        """Write the policy to ``path`` (``.npz``: arrays plus a JSON ``metadata`` string;
+        bounds that are unknown are written as JSON ``NaN``)."""
         meta = {
-            "format_version": FORMAT_VERSION,
-            "kind": _POLICY_KIND,
             "horizon": self.horizon,
             "n_observed": self.n_observed,
             "n_hidden": self.n_hidden,
@@ -185,35 +187,18 @@ class FiniteHorizonPolicy:
             "gap": self.gap,
             "time_s": self.time_s,
         }
-        from trim_pomdp._io import savez_atomic  # temp file + fsync + rename
-
-        savez_atomic(path, {"alphas": self.alphas, "actions": self.actions,
-                            "offsets": self.offsets, "metadata": np.array(json.dumps(meta))})
+        _FORMAT.save(path, {"alphas": self.alphas, "actions": self.actions,
+                            "offsets": self.offsets}, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> FiniteHorizonPolicy:
-        """Read a policy written by :meth:`save` (no pickle); errors -> ``PolicyFormatError``."""
-        from trim_pomdp._validate import read_npz
-
+        """Read a policy written by :meth:`save` (no pickle); every error, a missing file
+        included, is a ``PolicyFormatError``."""
         path = Path(path)
         try:
-            arrays = read_npz(path, PolicyFormatError, "policy file")
-        except FileNotFoundError:
-            raise PolicyFormatError(f"{path}: cannot read policy file: no such file") from None
-        missing = {"alphas", "actions", "offsets", "metadata"} - set(arrays)
-        if missing:
-            raise PolicyFormatError(f"{path}: missing arrays {sorted(missing)}")
-        try:
-            meta = json.loads(str(arrays["metadata"]))
-        except json.JSONDecodeError as exc:
-            raise PolicyFormatError(f"{path}: metadata is not valid JSON: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("kind") != _POLICY_KIND:
-            raise PolicyFormatError(f"{path}: not a FiniteHorizonPolicy file")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise PolicyFormatError(
-                f"{path}: format_version {meta.get('format_version')!r} is not supported "
-                f"(expected {FORMAT_VERSION})"
-            )
+            arrays, meta = _FORMAT.load(path)
+        except FileNotFoundError as exc:
+            raise PolicyFormatError(str(exc)) from None
         try:
             pol = cls(
                 arrays["alphas"],

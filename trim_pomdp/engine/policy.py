@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trim_pomdp._validate import NPZ_ERRORS
+from trim_pomdp._io import Artefact
 from trim_pomdp.errors import PolicyFormatError
 
 __all__ = ["AlphaVectorPolicy", "FORMAT_VERSION"]
 
 #: Version of the ``.npz`` policy layout written by :meth:`AlphaVectorPolicy.save`.
 FORMAT_VERSION = 1
-_KIND = "trim_pomdp.AlphaVectorPolicy"
-_METADATA_KEY = "metadata_json"
+_FORMAT = Artefact(kind="trim_pomdp.AlphaVectorPolicy", version=FORMAT_VERSION, oldest=1,
+                   what="policy file", error=PolicyFormatError, arrays=("alphas", "actions"))
 
 
 class _ForbiddenDeclaration(Exception):
@@ -323,25 +323,16 @@ class AlphaVectorPolicy:
 
         ``metadata_json`` is a JSON string with ``format_version``, ``kind``, the shapes,
         ``action_names`` and the user ``metadata``.  Values round-trip bit for bit.
-        Returns the path written (``.npz`` is appended by NumPy when missing, so the
-        returned path is the real one).
+        Returns the path written (``.npz`` is appended when missing, so the returned path
+        is the real one).
         """
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
         meta = {
-            "format_version": FORMAT_VERSION,
-            "kind": _KIND,
             "n_vectors": self.n_vectors,
             "n_states": self.n_states,
             "action_names": self._action_names,
             "metadata": self.metadata,
         }
-        text = json.dumps(meta, allow_nan=False, sort_keys=True)
-        from trim_pomdp._io import savez_atomic  # temp file + fsync + rename
-
-        return savez_atomic(path, {"alphas": self._alphas, "actions": self._actions,
-                                   _METADATA_KEY: np.array(text)})
+        return _FORMAT.save(path, {"alphas": self._alphas, "actions": self._actions}, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AlphaVectorPolicy:
@@ -356,42 +347,8 @@ class AlphaVectorPolicy:
             object arrays, a newer ``format_version``, inconsistent shapes, non-finite values.
         """
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"policy file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in ("alphas", "actions", _METADATA_KEY) if k not in data.files]
-                if missing:
-                    raise PolicyFormatError(
-                        f"{path}: not a trim_pomdp policy file (missing {', '.join(missing)})"
-                    )
-                alphas = data["alphas"]
-                actions = data["actions"]
-                meta_arr = data[_METADATA_KEY]
-        except PolicyFormatError:
-            raise
-        except NPZ_ERRORS as exc:  # truncated, byte-flipped, pickled, absurd sizes
-            raise PolicyFormatError(f"{path}: cannot read as a policy .npz file: {exc}") from None
-        if meta_arr.shape != () or meta_arr.dtype.kind != "U":
-            raise PolicyFormatError(f"{path}: {_METADATA_KEY} must be a JSON string")
-        try:
-            meta = json.loads(str(meta_arr))
-        except json.JSONDecodeError as exc:
-            raise PolicyFormatError(f"{path}: metadata is not valid JSON: {exc}") from None
-        if not isinstance(meta, dict):
-            raise PolicyFormatError(f"{path}: metadata must be a JSON object")
-        if meta.get("kind") != _KIND:
-            raise PolicyFormatError(
-                f"{path}: metadata kind is {meta.get('kind')!r}; expected {_KIND!r}"
-            )
-        version = meta.get("format_version")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise PolicyFormatError(f"{path}: metadata has no integer format_version")
-        if version > FORMAT_VERSION or version < 1:
-            raise PolicyFormatError(
-                f"{path}: format_version {version} is not supported (this trim_pomdp reads "
-                f"versions 1..{FORMAT_VERSION})"
-            )
+        arrays, meta = _FORMAT.load(path)
+        alphas, actions = arrays["alphas"], arrays["actions"]
         if alphas.dtype != np.float64 or alphas.ndim != 2:
             raise PolicyFormatError(
                 f"{path}: alphas must be a float64 2-D array; got {alphas.dtype} {alphas.shape}"

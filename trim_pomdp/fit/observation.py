@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trim_pomdp._io import _need, load_npz, save_npz
+from trim_pomdp._io import Artefact, _need
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
 from trim_pomdp.fit._densities import (
     _KDE1D,
@@ -60,6 +60,9 @@ from trim_pomdp.traces.table import TraceTable, as_table
 __all__ = ["ObservationModel", "observation_index", "score_bin", "beta_mle"]
 
 FORMAT_VERSION = 1
+#: the file format of :meth:`ObservationModel.save` (the path as given: no ``.npz`` is added)
+_FORMAT = Artefact(kind="ObservationModel", version=FORMAT_VERSION, what="model .npz file",
+                   suffix=False)
 # a part of the (score, min) mixture with fewer samples than this is not estimated on its own
 _MIN_PART = 5
 
@@ -410,14 +413,13 @@ class ObservationModel:
                 "components": kinds, "n_missing_score": self.n_missing_score_}
         if self.binning is not None:  # optional key: readers that predate it ignore it
             meta["binning"] = dict(self.binning)
-        save_npz(path, "ObservationModel", arrays, meta, FORMAT_VERSION)
-        return Path(path)
+        return _FORMAT.save(path, arrays, meta)  # the path as given
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ObservationModel:
         """Load a model written by :meth:`save` (``allow_pickle=False``)."""
         name = str(path)
-        a, meta = load_npz(path, "ObservationModel", FORMAT_VERSION)
+        a, meta = _FORMAT.load(path)
         try:
             self = cls(**meta["params"])
             self._check_params()

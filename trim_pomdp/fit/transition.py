@@ -53,7 +53,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from trim_pomdp import _validate as _v
-from trim_pomdp._io import _need, load_npz, save_npz
+from trim_pomdp._io import Artefact, _need
 from trim_pomdp.errors import InsufficientDataError, ModelValidationError, NotFittedError
 from trim_pomdp.steps import MAX_STEPS
 from trim_pomdp.traces.records import Trace
@@ -74,6 +74,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+#: the file format of :meth:`TransitionModel.save` (the path as given: no ``.npz`` is added)
+_FORMAT = Artefact(kind="TransitionModel", version=FORMAT_VERSION, what="model .npz file",
+                   suffix=False)
 
 
 def _local_linear(ended: NDArray[np.int64], at_risk: NDArray[np.int64],
@@ -501,14 +504,13 @@ class TransitionModel:
             "has_cheap_tokens": self.cheap_tokens_ is not None,
             "has_strong_tokens": self.strong_tokens_ is not None,
         }
-        save_npz(path, "TransitionModel", arrays, meta, FORMAT_VERSION)
-        return Path(path)
+        return _FORMAT.save(path, arrays, meta)  # the path as given
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TransitionModel:
         """Load a model written by :meth:`save` (``allow_pickle=False``)."""
         name = str(path)
-        a, meta = load_npz(path, "TransitionModel", FORMAT_VERSION)
+        a, meta = _FORMAT.load(path)
         E, w = ModelValidationError, f"{name}: metadata"
         params = _v.json_dict(meta, "params", w, E)
         _v.json_int(params, "max_steps", f"{w}: params", E, lo=1, hi=100_000)

@@ -13,21 +13,29 @@ Saved as ``.npz`` (weights) + JSON (metadata, ``format_version``), loaded withou
 
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from trim_pomdp._io import Artefact
 from trim_pomdp.errors import PolicyFormatError
 from trim_pomdp.rl import nn
 from trim_pomdp.rl.env import AGG_FEATURES, DEFAULT_TOKEN_SCALE, agg_features
-from trim_pomdp.routing.baselines import _StepPolicy
+from trim_pomdp.routing.step_policy import StepPolicy
 from trim_pomdp.steps import MAX_STEPS
 
 FORMAT_VERSION = 1
+#: the file formats of :meth:`RLRouter.save` and :meth:`~trim_pomdp.rl.grid.RLRouterBank.save`:
+#: the weights and a JSON ``__meta__`` string whose ``type`` names the kind (``kind`` is
+#: ``"agg"`` or ``"seq"``); training summaries may hold NaN
+ROUTER_FORMAT = Artefact(kind="trim_pomdp.RLRouter", version=FORMAT_VERSION,
+                         what="trim_pomdp RL router file", error=PolicyFormatError,
+                         meta_key="__meta__", kind_key="type", allow_nan=True)
+BANK_FORMAT = Artefact(kind="trim_pomdp.RLRouterBank", version=FORMAT_VERSION,
+                       what="trim_pomdp RL router bank", error=PolicyFormatError,
+                       meta_key="__meta__", kind_key="type", allow_nan=True)
 SEQ_INPUTS = ("score", "tokens_scaled", "step_frac", "is_final", "prev_regenerate")
 KINDS = {"agg": "TRIM-Agg", "seq": "TRIM-Seq"}
 
@@ -44,36 +52,7 @@ def seq_inputs(t: int, score: NDArray, tokens: NDArray, is_final: NDArray,
     return x
 
 
-def read_npz_meta(path: Path, expected_type: str, what: str
-                  ) -> tuple[dict[str, Any], dict[str, NDArray]]:
-    """Read a ``.npz`` written with a JSON ``__meta__`` string (never unpickles).
-
-    Returns ``(metadata, arrays)``; raises :class:`PolicyFormatError` naming the file when it
-    is not such a file, is of another ``type`` or of an unsupported ``format_version``.
-    """
-    try:
-        # our own handle: np.load leaves its file open when the archive is corrupt
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            meta = json.loads(str(f["__meta__"]))
-            arrays = {k: f[k] for k in f.files if k != "__meta__"}
-    except FileNotFoundError:
-        raise
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        # a truncated or byte-flipped archive, a missing or non-JSON __meta__
-        raise PolicyFormatError(f"{path}: not a {what} ({exc})") from None
-    if not isinstance(meta, dict):
-        raise PolicyFormatError(f"{path}: not a {what} (__meta__ is a JSON "
-                                f"{type(meta).__name__}, not an object)")
-    if meta.get("type") != expected_type:
-        raise PolicyFormatError(f"{path}: type is {meta.get('type')!r}; expected "
-                                f"{expected_type!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise PolicyFormatError(f"{path}: format_version {meta.get('format_version')!r} "
-                                f"is not supported (expected {FORMAT_VERSION})")
-    return meta, arrays
-
-
-class RLRouter(_StepPolicy):
+class RLRouter(StepPolicy):
     """A trained TRIM-Agg or TRIM-Seq policy.
 
     Parameters
@@ -173,12 +152,9 @@ class RLRouter(_StepPolicy):
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """Write ``path`` (``.npz``: weights + a JSON metadata string)."""
-        meta = {"format_version": FORMAT_VERSION, "type": "trim_pomdp.RLRouter",
-                "kind": self.kind, "lam": self.lam, "token_scale": self.token_scale,
+        meta = {"kind": self.kind, "lam": self.lam, "token_scale": self.token_scale,
                 "metadata": self.metadata}
-        from trim_pomdp._io import savez_atomic  # temp file + fsync + rename
-
-        savez_atomic(path, {"__meta__": np.array(json.dumps(meta)), **self.params})
+        ROUTER_FORMAT.save(path, self.params, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> RLRouter:
@@ -190,7 +166,7 @@ class RLRouter(_StepPolicy):
         ``step()``.
         """
         path = Path(path)
-        meta, params = read_npz_meta(path, "trim_pomdp.RLRouter", "trim_pomdp RL router file")
+        params, meta = ROUTER_FORMAT.load(path)
         return router_from_saved(meta.get("kind"), meta, params, str(path))
 
 

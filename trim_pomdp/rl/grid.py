@@ -10,7 +10,6 @@ ship Python functions works.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from trim_pomdp.errors import PolicyFormatError
-from trim_pomdp.rl.agents import FORMAT_VERSION, KINDS, RLRouter, read_npz_meta, router_from_saved
+from trim_pomdp.rl.agents import BANK_FORMAT, KINDS, RLRouter, router_from_saved
 from trim_pomdp.rl.ppo import PPOConfig, _train_task
 from trim_pomdp.simulation.scenario import Scenario, load_scenario
 
@@ -70,17 +69,12 @@ class RLRouterBank:
                 arrays[f"{i}/{k}"] = v
             entries.append({"lam": r.lam, "token_scale": r.token_scale,
                             "metadata": r.metadata, "history": h})
-        meta = {"format_version": FORMAT_VERSION, "type": "trim_pomdp.RLRouterBank",
-                "kind": self.kind, "routers": entries}
-        from trim_pomdp._io import savez_atomic  # temp file + fsync + rename
-
-        savez_atomic(path, {"__meta__": np.array(json.dumps(meta)), **arrays})
+        BANK_FORMAT.save(path, arrays, {"kind": self.kind, "routers": entries})
 
     @classmethod
     def load(cls, path: str | Path) -> RLRouterBank:
         path = Path(path)
-        meta, arrays = read_npz_meta(path, "trim_pomdp.RLRouterBank",
-                                     "trim_pomdp RL router bank")
+        arrays, meta = BANK_FORMAT.load(path)
         entries = meta.get("routers")
         if not isinstance(entries, list) or not entries:
             raise PolicyFormatError(f"{path}: field 'routers' must be a non-empty list; got "

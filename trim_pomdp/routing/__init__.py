@@ -4,7 +4,8 @@
 ``model`` (the POMDP of one budget family), ``latent_model`` (TRIM-POMDP+, latent
 episode classes), ``policy`` (a solved policy), ``bank`` (one policy per lambda, the grid
 solve, the bank file), ``router`` (the online Bayes-filter router and its batch form),
-``baselines`` (TRIM-Thr, always-*, random, oracle) and ``protocols`` (the interfaces the
+``baselines`` (TRIM-Thr, always-*, random, oracle), ``step_policy`` (their base class, for
+routers that decide from the step's features) and ``protocols`` (the interfaces the
 simulator and the evaluation consume).
 """
 
@@ -36,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "Router": "trim_pomdp.routing.router",
     "TrimBatchPolicy": "trim_pomdp.routing.router",
     "ACTION_NAMES": "trim_pomdp.routing.router",
+    "StepPolicy": "trim_pomdp.routing.step_policy",
     "BatchPolicy": "trim_pomdp.routing.protocols",
     "Family": "trim_pomdp.routing.protocols",
 }

@@ -9,7 +9,6 @@ A bank may hold the policies of a :class:`~trim_pomdp.routing.model.TrimModel`
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from trim_pomdp import _validate as _v
-from trim_pomdp._io import read_json_file
+from trim_pomdp._io import Artefact
 from trim_pomdp.errors import ModelValidationError, PolicyFormatError
 from trim_pomdp.routing.latent_model import LatentTrimModel, latent_belief_points
 from trim_pomdp.routing.model import MAX_VALUE, TrimModel
@@ -31,6 +30,13 @@ __all__ = ["FORMAT_VERSION", "PolicyBank", "default_lambdas", "solve_grid",
            "solve_latent_grid", "load_latent_bank"]
 
 FORMAT_VERSION = 1
+#: the bank's file format: ``<stem>.npz`` and the JSON sidecar ``<stem>.json``
+_FORMAT = Artefact(
+    kind="trim_pomdp.PolicyBank", version=FORMAT_VERSION, what="PolicyBank",
+    error=PolicyFormatError, meta_key=None, indent=2,
+    arrays=("lambdas", "alphas", "actions", "offsets", "counts", "value_b0", "upper_bound",
+            "model_hazard", "model_obs_matrix", "model_token_probs", "model_strong_tokens",
+            "model_token_edges", "model_score_edges", "model_min_edges"))
 
 #: model classes a bank can hold, by the ``latent`` flag of the sidecar's model metadata
 _MODEL_CLASSES: dict[bool, Any] = {False: TrimModel, True: LatentTrimModel}
@@ -106,10 +112,10 @@ class PolicyBank:
     # -- persistence -------------------------------------------------------------------------
     @staticmethod
     def _paths(path: str | Path) -> tuple[Path, Path]:
-        p = Path(path)
-        if p.suffix != ".npz":
-            p = p.with_name(p.name + ".npz")
-        return p, p.with_suffix(".json")
+        """The bank's ``.npz`` and its JSON sidecar (``.npz`` appended when missing)."""
+        npz, sidecar = _FORMAT.paths(path)
+        assert sidecar is not None
+        return npz, sidecar
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (``.npz``, no pickles) and ``path`` with suffix ``.json``.
@@ -120,9 +126,7 @@ class PolicyBank:
         policy needs finite ``value_b0`` and ``upper_bound`` (the solver's bounds):
         :meth:`load` rejects non-finite ones, so they are refused here already.
         """
-        from trim_pomdp._io import atomic_files
-
-        npz, meta_path = self._paths(path)
+        npz = self._paths(path)[0]
         for p in self.policies:
             if not (math.isfinite(p.value_b0) and math.isfinite(p.upper_bound)):
                 raise PolicyFormatError(
@@ -141,8 +145,6 @@ class PolicyBank:
             upper_bound=np.array([p.upper_bound for p in self.policies]),
         )
         meta = {
-            "format_version": FORMAT_VERSION,
-            "kind": "trim_pomdp.PolicyBank",
             "n_policies": len(self),
             "model": self.model._to_meta(),
             "lambdas": [float(v) for v in self.lambdas],
@@ -152,12 +154,8 @@ class PolicyBank:
             meta["default_lambda"] = self.default_lambda
         if self.target_cost_fraction is not None:
             meta["target_cost_fraction"] = self.target_cost_fraction
-        text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
         npz.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_files([npz, meta_path], "wb") as (fh_npz, fh_meta):
-            np.savez(fh_npz, **arrays)
-            fh_meta.write(text.encode("utf-8"))
-        return npz
+        return _FORMAT.save(npz, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> PolicyBank:
@@ -176,15 +174,7 @@ class PolicyBank:
             Anything else, in one line naming the file and the field or array.
         """
         npz, meta_path = cls._paths(path)
-        meta = read_json_file(meta_path, PolicyFormatError, "PolicyBank metadata")
-        kind = meta.get("kind") if isinstance(meta, dict) else None
-        version = meta.get("format_version") if isinstance(meta, dict) else None
-        if kind != "trim_pomdp.PolicyBank" or version != FORMAT_VERSION or \
-                isinstance(version, bool):
-            raise PolicyFormatError(
-                f"{meta_path}: not a PolicyBank of format_version {FORMAT_VERSION} "
-                f"(got kind={_v._short(kind)}, format_version={_v._short(version)})"
-            )
+        meta = _FORMAT.read_meta(npz)  # the sidecar first: kind and format_version
         E = PolicyFormatError
         where = str(meta_path)
         mmeta = _v.json_dict(meta, "model", where, E)
@@ -201,13 +191,7 @@ class PolicyBank:
                     f"{_v._short(lams_meta)}")
         lams_meta = [_v.json_number({"lambdas": v}, "lambdas", f"{where}: lambdas[{i}]", E,
                                     lo=0.0) for i, v in enumerate(lams_meta)]
-        arrays = _v.read_npz(npz, E, "PolicyBank arrays")
-        need = ("lambdas", "alphas", "actions", "offsets", "counts", "value_b0", "upper_bound",
-                "model_hazard", "model_obs_matrix", "model_token_probs", "model_strong_tokens",
-                "model_token_edges", "model_score_edges", "model_min_edges")
-        missing = [k for k in need if k not in arrays]
-        if missing:
-            raise E(f"{npz}: malformed PolicyBank arrays: missing {', '.join(missing)}")
+        arrays = _FORMAT.read_arrays(npz)
         w = str(npz)
         # model arrays: real and finite before any model code sees them
         for k in list(arrays):

@@ -10,7 +10,8 @@ Every step-level baseline is both
   ``executed(action)`` (the action really executed, if different), ``belief`` (``None``:
   these policies keep no belief).
 
-Router errors: a score outside [0, 1] or NaN, a negative token count -> ``ValueError``;
+Both come from their base, :class:`~trim_pomdp.routing.step_policy.StepPolicy`.  Router
+errors: a score outside [0, 1] or NaN, a negative token count -> ``ValueError``;
 ``step`` after a final step or past step 30, ``executed`` before any step -> ``RouterStateError``.
 
 :class:`EscalationPolicy` regenerates every step of the queries it escalates.
@@ -19,14 +20,13 @@ Router errors: a score outside [0, 1] or NaN, a negative token count -> ``ValueE
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from trim_pomdp.errors import RouterStateError
-from trim_pomdp.steps import ACTION_NAMES as _ACTION_NAMES
-from trim_pomdp.steps import MAX_STEPS, S0, S1, S2
+from trim_pomdp.routing.step_policy import StepPolicy
+from trim_pomdp.steps import S0, S1, S2
 
 __all__ = [
     "ThresholdPolicy",
@@ -37,96 +37,11 @@ __all__ = [
     "EscalationPolicy",
 ]
 
-
-class _StepPolicy:
-    """Shared Router bookkeeping (step counter, final flag, ``min_prev``) and BatchPolicy
-    defaults.  Subclasses implement ``_act_batch`` and ``_act_one``."""
-
-    name = "policy"
-    needs_truth = False
-
-    def __init__(self) -> None:
-        self.reset()
-
-    # ---------------------------------------------------------------- BatchPolicy
-    def reset_batch(self, n: int) -> None:
-        self._n = int(n)
-
-    def act(self, t: int, score: NDArray[np.float64], min_prev: NDArray[np.float64],
-            tokens: NDArray[np.int64], is_final: NDArray[np.bool_], active: NDArray[np.bool_],
-            truth: NDArray[np.int8] | None = None) -> NDArray[np.int8]:
-        return self._act_batch(t, score, min_prev, tokens, is_final, active, truth)
-
-    def executed(self, actions: Any) -> None:
-        """BatchPolicy: actions executed for the whole batch; Router: one action name.
-
-        Baselines keep no belief, so the batch form does nothing; the Router form records
-        which action was executed (it decides whether the draft's score enters ``min_prev``).
-        """
-        if isinstance(actions, str):
-            if actions not in _ACTION_NAMES:
-                raise ValueError(f"action must be 'continue' or 'regenerate'; got {actions!r}")
-            if self._last_score is None:
-                raise RouterStateError("executed() called before any step()")
-            self._last_action = actions
-
-    # ---------------------------------------------------------------- Router
-    @property
-    def belief(self) -> None:
-        """Baselines keep no belief over hidden states."""
-        return None
-
-    @property
-    def min_prev(self) -> float:
-        """Minimum PRM score of the kept (continued) earlier drafts; 1.0 if none."""
-        return self._min_prev
-
-    def reset(self) -> None:
-        """Start a new query."""
-        self._t = 0
-        self._done = False
-        self._min_prev = 1.0
-        self._last_score: float | None = None
-        self._last_action: str | None = None
-
-    def step(self, prm_score: float, tokens: int, is_final: bool, **kwargs: Any) -> str:
-        """Decide for the current cheap draft: ``"continue"`` or ``"regenerate"``."""
-        score = float(prm_score)
-        if not 0.0 <= score <= 1.0:  # also rejects NaN
-            raise ValueError(f"prm_score must be in [0, 1]; got {prm_score!r}")
-        if int(tokens) < 0:
-            raise ValueError(f"tokens must be >= 0; got {tokens!r}")
-        if self._done:
-            raise RouterStateError("step() called after a final step; call reset() first")
-        if self._t >= MAX_STEPS:
-            raise RouterStateError(f"step() called past step {MAX_STEPS}; traces are capped "
-                                   f"at {MAX_STEPS} steps (call reset() for a new query)")
-        if self._last_score is not None and self._last_action == "continue":
-            self._min_prev = min(self._min_prev, self._last_score)
-        self._t += 1
-        final = bool(is_final) or self._t == MAX_STEPS
-        a = self._act_one(self._t, score, self._min_prev, int(tokens), final, **kwargs)
-        self._last_score = score
-        self._last_action = _ACTION_NAMES[a]
-        self._done = final
-        return _ACTION_NAMES[a]
-
-    # ---------------------------------------------------------------- to implement
-    def _act_batch(self, t: int, score: NDArray[np.float64], min_prev: NDArray[np.float64],
-                   tokens: NDArray[np.int64], is_final: NDArray[np.bool_],
-                   active: NDArray[np.bool_], truth: NDArray[np.int8] | None
-                   ) -> NDArray[np.int8]:
-        raise NotImplementedError
-
-    def _act_one(self, t: int, score: float, min_prev: float, tokens: int, is_final: bool,
-                 **kwargs: Any) -> int:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
+#: the old private name of :class:`~trim_pomdp.routing.step_policy.StepPolicy`
+_StepPolicy = StepPolicy
 
 
-class ThresholdPolicy(_StepPolicy):
+class ThresholdPolicy(StepPolicy):
     """TRIM-Thr: regenerate a draft iff its PRM score is below ``k``.
 
     ``a_t = 1[r_t < k]``; ``k = 0`` is always-cheap, ``k > 1`` always-strong.
@@ -147,7 +62,7 @@ class ThresholdPolicy(_StepPolicy):
         return int(score < self.k)
 
 
-class AlwaysCheap(_StepPolicy):
+class AlwaysCheap(StepPolicy):
     """Never regenerate (the cheap model alone)."""
 
     name = "always-cheap"
@@ -162,7 +77,7 @@ class AlwaysCheap(_StepPolicy):
         return 0
 
 
-class AlwaysStrong(_StepPolicy):
+class AlwaysStrong(StepPolicy):
     """Regenerate every step (the strong model alone; cheap drafts are discarded)."""
 
     name = "always-strong"
@@ -177,7 +92,7 @@ class AlwaysStrong(_StepPolicy):
         return 1
 
 
-class RandomPolicy(_StepPolicy):
+class RandomPolicy(StepPolicy):
     """Regenerate each step independently with probability ``q``.
 
     The draws come from ``numpy.random.default_rng(seed)``, re-created by ``reset_batch``
@@ -204,7 +119,7 @@ class RandomPolicy(_StepPolicy):
         return int(self._rng.random() < self.q)
 
 
-class OraclePolicy(_StepPolicy):
+class OraclePolicy(StepPolicy):
     """Clairvoyant oracle: regenerates exactly the wrong drafts that can still be fixed
     (hidden state S2), simulation only.
 
@@ -248,7 +163,7 @@ class OraclePolicy(_StepPolicy):
         return int(self.q >= 1.0 or self._rng.random() < self.q)
 
 
-class EscalationPolicy(_StepPolicy):
+class EscalationPolicy(StepPolicy):
     """Query-level routing as a BatchPolicy: regenerate every step of the escalated
     queries (``mask[i]`` True) and none of the others.
 
