@@ -17,6 +17,12 @@
 // best upper bound and the observation with the largest weighted excess uncertainty
 // p(o|b,a) (V_U - V_L)(tau(b,a,o)) - eps gamma^{-(t+1)}; both bounds are backed up along
 // the path on the way back.
+//
+// Memory: only the beliefs of expanded nodes are stored; a leaf keeps its cached bounds and
+// an identity (two 64-bit hashes of its quantised belief and its support size) and its belief
+// is recomputed from its parent's when the parent's backup needs it.  Everything that grows
+// (nodes, beliefs, per-action slots, children, alpha blocks) lives in append-only chunks, so
+// growth never copies.
 #pragma once
 
 #include <atomic>
