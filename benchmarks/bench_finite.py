@@ -7,6 +7,9 @@ terminal; epoch 0 is the free "start" epoch that produces the first draft; epoch
 the steps, H = 31.  Targets (issue 4): one lambda in <= 50 ms, a 32-lambda grid in <= 1 s on
 2 cores.
 
+``test_bench_default_model_grid_32``: the default scenario's model with the score-bin count
+chosen by solved value and the default lambda grid (issue 15).
+
 Run:
     python -m pytest benchmarks/bench_finite.py --benchmark-only -q
     python benchmarks/bench_finite.py            # prints a JSON summary (median of 5 runs)
@@ -131,6 +134,30 @@ def test_bench_grid_32(benchmark):
     assert len(pols) == 32
 
 
+def default_model_and_grid():
+    """The default scenario's TRIM model with the score-bin count chosen by solved value
+    (as ``trim-pomdp solve-grid --scenario default`` builds it) and the default 32-lambda
+    grid (``lambda = 0`` first)."""
+    from trim_pomdp.routing.bank import default_lambdas
+    from trim_pomdp.routing.binning import choose_n_bins
+    from trim_pomdp.routing.model import TrimModel
+    from trim_pomdp.simulation.scenario import default_scenario
+
+    sc = default_scenario()
+    n = choose_n_bins(lambda k: TrimModel.from_scenario(sc, n_score_bins=k)).n_bins
+    model = TrimModel.from_scenario(sc, n_score_bins=n)
+    return model, default_lambdas(model, 32)
+
+
+def test_bench_default_model_grid_32(benchmark):
+    from trim_pomdp.routing.bank import solve_grid
+
+    model, lams = default_model_and_grid()
+    bank = benchmark(lambda: solve_grid(model, lams, n_threads=2))
+    benchmark.extra_info.update(n_score_bins=model.n_score_bins)
+    assert len(bank) == 32 and bank.lambdas[0] == 0.0
+
+
 def main() -> None:
     model = trim_like_model(0.003)
     models = [trim_like_model(lam) for lam in LAMBDAS]
@@ -143,8 +170,14 @@ def main() -> None:
         "grid32_2threads": _median_time(lambda: solve_finite_many(models, n_threads=2), 3),
         "grid32_1thread": _median_time(lambda: solve_finite_many(models, n_threads=1), 3),
     }
+    from trim_pomdp.routing.bank import solve_grid
+
+    dmodel, dlams = default_model_and_grid()
+    timings["default_model_grid32_2threads"] = _median_time(
+        lambda: solve_grid(dmodel, dlams, n_threads=2), 3)
     out = {
         "model": repr(model),
+        "default_model": repr(dmodel),
         "load_average": list(__import__("os").getloadavg()),
         "wall_s": {k: v[0] for k, v in timings.items()},
         "cpu_s": {k: v[1] for k, v in timings.items()},

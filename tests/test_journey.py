@@ -61,15 +61,18 @@ def test_fit_solve_evaluate_route_fit_solve_with_paths_only(tmp_path, capsys):
     fit1 = tmp_path / "fit"
     assert main(["fit", str(cheap), "--strong", str(strong), "--out", str(fit1)]) == 0
     om = ObservationModel.load(fit1 / "observation.npz")
-    assert om.features == "score+min" and om.binning == {"n_score_bins": 10, "n_min_bins": 4}
+    # the score bins were chosen by solved value (issue 15); the summary says how
+    n1 = json.loads((fit1 / "summary.json").read_text())["score_bins_choice"]["n_score_bins"]
+    assert om.features == "score+min" and om.binning == {"n_score_bins": n1, "n_min_bins": 4}
 
     # solve-grid: no --n-min-bins (the error of issue 13, item 1), no other option
     bank = tmp_path / "bank.npz"
     assert main(["solve-grid", "--transition", str(fit1 / "transition.npz"),
                  "--observation", str(fit1 / "observation.npz"), "--out", str(bank)]) == 0
     b1 = PolicyBank.load(bank)
-    assert (b1.model.n_score_bins, b1.model.n_min_bins, b1.model.uses_min) == (10, 4, True)
+    assert (b1.model.n_score_bins, b1.model.n_min_bins, b1.model.uses_min) == (n1, 4, True)
     assert len(b1) == 32 and b1.default_lambda == default_budget(b1, 0.10)
+    assert b1.lambdas[0] == 0.0  # the default grid reaches the accuracy plateau
     tm = TransitionModel.load(fit1 / "transition.npz")
     assert b1.model.p_w == tm.p_w_ and b1.model.p_s == tm.p_s_
     capsys.readouterr()
@@ -120,14 +123,15 @@ def test_fit_solve_evaluate_route_fit_solve_with_paths_only(tmp_path, capsys):
     summary = json.loads((fit2 / "summary.json").read_text())
     assert summary["outcome_em"]["n_wrong"] == n_wrong
     om2 = ObservationModel.load(fit2 / "observation.npz")
-    assert om2.features == "score" and om2.binning == {"n_score_bins": 10, "n_min_bins": None}
+    n2 = summary["score_bins_choice"]["n_score_bins"]
+    assert om2.features == "score" and om2.binning == {"n_score_bins": n2, "n_min_bins": None}
 
     # ... and solve-grid again, with paths only
     bank2 = tmp_path / "bank2.npz"
     assert main(["solve-grid", "--transition", str(fit2 / "transition.npz"),
                  "--observation", str(fit2 / "observation.npz"), "--out", str(bank2)]) == 0
     b2 = PolicyBank.load(bank2)
-    assert (b2.model.n_score_bins, b2.model.uses_min) == (10, False)
+    assert (b2.model.n_score_bins, b2.model.uses_min) == (n2, False)
     assert b2.default_lambda in b2.lambdas
     capsys.readouterr()
 

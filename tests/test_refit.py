@@ -59,8 +59,8 @@ def test_refit_holds_transition_and_tracks_the_shift(bank):
     assert res.em["converged"]
     # the labelled fit on the deployment world is the target: the refit's S0 row is much
     # closer to it than the training fit's
-    dep, _, _ = fit_from_scenario(load_scenario("drift_shifted"),
-                                  FitConfig(n_fit_problems=1500, seed=1), world="deployment")
+    cfg = FitConfig(n_fit_problems=1500, seed=1, n_score_bins=m.n_score_bins)  # same bins
+    dep, _, _ = fit_from_scenario(load_scenario("drift_shifted"), cfg, world="deployment")
     tv_old = 0.5 * np.abs(m.obs_matrix[0] - dep.obs_matrix[0]).sum()
     tv_new = 0.5 * np.abs(nm.obs_matrix[0] - dep.obs_matrix[0]).sum()
     assert tv_new < 0.4 * tv_old, (tv_new, tv_old)

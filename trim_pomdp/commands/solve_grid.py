@@ -27,7 +27,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="fitted ObservationModel (.npz); required with --transition")
     p.add_argument("--n-score-bins", type=int, default=None,
                    help="PRM score bins (default: the bins `trim-pomdp fit` recorded in the "
-                        "observation file, else 10)")
+                        "observation file, else 10 for a file that records none; with "
+                        "--scenario, chosen by solved value, trim_pomdp.routing.binning)")
     p.add_argument("--n-min-bins", type=int, default=None,
                    help="bins of the min-previous-score feature (observation model "
                         "'score+min'; default: the bins the observation file records)")
@@ -62,9 +63,13 @@ def build_model(args: argparse.Namespace):
 
         sc = (builtin_scenario(args.scenario) if args.scenario in BUILTIN_SCENARIOS
               else load_scenario(args.scenario))
-        return TrimModel.from_scenario(
-            sc, n_score_bins=10 if args.n_score_bins is None else args.n_score_bins,
-            n_token_bins=args.n_token_bins)
+        n = args.n_score_bins
+        if n is None:
+            from trim_pomdp.routing.binning import choose_n_bins
+
+            n = choose_n_bins(lambda k: TrimModel.from_scenario(
+                sc, n_score_bins=k, n_token_bins=args.n_token_bins)).n_bins
+        return TrimModel.from_scenario(sc, n_score_bins=n, n_token_bins=args.n_token_bins)
     if args.observation is None:
         raise SystemExit(
             "trim-pomdp solve-grid: error: --observation is required with --transition"

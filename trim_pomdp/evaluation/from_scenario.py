@@ -13,6 +13,7 @@ from typing import Any
 from trim_pomdp.fit.latent import LatentFitter
 from trim_pomdp.fit.observation import ObservationModel
 from trim_pomdp.fit.transition import TransitionModel
+from trim_pomdp.routing.binning import choose_score_bins
 from trim_pomdp.routing.model import TrimModel
 from trim_pomdp.simulation.synth_traces import simulate_traces
 
@@ -35,6 +36,9 @@ class FitConfig:
         Observation features (current PRM score, optionally the min of earlier scores).
     n_score_bins, n_min_bins, n_token_bins : int
         Discretisation of the TRIM model (``n_min_bins`` only with ``"score+min"``).
+        ``n_score_bins=None`` (default): chosen by solved value, as ``trim-pomdp fit``
+        does (:func:`trim_pomdp.routing.binning.choose_score_bins`; with ``"score+min"``
+        on the model with the min-score axis merged).
     n_lambdas : int
         Size of the default geometric lambda grid.
     """
@@ -43,7 +47,7 @@ class FitConfig:
     seed: int = 1
     estimator: str = "kde"
     features: str = "score"
-    n_score_bins: int = 10
+    n_score_bins: int | None = None
     n_min_bins: int | None = 4
     n_token_bins: int = 4
     n_lambdas: int = 32
@@ -72,8 +76,14 @@ def fit_from_scenario(scenario: Any, config: FitConfig = FitConfig(), *,
                              seed=config.seed + 1)
     transition = TransitionModel().fit(cheap, strong)
     observation = ObservationModel(estimator=config.estimator, features=config.features).fit(cheap)
-    model = TrimModel(transition, observation, n_score_bins=config.n_score_bins,
-                      n_min_bins=config.n_min_bins if config.features == "score+min" else None,
+    n_min = config.n_min_bins if config.features == "score+min" else None
+    n_score = config.n_score_bins
+    if n_score is None:
+        n_score = choose_score_bins(transition, observation,
+                                    n_min_bins=None if n_min is None else 1,
+                                    n_token_bins=config.n_token_bins).n_bins
+    observation.set_binning(n_score, n_min)
+    model = TrimModel(transition, observation, n_score_bins=n_score, n_min_bins=n_min,
                       n_token_bins=config.n_token_bins)
     return model, transition, observation
 
@@ -90,7 +100,10 @@ def fit_latent_model(scenario: Any, *, seed: int = 1, n_fit_problems: int = 4000
 
     Returns ``(model, fitter)``.
     """
-    cfg = FitConfig(seed=seed, n_lambdas=n_lambdas, n_fit_problems=n_fit_problems)
+    # 10 score bins, as before the count was chosen by solved value: the latent model has
+    # 3 D B hidden states, and its solve time grows with the observations too
+    cfg = FitConfig(seed=seed, n_lambdas=n_lambdas, n_fit_problems=n_fit_problems,
+                    n_score_bins=10)
     base, _, _ = fit_from_scenario(scenario, cfg)
     cheap = simulate_traces(scenario, model="cheap", n_problems=n_fit_problems, seed=seed + 7)
     strong = simulate_traces(scenario, model="strong", n_problems=n_fit_problems, seed=seed + 7)

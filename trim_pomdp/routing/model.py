@@ -152,6 +152,8 @@ class TrimModel(BudgetArrays):
         Fitted; provides ``discretize(n_score_bins, n_min_bins)``.
     n_score_bins, n_min_bins : int
         Observation binning (``n_min_bins=None`` uses the current score only).
+        ``n_score_bins=None`` (default): the count recorded in ``observation.binning``
+        (``trim-pomdp fit`` chooses it, :mod:`trim_pomdp.routing.binning`), else 10.
     n_token_bins : int
         Number of cheap-token bins ``K`` (quantile bins of the cheap step lengths).
     max_steps : int
@@ -179,11 +181,15 @@ class TrimModel(BudgetArrays):
         transition: Any,
         observation: Any,
         *,
-        n_score_bins: int = 10,
+        n_score_bins: int | None = None,
         n_min_bins: int | None = None,
         n_token_bins: int = 4,
         max_steps: int = MAX_STEPS,
     ) -> None:
+        if n_score_bins is None:
+            # the count `trim-pomdp fit` chose and recorded in the observation model
+            rec = getattr(observation, "binning", None)
+            n_score_bins = 10 if rec is None else int(rec["n_score_bins"])
         params = _parameters_from_fitted(
             transition,
             observation,

@@ -6,7 +6,7 @@ lambda whose fraction was ``f*`` on calibration traffic, but when the deployed P
 the same lambda can spend several times more or less.  :class:`BudgetPacer` corrects that online,
 between episodes, by moving along the bank's lambda grid.
 
-Controller.  The bank's lambdas ``lam_0 < ... < lam_{n-1}`` (log-spaced by
+Controller.  The bank's lambdas ``lam_0 < ... < lam_{n-1}`` (``0`` then log-spaced by
 :func:`~trim_pomdp.routing.bank.default_lambdas`) are indexed by a continuous position ``p``; the
 router uses the policy nearest to ``p``.  After each episode ``e`` that spent ``s_e`` strong
 tokens, with ``d_e`` the estimated always-strong cost of the same episode (the model's
@@ -37,6 +37,8 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+
+from trim_pomdp.routing.bank import nearest_lambda_index
 
 __all__ = ["BudgetPacer", "PacedRouter"]
 
@@ -73,7 +75,6 @@ class BudgetPacer:
         self.gain = float(gain)
         self.window = int(window)
         lams = np.asarray(bank.lambdas, dtype=np.float64)
-        self._log_lams = np.log(np.maximum(lams, 1e-300))
         self._n = len(lams)
         if start_lambda is None:
             self.position = (self._n - 1) / 2.0
@@ -89,10 +90,7 @@ class BudgetPacer:
         self.history: list[float] = []
 
     def _index_of(self, lam: float) -> int:
-        lams = np.asarray(self.bank.lambdas)
-        if lam > 0 and np.all(lams > 0):
-            return int(np.argmin(np.abs(self._log_lams - math.log(lam))))
-        return int(np.argmin(np.abs(lams - lam)))
+        return nearest_lambda_index(self.bank.lambdas, lam)
 
     @property
     def index(self) -> int:
