@@ -89,5 +89,5 @@ def test_refit_errors(bank):
         refit_observation(bank.model, no_outcome)
     m2, _, _ = fit_from_scenario(default_scenario(), FitConfig(
         n_fit_problems=500, seed=1, features="score+min", n_min_bins=3))
-    with pytest.raises(ModelValidationError, match="equal-width score bins"):
+    with pytest.raises(ModelValidationError, match="min-previous-score feature"):
         refit_observation(m2, traces)

@@ -8,6 +8,23 @@ calibration diagnostics), prints the parameters, and writes to DIR:
 * ``summary.json``: every printed number,
 * ``reliability.png``, ``state_histograms.png`` (unless ``--no-plots``).
 
+``trim-pomdp fit --refit-from ROUTED.jsonl [--bank BANK.npz|DIR] --out DIR``: the online
+refit (:mod:`trim_pomdp.fit.refit`).  From the traces ``trim-pomdp route`` wrote (scores,
+decisions, final outcomes; no step labels) and the bank that routed them (default: the bank
+path the traces record), re-estimate the observation model by outcome EM with the
+transition model held, re-solve the bank on its lambdas and write to DIR:
+
+* ``bank.npz`` (+ ``bank.json``): the refitted bank, default budget re-chosen for the old
+  bank's target cost fraction; ``observation_matrix.npy``: its observation matrix;
+* ``refit.json``: what changed (EM iterations, converged, log-likelihood before/after,
+  per-bin changes, total-variation distance per state, old/new default budget, bank keys).
+
+If the EM does not converge, nothing but ``refit.json`` (``"converged": false``,
+``"fallback": "kept the old bank"``) is written, one line says so on stderr and the exit
+status is 3: keep routing with the old bank.  A routed step without its score
+(``file:line``) or traces routed by a bank of another fit or feature set (names both) are
+bad input (exit 2).
+
 Held-out comparison: every 5th trace (by position) is held out, each estimator is fitted on
 the rest and scored by its mean held-out log-likelihood per step (continuous density and
 discretised); the final model is then fitted on all traces.
@@ -32,8 +49,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Fit TRIM's transition model (p_w, p_s, hazard, tokens) and the PRM "
                     "observation model from labelled traces; write models, summary and plots.",
     )
-    p.add_argument("traces", metavar="TRACES", help="cheap-model traces (JSONL, or ProcessBench "
-                   "JSON with --format processbench)")
+    p.add_argument("traces", metavar="TRACES", nargs="?",
+                   help="cheap-model traces (JSONL, or ProcessBench JSON with --format "
+                   "processbench); not with --refit-from")
+    p.add_argument("--refit-from", metavar="ROUTED.jsonl",
+                   help="refit: re-estimate the observation model of --bank from the traces "
+                   "`trim-pomdp route` wrote (outcome EM, transition held), re-solve, write "
+                   "the new bank and refit.json to --out")
+    p.add_argument("--bank", metavar="BANK.npz|DIR",
+                   help="with --refit-from: the bank that routed the traces (or a folder "
+                   "holding bank.npz); default: the bank path the traces record")
+    p.add_argument("--em-max-iter", type=int, default=500, metavar="N",
+                   help="with --refit-from: EM iterations before giving up (default 500)")
     p.add_argument("--strong", metavar="STRONG", help="strong-model traces (same format)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--observation", choices=("kde", "beta", "hist"), default="kde",
@@ -149,8 +176,18 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     from trim_pomdp._io import check_output_path
 
+    if (args.traces is None) == (args.refit_from is None):
+        print("trim-pomdp fit: error: give TRACES (a fit from labelled traces) or "
+              "--refit-from ROUTED.jsonl (a refit of a bank), not both or neither",
+              file=sys.stderr)
+        return 2
+    if args.bank is not None and args.refit_from is None:
+        print("trim-pomdp fit: error: --bank goes with --refit-from", file=sys.stderr)
+        return 2
     # before the (possibly long) fit: a folder we cannot write is reported now, not after
     out = check_output_path(args.out, is_dir=True, create=True)
+    if args.refit_from is not None:
+        return _run_refit(args, out, log, t0)
     cheap = _load(args.traces, args, args.generator, log)
     strong = _load(args.strong, args, args.strong_generator, log) if args.strong else None
     cheap_table = traces_to_table(cheap)
@@ -351,6 +388,111 @@ def _run_outcome_em(args: argparse.Namespace, cheap: list[Any], strong: list[Any
     log(f"  observation matrix {Z.shape} -> {out / 'observation_matrix.npy'}")
     log("  (no calibration report: it needs step labels)")
     return _write_summary(summary, out, args, log, t0)
+
+
+def _resolve_bank(args: argparse.Namespace, routed_path: str) -> Path:
+    """``--bank``, a folder's ``bank.npz``, or the one bank path the routed traces record."""
+    import json as _json
+
+    from trim_pomdp.errors import TrimPomdpError
+
+    if args.bank is not None:
+        p = Path(args.bank)
+        if p.is_dir():
+            p = p / "bank.npz"
+        return p
+    paths: list[str] = []
+    with open(routed_path, "rb") as fh:
+        for raw in fh:
+            try:
+                tag = _json.loads(raw).get("router")
+            except (ValueError, AttributeError, RecursionError):
+                continue  # load_routed reports the bad line with its number
+            bp = tag.get("bank_path") if isinstance(tag, dict) else None
+            if isinstance(bp, str) and bp not in paths:
+                paths.append(bp)
+    if len(paths) != 1:
+        raise TrimPomdpError(
+            f"--refit-from {routed_path}: the traces record "
+            + ("no bank path" if not paths else f"{len(paths)} bank paths ({', '.join(paths[:3])})")
+            + "; give --bank BANK.npz (the bank that routed them)")
+    return Path(paths[0])
+
+
+def _run_refit(args: argparse.Namespace, out: Path, log: Any, t0: float) -> int:
+    """``fit --refit-from``: outcome EM with the transition held, re-solve, write."""
+    import numpy as np
+
+    from trim_pomdp._io import strict_json, write_json_atomic
+    from trim_pomdp.errors import RefitError
+    from trim_pomdp.fit.refit import bank_key, lineage_key, load_routed, refit_bank
+    from trim_pomdp.routing.bank import PolicyBank
+
+    if args.em_max_iter < 1:
+        print(f"trim-pomdp fit: error: --em-max-iter must be >= 1; got {args.em_max_iter}",
+              file=sys.stderr)
+        return 2
+    bank_path = _resolve_bank(args, args.refit_from)
+    bank = PolicyBank.load(bank_path)
+    m = bank.model
+    if getattr(m, "n_hidden", 3) != 3 or m.uses_min:
+        from trim_pomdp.errors import ModelValidationError
+
+        raise ModelValidationError(
+            f"--bank {bank_path}: a refit needs a TRIM-POMDP bank of score bins alone; this "
+            "one " + ("uses the min-previous-score feature (fit --features score)"
+                      if m.uses_min else "is a TRIM-POMDP+ bank"))
+    routed = load_routed(args.refit_from, m, bank_label=f"--bank {bank_path}")
+    n = len(routed.traces)
+    log(f"loaded {n} routed traces from {args.refit_from}"
+        + (f" ({routed.n_untagged} without a router tag)" if routed.n_untagged else "")
+        + f"; bank {bank_path} ({len(bank)} lambdas, {m.n_score_bins} score bins)")
+    record: dict[str, Any] = {
+        "format_version": 1, "kind": "trim_pomdp.refit", "routed": str(args.refit_from),
+        "n_traces": n, "n_untagged": routed.n_untagged, "versions_in_file": routed.versions,
+        "old_bank": {"path": str(bank_path), "key": bank_key(bank),
+                     "lineage": lineage_key(m), "default_lambda": bank.default_lambda,
+                     "target_cost_fraction": bank.target_cost_fraction},
+    }
+    try:
+        new_bank, res = refit_bank(bank, routed.traces, max_iter=args.em_max_iter)
+    except RefitError as exc:
+        record.update(converged=False, fallback="kept the old bank", reason=str(exc),
+                      em_max_iter=args.em_max_iter)
+        write_json_atomic(out / "refit.json", strict_json(record))
+        print(f"trim-pomdp fit: refit did not converge ({exc}); kept the old bank "
+              f"{bank_path}, nothing but {out / 'refit.json'} was written", file=sys.stderr)
+        if args.json:
+            print(json.dumps(strict_json(record), allow_nan=False))
+        return 3
+    new_bank.save(out / "bank.npz")
+    Z = np.asarray(new_bank.model.obs_matrix)
+    atomic_write(out / "observation_matrix.npy", lambda fh: np.save(fh, Z))
+    em = res.em
+    record.update(
+        converged=True, em_iterations=em["n_iter"], loglik_before=res.loglik_before,
+        loglik_after=res.loglik_after, tv_distance=res.tv_distance, per_bin=res.per_bin(),
+        em=em,
+        new_bank={"path": str(out / "bank.npz"), "key": bank_key(new_bank),
+                  "lineage": lineage_key(new_bank.model),
+                  "default_lambda": new_bank.default_lambda,
+                  "target_cost_fraction": new_bank.target_cost_fraction},
+        wall_s=time.perf_counter() - t0)
+    write_json_atomic(out / "refit.json", strict_json(record))
+    log(f"refit: EM converged in {em['n_iter']} iterations (transition held); "
+        f"log-likelihood {res.loglik_before:.2f} -> {res.loglik_after:.2f}")
+    for st, row, tv in zip(("S0", "S1", "S2"), Z, res.tv_distance, strict=True):
+        log(f"  P(score bin | {st}) = " + " ".join(f"{v:.3f}" for v in row)
+            + f"   (TV from the old row {tv:.3f})")
+    if bank.default_lambda is not None or new_bank.default_lambda is not None:
+        log(f"  default budget {bank.default_lambda} -> {new_bank.default_lambda}"
+            + (f" (target cost fraction {new_bank.target_cost_fraction:g})"
+               if new_bank.target_cost_fraction is not None else ""))
+    log(f"bank ({len(new_bank)} lambdas) -> {out / 'bank.npz'}; record -> {out / 'refit.json'}"
+        f" ({time.perf_counter() - t0:.2f} s)")
+    if args.json:
+        print(json.dumps(strict_json(record), allow_nan=False))
+    return 0
 
 
 def _write_summary(summary: dict[str, Any], out: Path, args: argparse.Namespace, log: Any,

@@ -1,7 +1,9 @@
 """Estimators fitted on labelled traces, scikit-learn style (``fit`` returns ``self``,
 learned attributes end in ``_``): ``transition`` (accuracies, hazard, tokens),
 ``observation`` (PRM score densities), ``outcome`` (EM from answer-only labels),
-``latent`` (TRIM-POMDP+ classes) and ``prm_calibration`` (how well the PRM is calibrated).
+``latent`` (TRIM-POMDP+ classes), ``prm_calibration`` (how well the PRM is calibrated),
+``refit`` (the observation model re-estimated from routed traces, transition held) and
+``adapt`` (the closed loop of a deployed router: drift alarm -> refit -> swap, pacing).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ _EXPORTS: dict[str, str] = {
     "brier_score": "trim_pomdp.fit.prm_calibration",
     "plot_reliability": "trim_pomdp.fit.prm_calibration",
     "plot_state_histograms": "trim_pomdp.fit.prm_calibration",
+    "refit_bank": "trim_pomdp.fit.refit",
+    "refit_observation": "trim_pomdp.fit.refit",
+    "load_routed": "trim_pomdp.fit.refit",
+    "Adapter": "trim_pomdp.fit.adapt",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -183,7 +183,9 @@ class OutcomeEM:
             raise InsufficientDataError(
                 f"OutcomeEM.fit: {self.n_correct_} correct and {self.n_wrong_} wrong outcomes; "
                 "both kinds are needed to tell correct from wrong steps")
-        if not (ep.obs >= 0).any():
+        if not ((ep.obs >= 0).any() or (ep.draft >= 0).any()):
+            # a regenerated draft's score is evidence too: routed traffic that regenerated
+            # every step still has scores
             raise InsufficientDataError("OutcomeEM.fit: no step carries a PRM score")
         has_strong = bool((ep.writer[ep.mask] == 1).any())
         if not has_strong and self.p_s is None:

@@ -24,6 +24,7 @@ records what changed when it succeeds).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,10 @@ import numpy as np
 from trim_pomdp.errors import ModelValidationError, RefitError
 from trim_pomdp.fit.outcome import OutcomeEM
 
-__all__ = ["RefitError", "RefitResult", "refit_observation", "refit_bank", "served_format"]
+__all__ = ["RefitError", "RefitResult", "refit_observation", "refit_bank", "served_format",
+           "lineage_key", "bank_key", "router_tag", "load_routed", "RoutedFile"]
 
+_STATES = ("S0", "S1", "S2")
 
 
 class _HeldEM(OutcomeEM):
@@ -61,24 +64,73 @@ class _HeldEM(OutcomeEM):
 
 @dataclass(frozen=True)
 class RefitResult:
-    """What a refit changed: the old and new observation matrices, the EM's summary and
-    the total-variation distance per hidden state (S0, S1, S2)."""
+    """What a refit changed: the old and new observation matrices, the EM's summary, the
+    log-likelihood of the routed traces under the old and the new observation model (same
+    data, same bins, transition held) and the total-variation distance per hidden state
+    (S0, S1, S2)."""
 
     model: Any
     old_obs_matrix: np.ndarray
     new_obs_matrix: np.ndarray
     em: dict[str, Any]
     n_traces: int
+    loglik_before: float = float("nan")
+    loglik_after: float = float("nan")
 
     @property
     def tv_distance(self) -> list[float]:
         return [float(0.5 * np.abs(a - b).sum())
                 for a, b in zip(self.old_obs_matrix, self.new_obs_matrix, strict=True)]
 
+    def per_bin(self) -> dict[str, dict[str, list[float]]]:
+        """Per hidden state, the old and new ``P(score bin | state)`` and their difference."""
+        return {st: {"old": a.tolist(), "new": b.tolist(), "delta": (b - a).tolist()}
+                for st, a, b in zip(_STATES, self.old_obs_matrix, self.new_obs_matrix,
+                                    strict=True)}
+
     def summary(self) -> dict[str, Any]:
         return {"n_traces": self.n_traces, "tv_distance": self.tv_distance,
+                "loglik_before": self.loglik_before, "loglik_after": self.loglik_after,
                 "old_obs_matrix": self.old_obs_matrix.tolist(),
-                "new_obs_matrix": self.new_obs_matrix.tolist(), "em": self.em}
+                "new_obs_matrix": self.new_obs_matrix.tolist(), "per_bin": self.per_bin(),
+                "em": self.em}
+
+
+def _to_equal_width(model: Any, traces: Sequence[Any]) -> list[Any]:
+    """Scores replaced by the centre of their model bin in equal-width coordinates, so the
+    EM's equal-width histogram of ``n_score_bins`` bins *is* the model's binning (bin
+    ``k = #{edges <= score}``, as the router's kernel counts)."""
+    edges = np.asarray(model.score_edges, dtype=np.float64)
+    nb = int(model.n_score_bins)
+
+    def centre(x: Any) -> Any:
+        if x is None or isinstance(x, bool) or not isinstance(x, (int, float)):
+            return x
+        return (int(np.searchsorted(edges, float(x), side="right")) + 0.5) / nb
+
+    out = []
+    for tr in traces:
+        steps = []
+        for st in tr.steps:
+            extra = st.extra
+            if extra and extra.get("draft_prm_score") is not None:
+                extra = dict(extra)
+                extra["draft_prm_score"] = centre(extra["draft_prm_score"])
+            steps.append(dataclasses.replace(st, prm_score=centre(st.prm_score), extra=extra))
+        out.append(dataclasses.replace(tr, steps=steps))
+    return out
+
+
+def _loglik(em: OutcomeEM, traces: Sequence[Any], p_w: float, p_s: float,
+            hist: np.ndarray) -> float:
+    """Log-likelihood of ``traces`` (scores and outcomes) under ``(p_w, p_s, hist)``, the
+    sum over traces of ``log sum_k L(k)`` as the EM computes it."""
+    from trim_pomdp.fit.outcome import _Episodes
+
+    ep = _Episodes([tr for tr in traces if tr.steps], int(hist.shape[1]))
+    L, _ = em._loglik_k(ep, p_w, p_s, np.maximum(np.asarray(hist, np.float64), 1e-12))
+    mx = L.max(axis=1, keepdims=True)
+    return float((mx[:, 0] + np.log(np.exp(L - mx).sum(axis=1))).sum())
 
 
 def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float = 0.5,
@@ -86,10 +138,17 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
                       tie_wrong: bool = True) -> RefitResult:
     """Outcome-EM estimate of the observation matrix with the transition model held.
 
+    The EM maximises the likelihood of the routed traces' scores and outcomes over the
+    per-state score histograms at the model's own score bins (any edges: scores are mapped
+    to their bin first), with ``p_w``, ``p_s``, the hazard and the token model fixed.
+    :attr:`RefitResult.loglik_before` and ``loglik_after`` are that likelihood at the old
+    and the new histograms; EM never decreases it, so ``after >= before`` up to the
+    pseudocount's prior.
+
     Parameters
     ----------
     model : TrimModel
-        The model in use (equal-width score bins, no min feature).
+        The model in use (score bins only, no min-previous-score feature).
     traces : sequence of Trace
         Routed traces in the serving format, with ``final_correct``.
     tie_wrong : bool
@@ -102,7 +161,7 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
     Raises
     ------
     ModelValidationError
-        The model's observations are not equal-width score bins alone.
+        The model's observations use the min-previous-score feature.
     InsufficientDataError
         No scored step, or no correct / no wrong outcome.
     RefitError
@@ -111,11 +170,14 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
     from trim_pomdp.routing.model import TrimModel
 
     nb = int(model.n_score_bins)
-    if model.uses_min or not np.allclose(model.score_edges, np.arange(1, nb) / nb):
-        raise ModelValidationError("refit_observation needs a model with equal-width score "
-                                   "bins and no min-previous-score feature")
+    if model.uses_min or getattr(model, "n_hidden", 3) != 3:
+        raise ModelValidationError("refit_observation needs a TRIM-POMDP model of score bins "
+                                   "alone (no min-previous-score feature, 3 hidden states)")
+    if not np.allclose(model.score_edges, np.arange(1, nb) / nb):
+        traces = _to_equal_width(model, traces)
+    traces = list(traces)
     em = _HeldEM(model.p_w, tie_wrong=tie_wrong, n_bins=nb, p_s=model.p_s, pseudocount=pseudocount,
-                 max_iter=max_iter, tol=tol).fit(list(traces))
+                 max_iter=max_iter, tol=tol).fit(traces)
     if not em.converged_:
         raise RefitError(f"refit EM did not converge in {em.n_iter_} iterations on "
                          f"{em.n_traces_} traces; the bank was left unchanged")
@@ -125,18 +187,180 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
         token_probs=model.token_probs, strong_tokens=model.strong_tokens,
         token_edges=model.token_edges, score_edges=model.score_edges,
         max_steps=model.max_steps)
-    return RefitResult(model=new, old_obs_matrix=np.array(model.obs_matrix),
+    old = np.array(model.obs_matrix)
+    return RefitResult(model=new, old_obs_matrix=old,
                        new_obs_matrix=np.array(new.obs_matrix), em=em.summary(),
-                       n_traces=em.n_traces_)
+                       n_traces=em.n_traces_,
+                       loglik_before=_loglik(em, traces, model.p_w, model.p_s, old),
+                       loglik_after=_loglik(em, traces, model.p_w, model.p_s, obs))
 
 
 def refit_bank(bank: Any, traces: Sequence[Any], **kw: Any) -> tuple[Any, RefitResult]:
     """:func:`refit_observation` then :func:`~trim_pomdp.routing.bank.solve_grid` on the bank's
-    lambdas.  Returns ``(new_bank, result)``."""
-    from trim_pomdp.routing.bank import solve_grid
+    lambdas.  Returns ``(new_bank, result)``.  When the old bank records a default budget
+    for a target cost fraction, the new one records the lambda of the same fraction in the
+    refitted model (:func:`~trim_pomdp.routing.bank.default_budget`)."""
+    from trim_pomdp.routing.bank import default_budget, solve_grid
 
     res = refit_observation(bank.model, traces, **kw)
-    return solve_grid(res.model, np.asarray(bank.lambdas)), res
+    new = solve_grid(res.model, np.asarray(bank.lambdas))
+    tcf = getattr(bank, "target_cost_fraction", None)
+    if tcf is not None:
+        new.target_cost_fraction = float(tcf)
+        new.default_lambda = default_budget(new, float(tcf))
+    elif getattr(bank, "default_lambda", None) is not None:
+        new.default_lambda = float(bank.default_lambda)
+    return new, res
+
+
+# --------------------------------------------------------------------------------------------
+# which bank routed a trace
+
+
+def _digest(parts: Sequence[Any]) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray) or isinstance(p, (list, tuple)):
+            # 12 decimals: a saved and re-loaded bank renormalises its rows, which moves the
+            # last bits; the key must survive that round trip
+            a = np.ascontiguousarray(np.round(np.asarray(p, dtype=np.float64), 12) + 0.0)
+            h.update(str(a.shape).encode())
+            h.update(a.tobytes())
+        elif isinstance(p, float):
+            h.update(repr(round(p, 12) + 0.0).encode())
+        else:
+            h.update(repr(p).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def lineage_key(model: Any) -> str:
+    """Fingerprint of everything a refit holds fixed: ``p_w``, ``p_s``, hazard, token model
+    and the observation *features* (score and min-score bin edges, ``max_steps``), but not
+    the observation matrix.  A bank and its refits share it; traces routed by a bank of
+    another lineage (another fit, other bins) cannot be refitted against this one."""
+    return _digest(["lineage-v1", float(model.p_w), float(model.p_s), model.hazard,
+                    model.token_probs, model.strong_tokens, model.token_edges,
+                    model.score_edges, model.min_edges, int(model.max_steps),
+                    bool(model.uses_min), int(getattr(model, "n_hidden", 3))])
+
+
+def bank_key(bank: Any) -> str:
+    """Fingerprint of a whole bank: its lineage, observation matrix and lambdas."""
+    return _digest(["bank-v1", lineage_key(bank.model), bank.model.obs_matrix,
+                    np.asarray(bank.lambdas)])
+
+
+def _features(model: Any) -> str:
+    nb = int(model.n_score_bins)
+    f = f"score ({nb} bins)"
+    if model.uses_min:
+        f = f"score+min ({nb} x {model.min_edges.size + 1} bins)"
+    return f
+
+
+def router_tag(bank: Any, lam: float, *, version: int = 0,
+               path: str | None = None) -> dict[str, Any]:
+    """What a routed trace records about the bank that routed it (``"router"`` field of a
+    ``trim-pomdp route`` record): lineage and bank keys, features, lambda, adapt version and
+    the bank's path."""
+    tag: dict[str, Any] = {"lineage": lineage_key(bank.model), "bank": bank_key(bank),
+                           "features": _features(bank.model), "lambda": float(lam),
+                           "version": int(version)}
+    if path is not None:
+        tag["bank_path"] = str(path)
+    return tag
+
+
+@dataclass
+class RoutedFile:
+    """Routed traces read by :func:`load_routed`, with what the file says about them."""
+
+    traces: list[Any]
+    path: str
+    n_untagged: int
+    bank_paths: list[str]
+    versions: list[int]
+
+
+def load_routed(path: Any, model: Any | None = None, *, bank_label: str = "the bank"
+                ) -> RoutedFile:
+    """Read a trace file ``trim-pomdp route`` wrote, for a refit.
+
+    Every record is validated (:func:`~trim_pomdp.traces.records.trace_from_dict`); every
+    step the router decided on must carry the score it saw (``prm_score`` on a kept draft,
+    ``draft_prm_score`` on a regenerated one); with ``model``, a record's ``"router"`` tag
+    must have ``model``'s :func:`lineage_key`.
+
+    Raises
+    ------
+    TraceFormatError
+        Naming ``file:line``: a malformed record, a routed step without its score, or no
+        record at all.
+    ModelValidationError
+        ``file:line``: the trace was routed by a bank of another lineage (another fit or
+        feature set); names both.
+    """
+    import json
+
+    from trim_pomdp.errors import TraceFormatError
+    from trim_pomdp.traces.records import trace_from_dict
+
+    name = str(path)
+    want = lineage_key(model) if model is not None else None
+    traces: list[Any] = []
+    untagged = 0
+    paths: list[str] = []
+    versions: set[int] = set()
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{name}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TraceFormatError(f"{where}: not valid UTF-8 ({exc.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+                raise TraceFormatError(f"{where}: invalid JSON ({str(exc)[:200]})") from None
+            tr = trace_from_dict(obj, where)
+            for j, st in enumerate(tr.steps):
+                extra = st.extra or {}
+                strong = extra.get("writer") == "strong"
+                if strong and extra.get("decision") is None:
+                    continue  # the strong model finishing on its own: no routing decision
+                seen = extra.get("draft_prm_score") if strong else st.prm_score
+                if seen is None:
+                    what = "draft_prm_score (the regenerated draft's score)" if strong \
+                        else "prm_score"
+                    raise TraceFormatError(
+                        f"{where}: steps[{j}]: a routed step without {what}; a refit needs "
+                        "the PRM score the router saw at every step (trace "
+                        f"{tr.id!r})")
+            tag = tr.extra.get("router")
+            if not isinstance(tag, dict) or "lineage" not in tag:
+                untagged += 1
+            else:
+                if want is not None and tag["lineage"] != want:
+                    raise ModelValidationError(
+                        f"{where}: trace {tr.id!r} was routed by bank {tag.get('bank')} "
+                        f"(lineage {tag['lineage']}, features {tag.get('features')}, "
+                        f"{tag.get('bank_path', 'path not recorded')}), not by {bank_label} "
+                        f"(lineage {want}, features {_features(model)}): another fit or "
+                        "feature set; refit with the bank that routed these traces")
+                bp = tag.get("bank_path")
+                if isinstance(bp, str) and bp not in paths:
+                    paths.append(bp)
+                v = tag.get("version")
+                if isinstance(v, int) and not isinstance(v, bool):
+                    versions.add(v)
+            traces.append(tr)
+    if not traces:
+        raise TraceFormatError(f"{name}: no routed traces")
+    return RoutedFile(traces=traces, path=name, n_untagged=untagged, bank_paths=paths,
+                      versions=sorted(versions))
 
 
 def served_format(traces: Sequence[Any]) -> list[Any]:

@@ -59,7 +59,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from trim_pomdp.routing._kernels import A_LOC, A_N, A_SPREAD, batch_pit
 
-__all__ = ["DriftMonitor", "episode_features", "pit_reference"]
+__all__ = ["DriftMonitor", "episode_features", "pit_reference", "pit_routed"]
 
 FORMAT_VERSION = 1
 
@@ -323,6 +323,53 @@ def pit_reference(policy: Any, traces: Sequence[Any]) -> NDArray[np.float64]:
         out.append(acc.copy())
     if not out:
         raise ValueError("pit_reference: no non-empty traces")
+    return episode_features(np.array(out))
+
+
+def pit_routed(policy: Any, traces: Sequence[Any]) -> NDArray[np.float64]:
+    """Per-episode statistics (E, 2) of *routed* traces (the serving format) replayed
+    through a Router of ``policy`` with the actions that were executed: the score the
+    router saw (``prm_score`` of a kept draft, ``extra["draft_prm_score"]`` of a
+    regenerated one), the draft's tokens (``extra["cheap_tokens"]``, else ``tokens``) and
+    ``"regenerate"`` where the strong model wrote the step.  This is the stream a live
+    monitor of ``policy`` would have seen on that traffic; used to recalibrate a monitor
+    after a refit (:class:`trim_pomdp.fit.adapt.Adapter`).
+
+    Raises
+    ------
+    ValueError
+        A routed step without its score or tokens (names the trace and step).
+    """
+    from trim_pomdp.routing.router import Router
+
+    r = Router(policy)
+    acc = np.zeros(3)
+    out = []
+    for tr in traces:
+        steps = []
+        for st in tr.steps:
+            extra = st.extra or {}
+            strong = extra.get("writer") == "strong"
+            if strong and extra.get("decision") is None:
+                break  # the strong model finishing alone: the router's episode is over
+            steps.append((extra.get("draft_prm_score") if strong else st.prm_score,
+                          extra.get("cheap_tokens", None if strong else st.tokens), strong))
+        steps = steps[: r.model.max_steps]
+        if not steps:
+            continue
+        acc[:] = 0.0
+        r.reset()
+        n = len(steps)
+        for j, (score, tok, strong) in enumerate(steps):
+            if score is None or tok is None:
+                raise ValueError(f"trace {getattr(tr, 'id', '?')!r} step {j + 1}: a routed "
+                                 "step without its PRM score or draft tokens")
+            r._step_pit(float(score), float(tok), j == n - 1, acc)
+            if not r.done:
+                r.executed("regenerate" if strong else "continue")
+        out.append(acc.copy())
+    if not out:
+        raise ValueError("pit_routed: no non-empty traces")
     return episode_features(np.array(out))
 
 

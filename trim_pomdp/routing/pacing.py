@@ -89,6 +89,21 @@ class BudgetPacer:
         self._dbar = 0.0
         self.history: list[float] = []
 
+    def set_bank(self, bank: Any) -> None:
+        """Move to another bank of the same lambda grid (a refitted one,
+        :func:`~trim_pomdp.fit.refit.refit_bank`), keeping the position and the history:
+        the controller goes on from where it was.
+
+        Raises
+        ------
+        ValueError
+            The new bank's lambdas differ from the current bank's.
+        """
+        if not np.array_equal(np.asarray(bank.lambdas), np.asarray(self.bank.lambdas)):
+            raise ValueError("set_bank: the new bank must have the same lambda grid "
+                             f"({len(bank.lambdas)} vs {self._n} lambdas, or other values)")
+        self.bank = bank
+
     def _index_of(self, lam: float) -> int:
         return nearest_lambda_index(self.bank.lambdas, lam)
 

@@ -47,6 +47,9 @@ class EpisodeResult:
     router_s: float = 0.0
     error: str | None = None
     problem_hash: str | None = None
+    #: what routed the episode (:func:`trim_pomdp.fit.refit.router_tag`: bank keys,
+    #: lambda, adapt version); written as the record's ``"router"`` field when set
+    router: dict[str, Any] | None = None
 
     @property
     def text(self) -> str:
@@ -78,6 +81,7 @@ class EpisodeResult:
             "router_s": round(self.router_s, 9),
             "error": _clip(self.error),
             **({} if self.problem_hash is None else {"problem_hash": self.problem_hash}),
+            **({} if self.router is None else {"router": self.router}),
         }
 
 

@@ -134,6 +134,8 @@ async def run_batch(
     fsync: bool = True,
     close: bool = True,
     lock: bool = True,
+    adapter: Any = None,
+    tag: dict[str, Any] | None = None,
 ) -> BatchSummary:
     """Run many episodes with at most ``concurrency`` in flight (coroutine).
 
@@ -152,6 +154,17 @@ async def run_batch(
     the same ``out`` raises :class:`OutputLockedError` at once.
     ``progress``: True draws on stderr, a stream draws there, False draws nothing.
     ``close``: close the endpoints' connection pools at the end.
+    ``tag``: recorded as every episode's ``"router"`` field (which bank routed it).
+
+    ``adapter``: a :class:`trim_pomdp.fit.adapt.Adapter` (closed loop: drift alarm or every
+    N episodes -> refit -> re-solve -> swap, and/or budget pacing).  It then makes the
+    routers (``router_factory`` is not used): before each episode a worker asks it for the
+    router of the current bank version (a new one after a swap, the pacer's lambda set
+    otherwise), so a swap happens between episodes only; each finished episode (``done``
+    or ``aborted``, once written) is handed to :meth:`~trim_pomdp.fit.adapt.Adapter.
+    episode_done` with the version that routed it, and its record's ``"router"`` field is
+    the adapter's tag at the episode's start.  A refit runs on the event loop (about 1-3 s
+    on thousands of episodes): requests in flight wait for it.
 
     A trace or errors file that cannot be written (disk full) stops the batch with
     :class:`OutputWriteError`; the episodes written before are kept, the endpoints closed.
@@ -170,7 +183,8 @@ async def run_batch(
         return await _run_batch(
             problems, router_factory, cheap, strong, prm, out=out, concurrency=concurrency,
             max_steps=max_steps, checker=checker, fallback=fallback, label_steps=label_steps,
-            resume=resume, progress=progress, fsync=fsync, close=close,
+            resume=resume, progress=progress, fsync=fsync, close=close, adapter=adapter,
+            tag=tag,
         )
     finally:
         if out_lock is not None:
@@ -203,6 +217,8 @@ async def _run_batch(
     progress: bool | IO[str],
     fsync: bool,
     close: bool,
+    adapter: Any = None,
+    tag: dict[str, Any] | None = None,
 ) -> BatchSummary:
     endpoints = _unique((cheap, strong, prm))
     finished: dict[str, dict[str, Any]] = {}
@@ -248,6 +264,7 @@ async def _run_batch(
     async def worker() -> None:
         nonlocal in_flight, max_in_flight
         router = None
+        version = None
         while True:
             try:
                 p = queue.get_nowait()
@@ -255,7 +272,12 @@ async def _run_batch(
                 return
             in_flight += 1
             max_in_flight = max(max_in_flight, in_flight)
-            if router is None:
+            ep_tag = tag
+            if adapter is not None:
+                # between episodes: the current bank version's router, the pacer's lambda
+                router, version = adapter.prepare(router, version)
+                ep_tag = adapter.tag()
+            elif router is None:
                 router = router_factory()
             try:
                 r = await run_episode(
@@ -273,6 +295,7 @@ async def _run_batch(
             except EpisodeError as exc:
                 record_error(exc.result)
             else:
+                r.router = ep_tag
                 try:
                     if writer is not None:
                         writer.write(r.to_trace())
@@ -285,6 +308,8 @@ async def _run_batch(
                 else:
                     results.append(r)
                     bar.update(ok=True)
+                    if adapter is not None:
+                        adapter.episode_done(r.as_trace(), version=version)
             finally:
                 in_flight -= 1
 
