@@ -17,6 +17,11 @@ Run:  python benchmarks/bench_solver.py [--time-limit 30] [--out bench_solver.js
 or:   python benchmarks/bench_solver.py --generated rocksample:7,8 [--pomdpsol PATH]
       (a benchmarks/gen_pomdp.py instance: our parse time, bounds and peak RSS, and SARSOP's
       on the same file)
+or:   python benchmarks/bench_solver.py --sarsop /path/to/pomdpsol [--times 5,30] [PROBLEMS]
+      side by side with C++ SARSOP in the same run: for each problem and time limit, our
+      solver and then ``pomdpsol FILE --timeout T`` (one at a time, each in a fresh process),
+      recording both lower and upper bounds at b0 and both peak RSS; the longest time limit's
+      policy is also simulated.  The load average is recorded before every run.
 or:   python -m pytest benchmarks/bench_solver.py --benchmark-only \
           --benchmark-json=bench_solver.json   (time to gap 1e-3, pytest-benchmark)
 
@@ -58,6 +63,22 @@ SIM_EPISODES = 10_000
 CONVERGED = [name for name, (_, _, t) in SARSOP.items() if t is not None]
 
 
+def _vm_hwm_mb(pid: int | str = "self") -> float | None:
+    """Peak RSS (VmHWM) of a process since its exec, in MiB; None off Linux.
+
+    ``ru_maxrss`` is not used: the kernel carries the pre-exec image's peak into it, so a
+    process started from a Python parent reports at least the parent's RSS (pomdpsol on
+    tiger showed 29 MB that way)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
 def _load(name: str):
     from trim_pomdp.engine.model import POMDP
 
@@ -81,18 +102,22 @@ def simulate_check(model, policy, lower_bound: float, episodes: int = SIM_EPISOD
             "sim_ok": bool(sim.mean + sim.truncation_bound >= lower_bound - 3 * sim.stderr)}
 
 
-def measure_one(name: str, time_limit: float, episodes: int = SIM_EPISODES) -> dict:
+def measure_one(name: str, time_limit: float, episodes: int = SIM_EPISODES,
+                time_to_gap: bool = True) -> dict:
     """All figures for one problem (run in a fresh process for a clean peak RSS)."""
     model = _load(name)
     row: dict = {"problem": name, "S": model.n_states, "A": model.n_actions,
                  "O": model.n_observations}
     policy, info = _solve(model, time_limit, 1e-9)
     # Peak RSS of parse + solve, before the simulator's arrays and JIT add their own.
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    hwm = _vm_hwm_mb()
+    row["peak_rss_mb"] = (hwm if hwm is not None
+                          else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     row.update(lb_30s=info.lower_bound, ub_30s=info.upper_bound, time_30s=info.time_s,
                n_alpha=info.n_alpha, n_beliefs=info.n_beliefs, solver_mb=info.memory_mb)
-    row.update(simulate_check(model, policy, info.lower_bound, episodes))
-    if name in CONVERGED:
+    if episodes > 0:
+        row.update(simulate_check(model, policy, info.lower_bound, episodes))
+    if time_to_gap and name in CONVERGED:
         runs = [_solve(model, time_limit, 1e-3)[1] for _ in range(5)]
         row["time_to_gap"] = statistics.median(r.time_s for r in runs)
         row["lb_at_gap"] = runs[0].lower_bound
@@ -156,6 +181,86 @@ def measure_generated(spec: str, time_limit: float, pomdpsol: str | None) -> dic
     return row
 
 
+def sarsop_one(binary: str, name: str, time_limit: float) -> dict:
+    """Run ``pomdpsol`` on one problem in this (fresh) process and parse its final bounds.
+
+    SARSOP prints a table whose last row (after the ``Time |#Trial |...`` header) holds the
+    time, trials, backups, lower bound, upper bound, precision, alphas and beliefs.  Its peak
+    RSS is its VmHWM, read every 5 ms while it runs (monotone, so the last reading misses at
+    most the last 5 ms of growth)."""
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(Path(tmp) / "stdout", "w+") as log:
+            proc = subprocess.Popen(
+                [binary, str(PROBLEMS / name), "--timeout", str(time_limit), "-o",
+                 str(Path(tmp) / "out.policy")],
+                stdout=log, stderr=subprocess.STDOUT, text=True,
+            )
+            rss = 0.0
+            try:
+                while proc.poll() is None:
+                    hwm = _vm_hwm_mb(proc.pid)
+                    if hwm is not None:
+                        rss = max(rss, hwm)
+                    time.sleep(0.005)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+            log.seek(0)
+            out = log.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"pomdpsol exited with {proc.returncode} on {name}:\n{out[-2000:]}")
+    lines = out.splitlines()
+    heads = [i for i, line in enumerate(lines)
+             if line.lstrip().startswith("Time") and "#Trial" in line]
+    if not heads:
+        raise RuntimeError(f"no bounds table in pomdpsol's output for {name}:\n{out[-2000:]}")
+    rows = [line.split() for line in lines[heads[-1] + 1:]]
+    rows = [r for r in rows if len(r) >= 8 and r[0].replace(".", "", 1).isdigit()]
+    t, trials, backups, lb, ub, _, n_alpha, n_bel = rows[-1][:8]
+    return {"problem": name, "time_limit": time_limit, "lb": float(lb), "ub": float(ub),
+            "time_s": float(t), "trials": int(trials), "n_alpha": int(n_alpha),
+            "n_beliefs": int(n_bel), "peak_rss_mb": rss}
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def side_by_side(binary: str, problems: list[str], times: list[float],
+                 episodes: int) -> list[dict]:
+    """Our solver and SARSOP, one at a time, at each time limit; markdown table + JSON rows."""
+    rows = []
+    for name in problems:
+        for t in times:
+            sim = episodes if t == max(times) else 0
+            load_ours = os.getloadavg()[0]
+            ours = _child(["--one", name, "--time-limit", str(t), "--episodes", str(sim),
+                           "--no-gap"])
+            load_sarsop = os.getloadavg()[0]
+            theirs = _child(["--sarsop-one", binary, name, "--time-limit", str(t)])
+            rows.append({"problem": name, "time_limit": t, "ours": ours, "sarsop": theirs,
+                         "load_ours": load_ours, "load_sarsop": load_sarsop})
+            print(f"done {name} {t:g} s", file=sys.stderr, flush=True)
+    print("| problem | time | our LB | SARSOP LB | our UB | SARSOP UB | our peak RSS MB "
+          "| SARSOP peak RSS MB | RSS ratio | simulated return (z vs LB) | load (ours/SARSOP) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        o, s_ = r["ours"], r["sarsop"]
+        simtxt = (f"{o['sim_mean']:.4f} ± {o['sim_stderr']:.4f} ({o['sim_z']:+.1f})"
+                  if "sim_mean" in o else "-")
+        print(f"| {Path(r['problem']).name} | {r['time_limit']:g} s | {o['lb_30s']:.5g} "
+              f"| {s_['lb']:.5g} | {o['ub_30s']:.5g} | {s_['ub']:.5g} | {o['peak_rss_mb']:.0f} "
+              f"| {s_['peak_rss_mb']:.0f} | {o['peak_rss_mb'] / s_['peak_rss_mb']:.2f} "
+              f"| {simtxt} | {r['load_ours']:.1f} / {r['load_sarsop']:.1f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--generated", default=None, metavar="KIND:A,B",
@@ -167,8 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=SIM_EPISODES,
                    help="episodes simulated per 30 s policy (the simulator costs O(K |supp b|) "
                    "per step: Hallway2's ~5,000-vector policy took over 15 min for 10,000)")
+    p.add_argument("--sarsop", default=None, metavar="PATH",
+                   help="a pomdpsol binary: run it side by side (see the module docstring)")
+    p.add_argument("--times", default="5,30",
+                   help="time limits of the side-by-side run, comma separated (default 5,30)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    p.add_argument("problems", nargs="*", default=list(SARSOP))
+    p.add_argument("--no-gap", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--sarsop-one", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("problems", nargs="*", default=None)
     args = p.parse_args(argv)
     if args.generated:
         r = measure_generated(args.generated, args.time_limit, args.pomdpsol)
@@ -177,8 +288,25 @@ def main(argv: list[str] | None = None) -> int:
                                              indent=2))
         return 0
     if args.one:
-        print(json.dumps(measure_one(args.one, args.time_limit, args.episodes)))
+        print(json.dumps(measure_one(args.one, args.time_limit, args.episodes,
+                                     time_to_gap=not args.no_gap)))
         return 0
+    if args.sarsop_one:
+        print(json.dumps(sarsop_one(args.sarsop_one[0], args.sarsop_one[1], args.time_limit)))
+        return 0
+    if args.sarsop:
+        times = [float(x) for x in args.times.split(",")]
+        rows = side_by_side(args.sarsop, args.problems or list(SARSOP), times, args.episodes)
+        Path(args.out).write_text(json.dumps({"times": times, "sarsop": args.sarsop,
+                                              "rows": rows}, indent=2))
+        missed = [f"{r['problem']} ({r['time_limit']:g} s)" for r in rows
+                  if not r["ours"].get("sim_ok", True)]
+        if missed:
+            print(f"policies simulated more than 3 standard errors below their lower bound: "
+                  f"{', '.join(missed)}", file=sys.stderr)
+            return 1
+        return 0
+    args.problems = args.problems or list(SARSOP)
     rows = []
     for name in args.problems:
         out = subprocess.run(

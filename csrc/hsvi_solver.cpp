@@ -23,15 +23,25 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Depth cap of a trial: with discount < 1 the gap threshold eps * gamma^-t outgrows any gap
 // long before; with discount 1 it stops trials that cycle forever.
 constexpr int kMaxDepth = 2000;
-constexpr double kTrialGapFraction = 0.6;
+constexpr double kTrialGapFraction = 0.9;
 
-std::uint64_t hash_belief(const int* idx, const double* val, int supp) {
-    std::uint64_t h = 1469598103934665603ULL ^ static_cast<std::uint64_t>(supp);
+std::uint64_t mix64(std::uint64_t x) {  // splitmix64 finaliser
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+// Belief identity: leaves are not stored, so two hashes with different seeds (and the
+// support size) stand for the belief; values are quantised to 1e-9, as beliefs reached along
+// different paths differ in the last bits.
+std::uint64_t hash_belief(const int* idx, const double* val, int supp, std::uint64_t seed) {
+    std::uint64_t h = mix64(seed ^ static_cast<std::uint64_t>(supp));
     for (int k = 0; k < supp; ++k) {
-        // Quantised values: beliefs reached along different paths differ in the last bits.
         auto q = static_cast<std::int64_t>(std::llround(val[k] * 1e9));
-        h ^= static_cast<std::uint64_t>(idx[k]) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-        h ^= static_cast<std::uint64_t>(q) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+        h = mix64(h ^ (static_cast<std::uint64_t>(idx[k]) * 0x9e3779b97f4a7c15ULL));
+        h = mix64(h + static_cast<std::uint64_t>(q) + seed);
     }
     return h;
 }
@@ -85,6 +95,22 @@ HsviSolver::HsviSolver(Pomdp model, const HsviConfig& config)
     best_o_.assign(O, -1);
     evaluated_.assign(A, 0);
     bucket_idx_.resize(O);
+    scr_.resize(A);
+    {
+        // Belief runs must fit a chunk; >= 8 S per chunk wastes at most 1/8 at chunk tails.
+        int lg = 12;
+        while ((std::int64_t{1} << lg) < 8 * static_cast<std::int64_t>(S_)) ++lg;
+        bel_idx_.init(lg);
+        bel_val_.init(lg);
+        bel_inv_.init(lg);
+        nodes_.init(12);
+        int la = 10;
+        while ((std::int64_t{1} << la) < 8 * static_cast<std::int64_t>(A_)) ++la;
+        act_.init(la);
+        int lc = 12;
+        while ((std::int64_t{1} << lc) < 8 * static_cast<std::int64_t>(O_)) ++lc;
+        child_.init(lc);
+    }
     bucket_val_.resize(O);
 }
 
@@ -368,26 +394,29 @@ void HsviSolver::init_fib() {
 }
 
 // ------------------------------------------------------------------ belief tree
+//
+// Only the beliefs of expanded nodes (the ones a trial descended into, plus b0) are
+// stored.  A leaf keeps its cached bounds and its identity (two 64-bit hashes and the
+// support size); its belief is recomputed from its parent's whenever the parent's backup
+// needs the leaf's bounds (children()).  On Hallway2 after 10 s, 1,128 of 82,432 nodes were
+// expanded and the leaves' dense beliefs (87 states on average) were 144 MB of the 212 MB
+// the solver held; recomputing tau(b, a, .) costs sum_s |T(.|s,a)| |Z(.|s',a)| operations,
+// far below evaluating a fresh leaf against thousands of alpha vectors.
 
-int HsviSolver::add_node(const int* idx, const double* val, int supp) {
-    const std::uint64_t h = hash_belief(idx, val, supp);
+int HsviSolver::add_node(const int* idx, const double* val, int supp, bool store) {
+    const std::uint64_t h = hash_belief(idx, val, supp, 0);
+    const std::uint64_t h2 = hash_belief(idx, val, supp, 0x51ed270b27a3c1f5ULL);
     auto range = node_hash_.equal_range(h);
     for (auto it = range.first; it != range.second; ++it) {
         const Node& nd = nodes_[it->second];
-        if (nd.supp != supp) continue;
-        const int* ji = &bel_idx_[nd.bel_off];
-        const double* jv = &bel_val_[nd.bel_off];
-        bool same = true;
-        for (int k = 0; k < supp && same; ++k)
-            same = ji[k] == idx[k] && std::abs(jv[k] - val[k]) <= 1e-9;
-        if (same) return it->second;
+        if (nd.supp == supp && nd.h2 == h2) {
+            if (store) materialise(it->second, idx, val);
+            return it->second;
+        }
     }
     Node nd;
-    nd.bel_off = static_cast<std::int64_t>(bel_idx_.size());
     nd.supp = supp;
-    bel_idx_.insert(bel_idx_.end(), idx, idx + supp);
-    bel_val_.insert(bel_val_.end(), val, val + supp);
-    for (int k = 0; k < supp; ++k) bel_inv_.push_back(1.0 / val[k]);
+    nd.h2 = h2;
     nd.lb = -kInf;
     // FIB at the belief, max_a sum_s b(s) Q(a, s), is below the corner interpolation and
     // is the initial upper bound; sawtooth points can only lower it (upper() takes the min).
@@ -403,21 +432,33 @@ int HsviSolver::add_node(const int* idx, const double* val, int supp) {
     const int id = static_cast<int>(nodes_.size());
     nodes_.push_back(nd);
     node_hash_.emplace(h, id);
+    if (store) materialise(id, idx, val);
     return id;
 }
 
+void HsviSolver::materialise(int n, const int* idx, const double* val) {
+    Node& nd = nodes_[n];
+    if (nd.bel_off >= 0) return;
+    const std::int64_t off = bel_idx_.grow(nd.supp);
+    bel_val_.grow(nd.supp);
+    bel_inv_.grow(nd.supp);
+    nd.bel_off = off;
+    int* bi = &bel_idx_[off];
+    double* bv = &bel_val_[off];
+    double* binv = &bel_inv_[off];
+    for (int k = 0; k < nd.supp; ++k) {
+        bi[k] = idx[k];
+        bv[k] = val[k];
+        binv[k] = 1.0 / val[k];
+    }
+}
+
 // The per-node block: R(b, a) and the cached Q_U(b, a) for every action, started from the
-// FIB bound sum_s b(s) Q(a, s) >= Q*(b, a), and room for the children of every action.
+// FIB bound sum_s b(s) Q(a, s) >= Q*(b, a); the children of an action are listed once a
+// backup needs them.
 void HsviSolver::ensure_block(int n) {
-    if (nodes_[n].child_off >= 0) return;
-    const std::size_t AO = static_cast<std::size_t>(A_) * O_;
-    const std::int64_t off = static_cast<std::int64_t>(child_id_.size());
-    child_id_.resize(child_id_.size() + AO, -1);
-    child_p_.resize(child_p_.size() + AO, 0.0);
-    const std::int64_t roff = off / O_;
-    rba_.resize(rba_.size() + A_, 0.0);
-    qub_cache_.resize(qub_cache_.size() + A_, 0.0);
-    act_done_.resize(act_done_.size() + A_, 0);
+    if (nodes_[n].blk >= 0) return;
+    const std::int64_t blk = act_.grow(A_);
     const Node& nd = nodes_[n];
     const int* idx = &bel_idx_[nd.bel_off];
     const double* val = &bel_val_[nd.bel_off];
@@ -428,26 +469,31 @@ void HsviSolver::ensure_block(int n) {
             r += val[k] * m_.r(a, idx[k]);
             q += val[k] * fq[idx[k]];
         }
-        rba_[roff + a] = r;
-        qub_cache_[roff + a] = q;
+        act_[blk + a].r = r;
+        act_[blk + a].qub = q;
     }
-    nodes_[n].child_off = off;
+    nodes_[n].blk = blk;
 }
 
 // Children tau(b, a, o) of one action for every observation of positive probability:
-// tau(b,a,o)(s') = Z(o|s',a) sum_s T(s'|s,a) b(s) / p(o|b,a).  Actions are expanded only
-// when a backup needs them (those whose cached Q_U can still matter).
-void HsviSolver::expand_action(int n, int a) {
+// tau(b,a,o)(s') = Z(o|s',a) sum_s T(s'|s,a) b(s) / p(o|b,a), computed into scratch (valid
+// until a backup of another node) and, the first time, entered into the tree as leaves.
+const HsviSolver::ChildBeliefs& HsviSolver::children(int n, int a) {
     ensure_block(n);
-    const std::int64_t off = nodes_[n].child_off;
-    const std::int64_t roff = off / O_;
-    if (act_done_[roff + a]) return;
-    // Copy the parent: adding children may reallocate the belief arena.
-    const int supp = nodes_[n].supp;
-    std::vector<int>& bidx = exp_idx_;
-    std::vector<double>& bval = exp_val_;
-    bidx.assign(bel_idx_.begin() + nodes_[n].bel_off, bel_idx_.begin() + nodes_[n].bel_off + supp);
-    bval.assign(bel_val_.begin() + nodes_[n].bel_off, bel_val_.begin() + nodes_[n].bel_off + supp);
+    if (scr_node_ != n) {
+        for (auto& sc : scr_) sc.valid = false;
+        scr_node_ = n;
+    }
+    ChildBeliefs& sc = scr_[a];
+    if (sc.valid) return sc;
+    sc.idx.clear();
+    sc.val.clear();
+    sc.off.assign(1, 0);
+    sc.p.clear();
+    const Node& nd = nodes_[n];
+    const int supp = nd.supp;
+    const int* bidx = &bel_idx_[nd.bel_off];
+    const double* bval = &bel_val_[nd.bel_off];
     for (int k = 0; k < supp; ++k) {
         const std::size_t row = static_cast<std::size_t>(a) * S_ + bidx[k];
         for (auto j = T_.ptr[row]; j < T_.ptr[row + 1]; ++j) {
@@ -468,6 +514,10 @@ void HsviSolver::expand_action(int n, int a) {
         }
     }
     touched_.clear();
+    ActSlot& slot = act_[nodes_[n].blk + a];
+    const bool fresh = slot.child_off < 0;
+    new_children_.clear();
+    int k = 0;
     for (int o = 0; o < O_; ++o) {
         auto& bi = bucket_idx_[o];
         auto& bv = bucket_val_[o];
@@ -476,27 +526,51 @@ void HsviSolver::expand_action(int n, int a) {
         for (double v : bv) p += v;
         if (p > 0.0) {
             for (double& v : bv) v /= p;
-            const int c = add_node(bi.data(), bv.data(), static_cast<int>(bi.size()));
-            child_id_[off + static_cast<std::int64_t>(a) * O_ + o] = c;
-            child_p_[off + static_cast<std::int64_t>(a) * O_ + o] = p;
+            sc.idx.insert(sc.idx.end(), bi.begin(), bi.end());
+            sc.val.insert(sc.val.end(), bv.begin(), bv.end());
+            sc.off.push_back(static_cast<int>(sc.idx.size()));
+            sc.p.push_back(p);
+            if (fresh) {
+                const int c = add_node(bi.data(), bv.data(), static_cast<int>(bi.size()), false);
+                new_children_.push_back(Child{c, o});
+            }
+            ++k;
         }
         bi.clear();
         bv.clear();
     }
-    act_done_[roff + a] = 1;
+    if (fresh) {
+        // (add_node above may have grown nodes_, never act_: `slot` is still valid.)
+        slot.child_off = child_.grow(k);
+        for (int i = 0; i < k; ++i) child_[slot.child_off + i] = new_children_[i];
+        slot.n_child = k;
+    } else if (k != slot.n_child) {
+        throw std::logic_error("belief tree: recomputed children differ from the stored ones");
+    }
+    sc.valid = true;
+    return sc;
+}
+
+double HsviSolver::child_lower(const ChildBeliefs& sc, int k, int c) {
+    Node& nd = nodes_[c];
+    if (nd.bel_off >= 0) return lower(c);
+    return lower_at(nd, &sc.idx[sc.off[k]], &sc.val[sc.off[k]]);
+}
+
+double HsviSolver::child_upper(const ChildBeliefs& sc, int k, int c) {
+    Node& nd = nodes_[c];
+    if (nd.bel_off >= 0) return upper(c);
+    return upper_at(nd, &sc.idx[sc.off[k]], &sc.val[sc.off[k]]);
 }
 
 // ------------------------------------------------------------------ bounds
 
-// V_L at node n: the cached max over the vectors [0, lb_stamp) plus the vectors added since.
-// Runs of >= kLaneMin new vectors use the lane-blocked copy alpha_t_ (contiguous loads that
+// V_L at a node: the cached max over the vectors [0, lb_stamp) plus the vectors added since.
+// Runs of >= kLaneMin new vectors use the lane-blocked store alpha_blk_ (contiguous loads that
 // the compiler vectorises instead of one gather per support state and vector): the
 // profile of a 5 s Hallway2 solve had 52 % of its time in this function.
-double HsviSolver::lower(int n) {
-    Node& nd = nodes_[n];
+double HsviSolver::lower_at(Node& nd, const int* idx, const double* val) {
     if (nd.lb_stamp < n_alpha_) {
-        const int* idx = &bel_idx_[nd.bel_off];
-        const double* val = &bel_val_[nd.bel_off];
         const int supp = nd.supp;
         int k = nd.lb_stamp;
         while (k < n_alpha_) {
@@ -505,7 +579,7 @@ double HsviSolver::lower(int n) {
             const int hi = std::min(kLanes, n_alpha_ - blk * kLanes);
             if (hi - lo >= kLaneMin) {
                 double acc[kLanes] = {};
-                const double* base = &alpha_t_[static_cast<std::size_t>(blk) * S_ * kLanes];
+                const double* base = alpha_block(blk);
                 for (int j = 0; j < supp; ++j) {
                     const double v = val[j];
                     const double* row = base + static_cast<std::size_t>(idx[j]) * kLanes;
@@ -517,11 +591,11 @@ double HsviSolver::lower(int n) {
                         nd.lb_alpha = blk * kLanes + l;
                     }
             } else {
+                const double* base = alpha_block(blk);
                 for (int l = lo; l < hi; ++l) {
-                    const double* al =
-                        &alpha_[static_cast<std::size_t>(blk * kLanes + l) * S_];
                     double v = 0.0;
-                    for (int j = 0; j < supp; ++j) v += val[j] * al[idx[j]];
+                    for (int j = 0; j < supp; ++j)
+                        v += val[j] * base[static_cast<std::size_t>(idx[j]) * kLanes + l];
                     if (v > nd.lb || nd.lb_alpha < 0) {
                         nd.lb = v;
                         nd.lb_alpha = blk * kLanes + l;
@@ -535,15 +609,19 @@ double HsviSolver::lower(int n) {
     return nd.lb;
 }
 
-void HsviSolver::rebuild_alpha_t() {
-    const std::size_t S = static_cast<std::size_t>(S_);
-    const std::size_t blocks = (static_cast<std::size_t>(n_alpha_) + kLanes - 1) / kLanes;
-    alpha_t_.assign(blocks * S * kLanes, 0.0);
-    for (int k = 0; k < n_alpha_; ++k) {
-        double* base = &alpha_t_[static_cast<std::size_t>(k / kLanes) * S * kLanes + k % kLanes];
-        const double* al = &alpha_[static_cast<std::size_t>(k) * S];
-        for (std::size_t s = 0; s < S; ++s) base[s * kLanes] = al[s];
-    }
+// A leaf (belief not stored) answers with its cached bound, which stays valid: its parent
+// refreshes it through children() before using it.
+double HsviSolver::lower(int n) {
+    Node& nd = nodes_[n];
+    if (nd.bel_off < 0) return nd.lb;
+    return lower_at(nd, &bel_idx_[nd.bel_off], &bel_val_[nd.bel_off]);
+}
+
+std::vector<double> HsviSolver::alpha_rows() const {
+    std::vector<double> out(static_cast<std::size_t>(n_alpha_) * S_);
+    for (int k = 0; k < n_alpha_; ++k)
+        for (int s = 0; s < S_; ++s) out[static_cast<std::size_t>(k) * S_ + s] = alpha_at(k, s);
+    return out;
 }
 
 double HsviSolver::sawtooth_dense(const double* bdense, const int* idx, int supp,
@@ -571,13 +649,10 @@ double HsviSolver::sawtooth_dense(const double* bdense, const int* idx, int supp
     return f - best;
 }
 
-double HsviSolver::upper(int n) {
-    Node& nd = nodes_[n];
+double HsviSolver::upper_at(Node& nd, const int* idx, const double* val) {
     const int P = static_cast<int>(pt_node_.size());
     const bool stale = nd.ub_epoch != ub_epoch_;
     if (stale || nd.ub_stamp < P) {
-        const int* idx = &bel_idx_[nd.bel_off];
-        const double* val = &bel_val_[nd.bel_off];
         for (int k = 0; k < nd.supp; ++k) dense_[idx[k]] = val[k];
         const double v = sawtooth_dense(dense_.data(), idx, nd.supp, stale ? 0 : nd.ub_stamp);
         for (int k = 0; k < nd.supp; ++k) dense_[idx[k]] = 0.0;
@@ -588,13 +663,18 @@ double HsviSolver::upper(int n) {
     return nd.ub;
 }
 
+double HsviSolver::upper(int n) {
+    Node& nd = nodes_[n];
+    if (nd.bel_off < 0) return nd.ub;
+    return upper_at(nd, &bel_idx_[nd.bel_off], &bel_val_[nd.bel_off]);
+}
+
 void HsviSolver::add_alpha(const double* alpha, int action, const int* succ) {
-    alpha_.insert(alpha_.end(), alpha, alpha + S_);
     {
         const std::size_t S = static_cast<std::size_t>(S_);
         const int lane = n_alpha_ % kLanes;
-        if (lane == 0) alpha_t_.resize(alpha_t_.size() + S * kLanes, 0.0);
-        double* base = &alpha_t_[static_cast<std::size_t>(n_alpha_ / kLanes) * S * kLanes + lane];
+        if (lane == 0) alpha_blk_.emplace_back(new double[S * kLanes]());
+        double* base = alpha_blk_.back().get() + lane;
         for (std::size_t s = 0; s < S; ++s) base[s * kLanes] = alpha[s];
     }
     alpha_act_.push_back(action);
@@ -641,47 +721,39 @@ void HsviSolver::set_point(int n, double v) {
     ++n_live_points_;
 }
 
-// Q_U(b, a) or Q_L(b, a) from the children of an expanded action.
+// Q_U(b, a) or Q_L(b, a) from the children of an action (refreshing their bounds).
 double HsviSolver::q_value(int n, int a, bool upper_bound) {
-    expand_action(n, a);
-    const std::int64_t roff = nodes_[n].child_off / O_;
-    const std::int64_t off = nodes_[n].child_off + static_cast<std::int64_t>(a) * O_;
+    const ChildBeliefs& sc = children(n, a);
+    const ActSlot& slot = act_[nodes_[n].blk + a];
     double acc = 0.0;
-    for (int o = 0; o < O_; ++o) {
-        const int c = child_id_[off + o];
-        if (c < 0) continue;
-        acc += child_p_[off + o] * (upper_bound ? upper(c) : lower(c));
+    for (int k = 0; k < slot.n_child; ++k) {
+        const int c = child_[slot.child_off + k].id;
+        acc += sc.p[k] * (upper_bound ? child_upper(sc, k, c) : child_lower(sc, k, c));
     }
-    return rba_[roff + a] + gamma_ * acc;
+    return slot.r + gamma_ * acc;
 }
 
-// Point-based backup of the upper bound (always) and the lower bound (lower_too) at node n.
-// Upper bound: actions are evaluated in decreasing order of their cached Q_U (an upper bound
-// on the current one, as child bounds only decrease) until the best exact value beats every
-// remaining cache, so dominated actions are neither expanded nor evaluated.  Lower bound:
-// only actions whose Q_U exceeds the current V_L(b) can yield an improving vector.
-// Sets ub_action_ (for the descent) and qub_/qlb_ (exact where evaluated).
 void HsviSolver::backup(int n, bool lower_too) {
     ensure_block(n);
-    const std::int64_t roff = nodes_[n].child_off / O_;
-    double* cache = &qub_cache_[roff];
+    const std::int64_t blk = nodes_[n].blk;
     std::fill(evaluated_.begin(), evaluated_.end(), 0);
     double best_ub = -kInf;
     int a_ub = -1;
     for (;;) {
         int a = -1;
         for (int b = 0; b < A_; ++b)
-            if (!evaluated_[b] && (a < 0 || cache[b] > cache[a])) a = b;
-        if (a < 0 || (!force_alpha_ && a_ub >= 0 && cache[a] <= best_ub)) break;
+            if (!evaluated_[b] && (a < 0 || act_[blk + b].qub > act_[blk + a].qub)) a = b;
+        if (a < 0 || (!force_alpha_ && a_ub >= 0 && act_[blk + a].qub <= best_ub)) break;
         const double q = q_value(n, a, true);
-        cache[a] = std::min(cache[a], q);
+        double& cache = act_[blk + a].qub;
+        cache = std::min(cache, q);
         evaluated_[a] = 1;
-        if (cache[a] > best_ub) {
-            best_ub = cache[a];
+        if (cache > best_ub) {
+            best_ub = cache;
             a_ub = a;
         }
     }
-    for (int a = 0; a < A_; ++a) qub_[a] = cache[a];
+    for (int a = 0; a < A_; ++a) qub_[a] = act_[blk + a].qub;
     ub_action_ = a_ub;
     const double ub_old = upper(n);
     if (best_ub < ub_old - 1e-12 * std::max(1.0, std::abs(ub_old))) set_point(n, best_ub);
@@ -692,25 +764,28 @@ void HsviSolver::backup(int n, bool lower_too) {
     int a_best = -1;
     for (int a = 0; a < A_; ++a) {
         qlb_[a] = -kInf;
-        if (!force_alpha_ && qub_cache_[roff + a] <= lb_old + lb_tol) continue;
+        if (!force_alpha_ && act_[blk + a].qub <= lb_old + lb_tol) continue;
         qlb_[a] = q_value(n, a, false);
         if (a_best < 0 || qlb_[a] > qlb_[a_best]) a_best = a;
     }
     if (a_best < 0) return;
     if (!force_alpha_ && !(qlb_[a_best] > lb_old + lb_tol)) return;
-    const std::int64_t off = nodes_[n].child_off;
     // alpha(s) = R(a,s) + gamma sum_s' T(s'|s,a) sum_o Z(o|s',a) alpha_o(s'), alpha_o the best
     // vector at tau(b,a,o); an observation of probability 0 at b takes b's own best vector.
     const int fallback = nodes_[n].lb_alpha;
-    for (int o = 0; o < O_; ++o) {
-        const int c = child_id_[off + static_cast<std::int64_t>(a_best) * O_ + o];
-        best_o_[o] = c >= 0 ? nodes_[c].lb_alpha : fallback;
+    std::fill(best_o_.begin(), best_o_.end(), fallback);
+    {
+        const ActSlot& slot = act_[blk + a_best];
+        for (int k = 0; k < slot.n_child; ++k) {
+            const Child& ch = child_[slot.child_off + k];
+            best_o_[ch.o] = nodes_[ch.id].lb_alpha;
+        }
     }
     for (int s2 = 0; s2 < S_; ++s2) {
         const std::size_t zr = static_cast<std::size_t>(a_best) * S_ + s2;
         double acc = 0.0;
         for (auto j = Z_.ptr[zr]; j < Z_.ptr[zr + 1]; ++j)
-            acc += Z_.val[j] * alpha_[static_cast<std::size_t>(best_o_[Z_.idx[j]]) * S_ + s2];
+            acc += Z_.val[j] * alpha_at(best_o_[Z_.idx[j]], s2);
         w_[s2] = acc;
     }
     for (int s = 0; s < S_; ++s) {
@@ -746,8 +821,8 @@ void HsviSolver::backup(int n, bool lower_too) {
 void HsviSolver::prune_alphas() {
     const int K0 = n_alpha_;
     const std::size_t O = static_cast<std::size_t>(O_);
-    for (std::size_t n = 0; n < nodes_.size(); ++n)
-        if (n == 0 || nodes_[n].child_off >= 0) lower(static_cast<int>(n));
+    for (std::int64_t n = 0; n < nodes_.size(); ++n)
+        if (n == 0 || nodes_[n].blk >= 0) lower(static_cast<int>(n));
     auto closure = [&](std::vector<char>& live, const std::vector<int>& redirect) {
         std::fill(live.begin(), live.end(), 0);
         std::vector<int> stack;
@@ -759,8 +834,8 @@ void HsviSolver::prune_alphas() {
                 stack.push_back(k);
             }
         };
-        for (std::size_t n = 0; n < nodes_.size(); ++n)
-            if (n == 0 || nodes_[n].child_off >= 0) push(nodes_[n].lb_alpha);
+        for (std::int64_t n = 0; n < nodes_.size(); ++n)
+            if (n == 0 || nodes_[n].blk >= 0) push(nodes_[n].lb_alpha);
         while (!stack.empty()) {
             const int k = stack.back();
             stack.pop_back();
@@ -787,10 +862,10 @@ void HsviSolver::prune_alphas() {
     {
         std::vector<double> lo(S_, kInf), hi(S_, -kInf);
         for (int k : kept) {
-            const double* ak = &alpha_[static_cast<std::size_t>(k) * S_];
             for (int s = 0; s < S_; ++s) {
-                lo[s] = std::min(lo[s], ak[s]);
-                hi[s] = std::max(hi[s], ak[s]);
+                const double x = alpha_at(k, s);
+                lo[s] = std::min(lo[s], x);
+                hi[s] = std::max(hi[s], x);
             }
         }
         for (int s = 0; s < S_; ++s)
@@ -799,15 +874,14 @@ void HsviSolver::prune_alphas() {
                          [&](int x, int y) { return hi[x] - lo[x] > hi[y] - lo[y]; });
     }
     for (int i : kept) {
-        const double* ai = &alpha_[static_cast<std::size_t>(i) * S_];
         for (int j : kept) {
             if (j == i || dominated[j]) continue;
-            const double* aj = &alpha_[static_cast<std::size_t>(j) * S_];
             bool le = true, eq = true;
             for (std::size_t k = 0; k < order.size() && le; ++k) {
                 const int s = order[k];
-                le = ai[s] <= aj[s];
-                eq = eq && ai[s] == aj[s];
+                const double x = alpha_at(i, s), y = alpha_at(j, s);
+                le = x <= y;
+                eq = eq && x == y;
             }
             if (le && (!eq || j < i)) {
                 dominated[i] = 1;
@@ -829,8 +903,8 @@ void HsviSolver::prune_alphas() {
         prefix[k] = K;
         if (!live[k]) continue;
         if (K != k) {
-            std::memmove(&alpha_[static_cast<std::size_t>(K) * S_],
-                         &alpha_[static_cast<std::size_t>(k) * S_], sizeof(double) * S_);
+            // Move vector k to column K of the lane-blocked store (K < k: in place).
+            for (int s = 0; s < S_; ++s) alpha_ref(K, s) = alpha_at(k, s);
             std::memmove(&alpha_succ_[static_cast<std::size_t>(K) * O],
                          &alpha_succ_[static_cast<std::size_t>(k) * O], sizeof(int) * O);
         }
@@ -842,7 +916,8 @@ void HsviSolver::prune_alphas() {
         if (remap[k] < 0 && remap[redirect[k]] >= 0) remap[k] = remap[redirect[k]];
     for (std::size_t i = 0; i < static_cast<std::size_t>(K) * O; ++i)
         if (alpha_succ_[i] >= 0) alpha_succ_[i] = remap[alpha_succ_[i]];
-    for (auto& nd : nodes_) {
+    for (std::int64_t n = 0; n < nodes_.size(); ++n) {
+        Node& nd = nodes_[n];
         if (nd.lb_alpha >= 0 && remap[nd.lb_alpha] >= 0) {
             nd.lb_alpha = remap[nd.lb_alpha];
             nd.lb_stamp = prefix[nd.lb_stamp];
@@ -853,10 +928,15 @@ void HsviSolver::prune_alphas() {
         }
     }
     n_alpha_ = K;
-    alpha_.resize(static_cast<std::size_t>(K) * S_);
+    {
+        const std::size_t blocks = (static_cast<std::size_t>(K) + kLanes - 1) / kLanes;
+        alpha_blk_.resize(blocks);
+        for (int l = K % kLanes; l > 0 && l < kLanes; ++l)  // unused lanes of the last block
+            for (int s = 0; s < S_; ++s)
+                alpha_ref(static_cast<int>(blocks - 1) * kLanes + l, s) = 0.0;
+    }
     alpha_act_.resize(K);
     alpha_succ_.resize(static_cast<std::size_t>(K) * O);
-    rebuild_alpha_t();
     alpha_at_last_prune_ = K;
 }
 
@@ -898,21 +978,17 @@ void HsviSolver::prune_points() {
     pt_node_.resize(Q);
     pt_val_.resize(Q);
     pt_phi_.resize(Q);
-    for (auto& nd : nodes_)
-        if (nd.ub_epoch == ub_epoch_) nd.ub_stamp = prefix[std::min(nd.ub_stamp, P)];
+    for (std::int64_t n = 0; n < nodes_.size(); ++n)
+        if (Node& nd = nodes_[n]; nd.ub_epoch == ub_epoch_) nd.ub_stamp = prefix[std::min(nd.ub_stamp, P)];
     points_at_last_prune_ = Q;
 }
 
 double HsviSolver::memory_bytes() const {
-    return static_cast<double>(alpha_.capacity() + alpha_t_.capacity()) * sizeof(double) +
+    const double S = static_cast<double>(S_);
+    return static_cast<double>(alpha_blk_.size()) * S * kLanes * sizeof(double) +
            static_cast<double>(alpha_act_.capacity() + alpha_succ_.capacity()) * sizeof(int) +
-           static_cast<double>(nodes_.capacity()) * sizeof(Node) +
-           static_cast<double>(bel_idx_.capacity()) * sizeof(int) +
-           static_cast<double>(bel_val_.capacity() + bel_inv_.capacity()) * sizeof(double) +
-           static_cast<double>(child_id_.capacity()) * sizeof(int) +
-           static_cast<double>(child_p_.capacity()) * sizeof(double) +
-           static_cast<double>(rba_.capacity() + qub_cache_.capacity()) * sizeof(double) +
-           static_cast<double>(act_done_.capacity()) +
+           nodes_.bytes() + bel_idx_.bytes() + bel_val_.bytes() + bel_inv_.bytes() +
+           act_.bytes() + child_.bytes() +
            static_cast<double>(pt_node_.capacity()) * (sizeof(int) + 2 * sizeof(double)) +
            static_cast<double>(node_hash_.size()) * 40.0 +
            static_cast<double>(T_.idx.capacity() + Z_.idx.capacity()) * 12.0;
@@ -944,19 +1020,23 @@ void HsviSolver::trial(double eps) {
         backup(n, false);
         if (upper(n) - lower(n) <= thr || t >= kMaxDepth) break;
         const int a = ub_action_;
-        const std::int64_t off = nodes_[n].child_off + static_cast<std::int64_t>(a) * O_;
+        const ChildBeliefs& sc = children(n, a);
+        const ActSlot& slot = act_[nodes_[n].blk + a];
         const double thr_next = thr / gamma_;
-        int best = -1;
+        int best = -1, best_k = -1;
         double best_score = -kInf;
-        for (int o = 0; o < O_; ++o) {
-            const int c = child_id_[off + o];
-            if (c < 0) continue;
-            const double score = child_p_[off + o] * (upper(c) - lower(c) - thr_next);
+        for (int k = 0; k < slot.n_child; ++k) {
+            const int c = child_[slot.child_off + k].id;
+            const double score =
+                sc.p[k] * (child_upper(sc, k, c) - child_lower(sc, k, c) - thr_next);
             if (score > best_score) {
                 best_score = score;
                 best = c;
+                best_k = k;
             }
         }
+        // The descent goes on from the chosen child: its belief is stored from now on.
+        if (best >= 0) materialise(best, &sc.idx[sc.off[best_k]], &sc.val[sc.off[best_k]]);
         path_.push_back(n);
         if (best < 0) break;
         n = best;
@@ -984,7 +1064,7 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
                 val.push_back(m_.b0[s]);
             }
         if (idx.empty()) throw std::invalid_argument("b0 has no positive entry");
-        add_node(idx.data(), val.data(), static_cast<int>(idx.size()));
+        add_node(idx.data(), val.data(), static_cast<int>(idx.size()), true);
     }
     check_memory();
 
@@ -1024,10 +1104,12 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
         }
         // Trial precision: a fixed fraction of the current gap (never below the target).
         // HSVI2 with eps = target_gap dives ~log(gap/eps)/log(1/gamma) levels per trial;
-        // shallower trials early on back up the beliefs near b0 far more often, which is
-        // what the anytime lower bound needs (hallway, network); near convergence this is
-        // plain HSVI2.  Of {0, 0.3, 0.5, 0.7, 0.9} in 10 s runs, 0.5 and 0.7 did best on
-        // hallway and network; 0.6 sits between them.
+        // shallower trials back up the beliefs near b0 far more often, which is what the
+        // anytime lower bound needs; near convergence this is plain HSVI2.  0.6 (tuned on
+        // hallway and network when every leaf belief was stored) gave way to 0.9 once leaves
+        // became cheap: 30 s at load ~6-8, fraction 0.6 / 0.8 / 0.9: Hallway2 LB 0.3078 /
+        // 0.3477 / 0.3530 (UB 0.896 / 0.866 / 0.858), TagAvoid -6.136 (0.6) / -6.102 (0.9),
+        // hallway 1.0062 / - / 0.9937 (SARSOP 0.9875), network 293.18529 for both.
         trial(std::max(cfg_.target_gap, kTrialGapFraction * (ub - lb)));
         ++iter;
         if (n_alpha_ >= std::max(64, 2 * alpha_at_last_prune_)) prune_alphas();
@@ -1045,7 +1127,7 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
     const double t_end = seconds_since(t0);
     record(t_end, true);
 
-    res.alphas = alpha_;
+    res.alphas = alpha_rows();
     res.actions = alpha_act_;
     res.lower_bound = lower(0);
     res.upper_bound = upper(0);
@@ -1077,11 +1159,12 @@ HsviBackupCheck HsviSolver::backup_at(const Pomdp& model, const std::vector<doub
             idx.push_back(s);
             val.push_back(b[s]);
         }
-    solver.add_node(idx.data(), val.data(), static_cast<int>(idx.size()));
+    solver.add_node(idx.data(), val.data(), static_cast<int>(idx.size()), true);
     solver.force_alpha_ = true;
     solver.backup(0, true);
     HsviBackupCheck out;
-    out.alpha.assign(solver.alpha_.end() - S, solver.alpha_.end());
+    out.alpha.assign(static_cast<std::size_t>(S), 0.0);
+    for (int s = 0; s < S; ++s) out.alpha[s] = solver.alpha_at(solver.n_alpha_ - 1, s);
     out.action = solver.alpha_act_.back();
     out.q_lower = solver.qlb_;
     out.q_upper = solver.qub_;

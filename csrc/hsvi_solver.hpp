@@ -17,12 +17,20 @@
 // best upper bound and the observation with the largest weighted excess uncertainty
 // p(o|b,a) (V_U - V_L)(tau(b,a,o)) - eps gamma^{-(t+1)}; both bounds are backed up along
 // the path on the way back.
+//
+// Memory: only the beliefs of expanded nodes are stored; a leaf keeps its cached bounds and
+// an identity (two 64-bit hashes of its quantised belief and its support size) and its belief
+// is recomputed from its parent's when the parent's backup needs it.  Everything that grows
+// (nodes, beliefs, per-action slots, children, alpha blocks) lives in append-only chunks, so
+// growth never copies.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <unordered_map>
 #include <vector>
 
@@ -68,6 +76,42 @@ struct HsviBackupCheck {
     std::vector<double> fib;      // FIB Q(a, s), A * S
 };
 
+// Append-only storage in chunks of 2^log2 elements: growing it never moves what is there.
+// A std::vector doubles by copying, so while it grows the old and the new block are both
+// resident (its peak is ~2x its size), and the freed blocks fragment the heap; the belief
+// tree only grows, so chunks lose nothing.  grow(n) hands out n contiguous slots (a run never
+// straddles two chunks), so &a[i] can be read as an array of n.
+template <class T>
+class Arena {
+   public:
+    void init(int log2) {
+        log2_ = log2;
+        mask_ = (std::int64_t{1} << log2) - 1;
+    }
+    T& operator[](std::int64_t i) { return chunks_[i >> log2_][i & mask_]; }
+    const T& operator[](std::int64_t i) const { return chunks_[i >> log2_][i & mask_]; }
+    std::int64_t size() const { return size_; }
+    std::int64_t grow(std::int64_t n) {
+        if (n > mask_ + 1) throw std::logic_error("Arena::grow: run longer than a chunk");
+        if (n <= 0) return size_;
+        if ((size_ & mask_) + n > mask_ + 1) size_ = (size_ + mask_) & ~mask_;
+        const std::int64_t at = size_;
+        size_ += n;
+        while (static_cast<std::int64_t>(chunks_.size()) << log2_ < size_)
+            chunks_.emplace_back(new T[static_cast<std::size_t>(mask_ + 1)]());
+        return at;
+    }
+    void push_back(const T& v) { (*this)[grow(1)] = v; }
+    double bytes() const {
+        return static_cast<double>(chunks_.size()) * static_cast<double>(mask_ + 1) * sizeof(T);
+    }
+
+   private:
+    std::vector<std::unique_ptr<T[]>> chunks_;
+    std::int64_t size_ = 0, mask_ = 0;
+    int log2_ = 0;
+};
+
 class HsviSolver {
    public:
     HsviSolver(Pomdp model, const HsviConfig& config);
@@ -85,7 +129,8 @@ class HsviSolver {
 
    private:
     struct Node {
-        std::int64_t bel_off = 0;  // into bel_idx_/bel_val_
+        std::int64_t bel_off = -1;  // into bel_idx_/bel_val_/bel_inv_; -1: not stored (a leaf)
+        std::uint64_t h2 = 0;       // second belief hash (identity of a leaf, see add_node)
         int supp = 0;
         int point = -1;            // current upper-bound point of this node (-1: none)
         double lb = 0, ub = 0;
@@ -93,7 +138,22 @@ class HsviSolver {
         int lb_stamp = 0;          // alphas [0, lb_stamp) already taken into account
         int ub_stamp = 0;          // points [0, ub_stamp) already taken into account
         std::uint32_t ub_epoch = 0;
-        std::int64_t child_off = -1;  // into child_id_/child_p_ (A*O); child_off/O into rba_ (A)
+        std::int64_t blk = -1;     // into act_ (A slots) once the node is backed up
+    };
+    // Per (expanded node, action): R(b, a), the cached Q_U(b, a) and the children's ids.
+    struct ActSlot {
+        double r = 0, qub = 0;
+        std::int64_t child_off = -1;  // into child_ (-1: children not listed yet)
+        int n_child = 0;
+    };
+    struct Child {
+        int id, o;
+    };
+    // Children beliefs of one action of the node being backed up (recomputed, not stored).
+    struct ChildBeliefs {
+        bool valid = false;
+        std::vector<int> idx, off;  // child k: idx/val[off[k], off[k+1])
+        std::vector<double> val, p;  // p[k] = p(o_k | b, a)
     };
 
     // --- set-up -----------------------------------------------------------------
@@ -104,11 +164,16 @@ class HsviSolver {
     void init_blind();
     void init_fib();
     // --- beliefs ----------------------------------------------------------------
-    int add_node(const int* idx, const double* val, int supp);
+    int add_node(const int* idx, const double* val, int supp, bool store);
+    void materialise(int n, const int* idx, const double* val);
     void ensure_block(int n);
-    void expand_action(int n, int a);
+    const ChildBeliefs& children(int n, int a);
+    double child_lower(const ChildBeliefs& sc, int k, int c);
+    double child_upper(const ChildBeliefs& sc, int k, int c);
     double q_value(int n, int a, bool upper_bound);
     // --- bounds -----------------------------------------------------------------
+    double lower_at(Node& nd, const int* idx, const double* val);
+    double upper_at(Node& nd, const int* idx, const double* val);
     double lower(int n);
     double upper(int n);
     double sawtooth_dense(const double* bdense, const int* idx, int supp, int from_point) const;
@@ -134,7 +199,6 @@ class HsviSolver {
     std::vector<double> corner_;  // S
 
     // lower bound: alpha vectors
-    std::vector<double> alpha_;  // K * S
     std::vector<int> alpha_act_;
     // K * O: alpha_succ_[k*O + o] is the vector alpha_k was backed up from for observation o
     // (the blind vectors name themselves; -1: none recorded).  Pruning keeps this set closed,
@@ -144,8 +208,17 @@ class HsviSolver {
     // alpha_t_[(blk * S + s) * kLanes + lane] = alpha_{blk * kLanes + lane}(s).
     static constexpr int kLanes = 16;
     static constexpr int kLaneMin = 4;
-    std::vector<double> alpha_t_;
-    void rebuild_alpha_t();
+    // One allocation per block, so adding vectors never copies the others.  (The only copy:
+    // a row-major one doubled the vectors' memory.)
+    std::vector<std::unique_ptr<double[]>> alpha_blk_;
+    const double* alpha_block(int blk) const { return alpha_blk_[blk].get(); }
+    double alpha_at(int k, int s) const {
+        return alpha_blk_[k / kLanes][static_cast<std::size_t>(s) * kLanes + k % kLanes];
+    }
+    double& alpha_ref(int k, int s) {
+        return alpha_blk_[k / kLanes][static_cast<std::size_t>(s) * kLanes + k % kLanes];
+    }
+    std::vector<double> alpha_rows() const;  // K * S, row major
     int n_alpha_ = 0;
     int alpha_at_last_prune_ = 0;
 
@@ -158,23 +231,22 @@ class HsviSolver {
     std::uint32_t ub_epoch_ = 1;
 
     // belief tree
-    std::vector<Node> nodes_;
-    std::vector<int> bel_idx_;
-    std::vector<double> bel_val_;
-    std::vector<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
-    std::vector<int> child_id_;
-    std::vector<double> child_p_;
-    std::vector<double> rba_;        // R(b, a), A per expanded node
-    std::vector<double> qub_cache_;  // cached Q_U(b, a), A per expanded node
-    std::vector<char> act_done_;     // children of (node, a) computed, A per expanded node
+    Arena<Node> nodes_;
+    Arena<int> bel_idx_;  // bel_idx_/bel_val_/bel_inv_ grow in step: same offsets
+    Arena<double> bel_val_;
+    Arena<double> bel_inv_;  // 1 / bel_val_ (sawtooth ratios without divisions)
+    Arena<ActSlot> act_;
+    Arena<Child> child_;
+    std::vector<Child> new_children_;
+    std::vector<ChildBeliefs> scr_;  // A, for node scr_node_
+    int scr_node_ = -1;
     std::vector<char> evaluated_;
     int ub_action_ = -1;
     std::unordered_multimap<std::uint64_t, int> node_hash_;
 
     // scratch (sized once; backups do not allocate)
     std::vector<double> dense_, pred_, newalpha_, w_, qlb_, qub_;
-    std::vector<int> touched_, best_o_, exp_idx_;
-    std::vector<double> exp_val_;
+    std::vector<int> touched_, best_o_;
     std::vector<std::vector<int>> bucket_idx_;
     std::vector<std::vector<double>> bucket_val_;
     std::vector<int> path_;

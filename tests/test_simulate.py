@@ -221,8 +221,8 @@ def test_kernel_reports_impossible_observation():
 
     simulate_kernel(
         *transition_csr(T), Z, R, world_T_cum, np.cumsum(Z, axis=2), b0, np.cumsum(b0),
-        np.zeros((1, 2)), np.zeros(1, np.int64), 0.9, 4, np.random.default_rng(0), returns,
-        fail,
+        np.zeros((2, 1)), np.zeros(1, np.int64), 0.9, 4, np.random.default_rng(0).random(27),
+        returns, fail,
     )  # fmt: skip
     assert fail.tolist() == [0, 0, 0, 1]
 

@@ -128,26 +128,39 @@ def simulate_kernel(
     Z_cum: Any,
     b0: Any,
     b0_cum: Any,
-    alphas: Any,
+    alphas_t: Any,
     actions: Any,
     discount: Any,
     horizon: Any,
-    rng: Any,
+    u: Any,
     returns: Any,
     fail: Any,
 ) -> None:  # pragma: no cover - compiled
-    """Fill ``returns[e]`` for every episode, drawing from the ``np.random.Generator`` ``rng``
-    (one uniform per episode start, three per step).  ``T`` comes in CSR form
-    (:func:`~trim_pomdp.engine.belief.transition_csr`) and both the action choice and the filter
-    only visit the belief's support, so a step costs O(K |supp| + S + nnz) rather than
-    O(K S + S^2).  On an impossible observation (only from floating-point underflow of the
-    true state in the belief) writes (episode, step, a, o) to ``fail`` and returns early."""
+    """Fill ``returns[e]`` for every episode, taking uniforms in order from ``u`` (one per
+    episode start, two per step: ``len(returns) * (1 + 2 * horizon)`` in all). The caller draws
+    them with ``rng.random(out=...)``, the same numbers in the same order as one
+    ``rng.random()`` call per draw. The kernel is not handed the ``np.random.Generator`` itself:
+    numba's unboxing of a Generator runs Python attribute lookups (``.ctypes``,
+    ``.state_address`` ...); with the Generator passed in, a Ctrl-C crashed the
+    process with a segmentation fault in 3 of 30 interrupted ``trim-pomdp simulate`` runs (0 of
+    40 without it), most likely a KeyboardInterrupt raised inside one of those lookups. ``T``
+    comes in CSR form (:func:`~trim_pomdp.engine.belief.transition_csr`) and both the action
+    choice and the filter only visit the belief's support, so a step costs O(K |supp| + S + nnz)
+    rather than O(K S + S^2). The vectors come transposed, ``alphas_t[s, k] = alpha_k(s)``, so
+    that the K dot products accumulate state by state over contiguous rows (a loop the compiler
+    vectorises) instead of gathering ``alpha_k(supp[j])`` vector by vector; each sum still adds
+    the same terms in the same order, so the chosen vector is unchanged. (Hallway2's 30 s
+    policy, ~5,000 vectors of 92 states: the gathering loop took over 15 min for 10,000
+    episodes.) On an impossible observation (only from floating-point underflow of the true
+    state in the belief) writes (episode, step, a, o) to ``fail`` and returns early."""
     n_states = b0.shape[0]
-    n_vec = alphas.shape[0]
+    n_vec = alphas_t.shape[1]
+    vals = np.empty(n_vec)
     b = np.empty(n_states)
     b_next = np.empty(n_states)
     supp = np.empty(n_states, dtype=np.int64)
     supp_next = np.empty(n_states, dtype=np.int64)
+    iu = 0
     for ep in range(returns.shape[0]):
         n_supp = 0
         for i in range(n_states):
@@ -155,23 +168,28 @@ def simulate_kernel(
             if b0[i] > 0.0:
                 supp[n_supp] = i
                 n_supp += 1
-        s = _sample(b0_cum, rng.random())
+        s = _sample(b0_cum, u[iu])
+        iu += 1
         g = 0.0
         disc = 1.0
         for t in range(horizon):
+            vals[:] = 0.0
+            for j in range(n_supp):
+                bj = b[supp[j]]
+                row = alphas_t[supp[j]]
+                for k in range(n_vec):
+                    vals[k] += row[k] * bj
             best = -np.inf
             k_best = 0
             for k in range(n_vec):
-                v = 0.0
-                for j in range(n_supp):
-                    v += alphas[k, supp[j]] * b[supp[j]]
-                if v > best:
-                    best = v
+                if vals[k] > best:
+                    best = vals[k]
                     k_best = k
             a = actions[k_best]
             g += disc * R[a, s]
-            s2 = _sample(T_cum[a, s], rng.random())
-            o = _sample(Z_cum[a, s2], rng.random())
+            s2 = _sample(T_cum[a, s], u[iu])
+            o = _sample(Z_cum[a, s2], u[iu + 1])
+            iu += 2
             norm, n_next = belief_update_sparse_kernel(
                 T_indptr, T_indices, T_data, Z, b, supp, n_supp, a, o, b_next, supp_next
             )
@@ -351,9 +369,10 @@ def simulate(
     buf = np.empty(chunk)
     if python_policy is None:
         csr = transition_csr(T)
-        alphas = np.ascontiguousarray(policy.alphas)
+        alphas_t = np.ascontiguousarray(np.asarray(policy.alphas).T)
         acts = np.ascontiguousarray(policy.actions)
         fail = np.full(4, -1, dtype=np.int64)
+        draws = np.empty(chunk * (1 + 2 * horizon))
     done, mean, m2, shift = 0, 0.0, 0.0, 0.0
     interrupted = False
     try:
@@ -363,8 +382,10 @@ def simulate(
                 _simulate_python(T, Z, R, T_cum, Z_cum, b0, b0_cum, python_policy, discount,
                                  horizon, rng, out, first_episode=done)
             else:
-                simulate_kernel(*csr, Z, R, T_cum, Z_cum, b0, b0_cum, alphas, acts, discount,
-                                horizon, rng, out, fail)
+                u = draws[: out.shape[0] * (1 + 2 * horizon)]
+                rng.random(out=u)
+                simulate_kernel(*csr, Z, R, T_cum, Z_cum, b0, b0_cum, alphas_t, acts, discount,
+                                horizon, u, out, fail)
                 if fail[0] >= 0:
                     raise ZeroProbabilityObservationError(
                         f"episode {done + fail[0]}, step {fail[1]}: the simulated observation "
