@@ -1,7 +1,7 @@
 """TRIM-POMDP+ vs TRIM-POMDP vs TRIM-Thr on scenarios with difficulty spread, per-trace PRM
 bias, both, and the default scenario (issue 7).  Not a pytest benchmark: a script.
 
-    TRIM_POMDP_SHARED=/work/shared python benchmarks/eval_latent.py [--n-problems 20000]
+    TRIM_POMDP_SHARED=../shared python benchmarks/eval_latent.py [--n-problems 20000]
         [--out benchmarks/results/latent_eval.json] [--scenarios spread bias both default]
 
 Every family sees the same evaluation world (common random numbers).  "trim-pomdp" and

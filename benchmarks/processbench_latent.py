@@ -1,6 +1,6 @@
 """Fit TRIM-POMDP+'s difficulty classes on ProcessBench's human step labels (issue 7).
 
-    TRIM_POMDP_SHARED=/work/shared python benchmarks/processbench_latent.py [--max-d 4]
+    TRIM_POMDP_SHARED=../shared python benchmarks/processbench_latent.py [--max-d 4]
 
 ProcessBench has no PRM scores and no paired strong-model runs, so only the cheap-side
 difficulty mixture is identified: per solution, the number of correct steps before the

@@ -13,7 +13,7 @@ import pytest
 from trim_pomdp.cli import main
 from trim_pomdp.engine.policy import AlphaVectorPolicy
 
-TIGER_EXACT = 19.37137  # /work/shared/pomdp/README.md (exact value iteration)
+TIGER_EXACT = 19.37137  # ../shared/pomdp/README.md (exact value iteration)
 TIGER_SARSOP_LB, TIGER_SARSOP_UB = 19.3711, 19.3721
 
 
@@ -240,7 +240,7 @@ def _is_number(s: str) -> bool:
     return True
 
 
-# Converged problems of /work/shared/pomdp/README.md: the solved policy's Monte Carlo return
+# Converged problems of ../shared/pomdp/README.md: the solved policy's Monte Carlo return
 # must fall inside [LB - 3 s.e., UB + 3 s.e.] (its true value lies in [LB, V*] within [LB, UB]).
 @pytest.mark.parametrize("name", ["cheese.95.POMDP", "shuttle.95.POMDP", "4x3.95.POMDP"])
 def test_simulated_return_within_solver_bounds(name, pomdp_problems_dir):
