@@ -35,26 +35,33 @@ std::string name_suffix(const Pomdp& m, int a, const char* s_label, int s) {
     return out.empty() ? out : " (" + out + ")";
 }
 
-// Checks one probability row p[0..n): finite, non-negative, sums to 1 within tol.
-// `label()` returns the row label without the trailing "]" ("T[a=1, s=3") and the name
-// suffix; it is called only when there is a problem (the scan itself allocates nothing).
-template <typename Label>
-std::optional<ModelIssue> check_row(const double* p, int n, double tol, const char* col,
-                                    Label label, char array, int a, int s) {
+// Checks one probability row given as its entries in column order: finite, non-negative,
+// sums to 1 within tol.  `for_each(f)` calls f(column, value) for each stored entry and stops
+// when f returns false; absent entries of compressed rows are zeros, which pass and add nothing
+// to the sum, so the first bad entry and the sum are those of the dense row.  `label()` returns
+// the row label without the trailing "]" ("T[a=1, s=3") and the name suffix; it is called only
+// when there is a problem (the scan itself allocates nothing).
+template <typename ForEach, typename Label>
+std::optional<ModelIssue> check_entries(ForEach for_each, double tol, const char* col,
+                                        Label label, char array, int a, int s) {
     double sum = 0.0;
-    for (int j = 0; j < n; ++j) {
-        const double v = p[j];
+    std::optional<ModelIssue> issue;
+    for_each([&](long long j, double v) {
         if (!std::isfinite(v) || v < 0.0) {
             auto [head, names] = label();
             const std::string where = head + ", " + col + "=" + std::to_string(j) + "]";
-            if (!std::isfinite(v))
-                return ModelIssue{where + " is " + fmt_num(v) + "; expected a finite probability" +
-                                      names,
-                                  array, a, s};
-            return ModelIssue{where + " = " + fmt_num(v) + " is negative" + names, array, a, s};
+            issue = !std::isfinite(v)
+                        ? ModelIssue{where + " is " + fmt_num(v) +
+                                         "; expected a finite probability" + names,
+                                     array, a, s}
+                        : ModelIssue{where + " = " + fmt_num(v) + " is negative" + names, array,
+                                     a, s};
+            return false;
         }
         sum += v;
-    }
+        return true;
+    });
+    if (issue) return issue;
     if (!(std::fabs(sum - 1.0) <= tol)) {
         auto [head, names] = label();
         return ModelIssue{head + ", :] sums to " + fmt_num(sum) + "; expected 1 (tol " +
@@ -64,32 +71,28 @@ std::optional<ModelIssue> check_row(const double* p, int n, double tol, const ch
     return std::nullopt;
 }
 
-// The same checks on row r of compressed rows (absent entries are zeros: they pass and add
-// nothing to the sum, so the first bad entry and the sum are those of the dense row).
+// Dense row p[0..n).
+template <typename Label>
+std::optional<ModelIssue> check_row(const double* p, int n, double tol, const char* col,
+                                    Label label, char array, int a, int s) {
+    return check_entries(
+        [&](auto f) {
+            for (int j = 0; j < n; ++j)
+                if (!f(j, p[j])) return;
+        },
+        tol, col, label, array, a, s);
+}
+
+// Row r of compressed rows.
 template <typename Label>
 std::optional<ModelIssue> check_row(const Csr& m, std::size_t r, double tol, const char* col,
                                     Label label, char array, int a, int s) {
-    double sum = 0.0;
-    for (auto k = m.ptr[r]; k < m.ptr[r + 1]; ++k) {
-        const double v = m.val[k];
-        if (!std::isfinite(v) || v < 0.0) {
-            auto [head, names] = label();
-            const std::string where = head + ", " + col + "=" + std::to_string(m.idx[k]) + "]";
-            if (!std::isfinite(v))
-                return ModelIssue{where + " is " + fmt_num(v) + "; expected a finite probability" +
-                                      names,
-                                  array, a, s};
-            return ModelIssue{where + " = " + fmt_num(v) + " is negative" + names, array, a, s};
-        }
-        sum += v;
-    }
-    if (!(std::fabs(sum - 1.0) <= tol)) {
-        auto [head, names] = label();
-        return ModelIssue{head + ", :] sums to " + fmt_num(sum) + "; expected 1 (tol " +
-                              fmt_tol(tol) + ")" + names,
-                          array, a, s};
-    }
-    return std::nullopt;
+    return check_entries(
+        [&](auto f) {
+            for (auto k = m.ptr[r]; k < m.ptr[r + 1]; ++k)
+                if (!f(static_cast<long long>(m.idx[k]), m.val[k])) return;
+        },
+        tol, col, label, array, a, s);
 }
 
 }  // namespace
