@@ -81,7 +81,9 @@ class Adapter:
     pacer_kw : dict
         Passed to :class:`BudgetPacer` (``gain``, ``window``).
     refit_kw : dict
-        Passed to :func:`~trim_pomdp.fit.refit.refit_bank`.
+        Passed to :func:`~trim_pomdp.fit.refit.refit_bank`; ``n_bins`` defaults to
+        ``"auto"`` (the score bins re-chosen from the routed traces by solved value: a
+        deployment whose scores moved needs other bins than its training had).
     on_swap : callable, optional
         Called with each swap record (a JSON-ready dict) as it happens.
     bank_path : str, optional
@@ -126,7 +128,7 @@ class Adapter:
         self.every = None if every is None else int(every)
         self.min_episodes = int(min_episodes)
         self.max_episodes = int(max_episodes)
-        self.refit_kw = dict(refit_kw or {})
+        self.refit_kw = {"n_bins": "auto", **(refit_kw or {})}
         self.on_swap = on_swap
         self.bank_path = bank_path
         if lam is None:

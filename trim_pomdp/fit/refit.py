@@ -62,12 +62,30 @@ class _HeldEM(OutcomeEM):
         return self._held_pw * nw, nw, ks, ns, counts
 
 
+def rebin(hist: Any, old_edges: Any, new_edges: Any) -> np.ndarray:
+    """Rows of ``P(score bin | state)`` at the bins of ``old_edges`` re-expressed at the bins
+    of ``new_edges`` (both inner edges of a partition of [0, 1]), the mass of each old bin
+    spread uniformly over it: ``new[j] = sum_i old[i] |B_i & B'_j| / |B_i|``.  Identity when
+    the edges agree; used to compare a refit at other bins with the model it replaces."""
+    h = np.atleast_2d(np.asarray(hist, dtype=np.float64))
+    lo = np.concatenate([[0.0], np.asarray(old_edges, np.float64), [1.0]])
+    hi = np.concatenate([[0.0], np.asarray(new_edges, np.float64), [1.0]])
+    if lo.size == hi.size and np.array_equal(lo, hi):
+        return h.copy()
+    a0, a1 = lo[:-1, None], lo[1:, None]
+    b0, b1 = hi[None, :-1], hi[None, 1:]
+    overlap = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0.0, None)
+    width = np.maximum(a1 - a0, 1e-300)
+    return h @ (overlap / width)
+
+
 @dataclass(frozen=True)
 class RefitResult:
     """What a refit changed: the old and new observation matrices, the EM's summary, the
     log-likelihood of the routed traces under the old and the new observation model (same
-    data, same bins, transition held) and the total-variation distance per hidden state
-    (S0, S1, S2)."""
+    data, the new bins, transition held) and the total-variation distance per hidden state
+    (S0, S1, S2).  When the refit chose other score bins (``n_bins``), the old matrix is
+    compared at the new bins (:func:`rebin`); ``old_obs_matrix`` keeps it at its own."""
 
     model: Any
     old_obs_matrix: np.ndarray
@@ -76,17 +94,22 @@ class RefitResult:
     n_traces: int
     loglik_before: float = float("nan")
     loglik_after: float = float("nan")
+    old_on_new_bins: np.ndarray | None = None
+
+    @property
+    def _old(self) -> np.ndarray:
+        return self.old_obs_matrix if self.old_on_new_bins is None else self.old_on_new_bins
 
     @property
     def tv_distance(self) -> list[float]:
         return [float(0.5 * np.abs(a - b).sum())
-                for a, b in zip(self.old_obs_matrix, self.new_obs_matrix, strict=True)]
+                for a, b in zip(self._old, self.new_obs_matrix, strict=True)]
 
     def per_bin(self) -> dict[str, dict[str, list[float]]]:
-        """Per hidden state, the old and new ``P(score bin | state)`` and their difference."""
+        """Per hidden state, the old and new ``P(score bin | state)`` (the old one at the new
+        bins) and their difference."""
         return {st: {"old": a.tolist(), "new": b.tolist(), "delta": (b - a).tolist()}
-                for st, a, b in zip(_STATES, self.old_obs_matrix, self.new_obs_matrix,
-                                    strict=True)}
+                for st, a, b in zip(_STATES, self._old, self.new_obs_matrix, strict=True)}
 
     def summary(self) -> dict[str, Any]:
         return {"n_traces": self.n_traces, "tv_distance": self.tv_distance,
@@ -135,15 +158,15 @@ def _loglik(em: OutcomeEM, traces: Sequence[Any], p_w: float, p_s: float,
 
 def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float = 0.5,
                       max_iter: int = 500, tol: float = 1e-9,
-                      tie_wrong: bool = True) -> RefitResult:
+                      tie_wrong: bool = True, n_bins: int | str | None = None) -> RefitResult:
     """Outcome-EM estimate of the observation matrix with the transition model held.
 
     The EM maximises the likelihood of the routed traces' scores and outcomes over the
-    per-state score histograms at the model's own score bins (any edges: scores are mapped
-    to their bin first), with ``p_w``, ``p_s``, the hazard and the token model fixed.
-    :attr:`RefitResult.loglik_before` and ``loglik_after`` are that likelihood at the old
-    and the new histograms; EM never decreases it, so ``after >= before`` up to the
-    pseudocount's prior.
+    per-state score histograms at equal-width score bins, with ``p_w``, ``p_s``, the hazard
+    and the token model fixed.  :attr:`RefitResult.loglik_before` and ``loglik_after`` are
+    that likelihood at the old histograms (re-expressed at the new bins when they differ,
+    :func:`rebin`) and at the new ones; EM never decreases it, so ``after >= before`` up to
+    the pseudocount's prior.
 
     Parameters
     ----------
@@ -157,6 +180,16 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
         weak PRM the separate S1 and S2 rows are poorly determined (measured: on
         ``drift_noisy`` the untied refit lost half the gain, ``docs/readme_drift.md``);
         the tied refit keeps S0 against "wrong", which is what the routing value rests on.
+    n_bins : None, int or "auto"
+        Score bins of the refitted model.  ``None``: the model's own (any edges: scores are
+        mapped to their bin first).  An int: that many equal-width bins over the traces'
+        raw scores.  ``"auto"``: the count chosen by solved value, as ``trim-pomdp fit``
+        chooses it from labelled traces (:mod:`trim_pomdp.routing.binning`): the EM at
+        the reference resolution (64 bins), each candidate count built from it by
+        :func:`rebin` and solved at the probe lambdas, the smallest count within the
+        tolerance of the reference kept, and the EM run again at that count.  A deployment
+        whose scores moved (``drift_shifted``: 12 training bins; 32 chosen from the
+        deployment's labelled traces) needs other bins than the ones it was trained at.
 
     Raises
     ------
@@ -166,33 +199,72 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
         No scored step, or no correct / no wrong outcome.
     RefitError
         The EM did not converge within ``max_iter`` iterations.
+    ValueError
+        ``n_bins`` is not None, a positive int or ``"auto"``.
     """
-    from trim_pomdp.routing.model import TrimModel
-
-    nb = int(model.n_score_bins)
     if model.uses_min or getattr(model, "n_hidden", 3) != 3:
         raise ModelValidationError("refit_observation needs a TRIM-POMDP model of score bins "
                                    "alone (no min-previous-score feature, 3 hidden states)")
-    if not np.allclose(model.score_edges, np.arange(1, nb) / nb):
-        traces = _to_equal_width(model, traces)
+    if n_bins is not None and n_bins != "auto" and (
+            isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer))
+            or int(n_bins) < 2):
+        raise ValueError(f"n_bins must be None, an int >= 2 or 'auto'; got {n_bins!r}")
     traces = list(traces)
-    em = _HeldEM(model.p_w, tie_wrong=tie_wrong, n_bins=nb, p_s=model.p_s, pseudocount=pseudocount,
-                 max_iter=max_iter, tol=tol).fit(traces)
+    choice = None
+    if n_bins == "auto":
+        from trim_pomdp.routing.binning import DEFAULT_REFERENCE, choose_n_bins
+
+        ref = DEFAULT_REFERENCE
+        em_ref = _held_em(model, traces, ref, pseudocount, max_iter, tol, tie_wrong)
+        ref_obs = em_ref.hist_ / em_ref.hist_.sum(axis=1, keepdims=True)
+        ref_edges = np.arange(1, ref) / ref
+        choice = choose_n_bins(lambda n: _with_obs(model, rebin(ref_obs, ref_edges,
+                                                                np.arange(1, n) / n), n),
+                               reference=ref)
+        n_bins = int(choice.n_bins)
+    nb = int(model.n_score_bins) if n_bins is None else int(n_bins)
+    if n_bins is None and not np.allclose(model.score_edges, np.arange(1, nb) / nb):
+        traces = _to_equal_width(model, traces)
+    em = _held_em(model, traces, nb, pseudocount, max_iter, tol, tie_wrong)
+    obs = em.hist_ / em.hist_.sum(axis=1, keepdims=True)
+    new = _with_obs(model, obs, None if n_bins is None else nb)
+    old = np.array(model.obs_matrix)
+    old_new = None if n_bins is None else rebin(old, model.score_edges, new.score_edges)
+    em_summary = em.summary()
+    if choice is not None:
+        em_summary["bin_choice"] = {"n_bins": int(choice.n_bins), "met": bool(choice.met),
+                                    "reference": int(choice.reference),
+                                    "from_bins": int(model.n_score_bins)}
+    return RefitResult(model=new, old_obs_matrix=old,
+                       new_obs_matrix=np.array(new.obs_matrix), em=em_summary,
+                       n_traces=em.n_traces_,
+                       loglik_before=_loglik(em, traces, model.p_w, model.p_s,
+                                             old if old_new is None else old_new),
+                       loglik_after=_loglik(em, traces, model.p_w, model.p_s, obs),
+                       old_on_new_bins=old_new)
+
+
+def _held_em(model: Any, traces: list[Any], nb: int, pseudocount: float, max_iter: int,
+             tol: float, tie_wrong: bool) -> Any:
+    em = _HeldEM(model.p_w, tie_wrong=tie_wrong, n_bins=nb, p_s=model.p_s,
+                 pseudocount=pseudocount, max_iter=max_iter, tol=tol).fit(traces)
     if not em.converged_:
         raise RefitError(f"refit EM did not converge in {em.n_iter_} iterations on "
                          f"{em.n_traces_} traces; the bank was left unchanged")
-    obs = em.hist_ / em.hist_.sum(axis=1, keepdims=True)
-    new = TrimModel.from_parameters(
+    return em
+
+
+def _with_obs(model: Any, obs: np.ndarray, n_bins: int | None) -> Any:
+    """``model`` with observation matrix ``obs``, at its own score edges (``n_bins`` None)
+    or at ``n_bins`` equal-width bins."""
+    from trim_pomdp.routing.model import TrimModel
+
+    return TrimModel.from_parameters(
         p_w=model.p_w, p_s=model.p_s, hazard=model.hazard, obs_matrix=obs,
         token_probs=model.token_probs, strong_tokens=model.strong_tokens,
-        token_edges=model.token_edges, score_edges=model.score_edges,
+        token_edges=model.token_edges,
+        score_edges=model.score_edges if n_bins is None else np.arange(1, n_bins) / n_bins,
         max_steps=model.max_steps)
-    old = np.array(model.obs_matrix)
-    return RefitResult(model=new, old_obs_matrix=old,
-                       new_obs_matrix=np.array(new.obs_matrix), em=em.summary(),
-                       n_traces=em.n_traces_,
-                       loglik_before=_loglik(em, traces, model.p_w, model.p_s, old),
-                       loglik_after=_loglik(em, traces, model.p_w, model.p_s, obs))
 
 
 def refit_bank(bank: Any, traces: Sequence[Any], **kw: Any) -> tuple[Any, RefitResult]:
