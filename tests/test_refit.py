@@ -91,3 +91,42 @@ def test_refit_errors(bank):
         n_fit_problems=500, seed=1, features="score+min", n_min_bins=3))
     with pytest.raises(ModelValidationError, match="min-previous-score feature"):
         refit_observation(m2, traces)
+
+
+def test_rebin_known_answers():
+    from trim_pomdp.fit.refit import rebin
+
+    h = np.array([[0.1, 0.2, 0.3, 0.4]])
+    e4 = np.arange(1, 4) / 4
+    np.testing.assert_array_equal(rebin(h, e4, e4), h)
+    np.testing.assert_allclose(rebin(h, e4, [0.5]), [[0.3, 0.7]])  # merge pairs
+    np.testing.assert_allclose(rebin(h, e4, np.arange(1, 8) / 8),  # split each in two
+                               [[0.05, 0.05, 0.1, 0.1, 0.15, 0.15, 0.2, 0.2]])
+    # 4 bins onto 3: each new bin takes 4/3 old bins, spread uniformly; mass is kept
+    got = rebin(h, e4, [1 / 3, 2 / 3])
+    np.testing.assert_allclose(got, [[0.1 + 0.2 / 3, 0.2 * 2 / 3 + 0.3 * 2 / 3,
+                                      0.3 / 3 + 0.4]])
+    assert got.sum() == pytest.approx(1.0)
+
+
+def test_refit_rechooses_the_bins_of_a_shifted_deployment(bank):
+    # drift_shifted moves the deployment PRM's scores: the labelled chooser picks 32 bins on
+    # its deployment world against 12 on the training one; from routed traces alone (no step
+    # labels) the refit must also ask for more bins than the bank's, and its model must fit
+    # the routed traces better than the old one at those bins
+    m = bank.model
+    traces = _served(load_scenario("drift_shifted"), bank, n=1500)
+    res = refit_observation(m, traces, n_bins="auto")
+    choice = res.em["bin_choice"]
+    assert choice["from_bins"] == m.n_score_bins
+    assert res.model.n_score_bins == choice["n_bins"] > m.n_score_bins
+    np.testing.assert_allclose(res.model.score_edges,
+                               np.arange(1, choice["n_bins"]) / choice["n_bins"])
+    assert res.old_on_new_bins.shape == res.new_obs_matrix.shape
+    assert res.loglik_after > res.loglik_before
+    # keeping the bins is still available and changes nothing of the binning
+    kept = refit_observation(m, traces)
+    np.testing.assert_array_equal(kept.model.score_edges, m.score_edges)
+    assert "bin_choice" not in kept.em
+    with pytest.raises(ValueError, match=r"n_bins must be None, an int >= 2 or 'auto'; got 1"):
+        refit_observation(m, traces, n_bins=1)

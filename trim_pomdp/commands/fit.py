@@ -61,6 +61,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "holding bank.npz); default: the bank path the traces record")
     p.add_argument("--em-max-iter", type=int, default=500, metavar="N",
                    help="with --refit-from: EM iterations before giving up (default 500)")
+    p.add_argument("--refit-bins", default="auto", metavar="auto|keep|N",
+                   help="with --refit-from: score bins of the refitted bank: 'auto' (default) "
+                   "re-chooses their number from the routed traces by solved value, 'keep' "
+                   "keeps the bank's, N uses N equal-width bins")
     p.add_argument("--strong", metavar="STRONG", help="strong-model traces (same format)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--observation", choices=("kde", "beta", "hist"), default="kde",
@@ -432,6 +436,17 @@ def _run_refit(args: argparse.Namespace, out: Path, log: Any, t0: float) -> int:
         print(f"trim-pomdp fit: error: --em-max-iter must be >= 1; got {args.em_max_iter}",
               file=sys.stderr)
         return 2
+    rb = str(args.refit_bins)
+    if rb == "keep":
+        n_bins: int | str | None = None
+    elif rb == "auto":
+        n_bins = "auto"
+    elif rb.isdigit() and int(rb) >= 2:
+        n_bins = int(rb)
+    else:
+        print(f"trim-pomdp fit: error: --refit-bins must be 'auto', 'keep' or an integer >= 2; "
+              f"got {rb!r}", file=sys.stderr)
+        return 2
     bank_path = _resolve_bank(args, args.refit_from)
     bank = PolicyBank.load(bank_path)
     m = bank.model
@@ -455,7 +470,8 @@ def _run_refit(args: argparse.Namespace, out: Path, log: Any, t0: float) -> int:
                      "target_cost_fraction": bank.target_cost_fraction},
     }
     try:
-        new_bank, res = refit_bank(bank, routed.traces, max_iter=args.em_max_iter)
+        new_bank, res = refit_bank(bank, routed.traces, max_iter=args.em_max_iter,
+                                   n_bins=n_bins)
     except RefitError as exc:
         record.update(converged=False, fallback="kept the old bank", reason=str(exc),
                       em_max_iter=args.em_max_iter)
@@ -479,8 +495,11 @@ def _run_refit(args: argparse.Namespace, out: Path, log: Any, t0: float) -> int:
                   "target_cost_fraction": new_bank.target_cost_fraction},
         wall_s=time.perf_counter() - t0)
     write_json_atomic(out / "refit.json", strict_json(record))
+    choice = em.get("bin_choice")
     log(f"refit: EM converged in {em['n_iter']} iterations (transition held); "
-        f"log-likelihood {res.loglik_before:.2f} -> {res.loglik_after:.2f}")
+        f"log-likelihood {res.loglik_before:.2f} -> {res.loglik_after:.2f}; score bins "
+        f"{m.n_score_bins} -> {new_bank.model.n_score_bins}"
+        + (" (chosen by solved value)" if choice else ""))
     for st, row, tv in zip(("S0", "S1", "S2"), Z, res.tv_distance, strict=True):
         log(f"  P(score bin | {st}) = " + " ".join(f"{v:.3f}" for v in row)
             + f"   (TV from the old row {tv:.3f})")

@@ -156,6 +156,10 @@ def _loglik(em: OutcomeEM, traces: Sequence[Any], p_w: float, p_s: float,
     return float((mx[:, 0] + np.log(np.exp(L - mx).sum(axis=1))).sum())
 
 
+#: ``n_bins="auto"`` tries no more score bins than one per this many scored steps.
+MIN_STEPS_PER_BIN = 20
+
+
 def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float = 0.5,
                       max_iter: int = 500, tol: float = 1e-9,
                       tie_wrong: bool = True, n_bins: int | str | None = None) -> RefitResult:
@@ -187,7 +191,9 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
         chooses it from labelled traces (:mod:`trim_pomdp.routing.binning`): the EM at
         the reference resolution (64 bins), each candidate count built from it by
         :func:`rebin` and solved at the probe lambdas, the smallest count within the
-        tolerance of the reference kept, and the EM run again at that count.  A deployment
+        tolerance of the reference kept, and the EM run again at that count.  Only counts
+        with at least :data:`MIN_STEPS_PER_BIN` scored steps per bin are tried, besides the
+        model's own.  A deployment
         whose scores moved (``drift_shifted``: 12 training bins; 32 chosen from the
         deployment's labelled traces) needs other bins than the ones it was trained at.
 
@@ -212,15 +218,25 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
     traces = list(traces)
     choice = None
     if n_bins == "auto":
-        from trim_pomdp.routing.binning import DEFAULT_REFERENCE, choose_n_bins
+        from trim_pomdp.routing.binning import (
+            DEFAULT_CANDIDATES,
+            DEFAULT_REFERENCE,
+            choose_n_bins,
+        )
 
+        # At least ~MIN_STEPS_PER_BIN scored steps per bin: a few dozen routed traces cannot
+        # resolve 32 bins (on 50 three-step traces the 64-bin EM put the mode of the correct
+        # steps' scores in an empty bin), so counts above that are not tried.
+        n_scored = sum(st.prm_score is not None for tr in traces for st in tr.steps)
+        cap = n_scored // MIN_STEPS_PER_BIN
+        cands = sorted({c for c in DEFAULT_CANDIDATES if c <= cap} | {int(model.n_score_bins)})
         ref = DEFAULT_REFERENCE
         em_ref = _held_em(model, traces, ref, pseudocount, max_iter, tol, tie_wrong)
         ref_obs = em_ref.hist_ / em_ref.hist_.sum(axis=1, keepdims=True)
         ref_edges = np.arange(1, ref) / ref
         choice = choose_n_bins(lambda n: _with_obs(model, rebin(ref_obs, ref_edges,
                                                                 np.arange(1, n) / n), n),
-                               reference=ref)
+                               candidates=cands, reference=max(ref, cands[-1] + 1))
         n_bins = int(choice.n_bins)
     nb = int(model.n_score_bins) if n_bins is None else int(n_bins)
     if n_bins is None and not np.allclose(model.score_edges, np.arange(1, nb) / nb):
