@@ -15,8 +15,8 @@ Per problem:
 Run:  python benchmarks/bench_solver.py [--time-limit 30] [--out bench_solver.json]
       (each problem in a fresh process; prints a markdown table, writes JSON)
 or:   python benchmarks/bench_solver.py --generated rocksample:7,8 [--pomdpsol PATH]
-      (a benchmarks/gen_pomdp.py instance: our parse time, bounds and peak RSS, and SARSOP's
-      on the same file)
+      [--episodes N]  (a benchmarks/gen_pomdp.py instance: our parse time, bounds and peak
+      RSS, and SARSOP's on the same file; our 30 s policy simulated for N episodes, 0: not)
 or:   python benchmarks/bench_solver.py --sarsop /path/to/pomdpsol [--times 5,30] [PROBLEMS]
       side by side with C++ SARSOP in the same run: for each problem and time limit, our
       solver and then ``pomdpsol FILE --timeout T`` (one at a time, each in a fresh process),
@@ -125,13 +125,19 @@ def measure_one(name: str, time_limit: float, episodes: int = SIM_EPISODES,
     return row
 
 
-def measure_generated(spec: str, time_limit: float, pomdpsol: str | None) -> dict:
+def measure_generated(spec: str, time_limit: float, pomdpsol: str | None,
+                      episodes: int = SIM_EPISODES) -> dict:
     """``--generated rocksample:7,8`` (or ``tag:9,7``): write the instance with
     benchmarks/gen_pomdp.py, then, one solver at a time in fresh processes, time our parse,
-    run ``trim-pomdp solve FILE --time-limit T --json`` and, when ``pomdpsol`` is given,
-    ``pomdpsol FILE --timeout T``; peak RSS of each from ``ru_maxrss`` of its process.
-    No simulation (a sparse model's dense view may not fit: RockSample[7,8] needs 16 GB)."""
+    run ``trim-pomdp solve FILE --time-limit T --out POLICY --json`` and, when ``pomdpsol`` is
+    given, ``pomdpsol FILE --timeout T``; peak RSS of each from ``ru_maxrss`` of its process.
+    With ``episodes > 0`` our policy is then simulated, ``trim-pomdp simulate FILE POLICY
+    --episodes N --seed 1 --json`` in its own process (from the model's compressed rows: a
+    sparse RockSample[7,8] has no 16 GB dense ``T`` to build), with its wall time and peak
+    RSS, and ``sim_ok`` as in :func:`simulate_check`.  The temporary folder (the policy of a
+    RockSample[7,8] takes ~400 MB) is removed afterwards."""
     import re
+    import shutil
     import tempfile
     import time
 
@@ -141,9 +147,6 @@ def measure_generated(spec: str, time_limit: float, pomdpsol: str | None) -> dic
     kind, _, args = spec.partition(":")
     a, b = (int(x) for x in args.split(","))
     text = gen_pomdp.rocksample(a, b) if kind == "rocksample" else gen_pomdp.tag(a, b)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_gen_"))
-    path = tmp / f"{kind}_{a}_{b}.pomdp"
-    path.write_text(text, encoding="ascii")
     env = dict(os.environ, PYTHONPATH=str(_REPO))
     parse = ("import sys, time; from trim_pomdp.engine.model import POMDP; t = time.perf_counter();"
              " m = POMDP.from_file(sys.argv[1]); print(time.perf_counter() - t, m.storage)")
@@ -161,23 +164,42 @@ def measure_generated(spec: str, time_limit: float, pomdpsol: str | None) -> dic
             f.seek(0)
             return f.read(), wall, usage.ru_maxrss / 1024.0
 
-    row: dict = {"problem": f"{kind}[{a},{b}]", "file_mb": path.stat().st_size / 2**20}
-    out, _, _ = child([sys.executable, "-c", parse, str(path)])
-    row["parse_s"], row["storage"] = float(out.split()[0]), out.split()[1]
-    out, wall, rss = child([sys.executable, "-m", "trim_pomdp", "solve", str(path),
-                            "--time-limit", str(time_limit), "--json"])
-    res = json.loads(out.strip().splitlines()[-1])
-    row.update(S=res["n_states"], A=res["n_actions"], O=res["n_observations"],
-               lb=res["lower_bound"], ub=res["upper_bound"], solve_s=res["time_s"],
-               wall_s=wall, peak_rss_mb=rss, n_alpha=res["n_alpha"])
-    if pomdpsol:
-        out, wall, rss = child([pomdpsol, str(path), "--timeout", str(time_limit),
-                                "-o", str(tmp / "out.policy")])
-        rows = re.findall(r"^\s*([\d.]+)\s+\d+\s+\d+\s+(-?[\d.e+-]+)\s+(-?[\d.e+-]+)", out, re.M)
-        load = re.search(r"loading time : ([\d.]+)s", out)
-        row.update(sarsop_lb=float(rows[-1][1]), sarsop_ub=float(rows[-1][2]),
-                   sarsop_load_s=float(load.group(1)) if load else None, sarsop_wall_s=wall,
-                   sarsop_peak_rss_mb=rss)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_gen_"))
+    try:
+        path = tmp / f"{kind}_{a}_{b}.pomdp"
+        path.write_text(text, encoding="ascii")
+        row: dict = {"problem": f"{kind}[{a},{b}]", "file_mb": path.stat().st_size / 2**20}
+        out, _, _ = child([sys.executable, "-c", parse, str(path)])
+        row["parse_s"], row["storage"] = float(out.split()[0]), out.split()[1]
+        policy = tmp / "policy.npz"
+        out, wall, rss = child([sys.executable, "-m", "trim_pomdp", "solve", str(path),
+                                "--time-limit", str(time_limit), "--out", str(policy),
+                                "--json"])
+        res = json.loads(out.strip().splitlines()[-1])
+        row.update(S=res["n_states"], A=res["n_actions"], O=res["n_observations"],
+                   lb=res["lower_bound"], ub=res["upper_bound"], solve_s=res["time_s"],
+                   wall_s=wall, peak_rss_mb=rss, n_alpha=res["n_alpha"])
+        if episodes > 0:
+            out, wall, rss = child([sys.executable, "-m", "trim_pomdp", "simulate", str(path),
+                                    str(policy), "--episodes", str(episodes), "--seed", "1",
+                                    "--json"])
+            sim = json.loads(out.strip().splitlines()[-1])
+            trunc = sim["truncation_bound"] or 0.0
+            z = (sim["mean"] - row["lb"]) / sim["stderr"] if sim["stderr"] > 0 else math.inf
+            row.update(sim_mean=sim["mean"], sim_stderr=sim["stderr"], sim_z=z,
+                       sim_ok=bool(sim["mean"] + trunc >= row["lb"] - 3 * sim["stderr"]),
+                       sim_episodes=sim["episodes"], sim_wall_s=wall, sim_peak_rss_mb=rss)
+        if pomdpsol:
+            out, wall, rss = child([pomdpsol, str(path), "--timeout", str(time_limit),
+                                    "-o", str(tmp / "out.policy")])
+            rows = re.findall(r"^\s*([\d.]+)\s+\d+\s+\d+\s+(-?[\d.e+-]+)\s+(-?[\d.e+-]+)",
+                              out, re.M)
+            load = re.search(r"loading time : ([\d.]+)s", out)
+            row.update(sarsop_lb=float(rows[-1][1]), sarsop_ub=float(rows[-1][2]),
+                       sarsop_load_s=float(load.group(1)) if load else None,
+                       sarsop_wall_s=wall, sarsop_peak_rss_mb=rss)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return row
 
 
@@ -282,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("problems", nargs="*", default=None)
     args = p.parse_args(argv)
     if args.generated:
-        r = measure_generated(args.generated, args.time_limit, args.pomdpsol)
+        r = measure_generated(args.generated, args.time_limit, args.pomdpsol, args.episodes)
         print(json.dumps(r, indent=1))
         Path(args.out).write_text(json.dumps({"time_limit": args.time_limit, "rows": [r]},
                                              indent=2))
