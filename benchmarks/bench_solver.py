@@ -15,13 +15,15 @@ Per problem:
 Run:  python benchmarks/bench_solver.py [--time-limit 30] [--out bench_solver.json]
       (each problem in a fresh process; prints a markdown table, writes JSON)
 or:   python benchmarks/bench_solver.py --generated rocksample:7,8 [--pomdpsol PATH]
-      (a benchmarks/gen_pomdp.py instance: our parse time, bounds and peak RSS, and SARSOP's
-      on the same file)
+      [--episodes N]  (a benchmarks/gen_pomdp.py instance: our parse time, bounds and peak
+      RSS, and SARSOP's on the same file; our 30 s policy simulated for N episodes, 0: not)
 or:   python benchmarks/bench_solver.py --sarsop /path/to/pomdpsol [--times 5,30] [PROBLEMS]
-      side by side with C++ SARSOP in the same run: for each problem and time limit, our
-      solver and then ``pomdpsol FILE --timeout T`` (one at a time, each in a fresh process),
-      recording both lower and upper bounds at b0 and both peak RSS; the longest time limit's
-      policy is also simulated.  The load average is recorded before every run.
+      side by side with C++ SARSOP in the same run: for each problem and time limit,
+      ``trim-pomdp solve FILE --time-limit T`` and then ``pomdpsol FILE --timeout T`` (one at
+      a time, each in a fresh process, as a user runs them), recording both lower and upper
+      bounds at b0 and both peak RSS; the longest time limit's policy is also simulated
+      (``trim-pomdp simulate``, its own process).  The load average is recorded before
+      every run.
 or:   python -m pytest benchmarks/bench_solver.py --benchmark-only \
           --benchmark-json=bench_solver.json   (time to gap 1e-3, pytest-benchmark)
 
@@ -125,13 +127,88 @@ def measure_one(name: str, time_limit: float, episodes: int = SIM_EPISODES,
     return row
 
 
-def measure_generated(spec: str, time_limit: float, pomdpsol: str | None) -> dict:
+def _run_child(cmd: list[str], env: dict | None = None) -> tuple[str, float, float]:
+    """``(stdout, wall s, peak RSS MB)`` of one command in its own process (``os.wait4``
+    gives this child's own rusage; RUSAGE_CHILDREN would keep the largest so far)."""
+    import tempfile
+    import time
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.DEVNULL, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        rc = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        if rc not in (0,):
+            raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {rc}")
+        f.seek(0)
+        return f.read(), wall, usage.ru_maxrss / 1024.0
+
+
+def cli_solve(path: Path, time_limit: float, policy: Path | None = None) -> dict:
+    """``trim-pomdp solve PATH --time-limit T --json`` in its own process, as a user runs it:
+    its JSON summary plus ``wall_s`` and ``peak_rss_mb`` (the whole process: interpreter,
+    NumPy, the parsed model and the solver)."""
+    env = dict(os.environ, PYTHONPATH=str(_REPO))
+    cmd = [sys.executable, "-m", "trim_pomdp", "solve", str(path), "--time-limit",
+           str(time_limit), "--json"]
+    if policy is not None:
+        cmd += ["--out", str(policy)]
+    out, wall, rss = _run_child(cmd, env)
+    res = json.loads(out.strip().splitlines()[-1])
+    res.update(wall_s=wall, peak_rss_mb=rss)
+    return res
+
+
+def cli_simulate(path: Path, policy: Path, lower_bound: float, episodes: int) -> dict:
+    """``trim-pomdp simulate PATH POLICY --episodes N --seed 1 --json`` in its own process;
+    ``sim_ok`` as in :func:`simulate_check`."""
+    env = dict(os.environ, PYTHONPATH=str(_REPO))
+    out, wall, rss = _run_child([sys.executable, "-m", "trim_pomdp", "simulate", str(path),
+                                 str(policy), "--episodes", str(episodes), "--seed", "1",
+                                 "--json"], env)
+    sim = json.loads(out.strip().splitlines()[-1])
+    trunc = sim["truncation_bound"] or 0.0
+    z = (sim["mean"] - lower_bound) / sim["stderr"] if sim["stderr"] > 0 else math.inf
+    return {"sim_mean": sim["mean"], "sim_stderr": sim["stderr"], "sim_z": z,
+            "sim_ok": bool(sim["mean"] + trunc >= lower_bound - 3 * sim["stderr"]),
+            "sim_episodes": sim["episodes"], "sim_wall_s": wall, "sim_peak_rss_mb": rss}
+
+
+def ours_cli(name: str, time_limit: float, episodes: int) -> dict:
+    """Our side of the side-by-side run: the CLI solve (and, with ``episodes``, the CLI
+    simulation of its policy), in the field names of :func:`measure_one`."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_solver_"))
+    try:
+        policy = tmp / "policy.npz"
+        res = cli_solve(PROBLEMS / name, time_limit, policy if episodes > 0 else None)
+        row = {"problem": name, "lb_30s": res["lower_bound"], "ub_30s": res["upper_bound"],
+               "time_30s": res["time_s"], "n_alpha": res["n_alpha"],
+               "n_beliefs": res["n_beliefs"], "peak_rss_mb": res["peak_rss_mb"],
+               "wall_s": res["wall_s"], "via": "trim-pomdp solve"}
+        if episodes > 0:
+            row.update(cli_simulate(PROBLEMS / name, policy, res["lower_bound"], episodes))
+        return row
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure_generated(spec: str, time_limit: float, pomdpsol: str | None,
+                      episodes: int = SIM_EPISODES) -> dict:
     """``--generated rocksample:7,8`` (or ``tag:9,7``): write the instance with
     benchmarks/gen_pomdp.py, then, one solver at a time in fresh processes, time our parse,
-    run ``trim-pomdp solve FILE --time-limit T --json`` and, when ``pomdpsol`` is given,
-    ``pomdpsol FILE --timeout T``; peak RSS of each from ``ru_maxrss`` of its process.
-    No simulation (a sparse model's dense view may not fit: RockSample[7,8] needs 16 GB)."""
+    run ``trim-pomdp solve FILE --time-limit T --out POLICY --json`` and, when ``pomdpsol`` is
+    given, ``pomdpsol FILE --timeout T``; peak RSS of each from ``ru_maxrss`` of its process.
+    With ``episodes > 0`` our policy is then simulated, ``trim-pomdp simulate FILE POLICY
+    --episodes N --seed 1 --json`` in its own process (from the model's compressed rows: a
+    sparse RockSample[7,8] has no 16 GB dense ``T`` to build), with its wall time and peak
+    RSS, and ``sim_ok`` as in :func:`simulate_check`.  The temporary folder (the policy of a
+    RockSample[7,8] takes ~400 MB) is removed afterwards."""
     import re
+    import shutil
     import tempfile
     import time
 
@@ -141,43 +218,49 @@ def measure_generated(spec: str, time_limit: float, pomdpsol: str | None) -> dic
     kind, _, args = spec.partition(":")
     a, b = (int(x) for x in args.split(","))
     text = gen_pomdp.rocksample(a, b) if kind == "rocksample" else gen_pomdp.tag(a, b)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_gen_"))
-    path = tmp / f"{kind}_{a}_{b}.pomdp"
-    path.write_text(text, encoding="ascii")
     env = dict(os.environ, PYTHONPATH=str(_REPO))
     parse = ("import sys, time; from trim_pomdp.engine.model import POMDP; t = time.perf_counter();"
              " m = POMDP.from_file(sys.argv[1]); print(time.perf_counter() - t, m.storage)")
 
     def child(cmd: list[str]) -> tuple[str, float, float]:
-        # os.wait4 gives this child's own rusage (RUSAGE_CHILDREN keeps the largest so far)
-        t0 = time.perf_counter()
-        with tempfile.TemporaryFile("w+") as f:
-            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.DEVNULL, text=True, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            wall = time.perf_counter() - t0
-            if proc.returncode != 0:
-                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
-            f.seek(0)
-            return f.read(), wall, usage.ru_maxrss / 1024.0
+        return _run_child(cmd, env)
 
-    row: dict = {"problem": f"{kind}[{a},{b}]", "file_mb": path.stat().st_size / 2**20}
-    out, _, _ = child([sys.executable, "-c", parse, str(path)])
-    row["parse_s"], row["storage"] = float(out.split()[0]), out.split()[1]
-    out, wall, rss = child([sys.executable, "-m", "trim_pomdp", "solve", str(path),
-                            "--time-limit", str(time_limit), "--json"])
-    res = json.loads(out.strip().splitlines()[-1])
-    row.update(S=res["n_states"], A=res["n_actions"], O=res["n_observations"],
-               lb=res["lower_bound"], ub=res["upper_bound"], solve_s=res["time_s"],
-               wall_s=wall, peak_rss_mb=rss, n_alpha=res["n_alpha"])
-    if pomdpsol:
-        out, wall, rss = child([pomdpsol, str(path), "--timeout", str(time_limit),
-                                "-o", str(tmp / "out.policy")])
-        rows = re.findall(r"^\s*([\d.]+)\s+\d+\s+\d+\s+(-?[\d.e+-]+)\s+(-?[\d.e+-]+)", out, re.M)
-        load = re.search(r"loading time : ([\d.]+)s", out)
-        row.update(sarsop_lb=float(rows[-1][1]), sarsop_ub=float(rows[-1][2]),
-                   sarsop_load_s=float(load.group(1)) if load else None, sarsop_wall_s=wall,
-                   sarsop_peak_rss_mb=rss)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_gen_"))
+    try:
+        path = tmp / f"{kind}_{a}_{b}.pomdp"
+        path.write_text(text, encoding="ascii")
+        row: dict = {"problem": f"{kind}[{a},{b}]", "file_mb": path.stat().st_size / 2**20}
+        out, _, _ = child([sys.executable, "-c", parse, str(path)])
+        row["parse_s"], row["storage"] = float(out.split()[0]), out.split()[1]
+        policy = tmp / "policy.npz"
+        out, wall, rss = child([sys.executable, "-m", "trim_pomdp", "solve", str(path),
+                                "--time-limit", str(time_limit), "--out", str(policy),
+                                "--json"])
+        res = json.loads(out.strip().splitlines()[-1])
+        row.update(S=res["n_states"], A=res["n_actions"], O=res["n_observations"],
+                   lb=res["lower_bound"], ub=res["upper_bound"], solve_s=res["time_s"],
+                   wall_s=wall, peak_rss_mb=rss, n_alpha=res["n_alpha"])
+        if episodes > 0:
+            out, wall, rss = child([sys.executable, "-m", "trim_pomdp", "simulate", str(path),
+                                    str(policy), "--episodes", str(episodes), "--seed", "1",
+                                    "--json"])
+            sim = json.loads(out.strip().splitlines()[-1])
+            trunc = sim["truncation_bound"] or 0.0
+            z = (sim["mean"] - row["lb"]) / sim["stderr"] if sim["stderr"] > 0 else math.inf
+            row.update(sim_mean=sim["mean"], sim_stderr=sim["stderr"], sim_z=z,
+                       sim_ok=bool(sim["mean"] + trunc >= row["lb"] - 3 * sim["stderr"]),
+                       sim_episodes=sim["episodes"], sim_wall_s=wall, sim_peak_rss_mb=rss)
+        if pomdpsol:
+            out, wall, rss = child([pomdpsol, str(path), "--timeout", str(time_limit),
+                                    "-o", str(tmp / "out.policy")])
+            rows = re.findall(r"^\s*([\d.]+)\s+\d+\s+\d+\s+(-?[\d.e+-]+)\s+(-?[\d.e+-]+)",
+                              out, re.M)
+            load = re.search(r"loading time : ([\d.]+)s", out)
+            row.update(sarsop_lb=float(rows[-1][1]), sarsop_ub=float(rows[-1][2]),
+                       sarsop_load_s=float(load.group(1)) if load else None,
+                       sarsop_wall_s=wall, sarsop_peak_rss_mb=rss)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return row
 
 
@@ -240,8 +323,7 @@ def side_by_side(binary: str, problems: list[str], times: list[float],
         for t in times:
             sim = episodes if t == max(times) else 0
             load_ours = os.getloadavg()[0]
-            ours = _child(["--one", name, "--time-limit", str(t), "--episodes", str(sim),
-                           "--no-gap"])
+            ours = ours_cli(name, t, sim)
             load_sarsop = os.getloadavg()[0]
             theirs = _child(["--sarsop-one", binary, name, "--time-limit", str(t)])
             rows.append({"problem": name, "time_limit": t, "ours": ours, "sarsop": theirs,
@@ -282,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("problems", nargs="*", default=None)
     args = p.parse_args(argv)
     if args.generated:
-        r = measure_generated(args.generated, args.time_limit, args.pomdpsol)
+        r = measure_generated(args.generated, args.time_limit, args.pomdpsol, args.episodes)
         print(json.dumps(r, indent=1))
         Path(args.out).write_text(json.dumps({"time_limit": args.time_limit, "rows": [r]},
                                              indent=2))

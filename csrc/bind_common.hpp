@@ -196,6 +196,16 @@ inline py::array_t<double> to_array(const std::vector<double>& v, std::vector<py
     return out;
 }
 
+// The same without the copy: the array takes the vector over (for results too large to hold
+// twice, such as the solver's alpha vectors).
+template <class E, class Alloc>
+py::array_t<E> to_array(std::vector<E, Alloc>&& v, std::vector<py::ssize_t> shape) {
+    using Vec = std::vector<E, Alloc>;
+    auto* owned = new Vec(std::move(v));
+    py::capsule free_it(owned, [](void* p) { delete static_cast<Vec*>(p); });
+    return py::array_t<E>(shape, owned->data(), free_it);
+}
+
 }  // namespace trim_bind
 
 // Each bind_*.cpp defines one of these; bindings.cpp calls them all.

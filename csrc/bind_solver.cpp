@@ -21,7 +21,8 @@ namespace {
 // compressed rows either way, built straight from the NumPy buffers (no dense copy).
 py::dict solve_pomdp(py::object T, py::object Z, DArray R, double discount, DArray b0,
                      double time_limit, double target_gap, long long max_iterations,
-                     double max_memory_mb, int n_threads, py::object progress, double tol) {
+                     double max_memory_mb, int n_threads, py::object progress, double tol,
+                     bool single_alphas) {
     trim::Pomdp model = pomdp_from_py(T, Z, R, discount, b0, true);
     const py::ssize_t A = model.n_actions, S = model.n_states, O = model.n_obs;
     if (A == 0 || S == 0 || O == 0)
@@ -37,6 +38,7 @@ py::dict solve_pomdp(py::object T, py::object Z, DArray R, double discount, DArr
     cfg.max_memory_mb = max_memory_mb;
     cfg.n_threads = n_threads;
     cfg.tol = tol;
+    cfg.single_alphas = single_alphas;
 
     trim::HsviResult res;
     std::exception_ptr solver_error;
@@ -105,7 +107,11 @@ py::dict solve_pomdp(py::object T, py::object Z, DArray R, double discount, DArr
     for (py::ssize_t k = 0; k < K; ++k) actions.mutable_at(k) = res.actions[k];
     const auto N = static_cast<py::ssize_t>(res.history.size() / 5);
     py::dict out;
-    out["alphas"] = to_array(res.alphas, {K, S});
+    // no copy: the arrays take the result's buffers over (float32 for single-precision vectors)
+    if (res.single)
+        out["alphas"] = to_array(std::move(res.alphas_single), {K, S});
+    else
+        out["alphas"] = to_array(std::move(res.alphas), {K, S});
     out["actions"] = actions;
     out["lower_bound"] = res.lower_bound;
     out["upper_bound"] = res.upper_bound;
@@ -146,6 +152,7 @@ void bind_solver(py::module_& m) {
           py::arg("discount"), py::arg("b0"), py::kw_only(), py::arg("time_limit"),
           py::arg("target_gap"), py::arg("max_iterations"), py::arg("max_memory_mb"),
           py::arg("n_threads"), py::arg("progress") = py::none(), py::arg("tol") = 1e-6,
+          py::arg("single_alphas") = false,
           "HSVI2/SARSOP-style point-based solve of a discrete POMDP (see trim_pomdp.solver).");
     m.def("_hsvi_backup", &hsvi_backup, py::arg("T"), py::arg("Z"), py::arg("R"),
           py::arg("discount"), py::arg("alphas"), py::arg("actions"), py::arg("b"),

@@ -3,10 +3,16 @@
 
 #include "pomdp_sparse.hpp"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define TRIM_HAVE_MMAP 1
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -86,6 +92,18 @@ HsviSolver::HsviSolver(Pomdp model, const HsviConfig& config)
     build_sparse();
     check_model();
     normalise_model();
+    if (cfg_.single_alphas) {
+        // Every vector is bounded by max|R| / (1 - discount); far inside float's range
+        // (3.4e38) a rounded-down entry stays finite and within 6e-8 relative of its value.
+        double rmax = 0.0;
+        for (double r : m_.R) rmax = std::max(rmax, std::abs(r));
+        if (!(gamma_ < 1.0) || !(rmax / (1.0 - gamma_) < 1e30))
+            throw std::invalid_argument(
+                "single-precision alpha vectors need discount < 1 and max|R| / (1 - discount) "
+                "< 1e30; got discount " + num(gamma_) + ", max|R| " + num(rmax));
+        single_ = true;
+        alpha_elem_ = sizeof(float);
+    }
     dense_.assign(S, 0.0);
     pred_.assign(S, 0.0);
     newalpha_.assign(S, 0.0);
@@ -571,42 +589,49 @@ double HsviSolver::child_upper(const ChildBeliefs& sc, int k, int c) {
 // profile of a 5 s Hallway2 solve had 52 % of its time in this function.
 double HsviSolver::lower_at(Node& nd, const int* idx, const double* val) {
     if (nd.lb_stamp < n_alpha_) {
-        const int supp = nd.supp;
-        int k = nd.lb_stamp;
-        while (k < n_alpha_) {
-            const int blk = k / kLanes;
-            const int lo = k - blk * kLanes;
-            const int hi = std::min(kLanes, n_alpha_ - blk * kLanes);
-            if (hi - lo >= kLaneMin) {
-                double acc[kLanes] = {};
-                const double* base = alpha_block(blk);
-                for (int j = 0; j < supp; ++j) {
-                    const double v = val[j];
-                    const double* row = base + static_cast<std::size_t>(idx[j]) * kLanes;
-                    for (int l = 0; l < kLanes; ++l) acc[l] += v * row[l];
-                }
-                for (int l = lo; l < hi; ++l)
-                    if (acc[l] > nd.lb || nd.lb_alpha < 0) {
-                        nd.lb = acc[l];
-                        nd.lb_alpha = blk * kLanes + l;
-                    }
-            } else {
-                const double* base = alpha_block(blk);
-                for (int l = lo; l < hi; ++l) {
-                    double v = 0.0;
-                    for (int j = 0; j < supp; ++j)
-                        v += val[j] * base[static_cast<std::size_t>(idx[j]) * kLanes + l];
-                    if (v > nd.lb || nd.lb_alpha < 0) {
-                        nd.lb = v;
-                        nd.lb_alpha = blk * kLanes + l;
-                    }
-                }
-            }
-            k = blk * kLanes + hi;
-        }
+        if (single_)
+            lower_scan<float>(nd, idx, val);
+        else
+            lower_scan<double>(nd, idx, val);
         nd.lb_stamp = n_alpha_;
     }
     return nd.lb;
+}
+
+template <class E>
+void HsviSolver::lower_scan(Node& nd, const int* idx, const double* val) {
+    const int supp = nd.supp;
+    int k = nd.lb_stamp;
+    while (k < n_alpha_) {
+        const int blk = k / kLanes;
+        const int lo = k - blk * kLanes;
+        const int hi = std::min(kLanes, n_alpha_ - blk * kLanes);
+        const E* base = static_cast<const E*>(alpha_blk_[blk].data());
+        if (hi - lo >= kLaneMin) {
+            double acc[kLanes] = {};
+            for (int j = 0; j < supp; ++j) {
+                const double v = val[j];
+                const E* row = base + static_cast<std::size_t>(idx[j]) * kLanes;
+                for (int l = 0; l < kLanes; ++l) acc[l] += v * static_cast<double>(row[l]);
+            }
+            for (int l = lo; l < hi; ++l)
+                if (acc[l] > nd.lb || nd.lb_alpha < 0) {
+                    nd.lb = acc[l];
+                    nd.lb_alpha = blk * kLanes + l;
+                }
+        } else {
+            for (int l = lo; l < hi; ++l) {
+                double v = 0.0;
+                for (int j = 0; j < supp; ++j)
+                    v += val[j] * static_cast<double>(base[static_cast<std::size_t>(idx[j]) * kLanes + l]);
+                if (v > nd.lb || nd.lb_alpha < 0) {
+                    nd.lb = v;
+                    nd.lb_alpha = blk * kLanes + l;
+                }
+            }
+        }
+        k = blk * kLanes + hi;
+    }
 }
 
 // A leaf (belief not stored) answers with its cached bound, which stays valid: its parent
@@ -617,10 +642,17 @@ double HsviSolver::lower(int n) {
     return lower_at(nd, &bel_idx_[nd.bel_off], &bel_val_[nd.bel_off]);
 }
 
-std::vector<double> HsviSolver::alpha_rows() const {
-    std::vector<double> out(static_cast<std::size_t>(n_alpha_) * S_);
-    for (int k = 0; k < n_alpha_; ++k)
-        for (int s = 0; s < S_; ++s) out[static_cast<std::size_t>(k) * S_ + s] = alpha_at(k, s);
+template <class E>
+RowBuffer<E> HsviSolver::take_alpha_rows() {
+    RowBuffer<E> out(static_cast<std::size_t>(n_alpha_) * S_);
+    for (int k = 0; k < n_alpha_; ++k) {
+        const E* base = static_cast<const E*>(alpha_blk_[k / kLanes].data()) + k % kLanes;
+        E* row = out.data() + static_cast<std::size_t>(k) * S_;
+        for (int s = 0; s < S_; ++s) row[s] = base[static_cast<std::size_t>(s) * kLanes];
+        if (k % kLanes == kLanes - 1 || k == n_alpha_ - 1) alpha_blk_[k / kLanes].release();
+    }
+    alpha_blk_.clear();
+    n_alpha_ = 0;
     return out;
 }
 
@@ -669,13 +701,65 @@ double HsviSolver::upper(int n) {
     return upper_at(nd, &bel_idx_[nd.bel_off], &bel_val_[nd.bel_off]);
 }
 
+AlphaBlock::AlphaBlock(std::size_t bytes) : bytes_(bytes) {
+#ifdef TRIM_HAVE_MMAP
+    // From 64 KiB (16 vectors of 512 states; TagAvoid's are 111 KB): below, the blocks are
+    // few bytes and malloc's lists serve them well; above, a mapping per block costs nothing
+    // beside filling it.
+    if (bytes >= (std::size_t{1} << 16)) {
+        void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+        p_ = p;  // anonymous pages are zero-filled
+        mapped_ = true;
+        return;
+    }
+#endif
+    p_ = std::calloc(bytes, 1);
+    if (!p_) throw std::bad_alloc();
+}
+
+AlphaBlock& AlphaBlock::operator=(AlphaBlock&& o) noexcept {
+    if (this != &o) {
+        release();
+        p_ = o.p_;
+        bytes_ = o.bytes_;
+        mapped_ = o.mapped_;
+        o.p_ = nullptr;
+    }
+    return *this;
+}
+
+void AlphaBlock::release() {
+    if (!p_) return;
+#ifdef TRIM_HAVE_MMAP
+    if (mapped_) {
+        munmap(p_, bytes_);
+        p_ = nullptr;
+        return;
+    }
+#endif
+    std::free(p_);
+    p_ = nullptr;
+}
+
+void HsviSolver::alpha_set(int k, int s, double v) {
+    const std::size_t i = static_cast<std::size_t>(s) * kLanes + k % kLanes;
+    void* b = alpha_blk_[k / kLanes].data();
+    if (!single_) {
+        static_cast<double*>(b)[i] = v;
+        return;
+    }
+    // Round toward -inf: a stored vector must never exceed the backup it stands for.
+    float f = static_cast<float>(v);
+    if (static_cast<double>(f) > v) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+    static_cast<float*>(b)[i] = f;
+}
+
 void HsviSolver::add_alpha(const double* alpha, int action, const int* succ) {
     {
-        const std::size_t S = static_cast<std::size_t>(S_);
-        const int lane = n_alpha_ % kLanes;
-        if (lane == 0) alpha_blk_.emplace_back(new double[S * kLanes]());
-        double* base = alpha_blk_.back().get() + lane;
-        for (std::size_t s = 0; s < S; ++s) base[s * kLanes] = alpha[s];
+        if (n_alpha_ % kLanes == 0)
+            alpha_blk_.emplace_back(static_cast<std::size_t>(S_) * kLanes * alpha_elem_);
+        for (int s = 0; s < S_; ++s) alpha_set(n_alpha_, s, alpha[s]);
     }
     alpha_act_.push_back(action);
     if (succ)
@@ -904,7 +988,7 @@ void HsviSolver::prune_alphas() {
         if (!live[k]) continue;
         if (K != k) {
             // Move vector k to column K of the lane-blocked store (K < k: in place).
-            for (int s = 0; s < S_; ++s) alpha_ref(K, s) = alpha_at(k, s);
+            for (int s = 0; s < S_; ++s) alpha_set(K, s, alpha_at(k, s));  // exact: no rounding
             std::memmove(&alpha_succ_[static_cast<std::size_t>(K) * O],
                          &alpha_succ_[static_cast<std::size_t>(k) * O], sizeof(int) * O);
         }
@@ -930,10 +1014,10 @@ void HsviSolver::prune_alphas() {
     n_alpha_ = K;
     {
         const std::size_t blocks = (static_cast<std::size_t>(K) + kLanes - 1) / kLanes;
-        alpha_blk_.resize(blocks);
+        alpha_blk_.erase(alpha_blk_.begin() + static_cast<std::ptrdiff_t>(blocks), alpha_blk_.end());
         for (int l = K % kLanes; l > 0 && l < kLanes; ++l)  // unused lanes of the last block
             for (int s = 0; s < S_; ++s)
-                alpha_ref(static_cast<int>(blocks - 1) * kLanes + l, s) = 0.0;
+                alpha_set(static_cast<int>(blocks - 1) * kLanes + l, s, 0.0);
     }
     alpha_act_.resize(K);
     alpha_succ_.resize(static_cast<std::size_t>(K) * O);
@@ -983,9 +1067,27 @@ void HsviSolver::prune_points() {
     points_at_last_prune_ = Q;
 }
 
+// The solve is over: the belief tree, its hash and the bound points go before the vectors
+// move out, so that the result reuses their memory instead of adding to the peak (TagAvoid,
+// 30 s: the tree is ~20 MB, the result 6 MB).
+void HsviSolver::release_tree() {
+    nodes_.clear();
+    bel_idx_.clear();
+    bel_val_.clear();
+    bel_inv_.clear();
+    act_.clear();
+    child_.clear();
+    std::unordered_multimap<std::uint64_t, int>().swap(node_hash_);
+    std::vector<int>().swap(pt_node_);
+    std::vector<double>().swap(pt_phi_);
+    std::vector<double>().swap(pt_val_);
+    std::vector<ChildBeliefs>().swap(scr_);
+    std::vector<int>().swap(alpha_succ_);
+}
+
 double HsviSolver::memory_bytes() const {
     const double S = static_cast<double>(S_);
-    return static_cast<double>(alpha_blk_.size()) * S * kLanes * sizeof(double) +
+    return static_cast<double>(alpha_blk_.size()) * S * kLanes * static_cast<double>(alpha_elem_) +
            static_cast<double>(alpha_act_.capacity() + alpha_succ_.capacity()) * sizeof(int) +
            nodes_.bytes() + bel_idx_.bytes() + bel_val_.bytes() + bel_inv_.bytes() +
            act_.bytes() + child_.bytes() +
@@ -1048,6 +1150,8 @@ void HsviSolver::trial(double eps) {
 }
 
 HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progress) {
+    if (solved_) throw std::logic_error("HsviSolver::solve: a solver solves once");
+    solved_ = true;
     const auto t0 = std::chrono::steady_clock::now();
     t0_ = t0;
     stop_ = stop;
@@ -1127,8 +1231,6 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
     const double t_end = seconds_since(t0);
     record(t_end, true);
 
-    res.alphas = alpha_rows();
-    res.actions = alpha_act_;
     res.lower_bound = lower(0);
     res.upper_bound = upper(0);
     res.gap = res.upper_bound - res.lower_bound;
@@ -1137,6 +1239,16 @@ HsviResult HsviSolver::solve(const std::atomic<bool>* stop, HsviProgress* progre
     res.n_beliefs = static_cast<long long>(nodes_.size());
     check_memory();
     res.memory_mb = peak_mb_;
+    // Last, because it empties the store: the vectors move out block by block, each block
+    // freed once copied, so the result costs one block beyond the store rather than a second
+    // full copy (RockSample[7,8]: ~3,900 vectors of 12,545 states are 390 MB).
+    res.actions = alpha_act_;
+    res.single = single_;
+    release_tree();
+    if (single_)
+        res.alphas_single = take_alpha_rows<float>();
+    else
+        res.alphas = take_alpha_rows<double>();
     return res;
 }
 

@@ -32,6 +32,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "pomdp.hpp"
@@ -45,6 +46,11 @@ struct HsviConfig {
     double max_memory_mb = 4096;  // solver storage (alpha vectors, beliefs, bound points)
     int n_threads = 1;            // threads used by the initial bounds (FIB, blind policy)
     double tol = 1e-6;            // accepted |row sum - 1| of T, Z and b0 (then renormalised)
+    // Store the lower-bound vectors in single precision, each entry rounded down (so every
+    // stored vector is still <= the backup it came from, and the bound stays the value of
+    // the returned policy): half the memory for large models.  Needs a discounted model
+    // with max|R| / (1 - discount) < 1e30.
+    bool single_alphas = false;
 };
 
 // Latest progress snapshot, written by the solver and read by another thread.
@@ -55,9 +61,59 @@ struct HsviProgress {
     bool fresh = false;
 };
 
+// An allocator whose resize leaves doubles uninitialised: a large buffer filled row by row
+// then becomes resident as it is written, not all at once when allocated (a zero-filled
+// std::vector touches every page up front).
+template <class T>
+struct DefaultInitAllocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = DefaultInitAllocator<U>;
+    };
+    using std::allocator<T>::allocator;
+    template <class U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+template <class T>
+using RowBuffer = std::vector<T, DefaultInitAllocator<T>>;
+
+// The storage of kLanes lower-bound vectors.  A large block is mapped from the OS directly,
+// so that freeing it (pruning, moving the result out) returns its memory at once: malloc
+// keeps freed large blocks on its own lists once its dynamic mmap threshold has risen above
+// their size, and the result, allocated while the store is freed, then came on top of it
+// (RockSample[7,8]: a peak of store + result instead of one of them).
+class AlphaBlock {
+   public:
+    explicit AlphaBlock(std::size_t bytes);  // zero-filled
+    AlphaBlock(AlphaBlock&& o) noexcept : p_(o.p_), bytes_(o.bytes_), mapped_(o.mapped_) {
+        o.p_ = nullptr;
+    }
+    AlphaBlock& operator=(AlphaBlock&& o) noexcept;
+    AlphaBlock(const AlphaBlock&) = delete;
+    AlphaBlock& operator=(const AlphaBlock&) = delete;
+    ~AlphaBlock() { release(); }
+    void release();
+    void* data() const { return p_; }
+
+   private:
+    void* p_ = nullptr;
+    std::size_t bytes_ = 0;
+    bool mapped_ = false;
+};
+
 struct HsviResult {
     int n_states = 0;
-    std::vector<double> alphas;  // K * n_states, row major
+    // K * n_states, row major: `alphas` in double precision, or `alphas_single` when the
+    // solver stored single-precision vectors (HsviConfig::single_alphas; the other is empty).
+    RowBuffer<double> alphas;
+    RowBuffer<float> alphas_single;
+    bool single = false;
     std::vector<int> actions;    // K
     double lower_bound = 0, upper_bound = 0, gap = 0, time_s = 0;
     long long iterations = 0, n_beliefs = 0;
@@ -102,6 +158,11 @@ class Arena {
         return at;
     }
     void push_back(const T& v) { (*this)[grow(1)] = v; }
+    void clear() {
+        chunks_.clear();
+        chunks_.shrink_to_fit();
+        size_ = 0;
+    }
     double bytes() const {
         return static_cast<double>(chunks_.size()) * static_cast<double>(mask_ + 1) * sizeof(T);
     }
@@ -116,7 +177,8 @@ class HsviSolver {
    public:
     HsviSolver(Pomdp model, const HsviConfig& config);
     // Runs until the target gap, the time limit, the iteration limit or `stop` is set.
-    // `progress` (may be null) receives a snapshot after each trial.
+    // `progress` (may be null) receives a snapshot after each trial.  Once only: it hands
+    // its vectors over to the result and frees its belief tree.
     HsviResult solve(const std::atomic<bool>* stop = nullptr, HsviProgress* progress = nullptr);
 
     static HsviBackupCheck backup_at(const Pomdp& model, const std::vector<double>& alphas,
@@ -173,6 +235,8 @@ class HsviSolver {
     double q_value(int n, int a, bool upper_bound);
     // --- bounds -----------------------------------------------------------------
     double lower_at(Node& nd, const int* idx, const double* val);
+    template <class E>
+    void lower_scan(Node& nd, const int* idx, const double* val);
     double upper_at(Node& nd, const int* idx, const double* val);
     double lower(int n);
     double upper(int n);
@@ -187,6 +251,8 @@ class HsviSolver {
     void check_memory();
     double memory_bytes() const;
     void trial(double eps);
+    void release_tree();
+    bool solved_ = false;
 
     Pomdp m_;  // own copy, rows renormalised
     HsviConfig cfg_;
@@ -209,16 +275,21 @@ class HsviSolver {
     static constexpr int kLanes = 16;
     static constexpr int kLaneMin = 4;
     // One allocation per block, so adding vectors never copies the others.  (The only copy:
-    // a row-major one doubled the vectors' memory.)
-    std::vector<std::unique_ptr<double[]>> alpha_blk_;
-    const double* alpha_block(int blk) const { return alpha_blk_[blk].get(); }
+    // a row-major one doubled the vectors' memory.)  Entries are double, or float when
+    // single_ (HsviConfig::single_alphas).
+    std::vector<AlphaBlock> alpha_blk_;
+    bool single_ = false;
+    std::size_t alpha_elem_ = sizeof(double);
     double alpha_at(int k, int s) const {
-        return alpha_blk_[k / kLanes][static_cast<std::size_t>(s) * kLanes + k % kLanes];
+        const std::size_t i = static_cast<std::size_t>(s) * kLanes + k % kLanes;
+        const void* b = alpha_blk_[k / kLanes].data();
+        return single_ ? static_cast<double>(static_cast<const float*>(b)[i])
+                       : static_cast<const double*>(b)[i];
     }
-    double& alpha_ref(int k, int s) {
-        return alpha_blk_[k / kLanes][static_cast<std::size_t>(s) * kLanes + k % kLanes];
-    }
-    std::vector<double> alpha_rows() const;  // K * S, row major
+    // Stores v, rounded down in single precision (never above the value it stands for).
+    void alpha_set(int k, int s, double v);
+    template <class E>
+    RowBuffer<E> take_alpha_rows();  // K * S, row major; empties the store
     int n_alpha_ = 0;
     int alpha_at_last_prune_ = 0;
 

@@ -258,3 +258,23 @@ def test_simulated_return_within_solver_bounds(name, pomdp_problems_dir):
         info.lower_bound,
         info.upper_bound,
     )
+
+
+def test_solve_keeps_compressed_rows_only_when_smaller():
+    # The solver holds rows whatever it is given: a mostly-zero dense parse is converted (and
+    # its dense arrays dropped), a dense one stays dense (its rows would be 1.5x larger).
+    from trim_pomdp.commands.solve import _rows_if_smaller
+    from trim_pomdp.engine.model import POMDP
+
+    S = 40
+    T = np.zeros((2, S, S))
+    T[:, np.arange(S), (np.arange(S) + 1) % S] = 1.0
+    Z = np.zeros((2, S, 3))
+    Z[:, :, 0] = 1.0
+    sparse_like = POMDP(T, Z, np.zeros((2, S)), 0.9, np.full(S, 1.0 / S))
+    rows = _rows_if_smaller(sparse_like)
+    assert rows.storage == "sparse"
+    np.testing.assert_array_equal(rows.T, T)
+    dense = POMDP(np.full((2, S, S), 1.0 / S), np.full((2, S, 3), 1.0 / 3), np.zeros((2, S)),
+                  0.9, np.full(S, 1.0 / S))
+    assert _rows_if_smaller(dense).storage == "dense"

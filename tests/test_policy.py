@@ -274,11 +274,12 @@ def _meta(**over):
         ),
         (
             {
-                "alphas": np.zeros((1, 2), np.float32),
+                # float32 is a policy of a single-precision solve; half precision is not
+                "alphas": np.zeros((1, 2), np.float16),
                 "actions": np.zeros(1, np.int64),
                 "metadata_json": _meta(),
             },
-            "alphas must be a float64 2-D array",
+            r"alphas must be a float64 \(or float32\) 2-D array; got float16",
         ),
         (
             {

@@ -207,22 +207,27 @@ def test_package_attribute_is_callable_after_submodule_import():
 def test_kernel_reports_impossible_observation():
     # The sampler's world (T_cum) moves to state 1, the filter's T says the state never
     # changes and Z reveals it: the observation is impossible under the belief, and the
-    # kernel must report (episode, step, a, o) instead of producing a NaN belief.
-    from trim_pomdp.engine.montecarlo import simulate_kernel
+    # kernel must report (episode, step, a, o) instead of producing a NaN belief.  The
+    # world's cumulative sums share the filter's rows, so both rows store both columns:
+    # the filter's T = I with explicit zeros, the world's cumulative sums (0, 1).
+    from trim_pomdp.engine.montecarlo import row_cumsum, simulate_kernel
 
-    T = np.array([np.eye(2)])
+    indptr = np.array([0, 2, 4])
+    indices = np.array([0, 1, 0, 1])
+    filter_T = np.array([1.0, 0.0, 0.0, 1.0])
+    world_T_cum = np.empty(4)
+    row_cumsum(indptr, np.array([0.0, 1.0, 0.0, 1.0]), world_T_cum)
+    assert world_T_cum.tolist() == [0.0, 1.0, 0.0, 1.0]
     Z = np.array([np.eye(2)])
+    Z_indptr, Z_indices, Z_cum = np.array([0, 1, 2]), np.array([0, 1]), np.array([1.0, 1.0])
     R = np.zeros((1, 2))
-    world_T_cum = np.cumsum(np.array([[[0.0, 1.0], [0.0, 1.0]]]), axis=2)
     b0 = np.array([1.0, 0.0])
     returns = np.zeros(3)
     fail = np.full(4, -1, dtype=np.int64)
-    from trim_pomdp.engine.belief import transition_csr
-
     simulate_kernel(
-        *transition_csr(T), Z, R, world_T_cum, np.cumsum(Z, axis=2), b0, np.cumsum(b0),
-        np.zeros((2, 1)), np.zeros(1, np.int64), 0.9, 4, np.random.default_rng(0).random(27),
-        returns, fail,
+        indptr, indices, filter_T, Z, R, world_T_cum, Z_indptr, Z_indices, Z_cum, b0,
+        np.cumsum(b0), np.zeros((2, 1)), np.zeros(1, np.int64), 0.9, 4,
+        np.random.default_rng(0).random(27), returns, fail,
     )  # fmt: skip
     assert fail.tolist() == [0, 0, 0, 1]
 

@@ -200,6 +200,65 @@ def test_converged_reference_values(pomdp_problems_dir, name):
     assert res["upper_bound"] >= ref_lb - ROUNDING
 
 
+@pytest.mark.parametrize("name", sorted(CONVERGED))
+def test_single_precision_converges_to_the_reference_values(pomdp_problems_dir, name):
+    # float32 vectors rounded down: the same published values to 1e-3, and never above the
+    # double-precision solve's own upper bound (the bound stays a certified lower bound).
+    model = load_problem(pomdp_problems_dir, name)
+    policy, info = solve_info(model, SolverConfig(time_limit=10.0, alpha_precision="single"))
+    assert policy.alphas.dtype == np.float32
+    assert info.gap <= 1e-3
+    assert abs(info.lower_bound - CONVERGED[name]) <= 1e-3 + ROUNDING
+    b0 = np.asarray(model.b0) / np.sum(model.b0)
+    assert policy.value(b0) == pytest.approx(info.lower_bound, abs=1e-9)
+    assert info.lower_bound <= run(model, time_limit=10.0, target_gap=1e-3)["upper_bound"]
+
+
+def test_alpha_precision_auto_is_single_for_large_discounted_models():
+    from trim_pomdp.engine.solver import SINGLE_PRECISION_MIN_STATES, _single_alphas
+
+    big, small = np.ones((2, SINGLE_PRECISION_MIN_STATES)), np.ones((2, 100))
+    assert _single_alphas("auto", big, 0.95)
+    assert not _single_alphas("auto", small, 0.95)
+    assert not _single_alphas("auto", big, 1.0)  # episodic: no bound on the values
+    assert not _single_alphas("auto", big * 1e29, 0.95)  # beyond float32's safe range
+    assert not _single_alphas("double", big, 0.95)
+    assert _single_alphas("single", small, 0.95)
+    # a chain of 4,096 states solves in single precision by default
+    S = SINGLE_PRECISION_MIN_STATES
+    T = np.zeros((1, S, S))
+    T[0, np.arange(S), (np.arange(S) + 1) % S] = 1.0
+    Z = np.ones((1, S, 1))
+    R = np.linspace(0.0, 1.0, S)[None, :]
+    b0 = np.zeros(S)
+    b0[0] = 1.0
+    model = SimpleNamespace(T=T, Z=Z, R=R, discount=0.5, b0=b0)
+    policy, info = solve_info(model, SolverConfig(time_limit=5.0))
+    assert policy.alphas.dtype == np.float32
+    exact = sum(0.5**t * R[0, t] for t in range(60))  # deterministic chain from state 0
+    assert info.lower_bound <= exact + 1e-12
+    assert info.lower_bound == pytest.approx(exact, abs=1e-5)
+
+
+def test_single_precision_refuses_models_it_cannot_bound():
+    m = episodic_tiger()
+    with pytest.raises(ValueError, match=r"single-precision alpha vectors need discount < 1 "
+                                         r"and max\|R\| / \(1 - discount\) < 1e30; got "
+                                         r"discount 1"):
+        solve_info(m, SolverConfig(time_limit=1.0, alpha_precision="single"))
+
+
+def test_single_precision_policy_round_trips(tmp_path):
+    from trim_pomdp.engine.policy import AlphaVectorPolicy
+
+    policy, _ = solve_info(tiger(), SolverConfig(time_limit=2.0, alpha_precision="single"))
+    path = policy.save(tmp_path / "p.npz")
+    back = AlphaVectorPolicy.load(path)
+    assert back.alphas.dtype == np.float32
+    np.testing.assert_array_equal(back.alphas, policy.alphas)
+    assert not back.alphas.flags.writeable
+
+
 def assert_no_pointwise_dominated(alphas: np.ndarray) -> None:
     for i in range(len(alphas)):
         others = np.delete(alphas, i, axis=0)
@@ -425,6 +484,8 @@ def test_bad_model_values():
         ({"n_threads": 1.5}, TypeError, r"n_threads must be an int or None; got float"),
         ({"time_limit": "30"}, TypeError, r"time_limit must be a number; got str"),
         ({"verbose": 1}, TypeError, r"verbose must be a bool; got int"),
+        ({"alpha_precision": "half"}, ValueError,
+         r"alpha_precision must be 'auto', 'double' or 'single'; got 'half'"),
     ],
 )
 def test_config_validation(kwargs, error, match):
@@ -435,7 +496,7 @@ def test_config_validation(kwargs, error, match):
 def test_config_defaults():
     c = SolverConfig()
     assert (c.time_limit, c.target_gap, c.max_iterations, c.max_memory_mb, c.n_threads,
-            c.verbose) == (30.0, 1e-3, None, 4096, None, False)
+            c.verbose, c.alpha_precision) == (30.0, 1e-3, None, 4096, None, False, "auto")
     with pytest.raises(TypeError):
         SolverConfig(30.0)  # keyword-only
 

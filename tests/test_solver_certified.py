@@ -74,14 +74,18 @@ def test_alpha_policy_value_matches_recursive_enumeration():
 BROKEN_BEFORE = [14, 18, 30, 35, 49, 70, 73, 76, 80, 93, 98]
 
 
+@pytest.mark.parametrize("precision", ["double", "single"])
 @pytest.mark.parametrize("seed", BROKEN_BEFORE + [0, 1, 2])
-def test_lower_bound_is_value_of_returned_policy_exact(seed):
+def test_lower_bound_is_value_of_returned_policy_exact(seed, precision):
+    # "single": float32 vectors rounded down must keep the bound certified too (a vector
+    # rounded to nearest could sit above the backup it stands for).
     rng = np.random.default_rng(seed)
     S, A = int(rng.integers(3, 6)), int(rng.integers(2, 4))
     m = random_pomdp(rng, S, A, 2, discount=0.6, sparsity=0.3)
     for iterations in (2, 5, 20):
-        policy, info = solve_info(m, SolverConfig(time_limit=math.inf,
-                                                  max_iterations=iterations, n_threads=1))
+        policy, info = solve_info(m, SolverConfig(time_limit=math.inf, max_iterations=iterations,
+                                                  n_threads=1, alpha_precision=precision))
+        assert policy.alphas.dtype == (np.float32 if precision == "single" else np.float64)
         assert policy.value(m.b0) == pytest.approx(info.lower_bound, abs=1e-12)
         value, tail = alpha_policy_value(m, policy.alphas, policy.actions, 18)
         assert tail < 1e-3
@@ -89,10 +93,12 @@ def test_lower_bound_is_value_of_returned_policy_exact(seed):
         assert value - tail <= info.upper_bound + 1e-9
 
 
-def _simulated_return_meets_bound(model, time_limit: float, episodes: int) -> None:
+def _simulated_return_meets_bound(model, time_limit: float, episodes: int,
+                                  precision: str = "auto") -> None:
     from trim_pomdp.engine.montecarlo import simulate
 
-    policy, info = solve_info(model, SolverConfig(time_limit=time_limit))
+    policy, info = solve_info(model, SolverConfig(time_limit=time_limit,
+                                                  alpha_precision=precision))
     # The solver works on b0 renormalised (files print 6 digits).
     b0 = np.asarray(model.b0) / np.sum(model.b0)
     assert policy.value(b0) == pytest.approx(info.lower_bound, abs=1e-9)
@@ -109,6 +115,13 @@ def test_tagavoid_policy_achieves_its_lower_bound():
 
     model = POMDP.from_file(shared_path("pomdp", "large", "TagAvoid.pomdp"))
     _simulated_return_meets_bound(model, 1.0, 5000)
+
+
+def test_tagavoid_single_precision_policy_achieves_its_lower_bound():
+    from trim_pomdp.engine.model import POMDP
+
+    model = POMDP.from_file(shared_path("pomdp", "large", "TagAvoid.pomdp"))
+    _simulated_return_meets_bound(model, 1.0, 5000, precision="single")
 
 
 def _bench_problems() -> list[str]:

@@ -32,7 +32,7 @@ class ParsedPomdp(TypedDict):
     values: Literal["reward", "cost"]
 
 class PomdpSolveResult(TypedDict):
-    alphas: _F  # (K, n_states)
+    alphas: _F  # (K, n_states); float32 when single_alphas
     actions: _I  # (K,)
     lower_bound: float
     upper_bound: float
@@ -113,6 +113,7 @@ def solve_pomdp(
     n_threads: int,
     progress: Callable[[float, float, float, int, int], object] | None = None,
     tol: float = 1e-6,
+    single_alphas: bool = False,
 ) -> PomdpSolveResult: ...
 def _hsvi_backup(
     T: ArrayLike | _Csr,

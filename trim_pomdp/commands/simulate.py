@@ -4,6 +4,11 @@
 or a SARSOP ``.policy`` XML file.  Prints the mean discounted return and its standard
 error (``--json``: one JSON object).
 
+A problem too large for dense arrays is read as compressed rows (``POMDP.from_file``'s
+``storage="auto"``) and simulated from them, never building its ``A x S x S`` transitions
+(only ``Z``, ``A x S x O``, is made dense; if even that would exceed ``DENSE_VIEW_MAX_MB``
+the run stops with one line, exit 2).
+
 Any ``--episodes`` runs in bounded memory (running moments, no array of returns); a run
 longer than a few seconds prints a progress line to stderr every 10 s, and Ctrl-C reports
 the estimate from the episodes done so far and exits with 130.

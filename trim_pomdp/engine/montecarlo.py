@@ -13,6 +13,12 @@ changing the mean).  The truncated tail is at most ``discount^horizon max|R| / (
 in absolute value, reported as ``truncation_bound``; with ``horizon=None`` the horizon is
 chosen so that this bound is below ``1e-3``.
 
+``T`` is only ever used as compressed rows (the model's own ``T_csr`` when it is held
+sparsely, else built from the dense ``T``): the successor is drawn by a binary search in the
+row's cumulative sums, which picks the same state as the dense cumulative sums would for the
+same uniform, so a model gives bit-identical returns whichever way it is stored, and a
+RockSample[7,8] (12,545 states, 13 actions) is simulated without its 16 GB dense ``T``.
+
 The estimate is the sample mean of the returns; its standard error is the sample standard
 deviation (ddof=1) divided by ``sqrt(episodes)``.
 
@@ -35,11 +41,14 @@ from numba import njit
 from numpy.typing import NDArray
 
 from trim_pomdp.engine.belief import (
-    belief_update_kernel,
     belief_update_sparse_kernel,
     transition_csr,
 )
-from trim_pomdp.errors import MemoryLimitError, ZeroProbabilityObservationError
+from trim_pomdp.errors import (
+    MemoryLimitError,
+    ModelValidationError,
+    ZeroProbabilityObservationError,
+)
 
 __all__ = ["SimulationResult", "simulate", "default_horizon"]
 
@@ -118,6 +127,41 @@ def _sample(cum: Any, u: float) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def row_cumsum(indptr: Any, data: Any, out: Any) -> None:  # pragma: no cover - compiled
+    """``out[p] = data[ptr[r]] + ... + data[p]`` for ``p`` in row ``r``'s segment
+    ``ptr[r]:ptr[r+1]``: the cumulative sums of compressed rows, row by row.
+
+    The sums are left to right, as ``np.cumsum`` of the dense row; the dense row's zeros
+    add exactly ``0.0``, so ``out[p]`` is bit for bit the dense cumulative sum at column
+    ``indices[p]``."""
+    for r in range(indptr.shape[0] - 1):
+        c = 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            c += data[p]
+            out[p] = c
+
+
+@njit(cache=True, nogil=True)
+def sample_row(cum: Any, indices: Any, lo: int, hi: int, u: float) -> int:  # pragma: no cover
+    """:func:`_sample` on one compressed row: ``cum[lo:hi]`` (from :func:`row_cumsum`,
+    ``hi > lo``) at columns ``indices[lo:hi]``; returns the column.
+
+    The first entry whose cumulative mass exceeds ``u * total`` is chosen.  A dense row's
+    cumulative sums only rise at its non-zero entries, and only those are stored, so for
+    the same ``u`` this is the column :func:`_sample` picks on the dense row (``u < 1``
+    gives ``u * total < total``, so some entry always exceeds it)."""
+    x = u * cum[hi - 1]
+    last = hi - 1
+    while lo < last:
+        mid = (lo + last) // 2
+        if cum[mid] > x:
+            last = mid
+        else:
+            lo = mid + 1
+    return int(indices[lo])
+
+
+@njit(cache=True, nogil=True)
 def simulate_kernel(
     T_indptr: Any,
     T_indices: Any,
@@ -125,6 +169,8 @@ def simulate_kernel(
     Z: Any,
     R: Any,
     T_cum: Any,
+    Z_indptr: Any,
+    Z_indices: Any,
     Z_cum: Any,
     b0: Any,
     b0_cum: Any,
@@ -144,9 +190,15 @@ def simulate_kernel(
     ``.state_address`` ...); with the Generator passed in, a Ctrl-C crashed the
     process with a segmentation fault in 3 of 30 interrupted ``trim-pomdp simulate`` runs (0 of
     40 without it), most likely a KeyboardInterrupt raised inside one of those lookups. ``T``
-    comes in CSR form (:func:`~trim_pomdp.engine.belief.transition_csr`) and both the action
-    choice and the filter only visit the belief's support, so a step costs O(K |supp| + S + nnz)
-    rather than O(K S + S^2). The vectors come transposed, ``alphas_t[s, k] = alpha_k(s)``, so
+    comes in CSR form (:func:`~trim_pomdp.engine.belief.transition_csr` or
+    ``POMDP.T_csr``) and both the action choice and the filter only visit the belief's
+    support, so a step costs O(K |supp| + S + nnz) rather than O(K S + S^2). The successor and
+    the observation are drawn from compressed rows too: ``T_cum`` holds the cumulative sums
+    of ``T_data`` row by row (:func:`row_cumsum`, the same ``T_indptr``/``T_indices``), and
+    ``Z_cum`` those of ``Z``'s rows ``a * S + s'`` (``Z_indptr``, ``Z_indices``), sampled by
+    :func:`sample_row`, which picks the state the dense cumulative sums would for the same
+    uniform. Only ``Z`` (``A x S x O``) is dense, for the filter's lookups; nothing is
+    ``A x S x S``. The vectors come transposed, ``alphas_t[s, k] = alpha_k(s)``, so
     that the K dot products accumulate state by state over contiguous rows (a loop the compiler
     vectorises) instead of gathering ``alpha_k(supp[j])`` vector by vector; each sum still adds
     the same terms in the same order, so the chosen vector is unchanged. (Hallway2's 30 s
@@ -187,8 +239,10 @@ def simulate_kernel(
                     k_best = k
             a = actions[k_best]
             g += disc * R[a, s]
-            s2 = _sample(T_cum[a, s], u[iu])
-            o = _sample(Z_cum[a, s2], u[iu + 1])
+            row = a * n_states + s
+            s2 = sample_row(T_cum, T_indices, T_indptr[row], T_indptr[row + 1], u[iu])
+            row = a * n_states + s2
+            o = sample_row(Z_cum, Z_indices, Z_indptr[row], Z_indptr[row + 1], u[iu + 1])
             iu += 2
             norm, n_next = belief_update_sparse_kernel(
                 T_indptr, T_indices, T_data, Z, b, supp, n_supp, a, o, b_next, supp_next
@@ -208,18 +262,26 @@ def simulate_kernel(
 
 
 def _simulate_python(
-    T: Any, Z: Any, R: Any, T_cum: Any, Z_cum: Any, b0: Any, b0_cum: Any, policy: Any,
-    discount: float, horizon: int, rng: np.random.Generator, returns: Any,
+    T_csr: Any, Z: Any, R: Any, T_cum: Any, Z_csr: Any, Z_cum: Any, b0: Any, b0_cum: Any,
+    policy: Any, discount: float, horizon: int, rng: np.random.Generator, returns: Any,
     first_episode: int = 0,
 ) -> None:
     """:func:`simulate_kernel` for a policy that is only a Python ``action(belief) -> int``
-    (slow: one Python call per step).  It draws the same uniforms in the same order, so a
-    policy that acts like an alpha-vector policy gets the same returns for the same seed."""
-    n_actions = T.shape[0]
+    (slow: one Python call per step).  It draws the same uniforms in the same order, samples
+    from the same compressed rows and filters with the same kernel, so a policy that acts
+    like an alpha-vector policy gets the same returns for the same seed."""
+    T_indptr, T_indices, T_data = T_csr
+    Z_indptr, Z_indices = Z_csr
+    n_actions, n_states = R.shape
     b = np.empty_like(b0)
     b_next = np.empty_like(b0)
+    supp = np.empty(n_states, dtype=np.int64)
+    supp_next = np.empty(n_states, dtype=np.int64)
+    b0_supp = np.flatnonzero(b0 > 0.0)
     for ep in range(returns.shape[0]):
         b[:] = b0
+        n_supp = b0_supp.shape[0]
+        supp[:n_supp] = b0_supp
         s = int(_sample(b0_cum, rng.random()))
         g, disc = 0.0, 1.0
         for t in range(horizon):
@@ -236,14 +298,20 @@ def _simulate_python(
                 )
             a = int(a)
             g += disc * R[a, s]
-            s2 = int(_sample(T_cum[a, s], rng.random()))
-            o = int(_sample(Z_cum[a, s2], rng.random()))
-            if belief_update_kernel(T, Z, b, a, o, b_next) <= 0.0:
+            row = a * n_states + s
+            s2 = sample_row(T_cum, T_indices, T_indptr[row], T_indptr[row + 1], rng.random())
+            row = a * n_states + s2
+            o = sample_row(Z_cum, Z_indices, Z_indptr[row], Z_indptr[row + 1], rng.random())
+            norm, n_supp = belief_update_sparse_kernel(
+                T_indptr, T_indices, T_data, Z, b, supp, n_supp, a, o, b_next, supp_next
+            )
+            if norm <= 0.0:
                 raise ZeroProbabilityObservationError(
                     f"episode {first_episode + ep}, step {t}: the simulated observation o={o} "
                     f"has zero probability under the filtered belief after action a={a}"
                 )
             b, b_next = b_next, b
+            supp, supp_next = supp_next, supp
             s = s2
             disc *= discount
         returns[ep] = g
@@ -280,7 +348,10 @@ def simulate(
     Parameters
     ----------
     model : POMDP
-        Anything with ``T (A,S,S)``, ``Z (A,S,O)``, ``R (A,S)``, ``discount`` and ``b0 (S,)``.
+        Held densely or sparsely (``storage == "sparse"``: simulated from its compressed rows
+        ``T_csr``, ``Z_csr``, with a dense ``Z`` of ``A x S x O`` for the filter; no
+        ``A x S x S`` array is built), or anything with ``T (A,S,S)``, ``Z (A,S,O)``,
+        ``R (A,S)``, ``discount`` and ``b0 (S,)``.  Both storages give identical returns.
     policy : AlphaVectorPolicy
         Or any object with ``alphas (K, S)`` and ``actions (K,)`` (both run compiled, after
         :meth:`AlphaVectorPolicy.check_model`), or any object with a method
@@ -314,7 +385,12 @@ def simulate(
         If the policy does not fit the model.
     MemoryLimitError
         ``keep_returns=True`` and the returns would take more than :data:`MAX_RETURNS_MB`
-        (raised before anything is simulated, with the memory they would need).
+        (raised before anything is simulated, with the memory they would need); or a
+        sparse model whose dense ``Z`` would take more than
+        :data:`~trim_pomdp.engine.model.DENSE_VIEW_MAX_MB`.
+    ModelValidationError
+        A row of ``T`` or ``Z`` with no non-zero entry (a stand-in model; ``POMDP`` rows
+        sum to 1).
     ValueError
         Bad ``episodes``, ``horizon`` or ``seed``.
     """
@@ -331,8 +407,6 @@ def simulate(
             f"(8 bytes each), above the {MAX_RETURNS_MB:g} MB limit; pass keep_returns=False "
             "(as trim-pomdp simulate does) for the mean and standard error in bounded memory"
         )
-    T = np.ascontiguousarray(model.T, dtype=np.float64)
-    Z = np.ascontiguousarray(model.Z, dtype=np.float64)
     R = np.ascontiguousarray(model.R, dtype=np.float64)
     b0 = np.ascontiguousarray(model.b0, dtype=np.float64)
     discount = float(model.discount)
@@ -360,15 +434,17 @@ def simulate(
     else:
         trunc = 0.0 if max_abs_r == 0.0 else math.inf
 
-    T_cum = np.cumsum(T, axis=2)
-    Z_cum = np.cumsum(Z, axis=2)
+    T_csr, Z, Z_csr = _model_rows(model)
+    T_cum = np.empty_like(T_csr[2])
+    row_cumsum(T_csr[0], T_csr[2], T_cum)
+    Z_cum = np.empty_like(Z_csr[2])
+    row_cumsum(Z_csr[0], Z_csr[2], Z_cum)
     b0_cum = np.cumsum(b0)
     rng = np.random.default_rng(int(seed))
     chunk = int(max(1, min(episodes, STEPS_PER_CHUNK // horizon)))
     kept = np.empty(episodes) if keep_returns else None
     buf = np.empty(chunk)
     if python_policy is None:
-        csr = transition_csr(T)
         alphas_t = np.ascontiguousarray(np.asarray(policy.alphas).T)
         acts = np.ascontiguousarray(policy.actions)
         fail = np.full(4, -1, dtype=np.int64)
@@ -379,13 +455,14 @@ def simulate(
         while done < episodes:
             out = buf[: min(chunk, episodes - done)]
             if python_policy is not None:
-                _simulate_python(T, Z, R, T_cum, Z_cum, b0, b0_cum, python_policy, discount,
-                                 horizon, rng, out, first_episode=done)
+                _simulate_python(T_csr, Z, R, T_cum, Z_csr[:2], Z_cum, b0, b0_cum,
+                                 python_policy, discount, horizon, rng, out,
+                                 first_episode=done)
             else:
                 u = draws[: out.shape[0] * (1 + 2 * horizon)]
                 rng.random(out=u)
-                simulate_kernel(*csr, Z, R, T_cum, Z_cum, b0, b0_cum, alphas_t, acts, discount,
-                                horizon, u, out, fail)
+                simulate_kernel(*T_csr, Z, R, T_cum, Z_csr[0], Z_csr[1], Z_cum, b0, b0_cum,
+                                alphas_t, acts, discount, horizon, u, out, fail)
                 if fail[0] >= 0:
                     raise ZeroProbabilityObservationError(
                         f"episode {done + fail[0]}, step {fail[1]}: the simulated observation "
@@ -436,6 +513,66 @@ def simulate(
         n_episodes=done,
         interrupted=interrupted,
     )
+
+
+def _dense_rows(X: NDArray[np.float64]) -> tuple[Any, Any, Any]:
+    """Compressed rows ``(indptr, indices, data)`` of ``X (A, S, C)`` viewed as ``A * S``
+    rows of ``C`` columns (:func:`~trim_pomdp.engine.belief.transition_csr` for any ``C``)."""
+    A, S, C = X.shape
+    flat = X.reshape(A * S, C)
+    rows, cols = np.nonzero(flat)  # row-major order: rows ascending, columns ascending
+    indptr = np.zeros(A * S + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=A * S), out=indptr[1:])
+    return indptr, cols.astype(np.int64), flat[rows, cols].copy()
+
+
+def _model_rows(model: Any) -> tuple[tuple[Any, Any, Any], Any, tuple[Any, Any, Any]]:
+    """``(T rows, dense Z, Z rows)`` for the kernels, rows as int64/float64 ``(indptr,
+    indices, data)``.  A sparse model's rows are used as they are, so no ``A x S x S`` array
+    is ever built; ``Z`` is made dense (``A x S x O``) for the filter's lookups.
+
+    Raises
+    ------
+    MemoryLimitError
+        A sparse model whose dense ``Z`` would exceed ``DENSE_VIEW_MAX_MB``.
+    ModelValidationError
+        A row of ``T`` or ``Z`` without any non-zero entry (only possible for an unvalidated
+        stand-in model: ``POMDP`` rows sum to 1).
+    """
+    from trim_pomdp.engine.model import DENSE_VIEW_MAX_MB
+
+    if getattr(model, "storage", "dense") == "sparse":
+        A, S, O = int(model.n_actions), int(model.n_states), int(model.n_observations)  # noqa: E741
+        mb = 8.0 * A * S * O / 2**20
+        if mb > DENSE_VIEW_MAX_MB:
+            raise MemoryLimitError(
+                f"simulate filters beliefs with a dense Z: this sparse model's Z of shape "
+                f"({A}, {S}, {O}) would take {mb:.1f} MB, above DENSE_VIEW_MAX_MB="
+                f"{DENSE_VIEW_MAX_MB:g} (its transitions stay compressed); use a model with "
+                "fewer actions, states or observations"
+            )
+        rows = []
+        for m in (model.T_csr, model.Z_csr):
+            rows.append((np.ascontiguousarray(m[0], dtype=np.int64),
+                         np.ascontiguousarray(m[1], dtype=np.int64),
+                         np.ascontiguousarray(m[2], dtype=np.float64)))
+        Z = np.ascontiguousarray(model.Z, dtype=np.float64)
+        T_rows, Z_rows = rows
+    else:
+        T = np.ascontiguousarray(model.T, dtype=np.float64)
+        Z = np.ascontiguousarray(model.Z, dtype=np.float64)
+        T_rows = transition_csr(T)
+        Z_rows = _dense_rows(Z)
+    for name, (indptr, _, _) in (("T", T_rows), ("Z", Z_rows)):
+        empty = np.flatnonzero(indptr[1:] == indptr[:-1])
+        if empty.size:
+            a, s = divmod(int(empty[0]), int(np.shape(model.R)[1]))
+            state = "s" if name == "T" else "s'"
+            raise ModelValidationError(
+                f"{name}[a={a}, {state}={s}, :] has no non-zero entry "
+                f"({empty.size} such rows); every row must be a probability distribution"
+            )
+    return T_rows, Z, Z_rows
 
 
 def _fmt_bytes(n: float) -> str:

@@ -89,11 +89,17 @@ def _parse_xml_without_dtd(data: bytes, path: Path) -> Any:
     return builder.close()
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    # Always copy: the policy must not change when the caller mutates its input array.
-    a = np.array(a, order="C", copy=True)
+def _readonly(a: np.ndarray, copy: bool = True) -> np.ndarray:
+    # Copy by default: the policy must not change when the caller mutates its input array.
+    a = np.array(a, order="C", copy=True) if copy else np.ascontiguousarray(a)
     a.flags.writeable = False
     return a
+
+
+def _all_finite(a: np.ndarray, rows: int = 256) -> bool:
+    # Row block by row block: np.isfinite of the whole array is a K x S temporary (49 MB for
+    # 3,900 vectors of RockSample[7,8]'s 12,545 states).
+    return all(bool(np.isfinite(a[i:i + rows]).all()) for i in range(0, a.shape[0], rows))
 
 
 class AlphaVectorPolicy:
@@ -114,7 +120,8 @@ class AlphaVectorPolicy:
     Attributes
     ----------
     alphas : ndarray, shape (K, n_states)
-        Read-only float64 copy of the vectors.
+        Read-only float64 copy of the vectors (float32 when given float32, as from a
+        single-precision solve, ``SolverConfig.alpha_precision``).
     actions : ndarray of int64, shape (K,)
         Read-only.
     action_names : list of str or None
@@ -134,6 +141,24 @@ class AlphaVectorPolicy:
     >>> pol.value(np.array([0.3, 0.7]))
     0.7
     """
+
+    # True only inside _adopt: the arrays are the library's own and are not copied.
+    _adopting = False
+
+    @classmethod
+    def _adopt(
+        cls, alphas: NDArray[np.floating[Any]], actions: ArrayLike, **kwargs: Any
+    ) -> AlphaVectorPolicy:
+        """A policy that takes ``alphas`` over instead of copying it: for an array
+        nobody else holds (the solver's result, which for a large model is hundreds of MB);
+        validated as by the constructor, and made read-only."""
+        self = cls.__new__(cls)
+        self._adopting = True
+        try:
+            self.__init__(alphas, actions, **kwargs)  # type: ignore[misc]
+        finally:
+            del self._adopting
+        return self
 
     def __init__(
         self,
@@ -158,8 +183,11 @@ class AlphaVectorPolicy:
             or np.issubdtype(alphas_arr.dtype, np.integer)
         ):
             raise TypeError(f"alphas must be a real numeric array; got dtype {alphas_arr.dtype}")
-        alphas_arr = alphas_arr.astype(np.float64)
-        if not np.all(np.isfinite(alphas_arr)):
+        # float32 stays float32 (a single-precision solve: half the memory; the values
+        # are exact in the float64 arithmetic of value/action); anything else is float64.
+        if alphas_arr.dtype != np.float32:
+            alphas_arr = alphas_arr.astype(np.float64, copy=False)
+        if not _all_finite(alphas_arr):
             k, s = np.argwhere(~np.isfinite(alphas_arr))[0]
             raise ValueError(f"alphas must be finite; alphas[{k}, {s}] = {alphas_arr[k, s]}")
         actions_arr = np.asarray(actions)
@@ -196,15 +224,15 @@ class AlphaVectorPolicy:
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
-        self._alphas = _readonly(alphas_arr)
+        self._alphas = _readonly(alphas_arr, copy=not self._adopting)
         self._actions = _readonly(actions_arr)
         self._action_names = names
         self.metadata: dict[str, Any] = meta
 
     # ------------------------------------------------------------------ properties
     @property
-    def alphas(self) -> NDArray[np.float64]:
-        """Alpha vectors, shape (K, n_states), read-only."""
+    def alphas(self) -> NDArray[np.floating[Any]]:
+        """Alpha vectors, shape (K, n_states), read-only (float64, or float32)."""
         return self._alphas
 
     @property
@@ -349,9 +377,10 @@ class AlphaVectorPolicy:
         path = Path(path)
         arrays, meta = _FORMAT.load(path)
         alphas, actions = arrays["alphas"], arrays["actions"]
-        if alphas.dtype != np.float64 or alphas.ndim != 2:
+        if alphas.dtype not in (np.float64, np.float32) or alphas.ndim != 2:
             raise PolicyFormatError(
-                f"{path}: alphas must be a float64 2-D array; got {alphas.dtype} {alphas.shape}"
+                f"{path}: alphas must be a float64 (or float32) 2-D array; got {alphas.dtype} "
+                f"{alphas.shape}"
             )
         if actions.dtype.kind not in "iu" or actions.shape != (alphas.shape[0],):
             raise PolicyFormatError(
@@ -373,7 +402,9 @@ class AlphaVectorPolicy:
         if not isinstance(user_meta, dict):
             raise PolicyFormatError(f"{path}: metadata.metadata must be a JSON object")
         try:
-            return cls(alphas, actions, action_names=names, metadata=user_meta)
+            # the arrays were just read and nobody else holds them: no copy (a 30 s
+            # RockSample[7,8] policy is 200-400 MB)
+            return cls._adopt(alphas, actions, action_names=names, metadata=user_meta)
         except (ValueError, TypeError) as exc:
             raise PolicyFormatError(f"{path}: {exc}") from None
 
