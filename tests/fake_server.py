@@ -31,8 +31,9 @@ body was seen: the same run of requests gives the same faults whatever the order
 concurrent episodes send them, and a retry (same body, next count) is an independent draw.
 Every request is logged (``log``) with its parsed body, headers and start/end times;
 ``max_in_flight`` counts concurrent requests per kind; ``dropped`` counts requests whose
-client closed the connection before they were answered (a cancelled call).  ``min_step=k`` limits a failure to
-requests about step ``k`` or later (0-based), whatever order concurrent episodes send them in.
+client closed the connection before they were answered (a cancelled call).  ``min_step=k``
+limits a failure to requests about step ``k`` or later (0-based), whatever order concurrent
+episodes send them in.
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ OpenAI-compatible server, started and stopped here."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
 from fake_server import FakeServer, ScriptedStep
+from proc_utils import REPO, child_env, run_python
 
 from trim_pomdp.cli import main
 from trim_pomdp.fit.observation import ObservationModel
@@ -21,6 +23,12 @@ from trim_pomdp.simulation.synth_traces import simulate_traces
 from trim_pomdp.traces.records import save_traces
 
 N_ROUTED = 45
+
+#: what ``pip install ".[test]"`` brings beyond ``pip install ".[http]"``: in the plain-install
+#: rerun these imports fail, as they would there (aiohttp and math-verify stay: the http extra)
+NOT_IN_PLAIN_INSTALL = ("matplotlib", "gymnasium", "dask", "distributed", "httpx",
+                        "prometheus_client", "openai", "nbclient", "nbformat", "ipykernel")
+PLAIN = os.environ.get("TRIM_POMDP_TEST_PLAIN_INSTALL") == "1"
 
 
 def script_problems(srv: FakeServer, path) -> tuple[set[str], set[str]]:
@@ -59,7 +67,13 @@ def test_fit_solve_evaluate_route_fit_solve_with_paths_only(tmp_path, capsys):
 
     # fit: the bins and features it chose travel with observation.npz
     fit1 = tmp_path / "fit"
+    capsys.readouterr()
     assert main(["fit", str(cheap), "--strong", str(strong), "--out", str(fit1)]) == 0
+    if PLAIN:  # no plot extra: one line says so, everything else is written
+        cap = capsys.readouterr()
+        said = cap.out + cap.err
+        assert 'pip install "trim_pomdp[plot]"' in said and "Traceback" not in said, said
+        assert not list(fit1.glob("*.png"))
     om = ObservationModel.load(fit1 / "observation.npz")
     # the score bins were chosen by solved value (issue 15); the summary says how
     n1 = json.loads((fit1 / "summary.json").read_text())["score_bins_choice"]["n_score_bins"]
@@ -134,6 +148,24 @@ def test_fit_solve_evaluate_route_fit_solve_with_paths_only(tmp_path, capsys):
     assert (b2.model.n_score_bins, b2.model.uses_min) == (n2, False)
     assert b2.default_lambda in b2.lambdas
     capsys.readouterr()
+
+
+def test_the_journey_in_a_plain_install_with_the_http_extra(tmp_path):
+    """The same journey in a child process where every module that only the test extra brings
+    is blocked (``sys.modules[name] = None`` makes its import fail, as in ``pip install
+    ".[http]"``), so a command that reaches for matplotlib, httpx, prometheus-client or the
+    rest fails here instead of passing on the test environment's extras."""
+    if PLAIN:  # this is the child run itself
+        return
+    code = ("import sys\n"
+            f"for m in {NOT_IN_PLAIN_INSTALL!r}: sys.modules[m] = None\n"
+            "import pytest\n"
+            "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '--basetemp', sys.argv[1],"
+            " 'tests/test_journey.py::test_fit_solve_evaluate_route_fit_solve_with_paths_only']))")
+    r = run_python(["-c", code, str(tmp_path / "t")], cwd=REPO,
+                   env=child_env(TRIM_POMDP_TEST_PLAIN_INSTALL="1"))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "1 passed" in r.stdout, r.stdout[-2000:]
 
 
 def test_route_with_a_bank_that_records_no_budget_asks_for_one(tmp_path, capsys):

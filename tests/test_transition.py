@@ -177,7 +177,8 @@ def test_load_errors(tmp_path):
                        r"\(this trim_pomdp reads 1\)"):
         TransitionModel.load(p)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ModelValidationError, match="cannot read model .npz file .truncated or corrupt"):
+    with pytest.raises(ModelValidationError,
+                       match="cannot read model .npz file .truncated or corrupt"):
         TransitionModel.load(tmp_path / "junk.npz")
     tm = TransitionModel(p_s=0.5).fit(HAND)
     tm.save(p)
