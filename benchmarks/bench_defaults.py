@@ -19,10 +19,18 @@ The no-drift check: on ``default`` and ``noisy_prm`` a paired bootstrap over pro
 new - old for ΔIBC, CPT(50 %) and CPT(95 %) and best accuracy, with 95 % percentile
 intervals; on every scenario the same bootstrap of (best accuracy - TRIM-Thr's best).
 
+``--cli`` measures instead what a user of the command line gets: on each scenario's
+deployment world (the world itself when it has no drift) 4,000 labelled cheap and 4,000
+strong traces are written as JSONL, ``trim-pomdp fit CHEAP --strong STRONG --out DIR`` and
+``trim-pomdp solve-grid --transition ... --observation ... --out bank.npz`` run with paths
+only (so the fit's defaults: ``score+min`` features, bins chosen by solved value, the
+default grid), and the bank is evaluated beside TRIM-Thr on 20,000 problems of that world.
+
 Run (``--sweep-bins 10,16,24,32,40,48``: best accuracy of fixed counts on the overconfident
 deployment world instead):
     nice python benchmarks/bench_defaults.py [--bootstrap 500] \
         [--out benchmarks/results/defaults.json]
+    nice python benchmarks/bench_defaults.py --cli [--out benchmarks/results/defaults_cli.json]
 """
 
 from __future__ import annotations
@@ -35,11 +43,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trim_pomdp.cli import main as cli_main
 from trim_pomdp.evaluation.from_scenario import FitConfig, fit_from_scenario
 from trim_pomdp.evaluation.registry import threshold_family
 from trim_pomdp.evaluation.sweep import compare, evaluate, paired_bootstrap
-from trim_pomdp.routing.bank import default_lambdas, legacy_lambdas, solve_grid
+from trim_pomdp.routing.bank import PolicyBank, default_lambdas, legacy_lambdas, solve_grid
 from trim_pomdp.simulation.scenario import BUILTIN_SCENARIOS, load_scenario
+from trim_pomdp.simulation.synth_traces import simulate_traces
+from trim_pomdp.traces.records import save_traces
 
 NO_DRIFT_CHECK = ("default", "noisy_prm")
 
@@ -73,6 +84,56 @@ def _sweep_bins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli(args: argparse.Namespace) -> int:
+    import tempfile
+
+    results: dict = {"bootstrap": args.bootstrap, "how": "trim-pomdp fit + solve-grid, paths "
+                     "only, on 4,000 + 4,000 labelled traces of the deployment world",
+                     "scenarios": {}}
+    for name in args.scenarios.split(","):
+        sc = load_scenario(name)  # traces of a drift scenario carry its deployment PRM
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            save_traces(simulate_traces(sc, model="cheap", n_problems=4000, seed=1),
+                        d / "cheap.jsonl")
+            save_traces(simulate_traces(sc, model="strong", n_problems=4000, seed=2),
+                        d / "strong.jsonl")
+            t0 = time.perf_counter()
+            assert cli_main(["fit", str(d / "cheap.jsonl"), "--strong", str(d / "strong.jsonl"),
+                             "--out", str(d / "fit"), "--no-plots", "--json"]) == 0
+            t_fit = time.perf_counter() - t0
+            assert cli_main(["solve-grid", "--transition", str(d / "fit" / "transition.npz"),
+                             "--observation", str(d / "fit" / "observation.npz"),
+                             "--out", str(d / "bank.npz")]) == 0
+            bank = PolicyBank.load(d / "bank.npz")
+        m = bank.model
+        ev = evaluate(sc, [threshold_family(), bank.family("cli-default")],
+                      keep_outcomes=args.bootstrap > 0)
+        thr = float(ev.curves["trim-thr"].accuracy.max())
+        c = ev.curves["cli-default"]
+        i = int(c.accuracy.argmax())
+        row = {"n_problems": ev.n_problems, "features": "score+min" if m.uses_min else "score",
+               "n_score_bins": m.n_score_bins, "n_min_bins": m.n_min_bins, "fit_s": round(t_fit, 1),
+               "trim_thr_max_accuracy": thr, "max_accuracy": float(c.accuracy[i]),
+               "at_lambda": float(c.params[i]), "cost_there": float(c.cost_fraction[i]),
+               "delta_ibc": c.metrics["delta_ibc"], "cpt_95": c.metrics["cpt_95"],
+               "trim_thr_delta_ibc": ev.curves["trim-thr"].metrics["delta_ibc"]}
+        line = (f"{name:20s} cli-default ({row['features']}, {m.n_score_bins} bins) best accuracy "
+                f"{c.accuracy[i]:.4f} vs TRIM-Thr {thr:.4f} ({c.accuracy[i] - thr:+.4f}) at lambda "
+                f"{c.params[i]:.3g}, cost {c.cost_fraction[i]:.3f}; "
+                f"dIBC {c.metrics['delta_ibc']:.0f} vs {row['trim_thr_delta_ibc']:.0f}")
+        if args.bootstrap > 0:
+            samples = paired_bootstrap(ev, n_boot=args.bootstrap, seed=0)
+            row["paired_bootstrap_best_accuracy_minus_thr"] = b = compare(
+                samples, "cli-default", "trim-thr", "max_accuracy")
+            line += f"; paired bootstrap {b['diff']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]"
+        print(line, flush=True)
+        results["scenarios"][name] = row
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", type=int, default=500)
@@ -82,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: best accuracy of fixed score-bin counts (default grid), "
                          "fitted on --sweep-scenario's deployment world, against TRIM-Thr")
     ap.add_argument("--sweep-scenario", default="drift_overconfident")
+    ap.add_argument("--cli", action="store_true",
+                    help="instead: the command line's default fit and grid on each scenario's "
+                         "deployment world against TRIM-Thr")
     args = ap.parse_args(argv)
+    if args.cli:
+        return _cli(args)
     if args.sweep_bins:
         return _sweep_bins(args)
     results: dict = {"bootstrap": args.bootstrap, "scenarios": {}}
