@@ -3,9 +3,14 @@ budget pacing at a 10 % target, end to end in the simulator.
 
     nice python benchmarks/bench_adapt.py --json benchmarks/results/adapt.json
     nice python benchmarks/bench_adapt.py --quick                # smaller, a few minutes
+    nice python benchmarks/bench_adapt.py --features score+min \
+        --json benchmarks/results/adapt_score_min.json   # banks as `trim-pomdp fit` makes them
 
 Every router is fitted with the library's defaults on the *training* world (labelled
-traces, seed 1, 32-lambda grid), as ``benchmarks/bench_drift.py`` does.  The loop is
+traces, seed 1, 32-lambda grid), as ``benchmarks/bench_drift.py`` does; ``--features
+score+min`` fits the score and the min-previous-score feature instead, as ``trim-pomdp fit``
+does by default (the refit then swaps in a score-only bank:
+:func:`trim_pomdp.fit.refit.refit_observation`).  The loop is
 :class:`trim_pomdp.fit.adapt.Adapter`, the same object ``trim-pomdp route --adapt`` drives:
 
 * a stream of ``--stream`` deployment episodes is routed 50 at a time in lockstep (a server
@@ -55,10 +60,13 @@ from trim_pomdp.simulation.world import sample_world, simulate_routing  # noqa: 
 TARGET = 0.10
 
 
+FEATURES = "score"
+
+
 def setup(name: str) -> dict:
     """Fit, bank, 10 % lambda and monitor for the training world of scenario ``name``."""
     sc = load_scenario(name)
-    model, _, _ = fit_from_scenario(sc, FitConfig(seed=1))
+    model, _, _ = fit_from_scenario(sc, FitConfig(seed=1, features=FEATURES))
     bank = solve_grid(model, default_lambdas(model, 32))
     lam, got = calibrate(bank, target_cost_fraction=TARGET, scenario=sc.training()
                          if hasattr(sc, "training") else sc, n_problems=4000, seed=78)
@@ -188,11 +196,16 @@ def main() -> None:
     ap.add_argument("--far-episodes", type=int, default=2_000_000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--features", choices=("score", "score+min"), default="score",
+                    help="observation features of the training fit (default score)")
     args = ap.parse_args()
+    global FEATURES
+    FEATURES = args.features
     if args.quick:
         args.stream, args.seeds, args.n_eval, args.far_episodes = 4000, 1, 6000, 50_000
     t0 = time.perf_counter()
-    out: dict = {"command": " ".join(sys.argv), "target": TARGET, "stream": args.stream,
+    out: dict = {"command": " ".join(sys.argv), "features": FEATURES, "target": TARGET,
+                 "stream": args.stream,
                  "n_eval": args.n_eval, "far_episodes": args.far_episodes}
     seeds = [4242 + 101 * i for i in range(args.seeds)]
     base = setup("default")

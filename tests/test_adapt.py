@@ -223,14 +223,55 @@ def test_adapter_failed_refit_keeps_the_bank():
     assert ad.version == 0 and ad.bank is bank
 
 
-def test_adapter_rejects_banks_it_cannot_refit():
-    from trim_pomdp.errors import ModelValidationError
+def _min_model(obs, q=(0.3, 0.7)):
+    """``obs`` (3, 10) with a min-previous-score axis of 2 bins (edge 0.5), the min bin
+    independent of the score: ``O[s, (i, m)] = obs[s, i] q[m]``."""
+    joint = (np.asarray(obs)[:, :, None] * np.asarray(q)[None, None, :]).reshape(3, -1)
+    return TrimModel.from_parameters(p_w=P_W, p_s=P_S, hazard=np.full(30, HAZ),
+                                     obs_matrix=joint, score_edges=np.arange(1, 10) / 10,
+                                     min_edges=[0.5])
 
-    m = TrimModel.from_parameters(p_w=P_W, p_s=P_S, hazard=np.full(30, HAZ),
-                                  obs_matrix=np.full((3, 4), 0.25), score_edges=[0.5],
-                                  min_edges=[0.5])
-    with pytest.raises(ModelValidationError, match="min-previous-score"):
-        Adapter(solve_grid(m, [1e-3]), every=100)
+
+def test_a_min_feature_bank_is_refitted_as_its_score_marginal():
+    from trim_pomdp.fit.refit import score_marginal
+
+    old = _min_model(OLD)
+    marg = score_marginal(old)
+    assert not marg.uses_min
+    np.testing.assert_allclose(marg.obs_matrix, OLD, atol=1e-12)
+    np.testing.assert_array_equal(marg.score_edges, old.score_edges)
+    assert (marg.p_w, marg.p_s) == (old.p_w, old.p_s)
+    traces = sample_routed(TRUE, np.arange(1, 10) / 10, solve_grid(old, [3e-2])[0], 4000,
+                           seed=1)
+    res = refit_observation(old, traces)
+    # exactly the score-only refit of the marginal on the same traces ...
+    ref = refit_observation(marg, traces)
+    np.testing.assert_array_equal(res.new_obs_matrix, ref.new_obs_matrix)
+    assert res.loglik_after == ref.loglik_after and res.loglik_before == ref.loglik_before
+    # ... which recovers the PRM (4,000 episodes; as the score-only recovery test above)
+    np.testing.assert_allclose(res.new_obs_matrix, TRUE, atol=0.03)
+    assert not res.model.uses_min and res.model.n_score_bins == 10
+    # what changed is recorded: the old joint matrix, the old marginal as the comparison
+    assert res.old_obs_matrix.shape == (3, 20)
+    np.testing.assert_allclose(res.old_on_new_bins, OLD, atol=1e-12)
+    assert res.em["features"]["from"] == "score+min (10 x 2 bins)"
+    assert res.em["features"]["to"] == "score (10 bins)"
+    assert lineage_key(res.model) == lineage_key(marg) != lineage_key(old)
+
+
+def test_adapter_refits_a_min_feature_bank_and_rejects_what_it_cannot():
+    bank = solve_grid(_min_model(OLD), [2e-4, 1e-3])
+    swaps = []
+    ad = Adapter(bank, lam=2e-4, every=300, min_episodes=100, max_episodes=300,
+                 on_swap=swaps.append)
+    r, v = ad.prepare(None, None)
+    for tr in sample_routed(TRUE, np.arange(1, 10) / 10, bank[0], 300, seed=5):
+        r, v = ad.prepare(r, v)
+        ad.episode_done(tr, version=v)
+    assert len(swaps) == 1 and swaps[0]["swapped"], swaps
+    assert swaps[0]["em"]["features"]["to"].startswith("score (")
+    assert ad.version == 1 and not ad.bank.model.uses_min
+    np.testing.assert_array_equal(ad.bank.lambdas, bank.lambdas)
     with pytest.raises(ValueError, match="needs a drift monitor"):
         Adapter(solve_grid(_model(OLD), [1e-3]))
 

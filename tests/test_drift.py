@@ -203,3 +203,128 @@ def test_from_traces_uses_cheap_replay(bank):
     assert f.shape == (200, 2)
     mon = DriftMonitor.from_traces(bank[0], traces, n_runs=50, horizon=100)
     assert mon.n_reference == 200 and mon.threshold > 0
+
+
+# ------------------------------------------------------ min-previous-score models: a shadow
+@pytest.fixture(scope="module")
+def min_bank():
+    m = _model(uses_min=True)  # 5 score x 3 min bins, random observation rows
+    return solve_grid(m, default_lambdas(m, 8))
+
+
+def test_min_model_pit_runs_on_a_shadow_of_the_score_marginal(min_bank):
+    """With the min feature the router decides on the joint observation, but its PIT sums
+    are exactly those of a router of the score marginal fed the same scores and the
+    actions executed (brute force, step by step), live, in batch and in replay."""
+    from trim_pomdp.fit.refit import score_marginal
+    from trim_pomdp.routing.drift import pit_policy, pit_routed
+
+    pol = min_bank[3]
+    shadow_pol = pit_policy(pol)
+    assert pit_policy(pol) is shadow_pol  # cached per model and lambda
+    assert not shadow_pol.model.uses_min and shadow_pol.lam == pol.lam
+    np.testing.assert_allclose(shadow_pol.model.obs_matrix,
+                               score_marginal(pol.model).obs_matrix, atol=0)
+    world = sample_world(default_scenario(), n_problems=200, seed=8)
+    fed = []
+
+    class Rec(DriftMonitor):
+        def add_episode(self, a, b, n):
+            fed.append((a, b, n))
+            return False
+
+    live = Router(pol, drift=Rec([0, 0], [1, 1], 1e9))
+    plain = Router(pol)
+    brute = Router(shadow_pol)
+    want = []
+    for i in range(world.n_problems):
+        live.reset()
+        plain.reset()
+        brute.reset()
+        acc = np.zeros(3)
+        for j in range(int(world.length[i])):
+            # the draft scores the always-cheap trajectory would see (any scores will do)
+            score = float(world.z_draft[i, j] > 0) * 0.6 + 0.2 * (j % 3) / 2
+            tok, fin = float(world.cheap_tokens[i, j]), j == int(world.length[i]) - 1
+            d = live.step(score, tok, fin)
+            assert d == plain.step(score, tok, fin)
+            brute._step_pit(score, tok, fin, acc)
+            if not fin:
+                # the caller overrides every third advice: the shadow must follow it
+                ex = ("regenerate" if d == "continue" else "continue") if j % 3 == 2 else d
+                live.executed(ex)
+                plain.executed(ex)
+                brute.executed(ex)
+        want.append(acc)
+    np.testing.assert_allclose(np.array(fed), np.array(want), rtol=0, atol=1e-12)
+    # the batch path (simulator) agrees with the live one on the simulator's own traffic
+    live2_fed = []
+
+    class Rec2(DriftMonitor):
+        def add_episode(self, a, b, n):
+            live2_fed.append((a, b, n))
+            return False
+
+    routed = simulate_routing_python(world, Router(pol, drift=Rec2([0, 0], [1, 1], 1e9)))
+    bp = DriftBatchPolicy(pol)
+    res = simulate_routing(world, bp)
+    np.testing.assert_array_equal(res.strong_tokens, routed.strong_tokens)
+    np.testing.assert_allclose(bp.acc, np.array(live2_fed), rtol=0, atol=1e-12)
+    # and replaying the routed traces gives them again (up to the record's float32 scores:
+    # a score moves by <= 6e-8, its PIT by as much times the bin's density)
+    from trim_pomdp.fit.refit import served_format
+    from trim_pomdp.simulation.synth_traces import routed_traces
+
+    res2 = simulate_routing(world, DriftBatchPolicy(pol), record=True)
+    np.testing.assert_allclose(pit_routed(pol, served_format(routed_traces(world, res2))),
+                               bp.features, rtol=0, atol=1e-6)
+
+
+def test_a_min_bank_monitor_is_calibrated_on_routed_in_distribution_traffic():
+    """The reason for the shadow: on routed no-drift traffic a filter that reads the min of
+    the *kept* scores is off (the policy decides what is kept), the marginal's is not."""
+    from trim_pomdp.evaluation.from_scenario import FitConfig, fit_from_scenario
+    from trim_pomdp.fit.refit import served_format
+    from trim_pomdp.routing._kernels import router_step_pit
+    from trim_pomdp.routing.bank import default_budget
+    from trim_pomdp.routing.drift import pit_routed
+    from trim_pomdp.simulation.synth_traces import routed_traces, simulate_traces
+
+    sc = default_scenario()
+    m, _, _ = fit_from_scenario(sc, FitConfig(n_fit_problems=2000, features="score+min"))
+    bank = solve_grid(m, default_lambdas(m, 16))
+    pol = bank.nearest(default_budget(bank, 0.10))
+    ref = pit_reference(pol, simulate_traces(sc, n_problems=2000, seed=77))
+    w = sample_world(sc, n_problems=2000, seed=99)
+    traces = served_format(routed_traces(w, simulate_routing(w, DriftBatchPolicy(pol),
+                                                             record=True)))
+    mu, sd = ref.mean(axis=0), ref.std(axis=0)
+    z = (pit_routed(pol, traces).mean(axis=0) - mu) / sd
+    # 2,000 episodes: the standard error of each mean z is ~0.022
+    assert np.all(np.abs(z) < 0.1), z
+
+    # the filter of the joint model itself, on the same traffic: shifted
+    def own(trs):
+        r = Router(pol)
+        out = []
+        for tr in trs:
+            r.reset()
+            acc = np.zeros(3)
+            n = len(tr.steps)
+            for j, st in enumerate(tr.steps):
+                strong = (st.extra or {}).get("writer") == "strong"
+                score = st.extra["draft_prm_score"] if strong else st.prm_score
+                tok = st.extra.get("cheap_tokens", st.tokens) if strong else st.tokens
+                code = router_step_pit(r._T, r._Z, r._alphas, r._actions, r._offsets,
+                                       r._score_edges, r._min_edges, r._token_edges, True,
+                                       r._max_steps, r._ist, r._b, r._fst, r._tmp,
+                                       float(score), float(tok), j == n - 1, acc)
+                assert code >= 0
+                if not r.done:
+                    r.executed("regenerate" if strong else "continue")
+            out.append(acc)
+        return episode_features(np.array(out))
+
+    z_own = (own(traces).mean(axis=0) - own(simulate_traces(sc, n_problems=2000, seed=77))
+             .mean(axis=0)) / own(simulate_traces(sc, n_problems=2000, seed=77)).std(axis=0)
+    assert z_own[0] < -0.15, z_own

@@ -131,6 +131,17 @@ def test_fit_solve_evaluate_route_fit_solve_with_paths_only(tmp_path, capsys):
     assert n_wrong >= 5, n_wrong  # the PRM misses most slips: the EM has wrong answers
     assert any(s["writer"] == "strong" for r in recs for s in r["steps"])
 
+    # 2b. refit the routing bank from the routed traces (the bank path they record): the
+    # default fit's bank has the min-previous-score feature, refitted as a score-only bank
+    refit = tmp_path / "refit"
+    assert main(["fit", "--refit-from", str(routed), "--out", str(refit)]) == 0
+    rec = json.loads((refit / "refit.json").read_text())
+    assert rec["em"]["features"]["from"].startswith("score+min")
+    b_refit = PolicyBank.load(refit / "bank.npz")
+    assert not b_refit.model.uses_min and len(b_refit) == len(b1)
+    assert b_refit.default_lambda in b_refit.lambdas
+    capsys.readouterr()
+
     # 3. fit on the routed traces: answers only, so outcome EM (no --strong, no --p-s)
     fit2 = tmp_path / "fit2"
     assert main(["fit", str(routed), "--out", str(fit2)]) == 0

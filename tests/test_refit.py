@@ -87,10 +87,16 @@ def test_refit_errors(bank):
     no_outcome = [dataclasses.replace(t, final_correct=None) for t in traces]
     with pytest.raises(InsufficientDataError, match="known outcome"):
         refit_observation(bank.model, no_outcome)
+    # a min-feature model is refitted (as its score marginal, tests/test_adapt.py); its bad
+    # input is the same bad input
     m2, _, _ = fit_from_scenario(default_scenario(), FitConfig(
         n_fit_problems=500, seed=1, features="score+min", n_min_bins=3))
-    with pytest.raises(ModelValidationError, match="min-previous-score feature"):
-        refit_observation(m2, traces)
+    with pytest.raises(InsufficientDataError, match="no step carries a PRM score"):
+        refit_observation(m2, unscored)
+    import types
+
+    with pytest.raises(ModelValidationError, match="TRIM-POMDP\\+ model"):
+        refit_observation(types.SimpleNamespace(n_hidden=9, uses_min=False), traces)
 
 
 def test_rebin_known_answers():

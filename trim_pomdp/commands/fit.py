@@ -450,13 +450,12 @@ def _run_refit(args: argparse.Namespace, out: Path, log: Any, t0: float) -> int:
     bank_path = _resolve_bank(args, args.refit_from)
     bank = PolicyBank.load(bank_path)
     m = bank.model
-    if getattr(m, "n_hidden", 3) != 3 or m.uses_min:
+    if getattr(m, "n_hidden", 3) != 3:
         from trim_pomdp.errors import ModelValidationError
 
         raise ModelValidationError(
-            f"--bank {bank_path}: a refit needs a TRIM-POMDP bank of score bins alone; this "
-            "one " + ("uses the min-previous-score feature (fit --features score)"
-                      if m.uses_min else "is a TRIM-POMDP+ bank"))
+            f"--bank {bank_path}: a refit needs a TRIM-POMDP bank; this one is a "
+            "TRIM-POMDP+ bank")
     routed = load_routed(args.refit_from, m, bank_label=f"--bank {bank_path}")
     n = len(routed.traces)
     log(f"loaded {n} routed traces from {args.refit_from}"

@@ -94,8 +94,9 @@ class Adapter:
     Raises
     ------
     ModelValidationError
-        With ``refit``: the bank's model cannot be refitted (min-previous-score feature, or
-        not 3 hidden states).
+        With ``refit``: the bank's model cannot be refitted (not 3 hidden states: a
+        TRIM-POMDP+ bank).  A bank with the min-previous-score feature is refitted as a
+        score-only bank (:func:`~trim_pomdp.fit.refit.refit_observation`).
     """
 
     def __init__(self, bank: Any, *, lam: float | None = None, monitor: Any = None,
@@ -117,11 +118,10 @@ class Adapter:
             raise ValueError("Adapter(refit=True) needs a drift monitor (refit on its "
                              "alarms) or every= (refit every N episodes)")
         m = bank.model
-        if refit and (getattr(m, "n_hidden", 3) != 3 or m.uses_min):
+        if refit and getattr(m, "n_hidden", 3) != 3:
             raise ModelValidationError(
-                "the closed loop refits TRIM-POMDP banks of score bins alone; this bank's "
-                "model " + ("uses the min-previous-score feature" if m.uses_min else
-                            f"has {m.n_hidden} hidden states (TRIM-POMDP+)"))
+                "the closed loop refits TRIM-POMDP banks; this bank's model has "
+                f"{m.n_hidden} hidden states (TRIM-POMDP+)")
         self.refit = bool(refit)
         self.bank = bank
         self.monitor = monitor

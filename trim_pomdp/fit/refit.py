@@ -35,7 +35,8 @@ from trim_pomdp.errors import ModelValidationError, RefitError
 from trim_pomdp.fit.outcome import OutcomeEM
 
 __all__ = ["RefitError", "RefitResult", "refit_observation", "refit_bank", "served_format",
-           "lineage_key", "bank_key", "router_tag", "load_routed", "RoutedFile"]
+           "score_marginal", "lineage_key", "bank_key", "router_tag", "load_routed",
+           "RoutedFile"]
 
 _STATES = ("S0", "S1", "S2")
 
@@ -175,7 +176,10 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
     Parameters
     ----------
     model : TrimModel
-        The model in use (score bins only, no min-previous-score feature).
+        The model in use.  With the min-previous-score feature the refitted model observes
+        the score alone (:func:`_refit_score_of_min_model` says why): the EM starts from the
+        score marginal, ``old_on_new_bins`` is that marginal and ``em["features"]`` records
+        the change.
     traces : sequence of Trace
         Routed traces in the serving format, with ``final_correct``.
     tie_wrong : bool
@@ -200,7 +204,7 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
     Raises
     ------
     ModelValidationError
-        The model's observations use the min-previous-score feature.
+        A TRIM-POMDP+ model (more than 3 hidden states).
     InsufficientDataError
         No scored step, or no correct / no wrong outcome.
     RefitError
@@ -208,14 +212,18 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
     ValueError
         ``n_bins`` is not None, a positive int or ``"auto"``.
     """
-    if model.uses_min or getattr(model, "n_hidden", 3) != 3:
-        raise ModelValidationError("refit_observation needs a TRIM-POMDP model of score bins "
-                                   "alone (no min-previous-score feature, 3 hidden states)")
+    if getattr(model, "n_hidden", 3) != 3:
+        raise ModelValidationError("refit_observation needs a TRIM-POMDP model (3 hidden "
+                                   "states); this one is a TRIM-POMDP+ model")
     if n_bins is not None and n_bins != "auto" and (
             isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer))
             or int(n_bins) < 2):
         raise ValueError(f"n_bins must be None, an int >= 2 or 'auto'; got {n_bins!r}")
     traces = list(traces)
+    if model.uses_min:
+        return _refit_score_of_min_model(model, traces, pseudocount=pseudocount,
+                                         max_iter=max_iter, tol=tol, tie_wrong=tie_wrong,
+                                         n_bins=n_bins)
     choice = None
     if n_bins == "auto":
         from trim_pomdp.routing.binning import (
@@ -258,6 +266,48 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
                                              old if old_new is None else old_new),
                        loglik_after=_loglik(em, traces, model.p_w, model.p_s, obs),
                        old_on_new_bins=old_new)
+
+
+def score_marginal(model: Any) -> Any:
+    """The score-only TrimModel of a model with the min-previous-score feature: the same
+    transition, tokens and score edges, ``P(score bin | state)`` the sum over the min bins of
+    ``P(score bin, min bin | state)``."""
+    from trim_pomdp.routing.model import TrimModel
+
+    if not model.uses_min:
+        return model
+    nm = int(model.min_edges.size) + 1
+    obs = np.asarray(model.obs_matrix, dtype=np.float64).reshape(3, -1, nm).sum(axis=2)
+    return TrimModel.from_parameters(
+        p_w=model.p_w, p_s=model.p_s, hazard=model.hazard, obs_matrix=obs,
+        token_probs=model.token_probs, strong_tokens=model.strong_tokens,
+        token_edges=model.token_edges, score_edges=model.score_edges,
+        max_steps=model.max_steps)
+
+
+def _refit_score_of_min_model(model: Any, traces: list[Any], **kw: Any) -> RefitResult:
+    """A model with the min-previous-score feature is refitted as a score-only model.
+
+    The outcome EM treats each step's observation as drawn from its hidden state alone.
+    That holds for the current draft's score, but not for the minimum of the earlier *kept*
+    drafts' scores: which drafts were kept is the routing policy's choice, so under routing
+    that minimum's distribution given the state depends on the policy that routed the traffic
+    (a low-scored draft is regenerated and never enters it), and a refit of the joint cells
+    learns the old policy's footprint instead of the PRM (tried: it lost most of the old
+    bank's gain on the drift scenarios).  So the refit drops the min axis, starting from the
+    model's score marginal (:func:`score_marginal`), and says so in ``em["features"]``;
+    ``benchmarks/bench_refit_min.py`` measures what that keeps."""
+    res = refit_observation(score_marginal(model), traces, **kw)
+    nm = int(model.min_edges.size) + 1
+    em = dict(res.em)
+    em["features"] = {"from": f"score+min ({model.n_score_bins} x {nm} bins)",
+                      "to": f"score ({res.model.n_score_bins} bins)",
+                      "why": "the min of the kept scores depends on the routing policy; the "
+                             "refit models the PRM score alone"}
+    return RefitResult(model=res.model, old_obs_matrix=np.array(model.obs_matrix),
+                       new_obs_matrix=res.new_obs_matrix, em=em, n_traces=res.n_traces,
+                       loglik_before=res.loglik_before, loglik_after=res.loglik_after,
+                       old_on_new_bins=res._old)
 
 
 def _held_em(model: Any, traces: list[Any], nb: int, pseudocount: float, max_iter: int,

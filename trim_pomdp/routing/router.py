@@ -119,6 +119,8 @@ class Router:
         self._kernel = K.router_step
         self._warm()
         self._drift: Any = None
+        self._shadow: Router | None = None
+        self._shadow_pending = False
         self._acc = np.zeros(3)
         if drift is not None:
             self.attach_drift(drift)
@@ -133,7 +135,18 @@ class Router:
         """Attach (or with ``None`` detach) a drift monitor; takes effect at the next
         :meth:`reset` boundary for the accumulated episode."""
         if monitor is not None:
+            from trim_pomdp.routing.drift import pit_policy
+
             self._drift_kernel = K.router_step_pit
+            # a min-feature model's PIT runs on a shadow filter of its score marginal, fed
+            # the same scores and executed actions (trim_pomdp.routing.drift says why)
+            shadow = pit_policy(self.policy)
+            self._shadow = None if shadow is self.policy else Router(shadow)
+            # attached mid-episode, the shadow has not seen the episode's start: it joins at
+            # the next reset() (this episode's PIT sums stay empty)
+            self._shadow_pending = bool(self._ist[3] == K.RUNNING)
+        else:
+            self._shadow = None
         self._drift = monitor
         self._acc[:] = 0.0
 
@@ -165,6 +178,9 @@ class Router:
         statistics are handed to the monitor first)."""
         if getattr(self, "_drift", None) is not None:
             self._end_episode()
+        if getattr(self, "_shadow", None) is not None:
+            self._shadow.reset()
+            self._shadow_pending = False
         self._ist[:] = 0
         self._b[:] = self.model.b0
         self._fst[0] = 1.0
@@ -204,7 +220,20 @@ class Router:
         tok = float(tokens)
         if not (0.0 <= tok < math.inf):
             raise ValueError(f"tokens must be a finite number >= 0; got {tokens!r}")
-        if self._drift is None:
+        if self._drift is not None and self._shadow is not None:
+            code = self._kernel(
+                self._T, self._Z, self._alphas, self._actions, self._offsets,
+                self._score_edges, self._min_edges, self._token_edges, self._uses_min,
+                self._max_steps, self._ist, self._b, self._fst, self._tmp, score, tok,
+                bool(is_final),
+            )
+            if code >= 0:
+                if not self._shadow_pending:
+                    self._shadow._step_pit(score, tok, bool(is_final), self._acc)
+                    self._shadow._ist[2] = code
+                if self._ist[3] == K.DONE:
+                    self._end_episode()
+        elif self._drift is None:
             code = self._kernel(
                 self._T, self._Z, self._alphas, self._actions, self._offsets,
                 self._score_edges, self._min_edges, self._token_edges, self._uses_min,
@@ -273,6 +302,8 @@ class Router:
         if self._ist[3] == K.FRESH:
             raise RouterStateError("executed() before any step(); call step() first")
         self._ist[2] = a
+        if self._shadow is not None:
+            self._shadow._ist[2] = a
 
 
 class TrimBatchPolicy:
