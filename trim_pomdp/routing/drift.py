@@ -20,9 +20,9 @@ model's score marginal (:func:`pit_policy`), fed the same scores and executed ac
 minimum of the earlier kept scores is not an observation of the hidden state alone: which
 drafts were kept is the routing policy's choice, so under routing its distribution given the
 state differs from the always-cheap traces the model was fitted on, and a filter that reads
-it is off on in-distribution traffic (measured: -0.30 reference standard deviations per
-episode on ``default``, which the CUSUMs turn into alarms within ~1,000 episodes; the score
-marginal's filter: +0.015).
+it is off on in-distribution traffic (``benchmarks/bench_pit_min.py``: on ``default`` the
+joint filter's location statistic moves by -0.30 reference standard deviations per episode,
+which the CUSUMs turn into alarms within ~1,000 episodes; the score marginal's by +0.015).
 
 If the world were the model, ``u`` would be Uniform(0, 1) given the past.  Real traffic is
 never exactly the model (per-problem difficulty, per-trace PRM bias, within-trace
