@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -88,6 +89,17 @@ class LineReader:
                 return "".join(out)
             self.lines.append(line)
             out.append(line)
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child the test will Ctrl-C: SIGINT at its default action.
+
+    A process started from a shell without job control (``cmd &`` in a script, ``nohup cmd
+    &``) inherits SIGINT *ignored*, exec keeps that, and a Python child then never raises
+    KeyboardInterrupt: the test would wait its whole deadline for a child that ignores the
+    signal (seen once: a ``.ci/run`` launched in the background failed exactly the tests
+    that send SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def reap(proc: subprocess.Popen) -> None:

@@ -203,7 +203,7 @@ def test_ctrl_c_returns_best_policy_so_far(tmp_path):
     import signal
 
     from conftest import shared_path
-    from proc_utils import DEADLINE, LineReader, reap
+    from proc_utils import DEADLINE, LineReader, reap, sigint_default
 
     problem = shared_path("pomdp", "problems", "hallway.POMDP")
     out = tmp_path / "hallway.npz"
@@ -211,6 +211,7 @@ def test_ctrl_c_returns_best_policy_so_far(tmp_path):
         [sys.executable, "-m", "trim_pomdp", "solve", str(problem), "--time-limit", "600",
          "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_default,
     )  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stderr is not None

@@ -341,11 +341,14 @@ def test_interrupt_between_chunks_reports_the_episodes_done(tiger_policy, monkey
 def test_cli_simulate_1e11_episodes_runs_in_bounded_memory(tiger_policy):
     # Not run to the end: wait for the first progress line, then Ctrl-C.  The run must not
     # have allocated for 1e11 episodes, and must report the estimate of those it did.
+    from proc_utils import sigint_default
+
     _, _, problem, policy_path = tiger_policy
     proc = subprocess.Popen(
         [sys.executable, "-c", _RUN_CLI, "simulate", str(problem), str(policy_path),
          "--episodes", "100000000000", "--horizon", "20", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT,
+        preexec_fn=sigint_default)
     try:
         from proc_utils import DEADLINE, LineReader, reap
 

@@ -518,8 +518,10 @@ def test_serve_cli_end_to_end(fake, tmp_path):
     cmd = [sys.executable, "-m", "trim_pomdp", "serve", "--cheap", f"{u}/v1/cheap",
            "--strong", f"{u}/v1/strong", "--prm", f"{u}/v1/prm", "--threshold", "0.5",
            "--port", "0", "--served-model-name", "routed", "--log", str(tmp_path / "l.jsonl")]
+    from proc_utils import sigint_default
+
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=sigint_default)
     try:
         line = proc.stdout.readline()
         assert "listening on http://127.0.0.1:" in line, (line, proc.stderr.read())
