@@ -6,7 +6,7 @@ those of 4,000 held-out always-cheap traces (the monitor's reference).  Printed 
 the mean shift in reference standard deviations.  ``own`` is what the monitor computes
 (for a min bank: the shadow), ``joint`` the filter of the min bank's own joint model.
 
-    nice python benchmarks/bench_pit_min.py [SCENARIO]
+    nice python benchmarks/bench_pit_min.py [SCENARIO]    # then Router.step timings
 """
 
 import sys
@@ -67,3 +67,15 @@ for feat in ("score", "score+min"):
         print(f"{feat:10s} {tag:6s} reference mean {np.round(mu, 3)} sd {np.round(sd, 3)}; "
               f"routed mean {np.round(np.nanmean(live, 0), 3)}; shift (g1, g2) {np.round(z, 3)} "
               "reference sd per episode")
+
+# Router.step with and without the monitor (median / p90 microseconds; bench_drift's timer):
+# for a min bank the monitored step runs the shadow filter too
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_drift import bench_step_us  # noqa: E402
+
+for feat in ("score", "score+min"):
+    m, _, _ = fit_from_scenario(sc, FitConfig(features=feat))
+    t = bench_step_us(solve_grid(m, default_lambdas(m, 8)))
+    print(f"{feat:10s} Router.step median {t['plain_median_us']:.2f} us plain, "
+          f"{t['drift_median_us']:.2f} us with the monitor (p90 {t['plain_p90_us']:.2f} / "
+          f"{t['drift_p90_us']:.2f})")
