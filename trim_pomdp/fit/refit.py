@@ -269,20 +269,10 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
 
 
 def score_marginal(model: Any) -> Any:
-    """The score-only TrimModel of a model with the min-previous-score feature: the same
-    transition, tokens and score edges, ``P(score bin | state)`` the sum over the min bins of
-    ``P(score bin, min bin | state)``."""
-    from trim_pomdp.routing.model import TrimModel
-
-    if not model.uses_min:
-        return model
-    nm = int(model.min_edges.size) + 1
-    obs = np.asarray(model.obs_matrix, dtype=np.float64).reshape(3, -1, nm).sum(axis=2)
-    return TrimModel.from_parameters(
-        p_w=model.p_w, p_s=model.p_s, hazard=model.hazard, obs_matrix=obs,
-        token_probs=model.token_probs, strong_tokens=model.strong_tokens,
-        token_edges=model.token_edges, score_edges=model.score_edges,
-        max_steps=model.max_steps)
+    """The score-only TrimModel of a model with the min-previous-score feature
+    (:meth:`~trim_pomdp.routing.model.TrimModel.score_marginal`): the same transition,
+    tokens and score edges, ``P(score bin | state)`` the sum over the min bins."""
+    return model.score_marginal()
 
 
 def _refit_score_of_min_model(model: Any, traces: list[Any], **kw: Any) -> RefitResult:

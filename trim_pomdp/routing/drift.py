@@ -67,6 +67,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from trim_pomdp.routing._kernels import A_LOC, A_N, A_SPREAD, batch_pit
+from trim_pomdp.routing.policy import pit_policy
 
 __all__ = ["DriftMonitor", "episode_features", "pit_policy", "pit_reference", "pit_routed"]
 
@@ -299,36 +300,6 @@ class DriftMonitor:
     def __repr__(self) -> str:
         return (f"DriftMonitor(alarm={self.alarm}, n_episodes={self.n_episodes}, "
                 f"statistic={self.statistic:.3g}, threshold={self.threshold:.3g})")
-
-
-_MARGINALS: Any = None
-
-
-def pit_policy(policy: Any) -> Any:
-    """The policy whose filter the PIT runs on: ``policy`` itself, or for a model with the
-    min-previous-score feature a policy (at the same lambda) of the model's score marginal
-    (:func:`trim_pomdp.fit.refit.score_marginal`; module docstring says why).  Only its
-    filter is used: its actions are overridden by the ones executed."""
-    import weakref
-
-    from trim_pomdp.routing.bank import solve_grid
-
-    m = policy.model
-    if not getattr(m, "uses_min", False):
-        return policy
-    global _MARGINALS
-    if _MARGINALS is None:
-        _MARGINALS = weakref.WeakKeyDictionary()
-    cache = _MARGINALS.setdefault(m, {})
-    lam = float(policy.lam)
-    if lam not in cache:
-        from trim_pomdp.fit.refit import score_marginal
-
-        marg = cache.get("model")
-        if marg is None:
-            marg = cache["model"] = score_marginal(m)
-        cache[lam] = solve_grid(marg, [lam])[0]
-    return cache[lam]
 
 
 def pit_reference(policy: Any, traces: Sequence[Any]) -> NDArray[np.float64]:

@@ -436,6 +436,21 @@ class TrimModel(BudgetArrays):
         return i_s * self.n_min_bins + (i_m if self.uses_min else 0)
 
     # -- arrays ------------------------------------------------------------------------------
+    def score_marginal(self) -> TrimModel:
+        """The score-only model of a model with the min-previous-score feature: the same
+        transition, tokens and score edges, ``P(score bin | state) = sum_m P(score bin, min
+        bin m | state)``; ``self`` when there is no min feature.  The drift monitor's shadow
+        filter and the refit use it (:mod:`trim_pomdp.routing.drift` says why)."""
+        if not self.uses_min:
+            return self
+        nm = int(self.min_edges.size) + 1
+        obs = np.asarray(self.obs_matrix, dtype=np.float64).reshape(3, -1, nm).sum(axis=2)
+        return TrimModel.from_parameters(
+            p_w=self.p_w, p_s=self.p_s, hazard=self.hazard, obs_matrix=obs,
+            token_probs=self.token_probs, strong_tokens=self.strong_tokens,
+            token_edges=self.token_edges, score_edges=self.score_edges,
+            max_steps=self.max_steps)
+
     def _base_arrays(self):
         """Lambda-independent arrays: T, Z, the success reward and the token cost."""
         if self._arrays is not None:

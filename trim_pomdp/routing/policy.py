@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 from trim_pomdp.errors import PolicyFormatError
 from trim_pomdp.routing.model import TrimModel
 
-__all__ = ["TrimPolicy"]
+__all__ = ["TrimPolicy", "pit_policy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,3 +103,33 @@ class TrimPolicy:
         return float(np.max(self.alphas[lo:hi] @ np.asarray(b, np.float64)))
 
 
+_MARGINALS: Any = None
+
+
+def pit_policy(policy: Any) -> Any:
+    """The policy whose filter the PIT runs on: ``policy`` itself, or for a model with the
+    min-previous-score feature a filter-only policy (same lambda; one zero vector, action
+    continue, per decision) of the model's score marginal
+    (:meth:`~trim_pomdp.routing.model.TrimModel.score_marginal`; the
+    :mod:`trim_pomdp.routing.drift` docstring says why).  Only its filter is used: its
+    actions are overridden by the ones executed."""
+    import weakref
+
+    m = policy.model
+    if not getattr(m, "uses_min", False):
+        return policy
+    global _MARGINALS
+    if _MARGINALS is None:
+        _MARGINALS = weakref.WeakKeyDictionary()
+    cache = _MARGINALS.setdefault(m, {})
+    lam = float(policy.lam)
+    if lam not in cache:
+        marg = cache.get("model")
+        if marg is None:
+            marg = cache["model"] = m.score_marginal()
+        n = marg.horizon * marg.n_observed
+        cache[lam] = TrimPolicy(model=marg, lam=lam, alphas=np.zeros((n, marg.n_hidden)),
+                                actions=np.zeros(n, dtype=np.int64),
+                                offsets=np.arange(n + 1, dtype=np.int64))
+    out: TrimPolicy = cache[lam]
+    return out

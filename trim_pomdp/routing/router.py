@@ -34,7 +34,7 @@ from trim_pomdp.errors import (
 )
 from trim_pomdp.routing import _kernels as K
 from trim_pomdp.routing.model import TrimModel
-from trim_pomdp.routing.policy import TrimPolicy
+from trim_pomdp.routing.policy import TrimPolicy, pit_policy
 from trim_pomdp.steps import ACTION_NAMES
 
 __all__ = ["Router", "TrimBatchPolicy", "ACTION_NAMES"]
@@ -135,8 +135,6 @@ class Router:
         """Attach (or with ``None`` detach) a drift monitor; takes effect at the next
         :meth:`reset` boundary for the accumulated episode."""
         if monitor is not None:
-            from trim_pomdp.routing.drift import pit_policy
-
             self._drift_kernel = K.router_step_pit
             # a min-feature model's PIT runs on a shadow filter of its score marginal, fed
             # the same scores and executed actions (trim_pomdp.routing.drift says why)
@@ -178,8 +176,9 @@ class Router:
         statistics are handed to the monitor first)."""
         if getattr(self, "_drift", None) is not None:
             self._end_episode()
-        if getattr(self, "_shadow", None) is not None:
-            self._shadow.reset()
+        shadow = getattr(self, "_shadow", None)
+        if shadow is not None:
+            shadow.reset()
             self._shadow_pending = False
         self._ist[:] = 0
         self._b[:] = self.model.b0
