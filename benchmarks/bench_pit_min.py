@@ -17,9 +17,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trim_pomdp.evaluation.from_scenario import FitConfig, fit_from_scenario
 from trim_pomdp.fit.refit import served_format
-from trim_pomdp.routing._kernels import router_step_pit
 from trim_pomdp.routing.bank import default_budget, default_lambdas, solve_grid
-from trim_pomdp.routing.drift import episode_features, pit_reference, pit_routed
+from trim_pomdp.routing.drift import _replay_routed, pit_reference, pit_routed
 from trim_pomdp.routing.router import Router, TrimBatchPolicy
 from trim_pomdp.simulation.scenario import load_scenario
 from trim_pomdp.simulation.synth_traces import routed_traces, simulate_traces
@@ -27,26 +26,8 @@ from trim_pomdp.simulation.world import sample_world, simulate_routing
 
 
 def joint_pit(pol, traces):
-    """PIT sums of the joint (score, min) model's own filter, replaying served traces."""
-    r = Router(pol)
-    out = []
-    for tr in traces:
-        r.reset()
-        acc = np.zeros(3)
-        n = len(tr.steps)
-        for j, st in enumerate(tr.steps):
-            ex = st.extra or {}
-            strong = ex.get("writer") == "strong"
-            score = ex["draft_prm_score"] if strong else st.prm_score
-            tok = ex.get("cheap_tokens", st.tokens) if strong else st.tokens
-            router_step_pit(r._T, r._Z, r._alphas, r._actions, r._offsets, r._score_edges,
-                            r._min_edges, r._token_edges, bool(r._uses_min), r._max_steps,
-                            r._ist, r._b, r._fst, r._tmp, float(score), float(tok), j == n - 1,
-                            acc)
-            if not r.done:
-                r.executed("regenerate" if strong else "continue")
-        out.append(acc)
-    return episode_features(np.array(out))
+    """PIT statistics of the joint (score, min) model's own filter, replaying traces."""
+    return _replay_routed(Router(pol), traces)
 
 
 sc = load_scenario(sys.argv[1] if len(sys.argv) > 1 else "default")

@@ -233,10 +233,8 @@ def _min_model(obs, q=(0.3, 0.7)):
 
 
 def test_a_min_feature_bank_is_refitted_as_its_score_marginal():
-    from trim_pomdp.fit.refit import score_marginal
-
     old = _min_model(OLD)
-    marg = score_marginal(old)
+    marg = old.score_marginal()
     assert not marg.uses_min
     np.testing.assert_allclose(marg.obs_matrix, OLD, atol=1e-12)
     np.testing.assert_array_equal(marg.score_edges, old.score_edges)

@@ -216,7 +216,6 @@ def test_min_model_pit_runs_on_a_shadow_of_the_score_marginal(min_bank):
     """With the min feature the router decides on the joint observation, but its PIT sums
     are exactly those of a router of the score marginal fed the same scores and the
     actions executed (brute force, step by step), live, in batch and in replay."""
-    from trim_pomdp.fit.refit import score_marginal
     from trim_pomdp.routing.drift import pit_policy, pit_routed
 
     pol = min_bank[3]
@@ -224,7 +223,7 @@ def test_min_model_pit_runs_on_a_shadow_of_the_score_marginal(min_bank):
     assert pit_policy(pol) is shadow_pol  # cached per model and lambda
     assert not shadow_pol.model.uses_min and shadow_pol.lam == pol.lam
     np.testing.assert_allclose(shadow_pol.model.obs_matrix,
-                               score_marginal(pol.model).obs_matrix, atol=0)
+                               pol.model.score_marginal().obs_matrix, atol=0)
     world = sample_world(default_scenario(), n_problems=200, seed=8)
     fed = []
 
@@ -285,16 +284,16 @@ def test_a_min_bank_monitor_is_calibrated_on_routed_in_distribution_traffic():
     the *kept* scores is off (the policy decides what is kept), the marginal's is not."""
     from trim_pomdp.evaluation.from_scenario import FitConfig, fit_from_scenario
     from trim_pomdp.fit.refit import served_format
-    from trim_pomdp.routing._kernels import router_step_pit
     from trim_pomdp.routing.bank import default_budget
-    from trim_pomdp.routing.drift import pit_routed
+    from trim_pomdp.routing.drift import _replay_routed, pit_routed
     from trim_pomdp.simulation.synth_traces import routed_traces, simulate_traces
 
     sc = default_scenario()
     m, _, _ = fit_from_scenario(sc, FitConfig(n_fit_problems=2000, features="score+min"))
     bank = solve_grid(m, default_lambdas(m, 16))
     pol = bank.nearest(default_budget(bank, 0.10))
-    ref = pit_reference(pol, simulate_traces(sc, n_problems=2000, seed=77))
+    held = simulate_traces(sc, n_problems=2000, seed=77)
+    ref = pit_reference(pol, held)
     w = sample_world(sc, n_problems=2000, seed=99)
     traces = served_format(routed_traces(w, simulate_routing(w, DriftBatchPolicy(pol),
                                                              record=True)))
@@ -304,27 +303,7 @@ def test_a_min_bank_monitor_is_calibrated_on_routed_in_distribution_traffic():
     assert np.all(np.abs(z) < 0.1), z
 
     # the filter of the joint model itself, on the same traffic: shifted
-    def own(trs):
-        r = Router(pol)
-        out = []
-        for tr in trs:
-            r.reset()
-            acc = np.zeros(3)
-            n = len(tr.steps)
-            for j, st in enumerate(tr.steps):
-                strong = (st.extra or {}).get("writer") == "strong"
-                score = st.extra["draft_prm_score"] if strong else st.prm_score
-                tok = st.extra.get("cheap_tokens", st.tokens) if strong else st.tokens
-                code = router_step_pit(r._T, r._Z, r._alphas, r._actions, r._offsets,
-                                       r._score_edges, r._min_edges, r._token_edges, True,
-                                       r._max_steps, r._ist, r._b, r._fst, r._tmp,
-                                       float(score), float(tok), j == n - 1, acc)
-                assert code >= 0
-                if not r.done:
-                    r.executed("regenerate" if strong else "continue")
-            out.append(acc)
-        return episode_features(np.array(out))
-
-    z_own = (own(traces).mean(axis=0) - own(simulate_traces(sc, n_problems=2000, seed=77))
-             .mean(axis=0)) / own(simulate_traces(sc, n_problems=2000, seed=77)).std(axis=0)
+    joint_ref = _replay_routed(Router(pol), held)
+    z_own = ((_replay_routed(Router(pol), traces).mean(axis=0) - joint_ref.mean(axis=0))
+             / joint_ref.std(axis=0))
     assert z_own[0] < -0.15, z_own

@@ -35,8 +35,7 @@ from trim_pomdp.errors import ModelValidationError, RefitError
 from trim_pomdp.fit.outcome import OutcomeEM
 
 __all__ = ["RefitError", "RefitResult", "refit_observation", "refit_bank", "served_format",
-           "score_marginal", "lineage_key", "bank_key", "router_tag", "load_routed",
-           "RoutedFile"]
+           "lineage_key", "bank_key", "router_tag", "load_routed", "RoutedFile"]
 
 _STATES = ("S0", "S1", "S2")
 
@@ -268,13 +267,6 @@ def refit_observation(model: Any, traces: Sequence[Any], *, pseudocount: float =
                        old_on_new_bins=old_new)
 
 
-def score_marginal(model: Any) -> Any:
-    """The score-only TrimModel of a model with the min-previous-score feature
-    (:meth:`~trim_pomdp.routing.model.TrimModel.score_marginal`): the same transition,
-    tokens and score edges, ``P(score bin | state)`` the sum over the min bins."""
-    return model.score_marginal()
-
-
 def _refit_score_of_min_model(model: Any, traces: list[Any], **kw: Any) -> RefitResult:
     """A model with the min-previous-score feature is refitted as a score-only model.
 
@@ -285,9 +277,10 @@ def _refit_score_of_min_model(model: Any, traces: list[Any], **kw: Any) -> Refit
     (a low-scored draft is regenerated and never enters it), and a refit of the joint cells
     learns the old policy's footprint instead of the PRM (tried: it lost most of the old
     bank's gain on the drift scenarios).  So the refit drops the min axis, starting from the
-    model's score marginal (:func:`score_marginal`), and says so in ``em["features"]``;
-    ``benchmarks/bench_refit_min.py`` measures what that keeps."""
-    res = refit_observation(score_marginal(model), traces, **kw)
+    model's score marginal (:meth:`~trim_pomdp.routing.model.TrimModel.score_marginal`), and
+    says so in ``em["features"]``; ``benchmarks/bench_adapt.py --features score+min``
+    measures what the closed loop keeps with it."""
+    res = refit_observation(model.score_marginal(), traces, **kw)
     nm = int(model.min_edges.size) + 1
     em = dict(res.em)
     em["features"] = {"from": f"score+min ({model.n_score_bins} x {nm} bins)",

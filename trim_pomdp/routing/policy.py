@@ -7,6 +7,7 @@ the alpha vectors ``alphas[offsets[t*X+x]:offsets[t*X+x+1]]``; the action at hid
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +104,9 @@ class TrimPolicy:
         return float(np.max(self.alphas[lo:hi] @ np.asarray(b, np.float64)))
 
 
-_MARGINALS: Any = None
+#: per model with the min feature: its score marginal and the filter-only policies by lambda
+_SHADOWS: weakref.WeakKeyDictionary[TrimModel, tuple[TrimModel, dict[float, TrimPolicy]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def pit_policy(policy: Any) -> Any:
@@ -113,23 +116,16 @@ def pit_policy(policy: Any) -> Any:
     (:meth:`~trim_pomdp.routing.model.TrimModel.score_marginal`; the
     :mod:`trim_pomdp.routing.drift` docstring says why).  Only its filter is used: its
     actions are overridden by the ones executed."""
-    import weakref
-
     m = policy.model
     if not getattr(m, "uses_min", False):
         return policy
-    global _MARGINALS
-    if _MARGINALS is None:
-        _MARGINALS = weakref.WeakKeyDictionary()
-    cache = _MARGINALS.setdefault(m, {})
+    if m not in _SHADOWS:
+        _SHADOWS[m] = (m.score_marginal(), {})
+    marg, by_lam = _SHADOWS[m]
     lam = float(policy.lam)
-    if lam not in cache:
-        marg = cache.get("model")
-        if marg is None:
-            marg = cache["model"] = m.score_marginal()
+    if lam not in by_lam:
         n = marg.horizon * marg.n_observed
-        cache[lam] = TrimPolicy(model=marg, lam=lam, alphas=np.zeros((n, marg.n_hidden)),
-                                actions=np.zeros(n, dtype=np.int64),
-                                offsets=np.arange(n + 1, dtype=np.int64))
-    out: TrimPolicy = cache[lam]
-    return out
+        by_lam[lam] = TrimPolicy(model=marg, lam=lam, alphas=np.zeros((n, marg.n_hidden)),
+                                 actions=np.zeros(n, dtype=np.int64),
+                                 offsets=np.arange(n + 1, dtype=np.int64))
+    return by_lam[lam]

@@ -114,14 +114,14 @@ class Router:
         self._tmp = np.zeros(m.n_hidden)
         self._belief_view = self._b.view()
         self._belief_view.flags.writeable = False
-        self.reset()
-        # compile (or load from cache) now rather than on the first real step
-        self._kernel = K.router_step
-        self._warm()
         self._drift: Any = None
         self._shadow: Router | None = None
         self._shadow_pending = False
         self._acc = np.zeros(3)
+        self.reset()
+        # compile (or load from cache) now rather than on the first real step
+        self._kernel = K.router_step
+        self._warm()
         if drift is not None:
             self.attach_drift(drift)
 
@@ -174,11 +174,10 @@ class Router:
     def reset(self) -> None:
         """Start a new trace: epoch 0, belief ``b0`` (an unfinished episode's drift
         statistics are handed to the monitor first)."""
-        if getattr(self, "_drift", None) is not None:
+        if self._drift is not None:
             self._end_episode()
-        shadow = getattr(self, "_shadow", None)
-        if shadow is not None:
-            shadow.reset()
+        if self._shadow is not None:
+            self._shadow.reset()
             self._shadow_pending = False
         self._ist[:] = 0
         self._b[:] = self.model.b0
@@ -219,27 +218,7 @@ class Router:
         tok = float(tokens)
         if not (0.0 <= tok < math.inf):
             raise ValueError(f"tokens must be a finite number >= 0; got {tokens!r}")
-        if self._drift is not None and self._shadow is not None:
-            code = self._kernel(
-                self._T, self._Z, self._alphas, self._actions, self._offsets,
-                self._score_edges, self._min_edges, self._token_edges, self._uses_min,
-                self._max_steps, self._ist, self._b, self._fst, self._tmp, score, tok,
-                bool(is_final),
-            )
-            if code >= 0:
-                if not self._shadow_pending:
-                    self._shadow._step_pit(score, tok, bool(is_final), self._acc)
-                    self._shadow._ist[2] = code
-                if self._ist[3] == K.DONE:
-                    self._end_episode()
-        elif self._drift is None:
-            code = self._kernel(
-                self._T, self._Z, self._alphas, self._actions, self._offsets,
-                self._score_edges, self._min_edges, self._token_edges, self._uses_min,
-                self._max_steps, self._ist, self._b, self._fst, self._tmp, score, tok,
-                bool(is_final),
-            )
-        else:
+        if self._drift is not None and self._shadow is None:
             code = self._drift_kernel(
                 self._T, self._Z, self._alphas, self._actions, self._offsets,
                 self._score_edges, self._min_edges, self._token_edges, self._uses_min,
@@ -248,6 +227,19 @@ class Router:
             )
             if code >= 0 and self._ist[3] == K.DONE:
                 self._end_episode()
+        else:
+            code = self._kernel(
+                self._T, self._Z, self._alphas, self._actions, self._offsets,
+                self._score_edges, self._min_edges, self._token_edges, self._uses_min,
+                self._max_steps, self._ist, self._b, self._fst, self._tmp, score, tok,
+                bool(is_final),
+            )
+            if self._shadow is not None and code >= 0:  # a monitored min-feature router
+                if not self._shadow_pending:
+                    self._shadow._step_pit(score, tok, bool(is_final), self._acc)
+                    self._shadow._ist[2] = code
+                if self._ist[3] == K.DONE:
+                    self._end_episode()
         if code >= 0:
             return ACTION_NAMES[code]
         self._raise(code, score, tok)
